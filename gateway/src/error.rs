@@ -1,0 +1,104 @@
+//! The gateway's one error type. Every variant has a stable `code` that callers can match on and
+//! an HTTP status; internals (paths, SQL, library messages) stay in logs, never in a body.
+
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- the caller's request (400) ----
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("invalid hex: {0}")]
+    InvalidHex(String),
+    #[error("invalid transaction: {0}")]
+    InvalidTransaction(String),
+    #[error("unsupported transaction type 0x{0:02x}")]
+    UnsupportedTxType(u8),
+    #[error("chain id {got} does not match the request's chain id {expected}")]
+    ChainMismatch { expected: u64, got: u64 },
+    #[error("legacy transaction without EIP-155 chain id: it would be valid on every chain")]
+    ReplayableTransaction,
+    #[error("signature has a high s value (EIP-2)")]
+    HighS,
+    #[error("signed transaction's sender {got} is not the wallet {expected}")]
+    SenderMismatch { expected: String, got: String },
+    #[error("incomplete transaction: missing {}", .missing.join(", "))]
+    IncompleteTransaction { missing: Vec<String> },
+    #[error("invalid typed data: {0}")]
+    InvalidTypedData(String),
+    #[error("invalid message: {0}")]
+    InvalidMessage(String),
+    #[error("invalid address: {0}")]
+    InvalidAddress(String),
+
+    // ---- other client errors ----
+    #[error("missing or invalid credentials")]
+    Unauthorized,
+    #[error("not found")]
+    NotFound,
+    #[error("request body too large")]
+    BodyTooLarge,
+    #[error("unsupported media type: send application/json")]
+    UnsupportedMediaType,
+    #[error("policy set invalid:\n{}", .0.join("\n"))]
+    PolicySetInvalid(Vec<String>),
+
+    // ---- the gateway's side ----
+    #[error("request timed out")]
+    Timeout,
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Stable snake_case code for the JSON body; part of the API contract.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest(_) => "invalid_request",
+            Error::InvalidHex(_) => "invalid_hex",
+            Error::InvalidTransaction(_) => "invalid_transaction",
+            Error::UnsupportedTxType(_) => "unsupported_transaction_type",
+            Error::ChainMismatch { .. } => "chain_mismatch",
+            Error::ReplayableTransaction => "replayable_transaction",
+            Error::HighS => "high_s_signature",
+            Error::SenderMismatch { .. } => "sender_mismatch",
+            Error::IncompleteTransaction { .. } => "incomplete_transaction",
+            Error::InvalidTypedData(_) => "invalid_typed_data",
+            Error::InvalidMessage(_) => "invalid_message",
+            Error::InvalidAddress(_) => "invalid_address",
+            Error::Unauthorized => "unauthorized",
+            Error::NotFound => "not_found",
+            Error::BodyTooLarge => "body_too_large",
+            Error::UnsupportedMediaType => "unsupported_media_type",
+            Error::PolicySetInvalid(_) => "policy_set_invalid",
+            Error::Timeout => "timeout",
+            Error::Config(_) => "configuration_error",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The message a caller may see. Server-side errors are summarised; their detail is logged.
+    pub fn public_message(&self) -> String {
+        match self {
+            Error::Config(_) | Error::Internal(_) => "internal error; see the gateway log".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,1 @@
+//! MPC co-signing (both parties), key custody and the device client.
