@@ -1,1 +1,209 @@
-fn main() {}
+//! `parapet`: the one binary. Wiring only: parse the command line, load configuration, call the
+//! gateway library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use parapet_gateway::config::{Config, LogFormat};
+use parapet_gateway::ledger::MemoryLedger;
+use parapet_gateway::pipeline;
+use parapet_gateway::policy::{LoadedPolicies, PolicyPaths};
+use parapet_gateway::records::AppRecord;
+use parapet_gateway::request::AuthorizeRequest;
+
+#[derive(Parser)]
+#[command(
+    name = "parapet",
+    version,
+    about = "Policy-enforcing co-signing gateway for EVM wallets"
+)]
+struct Cli {
+    /// Configuration file (default: ./parapet.toml when present). `PARAPET_*` variables override it.
+    #[arg(long, global = true, env = "PARAPET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (embedded defaults without a config: SQLite under ./data, shipped policies, 127.0.0.1:8080).
+    Serve,
+    /// Work with the Cedar policy set.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Decide one request file (the /v1/authorize body) against the policy set, without a server.
+    Decide {
+        file: PathBuf,
+        /// Evaluate at this time (RFC 3339) instead of now.
+        #[arg(long)]
+        now: Option<String>,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policies, entities, scopes, schema, token registry and ABIs; print the version.
+    Validate {
+        /// A directory holding policies/ and schemas/, or a policies directory.
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let env = Config::process_env();
+    let config = match Config::load(cli.config.as_deref(), &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("parapet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log_format, matches!(cli.command, Command::Serve));
+    match run(cli.command, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("parapet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, serving: bool) {
+    let default = if serving {
+        "info,tower_http=warn"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PARAPET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run(command: Command, config: Config) -> Result<ExitCode> {
+    match command {
+        Command::Serve => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(parapet_gateway::server::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy { command } => policy_command(command, &config),
+        Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
+    }
+}
+
+/// `DIR` may be a project root (with policies/ and schemas/) or a policies directory.
+fn policy_paths(dir: Option<&Path>, config: &Config) -> PolicyPaths {
+    match dir {
+        Some(d) if d.join("policies").is_dir() => PolicyPaths {
+            policies: d.join("policies"),
+            schemas: d.join("schemas"),
+        },
+        Some(d) => PolicyPaths {
+            policies: d.to_path_buf(),
+            schemas: config.schemas_dir.clone(),
+        },
+        None => PolicyPaths {
+            policies: config.policies_dir.clone(),
+            schemas: config.schemas_dir.clone(),
+        },
+    }
+}
+
+fn policy_command(command: PolicyCommand, config: &Config) -> Result<ExitCode> {
+    match command {
+        PolicyCommand::Validate { dir, json } => {
+            let paths = policy_paths(dir.as_deref(), config);
+            match LoadedPolicies::load(&paths) {
+                Ok(set) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"valid": true, "policy_version": set.version()})
+                        );
+                    } else {
+                        println!("policy set valid; version {}", set.version());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    let problems = match &e {
+                        parapet_gateway::Error::PolicySetInvalid(list) => list.clone(),
+                        other => vec![other.to_string()],
+                    };
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"valid": false, "errors": problems})
+                        );
+                    } else {
+                        for p in &problems {
+                            eprintln!("{p}");
+                        }
+                        eprintln!("policy set invalid ({} problem(s))", problems.len());
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn decide(file: &Path, now: Option<&str>, json: bool, config: &Config) -> Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let req: AuthorizeRequest =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))?;
+    let now = match now {
+        Some(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("--now {s:?} is not RFC 3339"))?,
+        None => time::OffsetDateTime::now_utc(),
+    };
+    let policies = LoadedPolicies::load(&policy_paths(None, config))?;
+    let wallet = pipeline::wallet_from_request(&req)?;
+    let ledger = MemoryLedger::default();
+    let app = AppRecord::development_default();
+    let (_, outcome) = pipeline::evaluate(
+        &policies,
+        &ledger,
+        &app,
+        &wallet,
+        &req,
+        &pipeline::basic_scopes(),
+        now,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string(&outcome)?);
+    } else {
+        println!("decision: {}", outcome.decision);
+        println!("action:   {}", outcome.action.as_str());
+        println!("digest:   {}", outcome.digest);
+        println!("policies: {}", outcome.policy_version);
+        for p in &outcome.determining_policies {
+            println!("  {:?} {} — {}", p.effect, p.id, p.reason);
+        }
+        for e in &outcome.errors {
+            println!("  error: {e}");
+        }
+    }
+    if outcome.decision != "allow" && outcome.decision != "deny" {
+        bail!("unexpected decision {}", outcome.decision);
+    }
+    Ok(ExitCode::SUCCESS)
+}

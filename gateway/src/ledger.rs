@@ -21,7 +21,11 @@ pub struct VelocityTotals {
 
 impl VelocityTotals {
     pub fn zero() -> VelocityTotals {
-        VelocityTotals { native_24h: U256::ZERO, token_24h: U256::ZERO, count_1h: 0 }
+        VelocityTotals {
+            native_24h: U256::ZERO,
+            token_24h: U256::ZERO,
+            count_1h: 0,
+        }
     }
 }
 
@@ -34,7 +38,13 @@ pub struct Velocity {
 }
 
 pub trait Ledger: Send + Sync + std::fmt::Debug {
-    fn totals(&self, wallet: Address, chain_id: i64, token: Option<Address>, now: OffsetDateTime) -> VelocityTotals;
+    fn totals(
+        &self,
+        wallet: Address,
+        chain_id: i64,
+        token: Option<Address>,
+        now: OffsetDateTime,
+    ) -> VelocityTotals;
 }
 
 /// One signed or reserved request.
@@ -61,17 +71,28 @@ impl MemoryLedger {
 }
 
 impl Ledger for MemoryLedger {
-    fn totals(&self, wallet: Address, chain_id: i64, token: Option<Address>, now: OffsetDateTime) -> VelocityTotals {
+    fn totals(
+        &self,
+        wallet: Address,
+        chain_id: i64,
+        token: Option<Address>,
+        now: OffsetDateTime,
+    ) -> VelocityTotals {
         let day = now - Duration::hours(24);
         let hour = now - Duration::hours(1);
         let mut t = VelocityTotals::zero();
-        for e in self.entries.read().iter().filter(|e| e.wallet == wallet && e.chain_id == chain_id) {
+        for e in self
+            .entries
+            .read()
+            .iter()
+            .filter(|e| e.wallet == wallet && e.chain_id == chain_id)
+        {
             if e.at > day && e.at <= now {
                 t.native_24h = t.native_24h.saturating_add(e.native);
-                if let (Some((c, amount)), Some(asked)) = (e.token, token) {
-                    if c == asked {
-                        t.token_24h = t.token_24h.saturating_add(amount);
-                    }
+                if let (Some((c, amount)), Some(asked)) = (e.token, token)
+                    && c == asked
+                {
+                    t.token_24h = t.token_24h.saturating_add(amount);
                 }
             }
             if e.at > hour && e.at <= now {
@@ -92,15 +113,19 @@ impl Velocity {
             .and_then(|a| a.raw.parse::<U256>().ok())
             .unwrap_or(U256::ZERO);
         let (token_now, decimals) = match (&facts.decoded.token, facts.action) {
-            (Some(t), crate::facts::Action::Erc20Transfer) => {
-                (t.amount.raw.parse::<U256>().unwrap_or(U256::MAX), t.decimals)
-            }
+            (Some(t), crate::facts::Action::Erc20Transfer) => (
+                t.amount.raw.parse::<U256>().unwrap_or(U256::MAX),
+                t.decimals,
+            ),
             (Some(t), _) => (U256::ZERO, t.decimals),
             (None, _) => (U256::ZERO, 0),
         };
         Velocity {
             native_24h: Amount::from_base_units(totals.native_24h.saturating_add(native_now), 18),
-            token_24h: Amount::from_base_units(totals.token_24h.saturating_add(token_now), decimals),
+            token_24h: Amount::from_base_units(
+                totals.token_24h.saturating_add(token_now),
+                decimals,
+            ),
             count_1h: totals.count_1h.saturating_add(1),
         }
     }

@@ -2,13 +2,17 @@
 //! plain module testable without HTTP.
 
 pub mod clock;
+pub mod config;
 pub mod decode;
 pub mod error;
 pub mod facts;
+pub mod http;
 pub mod ledger;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod records;
 pub mod request;
+pub mod server;
 
 pub use error::{Error, Result};

@@ -30,6 +30,15 @@ pub struct Outcome {
     pub cedar_request: serde_json::Value,
     #[serde(skip)]
     pub entities: serde_json::Value,
+    #[serde(skip)]
+    pub timings: StageTimings,
+}
+
+/// How long each stage took, for metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimings {
+    pub decode: std::time::Duration,
+    pub policy: std::time::Duration,
 }
 
 /// Parses a wallet address in any casing.
@@ -39,7 +48,9 @@ pub fn parse_address(s: &str) -> Result<Address> {
         .or_else(|| s.strip_prefix("0X"))
         .ok_or_else(|| Error::InvalidAddress("expected 0x followed by 40 hex digits".to_owned()))?;
     if hex.len() != 40 {
-        return Err(Error::InvalidAddress("expected 0x followed by 40 hex digits".to_owned()));
+        return Err(Error::InvalidAddress(
+            "expected 0x followed by 40 hex digits".to_owned(),
+        ));
     }
     let mut out = [0u8; 20];
     hex::decode_to_slice(hex, &mut out)
@@ -70,7 +81,9 @@ pub fn evaluate(
     now: OffsetDateTime,
 ) -> Result<(Facts, Outcome)> {
     let payload = req.payload()?;
+    let started = std::time::Instant::now();
     let facts = decode::decode(payload, req.chain_id, wallet.address, policies.registry())?;
+    let decoded_at = std::time::Instant::now();
     let token = facts.decoded.token.as_ref().map(|t| t.contract);
     let totals = ledger.totals(wallet.address, facts.decoded.chain_id, token, now);
     let velocity = Velocity::including(&totals, &facts);
@@ -84,6 +97,10 @@ pub fn evaluate(
         scopes,
         now,
     });
+    let timings = StageTimings {
+        decode: decoded_at - started,
+        policy: decoded_at.elapsed(),
+    };
     let outcome = Outcome {
         decision: if decision.allowed { "allow" } else { "deny" },
         action: facts.action,
@@ -95,6 +112,7 @@ pub fn evaluate(
         facts: decision.facts,
         cedar_request: decision.cedar_request,
         entities: decision.entities,
+        timings,
     };
     Ok((facts, outcome))
 }

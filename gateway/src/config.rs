@@ -1,0 +1,371 @@
+//! Configuration (DESIGN §10): `parapet.toml`, then `PARAPET_*` environment variables, and every
+//! secret also as `…_FILE` so it can come from a mounted secret instead of the environment.
+//! With nothing configured, the embedded defaults run a single development gateway.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The file as operators write it; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    policies_dir: Option<PathBuf>,
+    schemas_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    database_url_file: Option<PathBuf>,
+    api_token: Option<String>,
+    api_token_file: Option<PathBuf>,
+    body_limit_bytes: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    log_format: Option<String>,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the static API token came from: configured by the operator, or generated for
+/// development into `<data_dir>/dev-token`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    Configured(String),
+    DevelopmentFile(PathBuf),
+}
+
+/// The resolved configuration.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub policies_dir: PathBuf,
+    pub schemas_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; defaults to a SQLite file under `data_dir`.
+    pub database_url: String,
+    /// `None` until [`Config::ensure_api_token`] runs with no configured token.
+    pub api_token: Option<String>,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+impl std::fmt::Debug for Config {
+    // Hand-written so that secrets never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("policies_dir", &self.policies_dir)
+            .field("schemas_dir", &self.schemas_dir)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .field("log_format", &self.log_format)
+            .finish()
+    }
+}
+
+/// Drops the password from a database URL for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let (head, tail) = url.split_at(at);
+            match head.get(scheme + 3..).and_then(|creds| creds.find(':')) {
+                Some(colon) => format!(
+                    "{}:***{}",
+                    head.get(..scheme + 3 + colon).unwrap_or(""),
+                    tail
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+
+impl Config {
+    /// Loads `path` (or `./parapet.toml` when it exists and no path is given), then applies the
+    /// environment. `env` is passed in rather than read here so that tests stay hermetic.
+    pub fn load(path: Option<&Path>, env: &HashMap<String, String>) -> Result<Config> {
+        let file = match path {
+            Some(p) => Some(read_file_config(p)?),
+            None => {
+                let default = Path::new("parapet.toml");
+                if default.exists() {
+                    Some(read_file_config(default)?)
+                } else {
+                    None
+                }
+            }
+        }
+        .unwrap_or_default();
+        Self::resolve(file, env)
+    }
+
+    fn resolve(file: FileConfig, env: &HashMap<String, String>) -> Result<Config> {
+        let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+        let listen_s = get("PARAPET_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen = listen_s
+            .parse::<SocketAddr>()
+            .map_err(|e| Error::Config(format!("listen address {listen_s:?}: {e}")))?;
+        let data_dir = get("PARAPET_DATA_DIR")
+            .map(PathBuf::from)
+            .or(file.data_dir)
+            .unwrap_or_else(|| "data".into());
+        let policies_dir = get("PARAPET_POLICIES_DIR")
+            .map(PathBuf::from)
+            .or(file.policies_dir)
+            .unwrap_or_else(|| "policies".into());
+        let schemas_dir = get("PARAPET_SCHEMAS_DIR")
+            .map(PathBuf::from)
+            .or(file.schemas_dir)
+            .unwrap_or_else(|| "schemas".into());
+        let database_url = secret(
+            env,
+            "PARAPET_DATABASE_URL",
+            file.database_url,
+            file.database_url_file,
+        )?
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("parapet.db").display()));
+        let api_token = secret(
+            env,
+            "PARAPET_API_TOKEN",
+            file.api_token,
+            file.api_token_file,
+        )?;
+        if api_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(Error::Config(
+                "api_token must be at least 16 characters".to_owned(),
+            ));
+        }
+        let body_limit_bytes = match get("PARAPET_BODY_LIMIT_BYTES") {
+            Some(v) => v
+                .parse()
+                .map_err(|e| Error::Config(format!("PARAPET_BODY_LIMIT_BYTES: {e}")))?,
+            None => file.body_limit_bytes.unwrap_or(DEFAULT_BODY_LIMIT),
+        };
+        let timeout_ms = match get("PARAPET_REQUEST_TIMEOUT_MS") {
+            Some(v) => v
+                .parse()
+                .map_err(|e| Error::Config(format!("PARAPET_REQUEST_TIMEOUT_MS: {e}")))?,
+            None => file.request_timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+        };
+        let log_format = match get("PARAPET_LOG_FORMAT").or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "log_format {other:?}: expected text or json"
+                )));
+            }
+        };
+        Ok(Config {
+            listen,
+            data_dir,
+            policies_dir,
+            schemas_dir,
+            database_url,
+            api_token,
+            body_limit_bytes,
+            request_timeout: Duration::from_millis(timeout_ms),
+            log_format,
+        })
+    }
+
+    /// The process environment as a map, for [`Config::load`].
+    pub fn process_env() -> HashMap<String, String> {
+        std::env::vars()
+            .filter(|(k, _)| k.starts_with("PARAPET_"))
+            .collect()
+    }
+
+    /// Makes sure a static API token exists. Without a configured one, the development default
+    /// reuses or generates `<data_dir>/dev-token` (mode 0600). Returns where it came from; the
+    /// token itself is never logged.
+    pub fn ensure_api_token(&mut self) -> Result<TokenSource> {
+        if let Some(t) = &self.api_token {
+            return Ok(TokenSource::Configured(t.clone()));
+        }
+        let path = self.data_dir.join("dev-token");
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| Error::Config(format!("creating {}: {e}", self.data_dir.display())))?;
+        let token = match std::fs::read_to_string(&path) {
+            Ok(t) if t.trim().len() >= 16 => t.trim().to_owned(),
+            _ => {
+                let mut bytes = [0u8; 32];
+                rand::Rng::fill(&mut rand::rng(), &mut bytes);
+                let token = format!("pdev_{}", hex::encode(bytes));
+                write_private(&path, token.as_bytes())?;
+                token
+            }
+        };
+        self.api_token = Some(token);
+        Ok(TokenSource::DevelopmentFile(path))
+    }
+}
+
+fn read_file_config(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+/// A secret from `NAME`, `NAME_FILE`, the file's `key` or `key_file`, in that order.
+fn secret(
+    env: &HashMap<String, String>,
+    name: &str,
+    from_file_config: Option<String>,
+    file_path: Option<PathBuf>,
+) -> Result<Option<String>> {
+    if let Some(v) = env.get(name).filter(|v| !v.is_empty()) {
+        return Ok(Some(v.clone()));
+    }
+    let env_file = env
+        .get(&format!("{name}_FILE"))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    if let Some(p) = env_file {
+        return read_secret_file(&p).map(Some);
+    }
+    if let Some(v) = from_file_config {
+        return Ok(Some(v));
+    }
+    match file_path {
+        Some(p) => read_secret_file(&p).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn read_secret_file(path: &Path) -> Result<String> {
+    let v = std::fs::read_to_string(path)
+        .map_err(|e| Error::Config(format!("reading secret file {}: {e}", path.display())))?;
+    Ok(v.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    std::fs::write(path, bytes)
+        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_anything() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.database_url, "sqlite://data/parapet.db");
+        assert!(c.api_token.is_none());
+    }
+
+    #[test]
+    fn env_overrides_file_and_file_secrets_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_path = dir.path().join("token");
+        std::fs::write(&secret_path, "from-a-mounted-secret-file\n").unwrap();
+        let file: FileConfig =
+            toml::from_str("listen = \"127.0.0.1:9000\"\napi_token = \"from-the-toml-file-000\"")
+                .unwrap();
+        let e = env(&[
+            ("PARAPET_LISTEN", "127.0.0.1:9100"),
+            ("PARAPET_API_TOKEN_FILE", secret_path.to_str().unwrap()),
+        ]);
+        let c = Config::resolve(file, &e).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.api_token.as_deref(), Some("from-a-mounted-secret-file"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        assert!(toml::from_str::<FileConfig>("listn = \"x\"").is_err());
+        assert!(
+            Config::resolve(FileConfig::default(), &env(&[("PARAPET_LISTEN", "nope")])).is_err()
+        );
+        assert!(
+            Config::resolve(
+                FileConfig::default(),
+                &env(&[("PARAPET_API_TOKEN", "short")])
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn dev_token_is_generated_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        c.data_dir = dir.path().join("data");
+        let src = c.ensure_api_token().unwrap();
+        let path = dir.path().join("data/dev-token");
+        assert_eq!(src, TokenSource::DevelopmentFile(path.clone()));
+        let first = c.api_token.clone().unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        c.api_token = None;
+        c.ensure_api_token().unwrap();
+        assert_eq!(c.api_token.unwrap(), first);
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let mut c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        c.api_token = Some("super-secret-token-value".to_owned());
+        assert!(!format!("{c:?}").contains("super-secret"));
+    }
+}

@@ -1,0 +1,39 @@
+//! One error type for every HTTP answer: `{code, message, request_id}` with the status the
+//! crate's [`Error`] names. Internals go to the log only.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// An [`Error`] together with the request it answers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub error: Error,
+    pub request_id: String,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'static str,
+    message: String,
+    request_id: &'a str,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.error.status();
+        if status.is_server_error() {
+            tracing::error!(request_id = %self.request_id, error = %self.error, "request failed");
+        } else {
+            tracing::debug!(request_id = %self.request_id, code = self.error.code(), "request refused");
+        }
+        let body = Body {
+            code: self.error.code(),
+            message: self.error.public_message(),
+            request_id: &self.request_id,
+        };
+        (status, Json(body)).into_response()
+    }
+}

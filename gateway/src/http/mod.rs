@@ -1,0 +1,138 @@
+//! The HTTP service: one [`app`] builder, thin handlers over the pipeline stages, one error type.
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod request_id;
+mod routes;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::clock::SharedClock;
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::pipeline::SharedLedger;
+use crate::policy::Engine;
+use crate::records::AppRecord;
+use error::ApiError;
+use request_id::ReqId;
+
+/// Everything handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Engine,
+    pub ledger: SharedLedger,
+    pub clock: SharedClock,
+    pub metrics: Metrics,
+    /// SHA-256 of the static API token.
+    pub token_hash: [u8; 32],
+    /// The app requests act for, until API keys identify callers.
+    pub app: AppRecord,
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// Every route the service answers, as `(method, path)`: the OpenAPI document must list exactly
+/// these (a test holds them together).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/authorize"),
+    ("post", "/v1/admin/policies/reload"),
+];
+
+/// Builds the whole service.
+pub fn app(state: Arc<AppState>) -> Router {
+    let v1 = Router::new()
+        .route("/v1/authorize", post(routes::authorize))
+        .route("/v1/admin/policies/reload", post(routes::reload_policies))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ))
+        .route_layer(middleware::from_fn_with_state(state.clone(), time_v1));
+    Router::new()
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .merge(v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            deadline_and_count,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(request_id::assign))
+        .with_state(state)
+}
+
+/// Every request gets the configured deadline (503 `timeout` past it) and is counted.
+async fn deadline_and_count(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let request_id = req
+        .extensions()
+        .get::<ReqId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let res = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError {
+            error: Error::Timeout,
+            request_id,
+        }
+        .into_response(),
+    };
+    state.metrics.count_status(res.status().as_u16());
+    res
+}
+
+async fn time_v1(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let res = next.run(req).await;
+    state.metrics.request_latency.observe(started.elapsed());
+    res
+}
+
+async fn not_found(ReqId(request_id): ReqId) -> ApiError {
+    ApiError {
+        error: Error::NotFound,
+        request_id,
+    }
+}
+
+async fn method_not_allowed(ReqId(request_id): ReqId) -> Response {
+    let mut res = ApiError {
+        error: Error::InvalidRequest("method not allowed".to_owned()),
+        request_id,
+    }
+    .into_response();
+    *res.status_mut() = http::StatusCode::METHOD_NOT_ALLOWED;
+    res
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    ApiError {
+        error: Error::Internal("handler panicked".to_owned()),
+        request_id: String::new(),
+    }
+    .into_response()
+}
