@@ -95,7 +95,9 @@ impl Error {
     /// The message a caller may see. Server-side errors are summarised; their detail is logged.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Config(_) | Error::Internal(_) => "internal error; see the gateway log".to_owned(),
+            Error::Config(_) | Error::Internal(_) => {
+                "internal error; see the gateway log".to_owned()
+            }
             other => other.to_string(),
         }
     }

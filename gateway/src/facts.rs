@@ -97,12 +97,22 @@ impl Amount {
             // Bounded by the cap just above, so the conversion cannot fail.
             i64::try_from(scaled).unwrap_or(AMOUNT_CAP)
         };
-        Amount { scaled, saturated, exact: exact && !saturated, raw: raw.to_string() }
+        Amount {
+            scaled,
+            saturated,
+            exact: exact && !saturated,
+            raw: raw.to_string(),
+        }
     }
 
     /// Zero of any asset.
     pub fn zero() -> Amount {
-        Amount { scaled: 0, saturated: false, exact: true, raw: "0".to_owned() }
+        Amount {
+            scaled: 0,
+            saturated: false,
+            exact: true,
+            raw: "0".to_owned(),
+        }
     }
 
     /// Sum used for velocity windows; saturates at the cap like every amount.

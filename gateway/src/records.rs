@@ -23,7 +23,11 @@ impl AppRecord {
         AppRecord {
             id: "default".to_owned(),
             name: "Default app".to_owned(),
-            grants: vec!["sign".to_owned(), "audit:read".to_owned(), "admin".to_owned()],
+            grants: vec![
+                "sign".to_owned(),
+                "audit:read".to_owned(),
+                "admin".to_owned(),
+            ],
             frozen: false,
             groups: Vec::new(),
         }
