@@ -1,15 +1,52 @@
-//! Authorization with Cedar (DESIGN §3–§4). PLACEHOLDER: replaced by the real engine.
+//! Authorization with Cedar (DESIGN §3–§4).
+//!
+//! A policy set is loaded and strictly validated as a whole ([`LoadedPolicies::load`]), then
+//! shared read-only by every request until a reload swaps it ([`Engine`]). Decisions are deny
+//! by default, any satisfied `forbid` wins, and any evaluation error is a deny: Cedar skips a
+//! policy that errors, which would silently fail open for a `forbid`.
+//!
+//! Only the calling app's slice of the set is evaluated (policies whose principal constraint
+//! names the app or one of its groups, plus the unconstrained ones); see [`slice`]. The
+//! request is built from typed values, never from JSON, because building it dominates the
+//! cost of a decision otherwise.
 
+mod cases;
+mod context;
+mod decide;
+mod diag;
+mod entities;
+mod format;
+mod load;
+mod names;
+mod slice;
+pub mod testing;
+mod version;
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 
 use crate::decode::Registry;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::facts::Facts;
 use crate::ledger::Velocity;
 use crate::records::{AppRecord, SessionFacts, WalletRecord};
+
+pub use cases::{
+    CaseExpect, CaseResult, DEFAULT_CASE_NOW, format_case_table, run_cases, run_cases_with,
+};
+pub use format::format_policies;
+pub use load::{PolicyMeta, ScopeDef};
+
+/// The id reported for a deny that no `forbid` caused: nothing permitted the request.
+/// Reserved: no policy may use it as its `@id`.
+pub const DEFAULT_DENY_ID: &str = "default-deny";
+/// The reason reported with [`DEFAULT_DENY_ID`].
+pub const DEFAULT_DENY_REASON: &str = "not permitted by any policy";
+/// The consent scope every permit without `@scope` belongs to; always required.
+pub const BASIC_SCOPE: &str = "basic";
 
 /// Where a policy set lives: `policies/` (.cedar, entities/, scopes.json, tests/) and `schemas/`
 /// (parapet.cedarschema, tokens.json, abis/).
@@ -38,17 +75,26 @@ pub struct DecisionInput<'a> {
 pub enum Effect {
     Permit,
     Forbid,
+    /// No policy forbade the request and none permitted it. Kept apart from `Forbid` so that
+    /// callers (step-up, reports) never mistake the absence of a permit for a policy's verdict.
+    DefaultDeny,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct DeterminingPolicy {
-    /// The policy's `@id`.
+    /// The policy's `@id`, or [`DEFAULT_DENY_ID`].
     pub id: String,
     pub effect: Effect,
     /// The policy's `@reason`, or "not permitted by any policy" for the default deny.
     pub reason: String,
 }
 
+/// One decision. `determining` is sorted by id:
+/// - allow: the permits that were satisfied (in an approved scope);
+/// - deny by policy: the forbids that were satisfied;
+/// - deny because nothing permitted it (and nothing errored): exactly one entry with id
+///   [`DEFAULT_DENY_ID`], effect [`Effect::DefaultDeny`] and reason [`DEFAULT_DENY_REASON`];
+/// - deny because of evaluation errors: the satisfied forbids, if any, and `errors` non-empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     pub allowed: bool,
@@ -59,8 +105,23 @@ pub struct Decision {
     pub facts: serde_json::Value,
     /// `{principal, action, resource, context}` in Cedar's JSON form, for audit and replay.
     pub cedar_request: serde_json::Value,
-    /// The dynamic entities (app, wallet) in Cedar's JSON entity form, for audit and replay.
+    /// The dynamic entities (app, wallet, users) in Cedar's JSON entity form, for audit and
+    /// replay.
     pub entities: serde_json::Value,
+}
+
+impl Decision {
+    /// A deny that is reported as such, e.g. when the request could not even be built.
+    fn failed(errors: Vec<String>) -> Decision {
+        Decision {
+            allowed: false,
+            determining: Vec::new(),
+            errors,
+            facts: serde_json::Value::Null,
+            cedar_request: serde_json::Value::Null,
+            entities: serde_json::Value::Null,
+        }
+    }
 }
 
 /// One loaded, validated policy set.
@@ -68,27 +129,102 @@ pub struct Decision {
 pub struct LoadedPolicies {
     version: String,
     registry: Registry,
+    files: Vec<(String, Vec<u8>)>,
+    schema: cedar_policy::Schema,
+    metas: Vec<PolicyMeta>,
+    meta_by_id: HashMap<String, usize>,
+    scopes: BTreeMap<String, ScopeDef>,
+    index: slice::SliceIndex,
+    slices: slice::SliceCache,
+    statics: entities::StaticEntities,
+    names: names::Names,
+    authorizer: cedar_policy::Authorizer,
 }
 
 impl LoadedPolicies {
-    pub fn load(_paths: &PolicyPaths) -> Result<LoadedPolicies> {
-        Err(Error::Internal("policy engine not built".to_owned()))
+    /// Reads, parses and strictly validates every file of the set; any problem refuses the
+    /// whole set with `Error::PolicySetInvalid` listing `file:line: message` entries.
+    pub fn load(paths: &PolicyPaths) -> Result<LoadedPolicies> {
+        load::load(paths)
     }
+
+    /// SHA-256 (hex) of the RFC 8785 manifest of every file of the set.
     pub fn version(&self) -> &str {
         &self.version
     }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
-    pub fn decide(&self, _input: &DecisionInput<'_>) -> Decision {
-        Decision {
-            allowed: false,
-            determining: Vec::new(),
-            errors: vec!["policy engine not built".to_owned()],
-            facts: serde_json::Value::Null,
-            cedar_request: serde_json::Value::Null,
-            entities: serde_json::Value::Null,
-        }
+
+    /// Every file the version covers, as `(path relative to the project root, bytes)`, sorted
+    /// by path, so that the exact set can be stored alongside decisions made with it.
+    pub fn files(&self) -> &[(String, Vec<u8>)] {
+        &self.files
+    }
+
+    /// Every policy with its annotations and location, in load order (files by name).
+    pub fn policies(&self) -> &[PolicyMeta] {
+        &self.metas
+    }
+
+    /// A policy by `@id`.
+    pub fn policy(&self, id: &str) -> Option<&PolicyMeta> {
+        self.meta_by_id.get(id).and_then(|i| self.metas.get(*i))
+    }
+
+    /// The consent scopes of `policies/scopes.json`.
+    pub fn scopes(&self) -> &BTreeMap<String, ScopeDef> {
+        &self.scopes
+    }
+
+    pub fn schema(&self) -> &cedar_policy::Schema {
+        &self.schema
+    }
+
+    /// Decides one request. Never fails: a request that cannot even be built is a deny with
+    /// the reason in `errors`.
+    pub fn decide(&self, input: &DecisionInput<'_>) -> Decision {
+        decide::decide(self, input)
+    }
+
+    /// Re-evaluates a recorded decision (`cedar_request` and `entities` exactly as a
+    /// [`Decision`] carried them) against this set, so an auditor can check what was decided.
+    pub fn replay(
+        &self,
+        cedar_request: &serde_json::Value,
+        entities: &serde_json::Value,
+    ) -> Result<Decision> {
+        decide::replay(self, cedar_request, entities)
+    }
+
+    /// Evaluates against the whole set instead of the app's slice. Slower; exists so that
+    /// tests can prove slicing never changes an answer.
+    pub fn decide_unsliced(&self, input: &DecisionInput<'_>) -> Decision {
+        decide::decide_unsliced(self, input)
+    }
+
+    /// True when `decision` is a deny that only `@step_up` forbids caused (DESIGN §6): the
+    /// caller may then re-evaluate with `step_up: true` to see whether a step-up would help.
+    pub fn step_up_may_help(&self, decision: &Decision) -> bool {
+        !decision.allowed
+            && decision.errors.is_empty()
+            && !decision.determining.is_empty()
+            && decision.determining.iter().all(|d| {
+                d.effect == Effect::Forbid && self.policy(&d.id).is_some_and(|m| m.step_up)
+            })
+    }
+
+    /// The hash a user's consent to `scope_ids` is bound to: ids, required flags and the
+    /// text of their permits (DESIGN §3). Editing a description keeps consent; editing a
+    /// permit or a required flag invalidates it.
+    pub fn consent_hash(&self, scope_ids: &[String]) -> Result<String> {
+        load::consent_hash(self, scope_ids)
+    }
+
+    /// Number of cached slices; for tests and metrics.
+    pub fn cached_slices(&self) -> usize {
+        self.slices.len()
     }
 }
 
@@ -102,7 +238,10 @@ pub struct Engine {
 impl Engine {
     pub fn new(paths: PolicyPaths) -> Result<Engine> {
         let loaded = LoadedPolicies::load(&paths)?;
-        Ok(Engine { paths, current: arc_swap::ArcSwap::from_pointee(loaded) })
+        Ok(Engine {
+            paths,
+            current: arc_swap::ArcSwap::from_pointee(loaded),
+        })
     }
     pub fn current(&self) -> Arc<LoadedPolicies> {
         self.current.load_full()
@@ -111,6 +250,7 @@ impl Engine {
     pub fn reload(&self) -> Result<String> {
         let loaded = LoadedPolicies::load(&self.paths)?;
         let v = loaded.version().to_owned();
+        tracing::info!(policy_version = %v, "policy set reloaded");
         self.current.store(Arc::new(loaded));
         Ok(v)
     }

@@ -1,0 +1,392 @@
+//! Entities: the static ones of a loaded set (address lists from `policies/entities/*.json`,
+//! the schema's actions) and the dynamic ones of a request (app, wallet, users).
+//!
+//! A request's store holds only what evaluation can reach: the actions, the address lists,
+//! the Address entities the context (or a policy literal) names, and the dynamic records.
+//! An Address that is on no list needs no entity: `x in AddressList::"…"` is false for an
+//! entity the store does not hold, exactly as for one with no parents. This keeps the cost of
+//! a request independent of the size of the lists.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression, Schema};
+use serde_json::{Map, Value};
+
+use super::DecisionInput;
+use super::context::{Kind, Val};
+use super::diag::detailed;
+use super::names::{self, Names};
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub(crate) struct StaticEntities {
+    /// Actions, address lists and the addresses policies name literally.
+    base: Entities,
+    /// Every Address entity by its id (lower-case 0x), ancestors already closed.
+    addresses: HashMap<String, Entity>,
+    /// `base` plus every address: what a replay evaluates against.
+    full: Entities,
+    /// Lists the entity files declare, explicitly or as some entity's parent.
+    declared_lists: HashSet<String>,
+}
+
+/// `0x` followed by 40 lower-case hex digits: the only spelling the context ever uses, so any
+/// other spelling in an entity file or a policy could never match.
+pub(crate) fn is_canonical_address(s: &str) -> bool {
+    s.len() == 42
+        && s.starts_with("0x")
+        && s.bytes()
+            .skip(2)
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl StaticEntities {
+    /// Loads `files` (relative path, text). Problems are pushed as `file: message`; `None`
+    /// when there was any.
+    pub(crate) fn load(
+        schema: &Schema,
+        names: &Names,
+        files: &[(String, String)],
+        literals: &[EntityUid],
+        problems: &mut Vec<String>,
+    ) -> Option<StaticEntities> {
+        let before = problems.len();
+        let mut all: Vec<Value> = Vec::new();
+        for (rel, text) in files {
+            if let Some(items) = check_file(schema, rel, text, problems) {
+                all.extend(items);
+            }
+        }
+        if problems.len() > before {
+            return None;
+        }
+        let combined = match Entities::from_json_value(Value::Array(all), None) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(format!("policies/entities: {}", detailed(&e)));
+                return None;
+            }
+        };
+        match Self::close(schema, names, &combined, literals) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                problems.push(format!("policies/entities: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Computes each list's `members` (transitively, as `in` would) and assembles the stores.
+    fn close(
+        schema: &Schema,
+        names: &Names,
+        combined: &Entities,
+        literals: &[EntityUid],
+    ) -> Result<StaticEntities> {
+        let mut lists: BTreeMap<String, (HashSet<EntityUid>, BTreeSet<String>)> = BTreeMap::new();
+        let mut address_entities: Vec<Entity> = Vec::new();
+        for e in combined.iter() {
+            let uid = e.uid();
+            if uid.type_name() == &names.address_list {
+                for a in combined.ancestors(&uid).into_iter().flatten() {
+                    lists.entry(a.id().unescaped().to_owned()).or_default();
+                }
+                let parents = e.clone().into_inner().2;
+                lists.entry(uid.id().unescaped().to_owned()).or_default().0 = parents;
+            } else if uid.type_name() == &names.address {
+                let id = uid.id().unescaped().to_owned();
+                for a in combined.ancestors(&uid).into_iter().flatten() {
+                    if a.type_name() == &names.address_list {
+                        lists
+                            .entry(a.id().unescaped().to_owned())
+                            .or_default()
+                            .1
+                            .insert(id.clone());
+                    }
+                }
+                address_entities.push(e.clone());
+            }
+        }
+        let declared_lists: HashSet<String> = lists.keys().cloned().collect();
+        for l in literals {
+            if l.type_name() == &names.address_list {
+                lists.entry(l.id().unescaped().to_owned()).or_default();
+            }
+        }
+        let mut list_entities = Vec::with_capacity(lists.len());
+        for (id, (parents, members)) in &lists {
+            let set = RestrictedExpression::new_set(
+                members
+                    .iter()
+                    .map(|m| RestrictedExpression::new_entity_uid(names.uid(&names.address, m))),
+            );
+            let attrs = HashMap::from([("members".to_owned(), set)]);
+            let e = Entity::new(names.uid(&names.address_list, id), attrs, parents.clone())
+                .map_err(|e| Error::Internal(format!("address list {id}: {e}")))?;
+            list_entities.push(e);
+        }
+        let full = Entities::from_entities(
+            list_entities.iter().cloned().chain(address_entities),
+            Some(schema),
+        )
+        .map_err(|e| Error::Config(detailed(&e)))?;
+        let addresses: HashMap<String, Entity> = full
+            .iter()
+            .filter(|e| e.uid().type_name() == &names.address)
+            .map(|e| (e.uid().id().unescaped().to_owned(), e.clone()))
+            .collect();
+        let literal_addresses: Vec<Entity> = literals
+            .iter()
+            .filter(|l| l.type_name() == &names.address)
+            .filter_map(|l| addresses.get(l.id().unescaped()).cloned())
+            .collect();
+        let base = Entities::from_entities(
+            list_entities.into_iter().chain(literal_addresses),
+            Some(schema),
+        )
+        .map_err(|e| Error::Config(detailed(&e)))?;
+        Ok(StaticEntities {
+            base,
+            addresses,
+            full,
+            declared_lists,
+        })
+    }
+
+    /// The store for one request: the static base plus `dynamic` and the named addresses.
+    pub(crate) fn for_request(
+        &self,
+        dynamic: Vec<Entity>,
+        mut addresses: Vec<&str>,
+    ) -> Result<Entities> {
+        addresses.sort_unstable();
+        addresses.dedup();
+        let named = addresses
+            .into_iter()
+            .filter_map(|a| self.addresses.get(a))
+            .cloned();
+        self.base
+            .clone()
+            .add_entities(dynamic.into_iter().chain(named), None)
+            .map_err(|e| Error::Internal(format!("entities: {e}")))
+    }
+
+    /// The store for a replay: every static entity plus the recorded dynamic ones.
+    pub(crate) fn for_replay(&self, dynamic: Vec<Entity>) -> Result<Entities> {
+        self.full
+            .clone()
+            .add_entities(dynamic, None)
+            .map_err(|e| Error::InvalidRequest(format!("entities: {e}")))
+    }
+
+    pub(crate) fn declares_list(&self, id: &str) -> bool {
+        self.declared_lists.contains(id)
+    }
+
+    pub(crate) fn address_count(&self) -> usize {
+        self.addresses.len()
+    }
+}
+
+/// Structural checks of one entity file, then a schema check of it alone so that problems
+/// name the file. Returns the entities with the computed `members` placeholder in place.
+fn check_file(
+    schema: &Schema,
+    rel: &str,
+    text: &str,
+    problems: &mut Vec<String>,
+) -> Option<Vec<Value>> {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push(format!("{rel}:{}: invalid JSON: {e}", e.line()));
+            return None;
+        }
+    };
+    let Value::Array(items) = value else {
+        problems.push(format!("{rel}:1: expected a JSON array of Cedar entities"));
+        return None;
+    };
+    let before = problems.len();
+    let mut out = Vec::with_capacity(items.len());
+    for mut item in items {
+        let (ty, id) = match item.get("uid") {
+            Some(Value::Object(u)) => (
+                u.get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                u.get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            _ => {
+                problems.push(format!(
+                    "{rel}: every entity needs \"uid\": {{\"type\", \"id\"}}"
+                ));
+                continue;
+            }
+        };
+        match ty.as_str() {
+            names::ADDRESS => {
+                if !is_canonical_address(&id) {
+                    problems.push(format!(
+                        "{rel}: {ty}::{id:?}: an address id is 0x followed by 40 lower-case hex digits"
+                    ));
+                }
+            }
+            names::ADDRESS_LIST => {
+                let Some(obj) = item.as_object_mut() else {
+                    continue;
+                };
+                let attrs = obj
+                    .entry("attrs")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                match attrs.as_object_mut() {
+                    Some(a) if a.contains_key("members") => problems.push(format!(
+                        "{rel}: {ty}::{id:?}: \"members\" is computed from the Address entities' parents; do not set it"
+                    )),
+                    Some(a) => {
+                        a.insert("members".to_owned(), Value::Array(Vec::new()));
+                    }
+                    None => problems.push(format!("{rel}: {ty}::{id:?}: \"attrs\" must be an object")),
+                }
+            }
+            _ => problems.push(format!(
+                "{rel}: {ty}::{id:?}: only Parapet::Address and Parapet::AddressList entities belong here \
+                 (apps, wallets and users come from the gateway's records)"
+            )),
+        }
+        out.push(item);
+    }
+    if problems.len() > before {
+        return None;
+    }
+    if let Err(e) = Entities::from_json_value(Value::Array(out.clone()), Some(schema)) {
+        problems.push(format!("{rel}: {}", detailed(&e)));
+        return None;
+    }
+    Some(out)
+}
+
+/// One dynamic entity in both forms.
+fn entity(
+    names: &Names,
+    ty: &cedar_policy::EntityTypeName,
+    ty_str: &str,
+    id: &str,
+    attrs: Vec<(&'static str, Val)>,
+    parents: (&cedar_policy::EntityTypeName, &str, &[String]),
+) -> Result<(Entity, Value)> {
+    let (pty, pty_str, pids) = parents;
+    let mut expr_attrs = HashMap::with_capacity(attrs.len());
+    let mut json_attrs = Map::with_capacity(attrs.len());
+    for (k, v) in &attrs {
+        expr_attrs.insert((*k).to_owned(), v.to_expr(names)?);
+        json_attrs.insert((*k).to_owned(), v.to_cedar_json());
+    }
+    let parent_uids: HashSet<EntityUid> = pids.iter().map(|p| names.uid(pty, p)).collect();
+    let e = Entity::new(names.uid(ty, id), expr_attrs, parent_uids)
+        .map_err(|e| Error::Internal(format!("entity {ty_str}::{id:?}: {e}")))?;
+    let mut j = Map::with_capacity(3);
+    j.insert("uid".to_owned(), names::uid_json(ty_str, id));
+    j.insert("attrs".to_owned(), Value::Object(json_attrs));
+    j.insert(
+        "parents".to_owned(),
+        Value::Array(pids.iter().map(|p| names::uid_json(pty_str, p)).collect()),
+    );
+    Ok((e, Value::Object(j)))
+}
+
+/// App, wallet and users of one request, as Cedar entities and as their JSON records.
+pub(crate) fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Entity>, Value)> {
+    let app = input.app;
+    let wallet = input.wallet;
+    let mut out = Vec::with_capacity(4);
+    let mut json = Vec::with_capacity(4);
+
+    let (e, j) = entity(
+        names,
+        &names.app,
+        names::APP,
+        &app.id,
+        vec![
+            ("name", Val::Str(app.name.clone())),
+            (
+                "grants",
+                Val::Set(app.grants.iter().map(|g| Val::Str(g.clone())).collect()),
+            ),
+            ("frozen", Val::Bool(app.frozen)),
+        ],
+        (&names.app_group, names::APP_GROUP, &app.groups),
+    )?;
+    out.push(e);
+    json.push(j);
+
+    let wallet_id = names::address_id(&wallet.address);
+    let mut attrs = vec![("address", Val::Str(wallet_id.clone()))];
+    if let Some(owner) = wallet.owner {
+        attrs.push(("owner", Val::Entity(Kind::User, owner.to_string())));
+    }
+    attrs.push((
+        "labels",
+        Val::Set(wallet.labels.iter().map(|l| Val::Str(l.clone())).collect()),
+    ));
+    attrs.push(("frozen", Val::Bool(wallet.frozen)));
+    let (e, j) = entity(
+        names,
+        &names.wallet,
+        names::WALLET,
+        &wallet_id,
+        attrs,
+        (&names.wallet_group, names::WALLET_GROUP, &wallet.groups),
+    )?;
+    out.push(e);
+    json.push(j);
+
+    let mut users: Vec<String> = Vec::with_capacity(2);
+    if let Some(s) = input.session {
+        users.push(s.user.to_string());
+    }
+    if let Some(o) = wallet.owner {
+        let o = o.to_string();
+        if !users.contains(&o) {
+            users.push(o);
+        }
+    }
+    for u in users {
+        let (e, j) = entity(
+            names,
+            &names.user,
+            names::USER,
+            &u,
+            Vec::new(),
+            (&names.app_group, names::APP_GROUP, &[]),
+        )?;
+        out.push(e);
+        json.push(j);
+    }
+    Ok((out, Value::Array(json)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_addresses() {
+        assert!(is_canonical_address(
+            "0xd90e2f925da726b50c4ed8d0fb90ad053324f31b"
+        ));
+        assert!(!is_canonical_address(
+            "0xD90e2f925da726b50c4ed8d0fb90ad053324f31b"
+        ));
+        assert!(!is_canonical_address(
+            "0xd90e2f925da726b50c4ed8d0fb90ad053324f31"
+        ));
+        assert!(!is_canonical_address(
+            "d90e2f925da726b50c4ed8d0fb90ad053324f31b00"
+        ));
+    }
+}
