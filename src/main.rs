@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use parapet_gateway::config::{Config, LogFormat};
 use parapet_gateway::ledger::MemoryLedger;
 use parapet_gateway::pipeline;
-use parapet_gateway::policy::{LoadedPolicies, PolicyPaths};
+use parapet_gateway::policy::{self, LoadedPolicies, PolicyPaths};
 use parapet_gateway::records::AppRecord;
 use parapet_gateway::request::AuthorizeRequest;
 
@@ -52,6 +52,20 @@ enum Command {
 enum PolicyCommand {
     /// Validate policies, entities, scopes, schema, token registry and ABIs; print the version.
     Validate {
+        /// A directory holding policies/ and schemas/, or a policies directory.
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Format the .cedar files with Cedar's formatter; with --check, only report files that would change.
+    Fmt {
+        /// A directory holding policies/ and schemas/, or a policies directory.
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        check: bool,
+    },
+    /// Run the test cases in policies/tests/*.json and print a pass/fail table.
+    Test {
         /// A directory holding policies/ and schemas/, or a policies directory.
         dir: Option<PathBuf>,
         #[arg(long)]
@@ -162,7 +176,55 @@ fn policy_command(command: PolicyCommand, config: &Config) -> Result<ExitCode> {
                 }
             }
         }
+        PolicyCommand::Fmt { dir, check } => {
+            let paths = policy_paths(dir.as_deref(), config);
+            fmt_policies(&paths.policies, check)
+        }
+        PolicyCommand::Test { dir, json } => {
+            let paths = policy_paths(dir.as_deref(), config);
+            let results = policy::run_cases(&paths)?;
+            let failed = results.iter().filter(|r| !r.passed).count();
+            if json {
+                let passed = results.len() - failed;
+                println!("{}", serde_json::json!({"passed": passed, "failed": failed, "cases": results}));
+            } else {
+                print!("{}", policy::format_case_table(&results));
+            }
+            if results.is_empty() {
+                eprintln!("no test cases found in {}", paths.policies.join("tests").display());
+                return Ok(ExitCode::FAILURE);
+            }
+            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
     }
+}
+
+fn fmt_policies(dir: &Path, check: bool) -> Result<ExitCode> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "cedar"))
+        .collect();
+    files.sort();
+    let mut changed = 0usize;
+    for file in &files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let formatted = policy::format_policies(&text).with_context(|| format!("formatting {}", file.display()))?;
+        if formatted != text {
+            changed += 1;
+            if check {
+                println!("would reformat {}", file.display());
+            } else {
+                std::fs::write(file, formatted).with_context(|| format!("writing {}", file.display()))?;
+                println!("formatted {}", file.display());
+            }
+        }
+    }
+    if check && changed > 0 {
+        eprintln!("{changed} of {} file(s) need formatting; run `parapet policy fmt`", files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn decide(file: &Path, now: Option<&str>, json: bool, config: &Config) -> Result<ExitCode> {
