@@ -1,0 +1,67 @@
+//! Decode + authorize in process: a 1559 ERC-20 transfer against the shipped set, and against
+//! the shipped set plus 1,000 generated app-constrained policies (sliced, and unsliced for
+//! comparison). Run: `cargo bench --bench decide`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use parapet_gateway::decode;
+use parapet_gateway::ledger::{MemoryLedger, Velocity, VelocityTotals};
+use parapet_gateway::pipeline;
+use parapet_gateway::policy::{DecisionInput, LoadedPolicies, testing};
+use parapet_gateway::records::AppRecord;
+use parapet_gateway::request::AuthorizeRequest;
+use time::macros::datetime;
+
+/// eth-account-built unsigned 1559 transfer of 250 USDC (tests/fixtures/good/erc20-transfer-usdc-small.json).
+fn request() -> AuthorizeRequest {
+    let fixture = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/good/erc20-transfer-usdc-small.json")).unwrap();
+    serde_json::from_str(&fixture).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let shipped = LoadedPolicies::load(&testing::shipped_paths()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big_paths = testing::copy_with_app_policies(&testing::shipped_paths(), dir.path(), 1000).unwrap();
+    let big = LoadedPolicies::load(&big_paths).unwrap();
+    let req = request();
+    let wallet = pipeline::wallet_from_request(&req).unwrap();
+    let ledger = MemoryLedger::default();
+    let now = datetime!(2026-11-25 12:00:00 UTC);
+    let scopes = pipeline::basic_scopes();
+    let default_app = AppRecord::development_default();
+    let gen_app = AppRecord { id: "gen_app_500".to_owned(), ..AppRecord::development_default() };
+
+    let mut g = c.benchmark_group("decide");
+    g.bench_function("decode only (1559 ERC-20 transfer)", |b| {
+        let payload = req.payload().unwrap();
+        b.iter(|| black_box(decode::decode(payload, 1, wallet.address, shipped.registry()).unwrap()))
+    });
+    g.bench_function("decode+authorize, shipped set", |b| {
+        b.iter(|| black_box(pipeline::evaluate(&shipped, &ledger, &default_app, &wallet, &req, &scopes, now).unwrap()))
+    });
+    g.bench_function("decode+authorize, shipped + 1,000 app policies (sliced)", |b| {
+        b.iter(|| black_box(pipeline::evaluate(&big, &ledger, &gen_app, &wallet, &req, &scopes, now).unwrap()))
+    });
+    let facts = decode::decode(req.payload().unwrap(), 1, wallet.address, big.registry()).unwrap();
+    let velocity = Velocity::including(&VelocityTotals::zero(), &facts);
+    let input = DecisionInput {
+        app: &gen_app,
+        wallet: &wallet,
+        facts: &facts,
+        velocity: &velocity,
+        session: None,
+        step_up: false,
+        scopes: &scopes,
+        now,
+    };
+    g.bench_function("authorize only, shipped + 1,000 app policies (sliced)", |b| b.iter(|| black_box(big.decide(&input))));
+    g.bench_function("authorize only, shipped + 1,000 app policies (unsliced, naive)", |b| {
+        b.iter(|| black_box(big.decide_unsliced(&input)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
