@@ -1,6 +1,11 @@
 //! The policy engine against the shipped set, with facts built directly (no decoder).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use alloy::primitives::{Address, U256, address};
 use parapet_gateway::facts::Facts;

@@ -468,6 +468,26 @@ fn check_policy(
     })
 }
 
+/// The validator reports a mistake once per action the policy applies to; the action adds
+/// nothing for the author, so it is dropped and the copies collapse into one entry.
+fn without_action(msg: &str) -> String {
+    const MARK: &str = " for Parapet::Action::\"";
+    match msg.find(MARK) {
+        Some(start) => {
+            let rest_at = start + MARK.len();
+            match msg.get(rest_at..).and_then(|rest| rest.find('"')) {
+                Some(end) => format!(
+                    "{}{}",
+                    msg.get(..start).unwrap_or_default(),
+                    msg.get(rest_at + end + 1..).unwrap_or_default()
+                ),
+                None => msg.to_owned(),
+            }
+        }
+        None => msg.to_owned(),
+    }
+}
+
 /// Strict validation; warnings (a policy that can never apply, confusable identifiers) are
 /// refused too, because a forbid that silently never applies fails open.
 fn validate(
@@ -494,7 +514,13 @@ fn validate(
             None => ("policies", 1),
         };
         let kind = if warning { "warning (refused): " } else { "" };
-        problems.push(format!("{file}:{line}: {kind}policy {pid}: {msg}"));
+        let entry = format!(
+            "{file}:{line}: {kind}policy {pid}: {}",
+            without_action(&msg)
+        );
+        if !problems.contains(&entry) {
+            problems.push(entry);
+        }
     };
     for e in result.validation_errors() {
         let (msg, at) = located(e);
