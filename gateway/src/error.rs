@@ -46,6 +46,11 @@ pub enum Error {
     // ---- the gateway's side ----
     #[error("request timed out")]
     Timeout,
+    /// The audit log could not commit in time: no decision may be returned (fail closed).
+    #[error("audit log unavailable")]
+    AuditUnavailable,
+    #[error("database: {0}")]
+    Database(String),
     #[error("configuration: {0}")]
     Config(String),
     #[error("internal error: {0}")]
@@ -74,6 +79,8 @@ impl Error {
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::PolicySetInvalid(_) => "policy_set_invalid",
             Error::Timeout => "timeout",
+            Error::AuditUnavailable => "audit_unavailable",
+            Error::Database(_) => "database_error",
             Error::Config(_) => "configuration_error",
             Error::Internal(_) => "internal",
         }
@@ -86,8 +93,10 @@ impl Error {
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Timeout => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Timeout | Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -95,7 +104,7 @@ impl Error {
     /// The message a caller may see. Server-side errors are summarised; their detail is logged.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Config(_) | Error::Internal(_) => {
+            Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
                 "internal error; see the gateway log".to_owned()
             }
             other => other.to_string(),

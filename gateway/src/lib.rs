@@ -1,6 +1,7 @@
 //! The Parapet gateway: the HTTP service and its pipeline stages (decode, policy, …), each a
 //! plain module testable without HTTP.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod decode;

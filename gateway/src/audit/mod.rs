@@ -1,0 +1,159 @@
+//! The append-only audit log (DESIGN §7): every decision is committed here before it is
+//! answered. Events are hash-chained (`hash = SHA-256(prev_hash ‖ canonical)`), stored in
+//! SQLite or PostgreSQL behind database-enforced append-only triggers, committed by one
+//! group-committing writer per process, checkpointed with a signature outside the database,
+//! and readable back for query, export, verification and replay.
+
+pub mod chain;
+pub mod checkpoint;
+pub mod event;
+pub mod export;
+pub mod flood;
+pub mod query;
+pub mod replay;
+pub mod store;
+pub mod verify;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+pub use chain::{GENESIS, Head, StoredEvent};
+pub use checkpoint::{Checkpoint, CheckpointSigner, FileSigner};
+pub use event::{AuditEvent, EventKind, Limited, PolicyRef, Refusal};
+pub use query::{Cursor, Filter};
+pub use store::{Backend, PolicyVersion, Store, StoreOptions};
+pub use writer::{Health, WriterOptions};
+
+use crate::clock::SharedClock;
+use crate::error::{Error, Result};
+
+/// Where an event landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: i64,
+    pub hash: Vec<u8>,
+}
+
+/// What readiness reports about the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditStatus {
+    pub up: bool,
+    pub backend: &'static str,
+    /// The newest sequence number this process committed or saw; decimal string.
+    pub head_seq: String,
+}
+
+/// The running audit log of one process: the store plus its writer task.
+#[derive(Debug)]
+pub struct AuditLog {
+    store: Store,
+    tx: mpsc::Sender<writer::Job>,
+    health: Arc<Health>,
+    append_timeout: Duration,
+    stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+    flood: Arc<flood::Aggregator>,
+}
+
+impl AuditLog {
+    /// Starts the writer over an open store. Must run inside a Tokio runtime.
+    pub async fn start(
+        store: Store,
+        opts: WriterOptions,
+        signer: Option<Arc<dyn CheckpointSigner>>,
+        clock: SharedClock,
+    ) -> Result<AuditLog> {
+        let head = store.head().await?;
+        let health = Arc::new(Health::default());
+        health.note_head(head.seq);
+        let (tx, rx) = mpsc::channel(opts.queue.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let append_timeout = opts.append_timeout;
+        let w = writer::Writer {
+            store: store.clone(),
+            rx,
+            opts,
+            health: health.clone(),
+            signer,
+            clock,
+        };
+        let handle = tokio::spawn(w.run(stop_rx));
+        Ok(AuditLog {
+            store,
+            tx,
+            health,
+            append_timeout,
+            stop: Mutex::new(Some((stop_tx, handle))),
+            flood: Arc::new(flood::Aggregator::default()),
+        })
+    }
+
+    /// Commits one event and returns where it landed. Fails with
+    /// [`Error::AuditUnavailable`] when it cannot be committed within the configured timeout;
+    /// the caller must then not act on (or return) the decision.
+    pub async fn append(&self, event: AuditEvent) -> Result<Appended> {
+        let (ack, rx) = oneshot::channel();
+        let job = writer::Job { event, ack };
+        let wait = async {
+            self.tx
+                .send(job)
+                .await
+                .map_err(|_| Error::AuditUnavailable)?;
+            rx.await.map_err(|_| Error::AuditUnavailable)?
+        };
+        match tokio::time::timeout(self.append_timeout, wait).await {
+            Ok(Ok((seq, hash))) => Ok(Appended { seq, hash }),
+            Ok(Err(_)) | Err(_) => Err(Error::AuditUnavailable),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// For `/readyz`.
+    pub fn status(&self) -> AuditStatus {
+        AuditStatus {
+            up: self.health.is_up(),
+            backend: self.store.backend().as_str(),
+            head_seq: self.health.head_seq().to_string(),
+        }
+    }
+
+    /// Counts one refusal a flood can cause; see [`flood::Aggregator`].
+    pub fn note_flood(&self, key: &str, reason: &str, now: time::OffsetDateTime) {
+        self.flood.note(key, reason, now);
+    }
+
+    pub fn flood(&self) -> &Arc<flood::Aggregator> {
+        &self.flood
+    }
+
+    /// Stops accepting events, commits what is queued, writes a last checkpoint.
+    pub async fn shutdown(&self) {
+        let stop = self.stop.lock().take();
+        if let Some((tx, handle)) = stop {
+            let _ = tx.send(());
+            let _ = handle.await;
+        }
+    }
+}
+
+/// Opens the store named by `database_url` and starts its writer.
+pub async fn open(
+    database_url: &str,
+    store_opts: &StoreOptions,
+    opts: WriterOptions,
+    signer: Option<Arc<dyn CheckpointSigner>>,
+    clock: SharedClock,
+) -> Result<AuditLog> {
+    let store = Store::open(database_url, store_opts).await?;
+    AuditLog::start(store, opts, signer, clock).await
+}
