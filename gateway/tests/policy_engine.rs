@@ -417,3 +417,30 @@ fn consent_hash_ignores_descriptions_but_not_permits() {
     assert_ne!(a, set.consent_hash(&["basic".to_owned()]).unwrap());
     assert!(set.consent_hash(&["nope".to_owned()]).is_err());
 }
+
+#[test]
+fn shipped_policies_are_formatted() {
+    let dir = testing::shipped_paths().policies;
+    let mut unformatted = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cedar") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let formatted = parapet_gateway::policy::format_policies(&text).unwrap();
+            if formatted != text {
+                if let Ok(out) = std::env::var("PARAPET_FMT_OUT") {
+                    std::fs::write(
+                        std::path::Path::new(&out).join(path.file_name().unwrap()),
+                        &formatted,
+                    )
+                    .unwrap();
+                }
+                unformatted.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        unformatted.is_empty(),
+        "run `parapet policy fmt`: {unformatted:?}"
+    );
+}
