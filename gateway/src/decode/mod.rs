@@ -1,24 +1,195 @@
-//! Decoding: bytes/JSON in, typed [`Facts`] out (DESIGN §4–§5).
-//! PLACEHOLDER: replaced by the real decoder.
+//! Decoding: bytes/JSON in, typed [`Facts`] out (DESIGN §4–§5), including the signing digest
+//! that every later stage (Cedar, step-up, MPC, audit) refers to.
+//!
+//! Two layers:
+//! - the **decoder layer** reads a transaction exactly (canonical encoding only), recovers its
+//!   sender and checks stateless validity for a given chain and fork; the Ethereum conformance
+//!   vectors test this layer through [`decode_signed_transaction`] and [`conformance_check`];
+//! - the **request layer** ([`decode`]) adds the gateway's own rules: the request's chain only,
+//!   no pre-EIP-155 legacy transactions (valid on every chain), no high-s signatures, a signed
+//!   transaction must come from the wallet itself, and structurally invalid transactions
+//!   (priority fee above max fee, no blobs, empty authorization list, …) are refused. Intrinsic
+//!   gas and blob-count limits depend on the chain's fork, which the gateway cannot know, so they
+//!   are left to the node.
 
-use alloy::primitives::Address;
+mod calldata;
+mod hex;
+mod message;
+mod permit;
+mod raw_tx;
+mod registry;
+mod stateless;
+mod transaction;
+mod tx_request;
+mod typed_data;
+
+use alloy::consensus::SignableTransaction;
+use alloy::primitives::{Address, B256};
+
+pub use registry::{Registry, Standard, TokenInfo};
+pub use stateless::Fork;
 
 use crate::error::{Error, Result};
-use crate::facts::Facts;
+use crate::facts::{Action, Decoded, Facts};
 use crate::request::Payload;
 
-/// Token registry (`schemas/tokens.json`) and ABIs (`schemas/abis/*.json`) the decoder knows.
-#[derive(Debug, Clone, Default)]
-pub struct Registry {}
-
-impl Registry {
-    /// `tokens_json`: content of `schemas/tokens.json`; `abis`: (file name, JSON ABI text).
-    pub fn load(_tokens_json: &str, _abis: &[(String, String)]) -> Result<Registry> {
-        Ok(Registry {})
+/// Decodes one payload for `wallet` on `chain_id`.
+pub fn decode(
+    payload: Payload<'_>,
+    chain_id: u64,
+    wallet: Address,
+    registry: &Registry,
+) -> Result<Facts> {
+    // Cedar's Long is i64: a chain id beyond it could not be written into the context.
+    let context_chain = i64::try_from(chain_id)
+        .map_err(|_| Error::InvalidRequest("chain_id must be at most 2^63-1".to_owned()))?;
+    let base = Decoded {
+        chain_id: context_chain,
+        ..Decoded::default()
+    };
+    match payload {
+        Payload::Transaction(text) => {
+            let bytes = hex::decode_0x(text)?;
+            let raw = raw_tx::parse(&bytes)?;
+            let (digest, signer) = transaction::accept_raw(&raw, chain_id, wallet)?;
+            let (action, decoded) =
+                transaction::tx_facts(&raw.tx, chain_id, context_chain, registry)?;
+            Ok(Facts {
+                action,
+                digest,
+                decoded,
+                signer,
+            })
+        }
+        Payload::TransactionRequest(json) => {
+            let tx = tx_request::parse(json, chain_id, wallet)?;
+            stateless::validate_structure(&tx)?;
+            let (action, decoded) = transaction::tx_facts(&tx, chain_id, context_chain, registry)?;
+            Ok(Facts {
+                action,
+                digest: tx.signature_hash(),
+                decoded,
+                signer: None,
+            })
+        }
+        Payload::Message(text) => {
+            let (digest, message) = message::text(text);
+            let decoded = Decoded {
+                message: Some(message),
+                ..base
+            };
+            Ok(Facts {
+                action: Action::PersonalSign,
+                digest,
+                decoded,
+                signer: None,
+            })
+        }
+        Payload::MessageBytes(text) => {
+            let (digest, message) = message::bytes(text)?;
+            let decoded = Decoded {
+                message: Some(message),
+                ..base
+            };
+            Ok(Facts {
+                action: Action::PersonalSign,
+                digest,
+                decoded,
+                signer: None,
+            })
+        }
+        Payload::TypedData(json) => {
+            let reading = typed_data::read(json, chain_id)?;
+            let token = reading.message.as_ref().and_then(|m| {
+                permit::read_permit(
+                    &reading.facts.primary_type,
+                    m,
+                    reading.facts.verifying_contract,
+                    chain_id,
+                    registry,
+                )
+            });
+            let action = if token.is_some() {
+                Action::Permit
+            } else {
+                Action::TypedData
+            };
+            let decoded = Decoded {
+                typed_data: Some(reading.facts),
+                token,
+                ..base
+            };
+            Ok(Facts {
+                action,
+                digest: reading.digest,
+                decoded,
+                signer: None,
+            })
+        }
+        Payload::Hash(text) => {
+            let digest = message::raw_hash(text)?;
+            Ok(Facts {
+                action: Action::RawHash,
+                digest,
+                decoded: base,
+                signer: None,
+            })
+        }
     }
 }
 
-/// Decodes one payload for `wallet` on `chain_id`.
-pub fn decode(_payload: Payload<'_>, _chain_id: u64, _wallet: Address, _registry: &Registry) -> Result<Facts> {
-    Err(Error::Internal("decoder not built".to_owned()))
+/// A signed raw transaction as the decoder layer reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTransaction {
+    /// The recovered sender.
+    pub sender: Address,
+    /// The transaction hash: keccak256 of the (canonical) input.
+    pub hash: B256,
+    /// The signing hash: keccak256(type || rlp(unsigned fields)).
+    pub signing_hash: B256,
+    /// EIP-2718 type (0 for legacy).
+    pub tx_type: u8,
+    /// `None` for a pre-EIP-155 legacy transaction.
+    pub chain_id: Option<u64>,
 }
+
+/// Decoder layer: decodes a signed raw transaction exactly and recovers its sender. No chain or
+/// fork rules apply here, and pre-EIP-155 legacy transactions decode; high-s signatures
+/// (invalid since Homestead) and unsigned payloads are refused.
+pub fn decode_signed_transaction(bytes: &[u8]) -> Result<SignedTransaction> {
+    let raw = raw_tx::parse(bytes)?;
+    let sig = raw
+        .signature
+        .ok_or_else(|| Error::InvalidTransaction("transaction is not signed".to_owned()))?;
+    let signing_hash = raw.signing_hash();
+    let sender = transaction::recover(&sig, signing_hash)?;
+    Ok(SignedTransaction {
+        sender,
+        hash: raw.input_hash,
+        signing_hash,
+        tx_type: raw.tx.tx_type() as u8,
+        chain_id: alloy::consensus::Transaction::chain_id(&raw.tx),
+    })
+}
+
+/// Decoder layer plus stateless validity for `chain_id` at `fork`: transaction types the fork
+/// knows, chain id, intrinsic gas, initcode size, gas cap, blob counts and versioned hashes,
+/// non-empty authorization lists, fee ordering, nonce range.
+pub fn validate_signed_transaction(
+    bytes: &[u8],
+    fork: Fork,
+    chain_id: u64,
+) -> Result<SignedTransaction> {
+    let raw = raw_tx::parse(bytes)?;
+    stateless::validate_for_fork(&raw.tx, fork, chain_id)?;
+    decode_signed_transaction(bytes)
+}
+
+/// [`validate_signed_transaction`] on Ethereum mainnet (chain id 1), as the conformance vectors
+/// assume.
+pub fn conformance_check(bytes: &[u8], fork: Fork) -> Result<SignedTransaction> {
+    validate_signed_transaction(bytes, fork, 1)
+}
+
+#[cfg(test)]
+mod tests;
