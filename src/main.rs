@@ -1,6 +1,8 @@
 //! `parapet`: the one binary. Wiring only: parse the command line, load configuration, call the
 //! gateway library.
 
+mod audit_cmd;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -35,6 +37,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Query, export, verify, replay and archive the audit log (reads the same config as serve).
+    Audit {
+        #[command(subcommand)]
+        command: Box<audit_cmd::AuditCommand>,
     },
     /// Decide one request file (the /v1/authorize body) against the policy set, without a server.
     Decide {
@@ -118,6 +125,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => policy_command(command, &config),
+        Command::Audit { command } => audit_cmd::run(*command, &config),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
 }
@@ -186,15 +194,25 @@ fn policy_command(command: PolicyCommand, config: &Config) -> Result<ExitCode> {
             let failed = results.iter().filter(|r| !r.passed).count();
             if json {
                 let passed = results.len() - failed;
-                println!("{}", serde_json::json!({"passed": passed, "failed": failed, "cases": results}));
+                println!(
+                    "{}",
+                    serde_json::json!({"passed": passed, "failed": failed, "cases": results})
+                );
             } else {
                 print!("{}", policy::format_case_table(&results));
             }
             if results.is_empty() {
-                eprintln!("no test cases found in {}", paths.policies.join("tests").display());
+                eprintln!(
+                    "no test cases found in {}",
+                    paths.policies.join("tests").display()
+                );
                 return Ok(ExitCode::FAILURE);
             }
-            Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }
@@ -208,20 +226,26 @@ fn fmt_policies(dir: &Path, check: bool) -> Result<ExitCode> {
     files.sort();
     let mut changed = 0usize;
     for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-        let formatted = policy::format_policies(&text).with_context(|| format!("formatting {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let formatted = policy::format_policies(&text)
+            .with_context(|| format!("formatting {}", file.display()))?;
         if formatted != text {
             changed += 1;
             if check {
                 println!("would reformat {}", file.display());
             } else {
-                std::fs::write(file, formatted).with_context(|| format!("writing {}", file.display()))?;
+                std::fs::write(file, formatted)
+                    .with_context(|| format!("writing {}", file.display()))?;
                 println!("formatted {}", file.display());
             }
         }
     }
     if check && changed > 0 {
-        eprintln!("{changed} of {} file(s) need formatting; run `parapet policy fmt`", files.len());
+        eprintln!(
+            "{changed} of {} file(s) need formatting; run `parapet policy fmt`",
+            files.len()
+        );
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)

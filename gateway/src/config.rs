@@ -26,6 +26,9 @@ struct FileConfig {
     body_limit_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
     log_format: Option<String>,
+    audit_timeout_ms: Option<u64>,
+    audit_checkpoint_every: Option<u64>,
+    audit_checkpoint_interval_secs: Option<u64>,
 }
 
 /// How logs are written.
@@ -57,6 +60,13 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     pub log_format: LogFormat,
+    /// Longest a decision waits for its audit event to commit before it fails with 503
+    /// `audit_unavailable`.
+    pub audit_timeout: Duration,
+    /// A signed audit checkpoint every this many events…
+    pub audit_checkpoint_every: u64,
+    /// …or this often, whichever comes first.
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -72,6 +82,9 @@ impl std::fmt::Debug for Config {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("log_format", &self.log_format)
+            .field("audit_timeout", &self.audit_timeout)
+            .field("audit_checkpoint_every", &self.audit_checkpoint_every)
+            .field("audit_checkpoint_interval", &self.audit_checkpoint_interval)
             .finish()
     }
 }
@@ -97,6 +110,9 @@ pub fn redact_url(url: &str) -> String {
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
 pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
 
 impl Config {
     /// Loads `path` (or `./parapet.toml` when it exists and no path is given), then applies the
@@ -176,6 +192,28 @@ impl Config {
                 )));
             }
         };
+        let number = |name: &str, from_file: Option<u64>, default: u64| -> Result<u64> {
+            match get(name) {
+                Some(v) => v.parse().map_err(|e| Error::Config(format!("{name}: {e}"))),
+                None => Ok(from_file.unwrap_or(default)),
+            }
+        };
+        let audit_timeout_ms = number(
+            "PARAPET_AUDIT_TIMEOUT_MS",
+            file.audit_timeout_ms,
+            DEFAULT_AUDIT_TIMEOUT_MS,
+        )?;
+        let audit_checkpoint_every = number(
+            "PARAPET_AUDIT_CHECKPOINT_EVERY",
+            file.audit_checkpoint_every,
+            DEFAULT_CHECKPOINT_EVERY,
+        )?
+        .max(1);
+        let audit_checkpoint_interval = number(
+            "PARAPET_AUDIT_CHECKPOINT_INTERVAL_SECS",
+            file.audit_checkpoint_interval_secs,
+            DEFAULT_CHECKPOINT_INTERVAL_SECS,
+        )?;
         Ok(Config {
             listen,
             data_dir,
@@ -186,6 +224,9 @@ impl Config {
             body_limit_bytes,
             request_timeout: Duration::from_millis(timeout_ms),
             log_format,
+            audit_timeout: Duration::from_millis(audit_timeout_ms.max(1)),
+            audit_checkpoint_every,
+            audit_checkpoint_interval: Duration::from_secs(audit_checkpoint_interval.max(1)),
         })
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::audit;
 use crate::clock::SystemClock;
 use crate::config::{Config, TokenSource};
 use crate::error::{Error, Result};
@@ -15,8 +16,10 @@ use crate::policy::{Engine, PolicyPaths};
 use crate::records::AppRecord;
 
 /// Builds the shared state from configuration: loads and validates the policy set, makes sure a
-/// static token exists. Fails before binding anything if the policy set is invalid.
-pub fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
+/// static token exists, opens the audit store (refusing a SQLite store without WAL and
+/// `synchronous=FULL`) and stores the active policy version. Fails before binding anything if
+/// any of that fails.
+pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
     let engine = Engine::new(PolicyPaths {
         policies: config.policies_dir.clone(),
         schemas: config.schemas_dir.clone(),
@@ -36,10 +39,19 @@ pub fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         policy_version = engine.current().version(),
         "policy set loaded"
     );
+    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
+    let audit = Arc::new(open_audit(config, clock.clone()).await?);
+    let policies = engine.current();
+    audit
+        .ensure_policy_version(policies.version(), policies.files(), clock.now())
+        .await
+        .map_err(|_| Error::Config("cannot store the policy version in the audit store".into()))?;
+    audit.spawn_flood_flusher(clock.clone(), std::time::Duration::from_secs(10));
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),
-        clock: Arc::new(SystemClock),
+        clock,
+        audit,
         metrics: Metrics::default(),
         token_hash: auth::token_hash(token),
         app: AppRecord::development_default(),
@@ -48,18 +60,59 @@ pub fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
     }))
 }
 
+/// Opens the store named by `database_url` and starts the audit writer, with the checkpoint key
+/// and file under the data directory.
+pub async fn open_audit(
+    config: &Config,
+    clock: crate::clock::SharedClock,
+) -> Result<audit::AuditLog> {
+    let signer =
+        audit::FileSigner::load_or_create(&audit::checkpoint::default_key_path(&config.data_dir))?;
+    let store_opts = audit::StoreOptions {
+        timeout: config.audit_timeout,
+        ..audit::StoreOptions::default()
+    };
+    let writer = audit::WriterOptions {
+        append_timeout: config.audit_timeout,
+        checkpoint_every: config.audit_checkpoint_every,
+        checkpoint_interval: config.audit_checkpoint_interval,
+        checkpoint_file: Some(audit::checkpoint::default_checkpoint_path(&config.data_dir)),
+        ..audit::WriterOptions::default()
+    };
+    let log = audit::open(
+        &config.database_url,
+        &store_opts,
+        writer,
+        Some(Arc::new(signer)),
+        clock,
+    )
+    .await?;
+    tracing::info!(
+        database = %crate::config::redact_url(&config.database_url),
+        backend = log.store().backend().as_str(),
+        "audit store open"
+    );
+    Ok(log)
+}
+
 /// Serves until a shutdown signal.
 pub async fn run(mut config: Config) -> Result<()> {
-    let state = build_state(&mut config)?;
+    let state = build_state(&mut config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Config(format!("binding {}: {e}", config.listen)))?;
     tracing::info!(listen = %config.listen, "serving; open http://localhost:{}/ (passkeys need a hostname origin)", config.listen.port());
     spawn_reload_on_sighup(state.clone());
-    axum::serve(listener, http::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| Error::Internal(format!("server: {e}")))
+    let served = axum::serve(
+        listener,
+        http::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| Error::Internal(format!("server: {e}")));
+    state.audit.flush_flood(state.clock.now(), true).await;
+    state.audit.shutdown().await;
+    served
 }
 
 #[cfg(unix)]
@@ -73,6 +126,14 @@ fn spawn_reload_on_sighup(state: Arc<AppState>) {
         while hup.recv().await.is_some() {
             match state.engine.reload() {
                 Ok(version) => {
+                    let set = state.engine.current();
+                    if let Err(error) = state
+                        .audit
+                        .ensure_policy_version(set.version(), set.files(), state.clock.now())
+                        .await
+                    {
+                        tracing::warn!(%error, "storing the reloaded policy version failed; retried before the next decision");
+                    }
                     state
                         .metrics
                         .policy_reloads_ok

@@ -22,6 +22,10 @@ pub trait CheckpointSigner: Send + Sync + std::fmt::Debug {
     /// Compressed SEC1 public key.
     fn public_key(&self) -> Vec<u8>;
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>>;
+    /// The public key as checkpoint lines and `verify --public-key` spell it.
+    fn public_key_hex(&self) -> String {
+        hex::encode(self.public_key())
+    }
 }
 
 /// The audit key in a file (hex of the 32-byte secret, mode 0600), generated on first use.

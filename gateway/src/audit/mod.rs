@@ -10,6 +10,7 @@ pub mod event;
 pub mod export;
 pub mod flood;
 pub mod query;
+pub mod record;
 pub mod replay;
 pub mod store;
 pub mod verify;
@@ -56,6 +57,8 @@ pub struct AuditLog {
     append_timeout: Duration,
     stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
     flood: Arc<flood::Aggregator>,
+    /// Policy versions known to be stored, so that the check before each decision is a lookup.
+    recorded_versions: Mutex<std::collections::HashSet<String>>,
 }
 
 impl AuditLog {
@@ -88,6 +91,7 @@ impl AuditLog {
             append_timeout,
             stop: Mutex::new(Some((stop_tx, handle))),
             flood: Arc::new(flood::Aggregator::default()),
+            recorded_versions: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -134,6 +138,90 @@ impl AuditLog {
 
     pub fn flood(&self) -> &Arc<flood::Aggregator> {
         &self.flood
+    }
+
+    /// Makes sure the policy-set version a decision is about to cite is stored with its files.
+    /// Cheap after the first call per version; fails (and the decision with it) when the store
+    /// cannot take it, so no event ever cites a version the store lacks.
+    pub async fn ensure_policy_version(
+        &self,
+        version: &str,
+        files: &[(String, Vec<u8>)],
+        now: time::OffsetDateTime,
+    ) -> Result<()> {
+        if self.recorded_versions.lock().contains(version) {
+            return Ok(());
+        }
+        let stored = tokio::time::timeout(
+            self.append_timeout,
+            self.store.record_policy_version(version, files, now),
+        )
+        .await;
+        match stored {
+            Ok(Ok(_)) => {
+                self.recorded_versions.lock().insert(version.to_owned());
+                Ok(())
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, %version, "storing the policy version failed");
+                Err(Error::AuditUnavailable)
+            }
+            Err(_) => Err(Error::AuditUnavailable),
+        }
+    }
+
+    /// Writes the aggregated flood events of minutes that are over, every `every`, until the
+    /// log shuts down; counts that cannot be written are kept for the next round.
+    pub fn spawn_flood_flusher(self: &Arc<Self>, clock: SharedClock, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(log) = weak.upgrade() else { break };
+                if log.stop.lock().is_none() {
+                    break;
+                }
+                log.flush_flood(clock.now(), false).await;
+            }
+        });
+    }
+
+    /// Appends the flood buckets whose minute is over (all of them with `all`).
+    pub async fn flush_flood(&self, now: time::OffsetDateTime, all: bool) {
+        let events = self.flood.drain(now, all);
+        for (i, e) in events.iter().enumerate() {
+            if self.append(e.clone()).await.is_err() {
+                self.flood.restore(events.get(i..).unwrap_or_default());
+                tracing::warn!("could not write aggregated refusals; kept for the next flush");
+                return;
+            }
+        }
+    }
+
+    /// Prometheus lines about the writer: batches, events, commit latency, checkpoints, state.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let h = &self.health;
+        let batches = h.batches.load(Relaxed);
+        let _ = write!(
+            out,
+            "# HELP parapet_audit_events_total Audit events committed.\n# TYPE parapet_audit_events_total counter\nparapet_audit_events_total {}\n\
+             # HELP parapet_audit_batches_total Audit batches by result.\n# TYPE parapet_audit_batches_total counter\nparapet_audit_batches_total{{result=\"ok\"}} {batches}\nparapet_audit_batches_total{{result=\"failed\"}} {}\n\
+             # HELP parapet_audit_batch_largest Largest audit batch committed.\n# TYPE parapet_audit_batch_largest gauge\nparapet_audit_batch_largest {}\n\
+             # HELP parapet_audit_commit_seconds_total Time spent committing audit batches.\n# TYPE parapet_audit_commit_seconds_total counter\nparapet_audit_commit_seconds_total {}\n\
+             # HELP parapet_audit_checkpoints_total Signed checkpoints by result.\n# TYPE parapet_audit_checkpoints_total counter\nparapet_audit_checkpoints_total{{result=\"ok\"}} {}\nparapet_audit_checkpoints_total{{result=\"failed\"}} {}\n\
+             # HELP parapet_audit_up Whether the audit store accepts commits.\n# TYPE parapet_audit_up gauge\nparapet_audit_up {}\n",
+            h.committed.load(Relaxed),
+            h.failed_batches.load(Relaxed),
+            h.largest_batch.load(Relaxed),
+            h.commit_micros.load(Relaxed) as f64 / 1e6,
+            h.checkpoints.load(Relaxed),
+            h.checkpoint_failures.load(Relaxed),
+            u8::from(h.is_up()),
+        );
     }
 
     /// Stops accepting events, commits what is queued, writes a last checkpoint.

@@ -34,6 +34,15 @@ pub async fn require_token(
     if ok {
         next.run(req).await
     } else {
+        // A flood of bad credentials must not fill the log: one aggregated event per client IP
+        // and minute (DESIGN §7).
+        let ip = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+        state
+            .audit
+            .note_flood(&ip, "unauthorized", state.clock.now());
         let request_id = req
             .extensions()
             .get::<ReqId>()

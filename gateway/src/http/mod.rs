@@ -1,5 +1,6 @@
 //! The HTTP service: one [`app`] builder, thin handlers over the pipeline stages, one error type.
 
+mod audit_routes;
 pub mod auth;
 pub mod error;
 pub mod openapi;
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub engine: Engine,
     pub ledger: SharedLedger,
     pub clock: SharedClock,
+    /// Every decision is committed here before it is answered.
+    pub audit: Arc<AuditLog>,
     pub metrics: Metrics,
     /// SHA-256 of the static API token.
     pub token_hash: [u8; 32],
@@ -50,6 +54,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("post", "/v1/authorize"),
     ("post", "/v1/admin/policies/reload"),
+    ("get", "/v1/audit/events"),
 ];
 
 /// Builds the whole service.
@@ -57,6 +62,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let v1 = Router::new()
         .route("/v1/authorize", post(routes::authorize))
         .route("/v1/admin/policies/reload", post(routes::reload_policies))
+        .route("/v1/audit/events", get(audit_routes::events))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_token,

@@ -15,6 +15,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::openapi;
 use super::request_id::ReqId;
+use crate::audit::record as audit_record;
 use crate::error::Error;
 use crate::pipeline::{self, Outcome};
 use crate::request::AuthorizeRequest;
@@ -23,17 +24,26 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-pub async fn readyz(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+/// Ready only while the audit store accepts commits: a gateway that cannot log cannot decide.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let policies = state.engine.current();
-    Json(serde_json::json!({"status": "ready", "policy_version": policies.version()}))
+    let audit = state.audit.status();
+    let (status, word) = if audit.up {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable")
+    };
+    (
+        status,
+        Json(serde_json::json!({"status": word, "policy_version": policies.version(), "audit": audit})),
+    )
+        .into_response()
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    state.audit.render_metrics(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn openapi() -> Response {
@@ -84,10 +94,51 @@ pub async fn authorize(
         error,
         request_id: request_id.clone(),
     };
-    let req: AuthorizeRequest = json_body(&headers, body).map_err(fail)?;
-    let wallet = pipeline::wallet_from_request(&req).map_err(fail)?;
     let policies = state.engine.current();
     let now = state.clock.now();
+    // Every answer below, refusals included, is committed to the audit log before it is sent;
+    // if that fails the caller gets 503 audit_unavailable and no decision.
+    let refuse = |req: Option<&AuthorizeRequest>, error: Error| {
+        let event = audit_record::refusal(
+            now,
+            &request_id,
+            &state.app.id,
+            req,
+            policies.version(),
+            &error,
+        );
+        let state = state.clone();
+        let policies = policies.clone();
+        let request_id = request_id.clone();
+        async move {
+            state
+                .metrics
+                .decisions_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let audited = async {
+                state
+                    .audit
+                    .ensure_policy_version(policies.version(), policies.files(), now)
+                    .await?;
+                state.audit.append(event).await
+            };
+            match audited.await {
+                Ok(_) => ApiError { error, request_id },
+                Err(audit_error) => ApiError {
+                    error: audit_error,
+                    request_id,
+                },
+            }
+        }
+    };
+    let req: AuthorizeRequest = match json_body(&headers, body) {
+        Ok(r) => r,
+        Err(e) => return Err(refuse(None, e).await),
+    };
+    let wallet = match pipeline::wallet_from_request(&req) {
+        Ok(w) => w,
+        Err(e) => return Err(refuse(Some(&req), e).await),
+    };
     let result = pipeline::evaluate(
         &policies,
         state.ledger.as_ref(),
@@ -99,14 +150,15 @@ pub async fn authorize(
     );
     let (_facts, outcome) = match result {
         Ok(ok) => ok,
-        Err(e) => {
-            state
-                .metrics
-                .decisions_refused
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(fail(e));
-        }
+        Err(e) => return Err(refuse(Some(&req), e).await),
     };
+    state
+        .audit
+        .ensure_policy_version(policies.version(), policies.files(), now)
+        .await
+        .map_err(fail)?;
+    let event = audit_record::decision(now, &request_id, &state.app.id, &req, &outcome);
+    state.audit.append(event).await.map_err(fail)?;
     state
         .metrics
         .stage(crate::metrics::Stage::Decode, outcome.timings.decode);
@@ -139,6 +191,14 @@ pub async fn reload_policies(
 ) -> Result<Response, ApiError> {
     match state.engine.reload() {
         Ok(version) => {
+            let set = state.engine.current();
+            if let Err(error) = state
+                .audit
+                .ensure_policy_version(set.version(), set.files(), state.clock.now())
+                .await
+            {
+                tracing::warn!(%error, "storing the reloaded policy version failed; retried before the next decision");
+            }
             state
                 .metrics
                 .policy_reloads_ok

@@ -1,0 +1,67 @@
+//! Turning what a route decided into an event: the allowlisted request summary and the
+//! decision's exact Cedar request and entities, never credentials (they travel in headers and
+//! are not passed here).
+
+use time::OffsetDateTime;
+
+use super::event::{AuditEvent, EventKind, Refusal, policy_refs, request_summary};
+use crate::error::Error;
+use crate::pipeline::Outcome;
+use crate::request::AuthorizeRequest;
+
+fn wallet_of(req: &AuthorizeRequest) -> Option<String> {
+    crate::pipeline::parse_address(&req.wallet.address)
+        .ok()
+        .map(|a| format!("{a:#x}"))
+}
+
+/// The event for a decision `/v1/authorize` made.
+pub fn decision(
+    now: OffsetDateTime,
+    request_id: &str,
+    app: &str,
+    req: &AuthorizeRequest,
+    outcome: &Outcome,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Decision, now, request_id);
+    e.app = Some(app.to_owned());
+    e.wallet = wallet_of(req);
+    e.chain_id = Some(req.chain_id);
+    e.action = Some(outcome.action.as_str().to_owned());
+    e.decision = Some(outcome.decision.to_owned());
+    e.determining_policies = policy_refs(&outcome.determining_policies);
+    e.errors = outcome.errors.clone();
+    e.digest = Some(outcome.digest.to_ascii_lowercase());
+    e.policy_version = Some(outcome.policy_version.clone());
+    e.cedar_request = Some(outcome.cedar_request.to_string());
+    e.entities = Some(outcome.entities.to_string());
+    e.request = Some(request_summary(req));
+    e
+}
+
+/// The event for an input refused before Cedar (decoder or request validation). `req` is
+/// `None` when the body was not even a request.
+pub fn refusal(
+    now: OffsetDateTime,
+    request_id: &str,
+    app: &str,
+    req: Option<&AuthorizeRequest>,
+    policy_version: &str,
+    error: &Error,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Refused, now, request_id);
+    e.app = Some(app.to_owned());
+    e.decision = Some("refused".to_owned());
+    e.policy_version = Some(policy_version.to_owned());
+    if let Some(req) = req {
+        e.wallet = wallet_of(req);
+        e.chain_id = Some(req.chain_id);
+        e.request = Some(request_summary(req));
+    }
+    let message: String = error.public_message().chars().take(512).collect();
+    e.refusal = Some(Refusal {
+        code: error.code().to_owned(),
+        message,
+    });
+    e
+}
