@@ -1,0 +1,166 @@
+//! End to end: the real `parapet` binary, started the way the README's quick start does, over
+//! real HTTP on 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Starts `parapet serve` with embedded defaults in a scratch directory that links the shipped
+/// policies and schemas, as a newcomer would run it from a checkout.
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["policies", "schemas"] {
+        std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
+    }
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("PARAPET_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ureq::get(&format!("{}/healthz", server.base))
+            .call()
+            .is_ok()
+        {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server);
+    panic!("server did not come up");
+}
+
+fn post(s: &Server, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let res = ureq::post(&format!("{}{path}", s.base))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .header("authorization", &format!("Bearer {token}"))
+        .send_json(body)
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.into_body().read_json().unwrap_or(Value::Null);
+    (status, body)
+}
+
+#[test]
+fn serve_with_embedded_defaults_writes_a_private_dev_token_and_decides() {
+    let s = start();
+    let token_path = s.dir.path().join("data/dev-token");
+    let token = std::fs::read_to_string(&token_path).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&token_path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let hash = json!({"wallet": {"address": "0x00000000000000000000000000000000000000aa"}, "chain_id": 1, "hash": format!("0x{}", "ab".repeat(32))});
+    let (status, body) = post(&s, "/v1/authorize", "wrong-token-0000000000", &hash);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["code"], "unauthorized");
+    let (status, body) = post(&s, "/v1/authorize", token.trim(), &hash);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "deny");
+    assert_eq!(body["action"], "raw_hash");
+    assert_eq!(body["digest"], format!("0x{}", "ab".repeat(32)));
+    let ready: Value = ureq::get(&format!("{}/readyz", s.base))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    assert_eq!(ready["policy_version"], body["policy_version"]);
+}
+
+#[test]
+fn invalid_policy_set_refuses_to_start_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::copy(
+        root().join("policies/scopes.json"),
+        dir.path().join("policies/scopes.json"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(root().join("schemas"), dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/bad.cedar"),
+        "@id(\"x\")\npermit(principal, action, resource) when { context.nope };\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("PARAPET_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.cedar:"), "{stderr}");
+}
+
+#[test]
+fn decide_prints_one_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("req.json");
+    std::fs::write(&file, json!({"wallet": {"address": "0x00000000000000000000000000000000000000AA"}, "chain_id": 1, "message": "hello"}).to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .args(["decide", "--json"])
+        .arg(&file)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"], "personal_sign");
+    assert!(v["decision"] == "allow" || v["decision"] == "deny");
+}
