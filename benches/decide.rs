@@ -16,14 +16,19 @@ use time::macros::datetime;
 
 /// eth-account-built unsigned 1559 transfer of 250 USDC (tests/fixtures/good/erc20-transfer-usdc-small.json).
 fn request() -> AuthorizeRequest {
-    let fixture = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/good/erc20-transfer-usdc-small.json")).unwrap();
+    let fixture = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/good/erc20-transfer-usdc-small.json"
+    ))
+    .unwrap();
     serde_json::from_str(&fixture).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
     let shipped = LoadedPolicies::load(&testing::shipped_paths()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let big_paths = testing::copy_with_app_policies(&testing::shipped_paths(), dir.path(), 1000).unwrap();
+    let big_paths =
+        testing::copy_with_app_policies(&testing::shipped_paths(), dir.path(), 1000).unwrap();
     let big = LoadedPolicies::load(&big_paths).unwrap();
     let req = request();
     let wallet = pipeline::wallet_from_request(&req).unwrap();
@@ -31,19 +36,37 @@ fn bench(c: &mut Criterion) {
     let now = datetime!(2026-11-25 12:00:00 UTC);
     let scopes = pipeline::basic_scopes();
     let default_app = AppRecord::development_default();
-    let gen_app = AppRecord { id: "gen_app_500".to_owned(), ..AppRecord::development_default() };
+    let gen_app = AppRecord {
+        id: "gen_app_500".to_owned(),
+        ..AppRecord::development_default()
+    };
 
     let mut g = c.benchmark_group("decide");
     g.bench_function("decode only (1559 ERC-20 transfer)", |b| {
         let payload = req.payload().unwrap();
-        b.iter(|| black_box(decode::decode(payload, 1, wallet.address, shipped.registry()).unwrap()))
+        b.iter(|| {
+            black_box(decode::decode(payload, 1, wallet.address, shipped.registry()).unwrap())
+        })
     });
     g.bench_function("decode+authorize, shipped set", |b| {
-        b.iter(|| black_box(pipeline::evaluate(&shipped, &ledger, &default_app, &wallet, &req, &scopes, now).unwrap()))
+        b.iter(|| {
+            black_box(
+                pipeline::evaluate(&shipped, &ledger, &default_app, &wallet, &req, &scopes, now)
+                    .unwrap(),
+            )
+        })
     });
-    g.bench_function("decode+authorize, shipped + 1,000 app policies (sliced)", |b| {
-        b.iter(|| black_box(pipeline::evaluate(&big, &ledger, &gen_app, &wallet, &req, &scopes, now).unwrap()))
-    });
+    g.bench_function(
+        "decode+authorize, shipped + 1,000 app policies (sliced)",
+        |b| {
+            b.iter(|| {
+                black_box(
+                    pipeline::evaluate(&big, &ledger, &gen_app, &wallet, &req, &scopes, now)
+                        .unwrap(),
+                )
+            })
+        },
+    );
     let facts = decode::decode(req.payload().unwrap(), 1, wallet.address, big.registry()).unwrap();
     let velocity = Velocity::including(&VelocityTotals::zero(), &facts);
     let input = DecisionInput {
@@ -56,10 +79,14 @@ fn bench(c: &mut Criterion) {
         scopes: &scopes,
         now,
     };
-    g.bench_function("authorize only, shipped + 1,000 app policies (sliced)", |b| b.iter(|| black_box(big.decide(&input))));
-    g.bench_function("authorize only, shipped + 1,000 app policies (unsliced, naive)", |b| {
-        b.iter(|| black_box(big.decide_unsliced(&input)))
-    });
+    g.bench_function(
+        "authorize only, shipped + 1,000 app policies (sliced)",
+        |b| b.iter(|| black_box(big.decide(&input))),
+    );
+    g.bench_function(
+        "authorize only, shipped + 1,000 app policies (unsliced, naive)",
+        |b| b.iter(|| black_box(big.decide_unsliced(&input))),
+    );
     g.finish();
 }
 
