@@ -157,19 +157,7 @@ pub struct SignedTransaction {
 /// fork rules apply here, and pre-EIP-155 legacy transactions decode; high-s signatures
 /// (invalid since Homestead) and unsigned payloads are refused.
 pub fn decode_signed_transaction(bytes: &[u8]) -> Result<SignedTransaction> {
-    let raw = raw_tx::parse(bytes)?;
-    let sig = raw
-        .signature
-        .ok_or_else(|| Error::InvalidTransaction("transaction is not signed".to_owned()))?;
-    let signing_hash = raw.signing_hash();
-    let sender = transaction::recover(&sig, signing_hash)?;
-    Ok(SignedTransaction {
-        sender,
-        hash: raw.input_hash,
-        signing_hash,
-        tx_type: raw.tx.tx_type() as u8,
-        chain_id: alloy::consensus::Transaction::chain_id(&raw.tx),
-    })
+    signed(&raw_tx::parse(bytes)?)
 }
 
 /// Decoder layer plus stateless validity for `chain_id` at `fork`: transaction types the fork
@@ -182,7 +170,22 @@ pub fn validate_signed_transaction(
 ) -> Result<SignedTransaction> {
     let raw = raw_tx::parse(bytes)?;
     stateless::validate_for_fork(&raw.tx, fork, chain_id)?;
-    decode_signed_transaction(bytes)
+    signed(&raw)
+}
+
+fn signed(raw: &raw_tx::RawTx) -> Result<SignedTransaction> {
+    let sig = raw
+        .signature
+        .ok_or_else(|| Error::InvalidTransaction("transaction is not signed".to_owned()))?;
+    let signing_hash = raw.signing_hash();
+    let sender = transaction::recover(&sig, signing_hash)?;
+    Ok(SignedTransaction {
+        sender,
+        hash: raw.input_hash,
+        signing_hash,
+        tx_type: raw.tx.tx_type() as u8,
+        chain_id: alloy::consensus::Transaction::chain_id(&raw.tx),
+    })
 }
 
 /// [`validate_signed_transaction`] on Ethereum mainnet (chain id 1), as the conformance vectors

@@ -1207,8 +1207,18 @@ fn recursion_and_size_are_bounded() {
     let deep = json!({"types": types, "primaryType": "D0", "domain": {}, "message": message});
     let err = typed(&deep).unwrap_err();
     assert!(err.to_string().contains("nested too deeply"), "{err}");
-    let five_dims = one_field("uint8[][][][][]", json!([[[[[1]]]]]));
-    assert_eq!(code(typed(&five_dims)), "invalid_typed_data");
+    let nine_dims = one_field(
+        &format!("uint8{}", "[]".repeat(9)),
+        json!([[[[[[[[[1]]]]]]]]]),
+    );
+    assert_eq!(code(typed(&nine_dims)), "invalid_typed_data");
+    let too_many = one_field("uint8[]", Value::Array(vec![json!(1); 10_001]));
+    assert!(
+        typed(&too_many)
+            .unwrap_err()
+            .to_string()
+            .contains("too many values")
+    );
 }
 
 // ---------------------------------------------------------------- permits
