@@ -47,6 +47,11 @@ fn start() -> Server {
     for d in ["policies", "schemas"] {
         std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
     }
+    start_in(dir)
+}
+
+/// Starts `parapet serve` in `dir`, which holds (or links) `policies/` and `schemas/`.
+fn start_in(dir: tempfile::TempDir) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_parapet"))
         .arg("serve")
@@ -163,4 +168,100 @@ fn decide_prints_one_json_object() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["action"], "personal_sign");
     assert!(v["decision"] == "allow" || v["decision"] == "deny");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+fn ready_version(s: &Server) -> String {
+    let ready: Value = ureq::get(&format!("{}/readyz", s.base))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_json()
+        .unwrap();
+    ready["policy_version"].as_str().unwrap().to_owned()
+}
+
+fn sighup_and_wait(s: &Server, from: &str) -> String {
+    let status = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let v = ready_version(s);
+        if v != from {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    from.to_owned()
+}
+
+#[test]
+fn sighup_reloads_a_valid_set_and_keeps_the_old_one_on_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("policies"), &dir.path().join("policies"));
+    std::os::unix::fs::symlink(root().join("schemas"), dir.path().join("schemas")).unwrap();
+    let s = start_in(dir);
+    let v1 = ready_version(&s);
+
+    // An invalid file: SIGHUP is refused, the running set stays.
+    let extra = s.dir.path().join("policies/zz-extra.cedar");
+    std::fs::write(
+        &extra,
+        "@id(\"zz\")\npermit(principal, action, resource) when { context.nope };\n",
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed_line = "parapet_policy_reloads_total{result=\"failed\"} 1";
+    let mut refused = false;
+    while !refused && Instant::now() < deadline {
+        let metrics = ureq::get(&format!("{}/metrics", s.base))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
+        refused = metrics.contains(failed_line);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(refused, "the invalid reload was not reported as failed");
+    let after_bad = ready_version(&s);
+    assert_eq!(after_bad, v1, "an invalid set replaced the active one");
+
+    // A valid change: SIGHUP swaps it in and decisions follow it.
+    std::fs::write(
+        &extra,
+        "@id(\"zz-forbid-personal-sign\")\n@reason(\"no messages today\")\nforbid(principal, action == Parapet::Action::\"personal_sign\", resource);\n",
+    )
+    .unwrap();
+    let v2 = sighup_and_wait(&s, &v1);
+    assert_ne!(v2, v1, "SIGHUP did not reload");
+    let token = std::fs::read_to_string(s.dir.path().join("data/dev-token")).unwrap();
+    let msg = json!({"wallet": {"address": "0x00000000000000000000000000000000000000aa"}, "chain_id": 1, "message": "hi"});
+    let (status, body) = post(&s, "/v1/authorize", token.trim(), &msg);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "deny");
+    assert_eq!(body["policy_version"], v2.as_str());
+    assert_eq!(
+        body["determining_policies"][0]["id"],
+        "zz-forbid-personal-sign"
+    );
 }
