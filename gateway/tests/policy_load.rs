@@ -384,3 +384,114 @@ fn evaluation_errors_deny_even_when_a_permit_holds() {
     assert!(!set.step_up_may_help(&d));
     assert_eq!(set.replay(&d.cedar_request, &d.entities).unwrap(), d);
 }
+
+#[test]
+fn action_groups_apply_through_every_level() {
+    // "sign" is the grandparent of "native_transfer" (sign > transaction > native_transfer).
+    let t = TempSet::new(&[(
+        "policies/a.cedar",
+        &format!(
+            "{OK}\n@id(\"chain-5\") @reason(\"r\")\nforbid (principal, action in Parapet::Action::\"sign\", resource)\nwhen {{ context.chain_id == 5 }};\n"
+        ),
+    )]);
+    let set = t.load().unwrap();
+    let app = testing::app();
+    let wallet = testing::wallet(&[]);
+    let scopes = vec!["basic".to_owned()];
+    for (chain, allowed) in [(1, true), (5, false)] {
+        let mut facts = testing::native_transfer(ALICE, U256::from(1u8));
+        facts.decoded.chain_id = chain;
+        let velocity = testing::velocity(&facts);
+        let d = set.decide(&DecisionInput {
+            app: &app,
+            wallet: &wallet,
+            facts: &facts,
+            velocity: &velocity,
+            session: None,
+            step_up: false,
+            scopes: &scopes,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        });
+        assert_eq!(d.allowed, allowed, "chain {chain}: {:?}", d.determining);
+        assert_eq!(set.replay(&d.cedar_request, &d.entities).unwrap(), d);
+    }
+}
+
+#[test]
+fn readme_examples_are_valid_and_formatted_policies() {
+    let readme =
+        std::fs::read_to_string(testing::shipped_paths().policies.join("README.md")).unwrap();
+    let mut blocks: Vec<String> = Vec::new();
+    let mut current: Option<String> = None;
+    for line in readme.lines() {
+        match (current.as_mut(), line.trim()) {
+            (None, "```cedar") => current = Some(String::new()),
+            (Some(_), "```") => blocks.extend(current.take()),
+            (Some(b), _) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let examples = blocks.join("\n");
+    assert!(examples.matches("@id(").count() >= 10, "{examples}");
+    let t = TempSet::new(&[("policies/examples.cedar", &examples)]);
+    t.write(
+        "policies/scopes.json",
+        r#"{"basic": {"description": "b", "required": true}, "defi": {"description": "d", "required": false}}"#,
+    );
+    t.write(
+        "policies/entities/lists.json",
+        r#"[{"uid": {"type": "Parapet::AddressList", "id": "treasury"}, "attrs": {}, "parents": []}]"#,
+    );
+    let set = match t.load() {
+        Ok(s) => s,
+        Err(e) => panic!("README examples do not load: {e}"),
+    };
+    assert!(set.policy("step-up-nft-operator").unwrap().step_up);
+    // The time window works as described.
+    let facts = testing::usdc_transfer(ALICE, 20_000_000_000);
+    let velocity = testing::velocity(&facts);
+    let app = testing::app();
+    let wallet = testing::wallet(&[]);
+    let scopes = vec!["basic".to_owned()];
+    for (hour, blocked) in [(7, true), (8, false), (17, false), (18, true), (23, true)] {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_768_435_200 + hour * 3600).unwrap();
+        let d = set.decide(&DecisionInput {
+            app: &app,
+            wallet: &wallet,
+            facts: &facts,
+            velocity: &velocity,
+            session: None,
+            step_up: false,
+            scopes: &scopes,
+            now,
+        });
+        let ids: Vec<&str> = d.determining.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(
+            ids.contains(&"large-usdc-business-hours"),
+            blocked,
+            "{hour}:00 {ids:?}"
+        );
+    }
+    // Every example is written as `parapet policy fmt` would write it.
+    let mut unformatted = Vec::new();
+    for (i, block) in blocks.iter().enumerate() {
+        let formatted = parapet_gateway::policy::format_policies(block).unwrap();
+        if let Ok(dir) = std::env::var("PARAPET_FMT_OUT") {
+            std::fs::write(
+                Path::new(&dir).join(format!("readme-{i}.cedar")),
+                &formatted,
+            )
+            .unwrap();
+        }
+        if &formatted != block {
+            unformatted.push(i);
+        }
+    }
+    assert!(
+        unformatted.is_empty(),
+        "README examples {unformatted:?} are not in `policy fmt` style"
+    );
+}

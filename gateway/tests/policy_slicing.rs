@@ -52,7 +52,7 @@ fn condition(rng: &mut StdRng, forbid: bool) -> String {
             .to_owned();
     }
     let first = if forbid { 1 } else { 0 };
-    match rng.random_range(first..8) {
+    match rng.random_range(first..11) {
         0 => String::new(),
         1 => format!(" when {{ context.chain_id == {} }}", rng.random_range(1..3)),
         2 => format!(
@@ -65,6 +65,14 @@ fn condition(rng: &mut StdRng, forbid: bool) -> String {
             " when { context has to && context.to in Parapet::AddressList::\"blocked\" }".to_owned()
         }
         6 => format!(" when {{ principal in Parapet::AppGroup::\"g{g}\" }}"),
+        // `has` prefixes (the index drops these when the attribute is absent) ...
+        7 => {
+            " when { context has token && context has value && context.token.unlimited }".to_owned()
+        }
+        8 => " when { context has typed_data.verifying_contract }".to_owned(),
+        // ... but not after something that can error, whose error must still deny.
+        9 => " when { context.velocity.count_1h * 4611686018427387904 > 0 && context has nft }"
+            .to_owned(),
         _ if forbid => format!(
             " when {{ context.chain_id == 2 && context.step_up && resource.labels.contains(\"l{g}\") }}"
         ),

@@ -5,18 +5,22 @@ use cedar_policy::{Context, Entities, Entity, EntityUid, PolicySet, Request};
 use serde_json::{Map, Value};
 
 use super::context::{self, Val};
+use super::entities::Store;
 use super::names::{self, address_id, uid_json};
-use super::slice::build_set;
+use super::slice::{Want, build_set};
 use super::{
     DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, DeterminingPolicy, Effect,
     LoadedPolicies,
 };
 use crate::error::{Error, Result};
+use crate::facts::Action;
 
 /// A request ready to evaluate, with its audit forms.
 struct Built {
     request: Request,
-    store: Entities,
+    store: Store,
+    /// Context attributes present, for slicing.
+    present: u32,
     facts: Value,
     cedar_request: Value,
     entities: Value,
@@ -36,12 +40,13 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
         None,
     )
     .map_err(|e| Error::Internal(format!("request: {e}")))?;
-    let (dynamic, entities) = super::entities::dynamic(names, input)?;
     let mut addresses = Vec::new();
     for (_, v) in &fields {
         v.collect_addresses(&mut addresses);
     }
-    let store = set.statics.for_request(dynamic, addresses)?;
+    let (store, entities) = set
+        .statics
+        .for_request(names, &set.stores, input, addresses)?;
     let mut cedar_request = Map::with_capacity(4);
     cedar_request.insert("principal".to_owned(), uid_json(names::APP, &input.app.id));
     cedar_request.insert("action".to_owned(), uid_json(names::ACTION, action));
@@ -49,6 +54,7 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
     cedar_request.insert("context".to_owned(), context::to_json(&fields, true));
     Ok(Built {
         request,
+        present: context::presence(&fields),
         store,
         facts: context::to_json(&fields, false),
         cedar_request: Value::Object(cedar_request),
@@ -107,15 +113,8 @@ fn evaluate(
     }
 }
 
-fn slice_for(
-    set: &LoadedPolicies,
-    app: &str,
-    groups: &[String],
-    scopes: &[String],
-) -> Result<std::sync::Arc<PolicySet>> {
-    let key = set
-        .index
-        .key(app, groups, scopes, &|s: &str| set.scopes.contains_key(s));
+fn slice_for(set: &LoadedPolicies, want: &Want<'_>) -> Result<std::sync::Arc<PolicySet>> {
+    let key = set.index.key(want, &|s: &str| set.scopes.contains_key(s));
     set.slices.get_or_build(&set.index, &set.metas, key)
 }
 
@@ -138,8 +137,17 @@ fn failed(set: &LoadedPolicies, e: &Error) -> Decision {
 pub(crate) fn decide(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decision {
     let run = || -> Result<Decision> {
         let built = build(set, input)?;
-        let slice = slice_for(set, &input.app.id, &input.app.groups, input.scopes)?;
-        let verdict = evaluate(set, &built.request, &slice, &built.store);
+        let slice = slice_for(
+            set,
+            &Want {
+                action: input.facts.action,
+                app: &input.app.id,
+                groups: &input.app.groups,
+                scopes: input.scopes,
+                present: built.present,
+            },
+        )?;
+        let verdict = evaluate(set, &built.request, &slice, built.store.entities());
         Ok(finish(built, verdict))
     };
     run().unwrap_or_else(|e| failed(set, &e))
@@ -149,7 +157,7 @@ pub(crate) fn decide_unsliced(set: &LoadedPolicies, input: &DecisionInput<'_>) -
     let run = || -> Result<Decision> {
         let built = build(set, input)?;
         let whole = build_set(&set.metas, 0..set.metas.len(), input.scopes)?;
-        let verdict = evaluate(set, &built.request, &whole, &built.store);
+        let verdict = evaluate(set, &built.request, &whole, built.store.entities());
         Ok(finish(built, verdict))
     };
     run().unwrap_or_else(|e| failed(set, &e))
@@ -187,7 +195,7 @@ pub(crate) fn replay(
         .map_err(|e| bad("context", e))?;
     let request = Request::new(
         principal.clone(),
-        action,
+        action.clone(),
         resource,
         context,
         Some(&set.schema),
@@ -232,7 +240,26 @@ pub(crate) fn replay(
         })
         .unwrap_or_default();
     let store = set.statics.for_replay(dynamic)?;
-    let slice = slice_for(set, principal.id().unescaped(), &groups, &scopes)?;
+    let action_id = action.id().unescaped().to_owned();
+    let action_kind = Action::ALL
+        .iter()
+        .copied()
+        .find(|a| a.as_str() == action_id)
+        .ok_or_else(|| bad("action", format!("unknown action {action_id:?}")))?;
+    let present = context_json
+        .as_object()
+        .map(|m| m.keys().fold(0, |bits, k| bits | context::attribute_bit(k)))
+        .unwrap_or(0);
+    let slice = slice_for(
+        set,
+        &Want {
+            action: action_kind,
+            app: principal.id().unescaped(),
+            groups: &groups,
+            scopes: &scopes,
+            present,
+        },
+    )?;
     let v = evaluate(set, &request, &slice, &store);
     Ok(Decision {
         allowed: v.allowed,
@@ -242,4 +269,136 @@ pub(crate) fn replay(
         cedar_request: cedar_request.clone(),
         entities: entities.clone(),
     })
+}
+
+/// Where the time of one decision goes. Run in release:
+/// `cargo test --release -p parapet-gateway --lib policy::decide::timing -- --ignored --nocapture`
+#[cfg(test)]
+mod timing {
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::policy::testing;
+
+    fn per_call(mut f: impl FnMut()) -> Duration {
+        for _ in 0..2_000 {
+            f();
+        }
+        let n = 20_000u32;
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed() / n
+    }
+
+    #[test]
+    #[ignore = "timing breakdown; run in release"]
+    fn breakdown() {
+        let set = LoadedPolicies::load(&testing::shipped_paths()).unwrap();
+        let facts = testing::usdc_transfer(testing::ALICE, 250_000_000);
+        let velocity = testing::velocity(&facts);
+        let wallet = testing::wallet(&[]);
+        let scopes = vec!["basic".to_owned()];
+        let app = testing::app();
+        let input = DecisionInput {
+            app: &app,
+            wallet: &wallet,
+            facts: &facts,
+            velocity: &velocity,
+            session: None,
+            step_up: false,
+            scopes: &scopes,
+            now: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        let names = &set.names;
+        let fields = context::build(&input);
+        let want = Want {
+            action: facts.action,
+            app: &app.id,
+            groups: &app.groups,
+            scopes: &scopes,
+            present: context::presence(&fields),
+        };
+        let report = |what: &str, d: Duration| println!("{what:<40} {d:?}");
+        report(
+            "context fields",
+            per_call(|| drop(black_box(context::build(&input)))),
+        );
+        report(
+            "Cedar context",
+            per_call(|| drop(black_box(context::to_context(&fields, names)))),
+        );
+        report(
+            "JSON (facts + Cedar form)",
+            per_call(|| {
+                black_box(context::to_json(&fields, false));
+                black_box(context::to_json(&fields, true));
+            }),
+        );
+        let named = ["0x1111111111111111111111111111111111111111"];
+        report(
+            "entities (cached store)",
+            per_call(|| {
+                drop(black_box(set.statics.for_request(
+                    names,
+                    &set.stores,
+                    &input,
+                    named.to_vec(),
+                )))
+            }),
+        );
+        let listed = ["0xd90e2f925da726b50c4ed8d0fb90ad053324f31b"];
+        report(
+            "entities (a listed address named)",
+            per_call(|| {
+                drop(black_box(set.statics.for_request(
+                    names,
+                    &set.stores,
+                    &input,
+                    listed.to_vec(),
+                )))
+            }),
+        );
+        report(
+            "slice lookup",
+            per_call(|| drop(black_box(slice_for(&set, &want)))),
+        );
+        report(
+            "build (all of the above)",
+            per_call(|| drop(black_box(build(&set, &input)))),
+        );
+        let built = build(&set, &input).unwrap();
+        let slice = slice_for(&set, &want).unwrap();
+        report(
+            &format!(
+                "evaluate ({} policies in the slice)",
+                slice.policies().count()
+            ),
+            per_call(|| {
+                drop(black_box(evaluate(
+                    &set,
+                    &built.request,
+                    &slice,
+                    built.store.entities(),
+                )))
+            }),
+        );
+        for p in slice.policies() {
+            let mut one = PolicySet::new();
+            one.add(p.clone()).unwrap();
+            report(
+                &format!("  {}", p.id()),
+                per_call(|| {
+                    drop(black_box(set.authorizer.is_authorized(
+                        &built.request,
+                        &one,
+                        built.store.entities(),
+                    )))
+                }),
+            );
+        }
+        report("decide", per_call(|| drop(black_box(decide(&set, &input)))));
+    }
 }

@@ -6,8 +6,14 @@
 //! An Address that is on no list needs no entity: `x in AddressList::"…"` is false for an
 //! entity the store does not hold, exactly as for one with no parents. This keeps the cost of
 //! a request independent of the size of the lists.
+//!
+//! The store of (app, wallet, session user) is built once and shared while their records are
+//! unchanged ([`StoreCache`]); only a request naming a listed address gets its own copy.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression, Schema};
 use serde_json::{Map, Value};
@@ -17,10 +23,11 @@ use super::context::{Kind, Val};
 use super::diag::detailed;
 use super::names::{self, Names};
 use crate::error::{Error, Result};
+use crate::records::{AppRecord, WalletRecord};
 
 #[derive(Debug)]
 pub(crate) struct StaticEntities {
-    /// Actions, address lists and the addresses policies name literally.
+    /// The actions, the address lists and the addresses policies name literally.
     base: Entities,
     /// Every Address entity by its id (lower-case 0x), ancestors already closed.
     addresses: HashMap<String, Entity>,
@@ -153,22 +160,41 @@ impl StaticEntities {
         })
     }
 
-    /// The store for one request: the static base plus `dynamic` and the named addresses.
+    /// The store for one request and the JSON records of its dynamic entities: the cached
+    /// store of (app, wallet, session user), plus the listed addresses the context names.
     pub(crate) fn for_request(
         &self,
-        dynamic: Vec<Entity>,
+        names: &Names,
+        cache: &StoreCache,
+        input: &DecisionInput<'_>,
         mut addresses: Vec<&str>,
-    ) -> Result<Entities> {
+    ) -> Result<(Store, Value)> {
+        let cached = cache.get_or_build(input, || {
+            let (dynamic, json) = dynamic(names, input)?;
+            let store = self
+                .base
+                .clone()
+                .add_entities(dynamic, None)
+                .map_err(|e| Error::Internal(format!("entities: {e}")))?;
+            Ok((store, json))
+        })?;
+        let json = cached.json.clone();
         addresses.sort_unstable();
         addresses.dedup();
-        let named = addresses
+        let listed: Vec<Entity> = addresses
             .into_iter()
             .filter_map(|a| self.addresses.get(a))
-            .cloned();
-        self.base
+            .cloned()
+            .collect();
+        if listed.is_empty() {
+            return Ok((Store::Shared(cached), json));
+        }
+        let store = cached
+            .store
             .clone()
-            .add_entities(dynamic.into_iter().chain(named), None)
-            .map_err(|e| Error::Internal(format!("entities: {e}")))
+            .add_entities(listed, None)
+            .map_err(|e| Error::Internal(format!("entities: {e}")))?;
+        Ok((Store::Owned(store), json))
     }
 
     /// The store for a replay: every static entity plus the recorded dynamic ones.
@@ -299,14 +325,8 @@ fn entity(
     Ok((e, Value::Object(j)))
 }
 
-/// App, wallet and users of one request, as Cedar entities and as their JSON records.
-pub(crate) fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Entity>, Value)> {
-    let app = input.app;
-    let wallet = input.wallet;
-    let mut out = Vec::with_capacity(4);
-    let mut json = Vec::with_capacity(4);
-
-    let (e, j) = entity(
+fn app_entity(names: &Names, app: &AppRecord) -> Result<(Entity, Value)> {
+    entity(
         names,
         &names.app,
         names::APP,
@@ -320,10 +340,10 @@ pub(crate) fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<E
             ("frozen", Val::Bool(app.frozen)),
         ],
         (&names.app_group, names::APP_GROUP, &app.groups),
-    )?;
-    out.push(e);
-    json.push(j);
+    )
+}
 
+fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Entity, Value)> {
     let wallet_id = names::address_id(&wallet.address);
     let mut attrs = vec![("address", Val::Str(wallet_id.clone()))];
     if let Some(owner) = wallet.owner {
@@ -334,14 +354,97 @@ pub(crate) fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<E
         Val::Set(wallet.labels.iter().map(|l| Val::Str(l.clone())).collect()),
     ));
     attrs.push(("frozen", Val::Bool(wallet.frozen)));
-    let (e, j) = entity(
+    entity(
         names,
         &names.wallet,
         names::WALLET,
         &wallet_id,
         attrs,
         (&names.wallet_group, names::WALLET_GROUP, &wallet.groups),
-    )?;
+    )
+}
+
+/// Entries beyond this and the cache starts over.
+const MAX_CACHED_STORES: usize = 8192;
+
+/// A request's entity store, shared or its own.
+#[derive(Debug)]
+pub(crate) enum Store {
+    Shared(Arc<CachedStore>),
+    Owned(Entities),
+}
+
+impl Store {
+    pub(crate) fn entities(&self) -> &Entities {
+        match self {
+            Store::Shared(c) => &c.store,
+            Store::Owned(e) => e,
+        }
+    }
+}
+
+/// The store built for one (app, wallet, session user), with the records it was built from.
+#[derive(Debug)]
+pub(crate) struct CachedStore {
+    app: AppRecord,
+    wallet: WalletRecord,
+    store: Entities,
+    json: Value,
+}
+
+type StoreKey = (String, alloy::primitives::Address, Option<uuid::Uuid>);
+
+/// Built stores, reused while the app and wallet records are unchanged: building one costs
+/// more than comparing the records.
+#[derive(Debug, Default)]
+pub(crate) struct StoreCache {
+    map: RwLock<HashMap<StoreKey, Arc<CachedStore>>>,
+}
+
+impl StoreCache {
+    fn get_or_build(
+        &self,
+        input: &DecisionInput<'_>,
+        build: impl FnOnce() -> Result<(Entities, Value)>,
+    ) -> Result<Arc<CachedStore>> {
+        let key: StoreKey = (
+            input.app.id.clone(),
+            input.wallet.address,
+            input.session.map(|s| s.user),
+        );
+        if let Some(hit) = self.map.read().get(&key)
+            && hit.app == *input.app
+            && hit.wallet == *input.wallet
+        {
+            return Ok(Arc::clone(hit));
+        }
+        let (store, json) = build()?;
+        let built = Arc::new(CachedStore {
+            app: input.app.clone(),
+            wallet: input.wallet.clone(),
+            store,
+            json,
+        });
+        let mut map = self.map.write();
+        if map.len() >= MAX_CACHED_STORES {
+            map.clear();
+        }
+        map.insert(key, Arc::clone(&built));
+        Ok(built)
+    }
+}
+
+/// App, wallet and users of one request, as Cedar entities and as their JSON records.
+fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Entity>, Value)> {
+    let app = input.app;
+    let wallet = input.wallet;
+    let mut out = Vec::with_capacity(4);
+    let mut json = Vec::with_capacity(4);
+
+    let (e, j) = app_entity(names, app)?;
+    out.push(e);
+    json.push(j);
+    let (e, j) = wallet_entity(names, wallet)?;
     out.push(e);
     json.push(j);
 

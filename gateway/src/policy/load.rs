@@ -10,6 +10,7 @@ use std::str::FromStr;
 use cedar_policy::{EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use serde::{Deserialize, Serialize};
 
+use super::context;
 use super::diag::{line_of, located};
 use super::entities::{StaticEntities, is_canonical_address};
 use super::names::Names;
@@ -614,7 +615,20 @@ pub(crate) fn load(paths: &PolicyPaths) -> Result<LoadedPolicies> {
 
     match (problems.is_empty(), schema, scopes, statics, registry) {
         (true, Some(schema), Some(scopes), Some(statics), Some(registry)) => {
-            let index = SliceIndex::new(metas.iter().map(|m| slice::target(&m.policy, &names)));
+            let actions = schema
+                .action_entities()
+                .map_err(|e| Error::Internal(format!("schema actions: {e}")))?;
+            let mut profiles = Vec::with_capacity(metas.len());
+            for m in &metas {
+                profiles.push(slice::Profile {
+                    target: slice::target(&m.policy, &names),
+                    actions: slice::action_mask(&m.policy, &names, &actions)?,
+                    requires: slice::required_context(&m.policy)
+                        .iter()
+                        .fold(0, |bits, a| bits | context::attribute_bit(a)),
+                });
+            }
+            let index = SliceIndex::new(profiles);
             let meta_by_id = metas
                 .iter()
                 .enumerate()
@@ -637,6 +651,7 @@ pub(crate) fn load(paths: &PolicyPaths) -> Result<LoadedPolicies> {
                 index,
                 slices: SliceCache::default(),
                 statics,
+                stores: super::entities::StoreCache::default(),
                 names,
                 authorizer: cedar_policy::Authorizer::new(),
             })

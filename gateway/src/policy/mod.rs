@@ -137,6 +137,7 @@ pub struct LoadedPolicies {
     index: slice::SliceIndex,
     slices: slice::SliceCache,
     statics: entities::StaticEntities,
+    stores: entities::StoreCache,
     names: names::Names,
     authorizer: cedar_policy::Authorizer,
 }

@@ -8,22 +8,27 @@
 //! satisfied changes neither a permit's nor a forbid's outcome, and it cannot hide an error
 //! either: Cedar checks the scope before evaluating conditions, so such a policy never errors.
 //!
+//! The same holds for the action scope: a policy constrained to other actions than the
+//! request's is dropped (Cedar would spend about a microsecond per policy only to find that out).
+//!
 //! Permits whose `@scope` the user has not approved are dropped too: for this request they do
 //! not exist. Forbids are never dropped by scope.
 //!
-//! Slices are built on first use and cached per (app if it has policies of its own, its groups
-//! that have policies, approved scopes that exist), so apps without app-specific policies all
-//! share one slice.
+//! Slices are built on first use and cached per (action, app if it has policies of its own, its
+//! groups that have policies, approved scopes that exist), so apps without app-specific
+//! policies all share one slice per action.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use cedar_policy::{Policy, PolicySet, PrincipalConstraint};
+use cedar_policy::{ActionConstraint, Entities, Policy, PolicySet, PrincipalConstraint};
 use parking_lot::RwLock;
+use serde_json::Value;
 
 use super::load::PolicyMeta;
 use super::names::Names;
 use crate::error::{Error, Result};
+use crate::facts::Action;
 
 /// More keys than this and the cache starts over; slices are cheap to rebuild and the number
 /// of distinct keys in practice is the number of apps with policies of their own.
@@ -57,46 +62,154 @@ pub(crate) fn target(policy: &Policy, names: &Names) -> Target {
     }
 }
 
+/// Bit `i` set: the policy's action scope admits `Action::ALL[i]`.
+pub(crate) fn action_mask(policy: &Policy, names: &Names, actions: &Entities) -> Result<u16> {
+    let mut mask = 0u16;
+    for (i, a) in Action::ALL.iter().enumerate() {
+        let uid = names.action(*a)?;
+        let admits = match policy.action_constraint() {
+            ActionConstraint::Any => true,
+            ActionConstraint::Eq(u) => u == uid,
+            ActionConstraint::In(us) => us
+                .iter()
+                .any(|u| *u == uid || actions.is_ancestor_of(u, &uid)),
+        };
+        if admits {
+            mask |= 1 << i;
+        }
+    }
+    Ok(mask)
+}
+
+/// Index of `action` in [`Action::ALL`].
+pub(crate) fn action_index(action: Action) -> usize {
+    Action::ALL.iter().position(|a| *a == action).unwrap_or(0)
+}
+
+/// Top-level context attributes the policy's first `when` clause tests with leading
+/// `context has …` conjuncts. When one of them is absent the policy is false before anything
+/// that could error is evaluated (`&&` short-circuits left to right and scope constraints
+/// never error), so it can be left out. Conjuncts after the first other one are ignored: an
+/// earlier conjunct might error, and dropping the policy would then hide that error.
+pub(crate) fn required_context(policy: &Policy) -> Vec<String> {
+    let Ok(est) = policy.to_json() else {
+        return Vec::new();
+    };
+    let Some(first) = est
+        .get("conditions")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+    else {
+        return Vec::new();
+    };
+    if first.get("kind").and_then(Value::as_str) != Some("when") {
+        return Vec::new();
+    }
+    let mut conjuncts = Vec::new();
+    if let Some(body) = first.get("body") {
+        flatten_and(body, &mut conjuncts);
+    }
+    conjuncts.iter().map_while(|c| context_has(c)).collect()
+}
+
+fn flatten_and<'a>(e: &'a Value, out: &mut Vec<&'a Value>) {
+    match e.get("&&") {
+        Some(and) => {
+            if let Some(l) = and.get("left") {
+                flatten_and(l, out);
+            }
+            if let Some(r) = and.get("right") {
+                flatten_and(r, out);
+            }
+        }
+        None => out.push(e),
+    }
+}
+
+fn context_has(e: &Value) -> Option<String> {
+    let has = e.get("has")?;
+    if has.get("left")?.get("Var")?.as_str()? != "context" {
+        return None;
+    }
+    match has.get("attr")? {
+        Value::String(a) => Some(a.clone()),
+        Value::Array(path) => path.first()?.as_str().map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// What the index knows about one policy.
+#[derive(Debug, Clone)]
+pub(crate) struct Profile {
+    pub target: Target,
+    /// See [`action_mask`].
+    pub actions: u16,
+    /// Context attributes (as `context::presence` bits) the policy needs to be satisfiable.
+    pub requires: u32,
+}
+
+/// What a request brings to slicing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want<'a> {
+    pub action: Action,
+    pub app: &'a str,
+    pub groups: &'a [String],
+    pub scopes: &'a [String],
+    /// Context attributes present (as `context::presence` bits).
+    pub present: u32,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SliceIndex {
+    /// Per policy, in load order.
+    profiles: Vec<Profile>,
     always: Vec<usize>,
     by_app: HashMap<String, Vec<usize>>,
     by_group: HashMap<String, Vec<usize>>,
+    /// Presence bits any policy depends on; the others do not belong in a key.
+    relevant: u32,
 }
 
 impl SliceIndex {
-    pub(crate) fn new(targets: impl IntoIterator<Item = Target>) -> SliceIndex {
+    pub(crate) fn new(profiles: Vec<Profile>) -> SliceIndex {
         let mut index = SliceIndex::default();
-        for (i, t) in targets.into_iter().enumerate() {
-            match t {
+        for (i, p) in profiles.iter().enumerate() {
+            index.relevant |= p.requires;
+            match &p.target {
                 Target::Always => index.always.push(i),
-                Target::App(a) => index.by_app.entry(a).or_default().push(i),
-                Target::Group(g) => index.by_group.entry(g).or_default().push(i),
+                Target::App(a) => index.by_app.entry(a.clone()).or_default().push(i),
+                Target::Group(g) => index.by_group.entry(g.clone()).or_default().push(i),
             }
         }
+        index.profiles = profiles;
         index
     }
 
     /// The normalised cache key: only what can change the slice.
-    pub(crate) fn key(
-        &self,
-        app: &str,
-        groups: &[String],
-        scopes: &[String],
-        known_scopes: &impl Fn(&str) -> bool,
-    ) -> SliceKey {
-        let mut g: Vec<String> = groups
+    pub(crate) fn key(&self, want: &Want<'_>, known_scopes: &impl Fn(&str) -> bool) -> SliceKey {
+        let mut g: Vec<String> = want
+            .groups
             .iter()
             .filter(|g| self.by_group.contains_key(g.as_str()))
             .cloned()
             .collect();
         g.sort_unstable();
         g.dedup();
-        let mut s: Vec<String> = scopes.iter().filter(|s| known_scopes(s)).cloned().collect();
+        let mut s: Vec<String> = want
+            .scopes
+            .iter()
+            .filter(|s| known_scopes(s))
+            .cloned()
+            .collect();
         s.sort_unstable();
         s.dedup();
         SliceKey {
-            app: self.by_app.contains_key(app).then(|| app.to_owned()),
+            action: action_index(want.action),
+            present: want.present & self.relevant,
+            app: self
+                .by_app
+                .contains_key(want.app)
+                .then(|| want.app.to_owned()),
             groups: g,
             scopes: s,
         }
@@ -111,6 +224,11 @@ impl SliceIndex {
         for g in &key.groups {
             out.extend(self.by_group.get(g).into_iter().flatten());
         }
+        out.retain(|i| {
+            self.profiles.get(*i).is_some_and(|p| {
+                p.actions & (1 << key.action) != 0 && p.requires & !key.present == 0
+            })
+        });
         out.sort_unstable();
         out.dedup();
         out
@@ -119,6 +237,8 @@ impl SliceIndex {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SliceKey {
+    action: usize,
+    present: u32,
     app: Option<String>,
     groups: Vec<String>,
     scopes: Vec<String>,
