@@ -118,7 +118,7 @@ fn small_usdc_transfer_is_allowed() {
     );
     assert_eq!(d.facts["token"]["amount"]["scaled"], 25_000_000_000i64);
     assert_eq!(d.facts["token"]["amount"]["raw"], "25000000");
-    assert_eq!(d.facts["now"], "2026-01-15T12:00:00Z");
+    assert_eq!(d.facts["now"], "2026-01-15T12:00:00.000Z");
     assert!(d.facts.get("session").is_none());
 }
 
@@ -367,7 +367,7 @@ fn audit_forms_are_cedar_json_and_replay_to_the_same_decision() {
     );
     assert_eq!(
         req["context"]["now"],
-        serde_json::json!({"__extn": {"fn": "datetime", "arg": "2026-01-15T12:00:00Z"}})
+        serde_json::json!({"__extn": {"fn": "datetime", "arg": "2026-01-15T12:00:00.000Z"}})
     );
     assert_eq!(d.facts["session"]["user"], user.to_string());
     let entities = d.entities.as_array().unwrap();

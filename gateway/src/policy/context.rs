@@ -138,13 +138,14 @@ fn amount(a: &Amount) -> Val {
     ])
 }
 
-/// `now` in Cedar's `datetime` syntax, UTC, to the second. Policies reason in minutes and
-/// hours; the second is also what lets consecutive requests share one built expression (see
+/// `now` in Cedar's `datetime` syntax, UTC, truncated to the second (written with `.000`
+/// milliseconds, the form callers already see). Policies reason in minutes and hours; the
+/// second is also what lets consecutive requests share one built expression (see
 /// [`datetime_expr`]).
 pub(crate) fn cedar_datetime(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000Z",
         t.year(),
         u8::from(t.month()),
         t.day(),
@@ -375,9 +376,9 @@ mod tests {
     #[test]
     fn datetime_is_utc_to_the_second() {
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_923_456_789).unwrap();
-        assert_eq!(cedar_datetime(t), "2023-11-14T22:13:20Z");
+        assert_eq!(cedar_datetime(t), "2023-11-14T22:13:20.000Z");
         let shifted = t.to_offset(UtcOffset::from_hms(2, 0, 0).unwrap());
-        assert_eq!(cedar_datetime(shifted), "2023-11-14T22:13:20Z");
+        assert_eq!(cedar_datetime(shifted), "2023-11-14T22:13:20.000Z");
         // The cached expression is the one for the same text only.
         assert!(format!("{:?}", datetime_expr("2023-11-14T22:13:20Z")).contains("22:13:20Z"));
         assert!(format!("{:?}", datetime_expr("2023-11-14T22:13:21Z")).contains("22:13:21Z"));
