@@ -365,7 +365,7 @@ fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Entity, Value)
 }
 
 /// Entries beyond this and the cache starts over.
-const MAX_CACHED_STORES: usize = 8192;
+const MAX_CACHED_STORES: usize = 4096;
 
 /// A request's entity store, shared or its own.
 #[derive(Debug)]

@@ -117,9 +117,9 @@ impl Decision {
             allowed: false,
             determining: Vec::new(),
             errors,
-            facts: serde_json::Value::Null,
+            facts: serde_json::Value::Object(serde_json::Map::new()),
             cedar_request: serde_json::Value::Null,
-            entities: serde_json::Value::Null,
+            entities: serde_json::Value::Array(Vec::new()),
         }
     }
 }

@@ -299,3 +299,78 @@ impl SliceCache {
         self.map.read().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn policy(src: &str) -> Policy {
+        Policy::from_str(src).unwrap()
+    }
+
+    #[test]
+    fn principal_constraints_pick_the_target() {
+        let names = Names::new().unwrap();
+        let cases = [
+            ("permit (principal, action, resource);", Target::Always),
+            (
+                "permit (principal is Parapet::App, action, resource);",
+                Target::Always,
+            ),
+            (
+                "permit (principal == Parapet::App::\"a\", action, resource);",
+                Target::App("a".to_owned()),
+            ),
+            (
+                "permit (principal in Parapet::App::\"a\", action, resource);",
+                Target::App("a".to_owned()),
+            ),
+            (
+                "permit (principal in Parapet::AppGroup::\"g\", action, resource);",
+                Target::Group("g".to_owned()),
+            ),
+            (
+                "permit (principal is Parapet::App in Parapet::AppGroup::\"g\", action, resource);",
+                Target::Group("g".to_owned()),
+            ),
+            (
+                "permit (principal, action, resource) when { principal == Parapet::App::\"a\" };",
+                Target::Always,
+            ),
+        ];
+        for (src, want) in cases {
+            assert_eq!(target(&policy(src), &names), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn only_leading_context_has_tests_are_required() {
+        let req = |src: &str| required_context(&policy(src));
+        assert_eq!(
+            req(
+                "forbid (principal, action, resource) when { context has to && context has value && context.value.scaled > 1 };"
+            ),
+            ["to", "value"]
+        );
+        assert_eq!(
+            req(
+                "forbid (principal, action, resource) when { context has typed_data.verifying_contract };"
+            ),
+            ["typed_data"]
+        );
+        // After a test that may error, a `has` no longer allows dropping the policy.
+        assert!(
+            req("forbid (principal, action, resource) when { context.chain_id + 1 > 0 && context has nft };")
+                .is_empty()
+        );
+        // `unless` and nested `has` say nothing about presence.
+        assert!(req("forbid (principal, action, resource) unless { context has nft };").is_empty());
+        assert!(
+            req("forbid (principal, action, resource) when { context.velocity has count_1h };")
+                .is_empty()
+        );
+        assert!(req("forbid (principal, action, resource) when { context has nft || context has token };").is_empty());
+    }
+}
