@@ -35,6 +35,7 @@ impl TempSet {
             t.root().join("schemas/parapet.cedarschema"),
         )
         .unwrap();
+        t.write("schemas/tokens.json", "{}");
         t.write("policies/scopes.json", SCOPES);
         t.write("policies/entities/lists.json", LISTS);
         for (path, text) in files {
@@ -330,9 +331,14 @@ fn the_version_follows_every_file_and_reload_keeps_a_good_set() {
     let v2 = engine.reload().unwrap();
     assert_ne!(v1, v2);
     std::fs::create_dir_all(t.root().join("schemas/abis")).unwrap();
-    t.write("schemas/tokens.json", "{}");
+    t.write("schemas/tokens.json", "{ }");
     let v3 = engine.reload().unwrap();
     assert_ne!(v2, v3);
+    std::fs::remove_file(t.root().join("schemas/tokens.json")).unwrap();
+    assert!(
+        matches!(engine.reload(), Err(Error::PolicySetInvalid(p)) if p[0].contains("tokens.json"))
+    );
+    t.write("schemas/tokens.json", "{ }");
     assert!(
         engine
             .current()

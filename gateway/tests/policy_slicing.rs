@@ -138,6 +138,11 @@ fn slices_agree_with_the_whole_set() {
     )
     .unwrap();
     std::fs::copy(
+        shipped.schemas.join("tokens.json"),
+        paths.schemas.join("tokens.json"),
+    )
+    .unwrap();
+    std::fs::copy(
         shipped.policies.join("entities/address-lists.json"),
         paths.policies.join("entities/address-lists.json"),
     )

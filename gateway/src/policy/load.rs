@@ -213,10 +213,14 @@ fn read_sources(paths: &PolicyPaths, problems: &mut Vec<String>) -> Sources {
         &mut files,
         problems,
     );
-    if tokens.is_none() {
-        tracing::warn!(
-            "schemas/tokens.json not found: every token is unknown (read with 0 decimals)"
-        );
+    // Required: without the registry every token is unknown, and limits written for known
+    // tokens would silently stop applying.
+    if tokens.is_none()
+        && !problems
+            .iter()
+            .any(|p| p.starts_with("schemas/tokens.json"))
+    {
+        problems.push("schemas/tokens.json: missing (an empty registry is `{}`)".to_owned());
     }
     let mut abis = Vec::new();
     for (name, path) in list(
