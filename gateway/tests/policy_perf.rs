@@ -79,9 +79,14 @@ fn decide_is_fast_and_slicing_keeps_it_flat() {
         shipped.policies().len()
     );
     println!("decide, shipped + 1,000 app policies (sliced): {big_t:?}");
-    println!("decide, shipped + 1,000 app policies (whole set, rebuilt per call): {naive_t:?}");
+    println!("decide, shipped + 1,000 app policies (whole set): {naive_t:?}");
+    // Loose bounds: a regression guard that holds on a busy 2-core machine, not the target.
     if !cfg!(debug_assertions) {
-        assert!(shipped_t < Duration::from_micros(40), "{shipped_t:?}");
-        assert!(big_t < Duration::from_micros(40), "{big_t:?}");
+        assert!(shipped_t < Duration::from_micros(80), "{shipped_t:?}");
+        assert!(
+            big_t < shipped_t * 2,
+            "slicing did not keep it flat: {big_t:?}"
+        );
+        assert!(naive_t > big_t * 10, "{naive_t:?} vs {big_t:?}");
     }
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use super::context::{self, Val};
 use super::entities::Store;
 use super::names::{self, address_id, uid_json};
-use super::slice::{Want, build_set};
+use super::slice::Want;
 use super::{
     DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, DeterminingPolicy, Effect,
     LoadedPolicies,
@@ -156,7 +156,10 @@ pub(crate) fn decide(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decisio
 pub(crate) fn decide_unsliced(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decision {
     let run = || -> Result<Decision> {
         let built = build(set, input)?;
-        let whole = build_set(&set.metas, 0..set.metas.len(), input.scopes)?;
+        let key = set
+            .index
+            .whole_key(input.scopes, &|s: &str| set.scopes.contains_key(s));
+        let whole = set.slices.get_or_build(&set.index, &set.metas, key)?;
         let verdict = evaluate(set, &built.request, &whole, built.store.entities());
         Ok(finish(built, verdict))
     };

@@ -204,6 +204,7 @@ impl SliceIndex {
         s.sort_unstable();
         s.dedup();
         SliceKey {
+            whole: false,
             action: action_index(want.action),
             present: want.present & self.relevant,
             app: self
@@ -215,8 +216,30 @@ impl SliceIndex {
         }
     }
 
+    /// The key of the whole set for these scopes.
+    pub(crate) fn whole_key(
+        &self,
+        scopes: &[String],
+        known_scopes: &impl Fn(&str) -> bool,
+    ) -> SliceKey {
+        let mut s: Vec<String> = scopes.iter().filter(|s| known_scopes(s)).cloned().collect();
+        s.sort_unstable();
+        s.dedup();
+        SliceKey {
+            whole: true,
+            action: 0,
+            present: 0,
+            app: None,
+            groups: Vec::new(),
+            scopes: s,
+        }
+    }
+
     /// Indices of the policies in the slice, in load order.
     fn members(&self, key: &SliceKey) -> Vec<usize> {
+        if key.whole {
+            return (0..self.profiles.len()).collect();
+        }
         let mut out = self.always.clone();
         if let Some(app) = &key.app {
             out.extend(self.by_app.get(app).into_iter().flatten());
@@ -237,6 +260,8 @@ impl SliceIndex {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct SliceKey {
+    /// The whole set (scopes still apply): what slicing is compared against.
+    whole: bool,
     action: usize,
     present: u32,
     app: Option<String>,
