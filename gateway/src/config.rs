@@ -253,7 +253,9 @@ impl Config {
                 let mut bytes = [0u8; 32];
                 rand::Rng::fill(&mut rand::rng(), &mut bytes);
                 let token = format!("pdev_{}", hex::encode(bytes));
-                write_private(&path, token.as_bytes())?;
+                // A short or unreadable token file is replaced, never reused.
+                let _ = std::fs::remove_file(&path);
+                crate::secret_file::create_private(&path, token.as_bytes())?;
                 token
             }
         };
@@ -298,27 +300,6 @@ fn read_secret_file(path: &Path) -> Result<String> {
     let v = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("reading secret file {}: {e}", path.display())))?;
     Ok(v.trim_end_matches(['\n', '\r']).to_owned())
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes)
-        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
 }
 
 #[cfg(test)]

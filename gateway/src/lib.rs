@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod records;
 pub mod request;
+pub mod secret_file;
 pub mod server;
 
 pub use error::{Error, Result};

@@ -124,30 +124,8 @@ fn spawn_reload_on_sighup(state: Arc<AppState>) {
             return;
         };
         while hup.recv().await.is_some() {
-            match state.engine.reload() {
-                Ok(version) => {
-                    let set = state.engine.current();
-                    if let Err(error) = state
-                        .audit
-                        .ensure_policy_version(set.version(), set.files(), state.clock.now())
-                        .await
-                    {
-                        tracing::warn!(%error, "storing the reloaded policy version failed; retried before the next decision");
-                    }
-                    state
-                        .metrics
-                        .policy_reloads_ok
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::info!(%version, "policy set reloaded on SIGHUP");
-                }
-                Err(error) => {
-                    state
-                        .metrics
-                        .policy_reloads_failed
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(%error, "policy reload on SIGHUP refused; the previous set stays active");
-                }
-            }
+            // Outcome and errors are logged and counted by the reload itself.
+            let _ = state.reload_policies("SIGHUP").await;
         }
     });
 }

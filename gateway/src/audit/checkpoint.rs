@@ -69,7 +69,7 @@ impl FileSigner {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| Error::Config(format!("creating {}: {e}", dir.display())))?;
                 }
-                write_private(path, hex::encode(key.to_bytes()).as_bytes())?;
+                crate::secret_file::create_private(path, hex::encode(key.to_bytes()).as_bytes())?;
                 tracing::info!(path = %path.display(), "generated the audit checkpoint key");
                 key
             }
@@ -236,26 +236,6 @@ pub fn read_all(path: &Path) -> Result<Vec<Checkpoint>> {
         out.push(cp);
     }
     Ok(out)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes)
-        .map_err(|e| Error::Config(format!("writing {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -45,6 +45,38 @@ pub struct AppState {
     pub request_timeout: Duration,
 }
 
+impl AppState {
+    /// Validates the policy files again and swaps them in (an invalid set leaves the active one
+    /// in place), stores the new version with its files for replay, counts and logs the outcome.
+    /// Both `SIGHUP` and the admin route come here.
+    pub async fn reload_policies(&self, trigger: &str) -> crate::error::Result<String> {
+        match self.engine.reload() {
+            Ok(version) => {
+                let set = self.engine.current();
+                if let Err(error) = self
+                    .audit
+                    .ensure_policy_version(set.version(), set.files(), self.clock.now())
+                    .await
+                {
+                    tracing::warn!(%error, "storing the reloaded policy version failed; retried before the next decision");
+                }
+                self.metrics
+                    .policy_reloads_ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(%version, trigger, "policy set reloaded");
+                Ok(version)
+            }
+            Err(error) => {
+                self.metrics
+                    .policy_reloads_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%error, trigger, "policy reload refused; the previous set stays active");
+                Err(error)
+            }
+        }
+    }
+}
+
 /// Every route the service answers, as `(method, path)`: the OpenAPI document must list exactly
 /// these (a test holds them together).
 pub const ROUTES: &[(&str, &str)] = &[

@@ -189,33 +189,15 @@ pub async fn reload_policies(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
 ) -> Result<Response, ApiError> {
-    match state.engine.reload() {
-        Ok(version) => {
-            let set = state.engine.current();
-            if let Err(error) = state
-                .audit
-                .ensure_policy_version(set.version(), set.files(), state.clock.now())
-                .await
-            {
-                tracing::warn!(%error, "storing the reloaded policy version failed; retried before the next decision");
-            }
-            state
-                .metrics
-                .policy_reloads_ok
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(%version, "policy set reloaded");
-            Ok(
-                Json(serde_json::json!({"policy_version": version, "request_id": request_id}))
-                    .into_response(),
-            )
-        }
-        Err(error) => {
-            state
-                .metrics
-                .policy_reloads_failed
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(%error, "policy reload refused; the previous set stays active");
-            Err(ApiError { error, request_id })
-        }
-    }
+    let version = state
+        .reload_policies("admin route")
+        .await
+        .map_err(|error| ApiError {
+            error,
+            request_id: request_id.clone(),
+        })?;
+    Ok(
+        Json(serde_json::json!({"policy_version": version, "request_id": request_id}))
+            .into_response(),
+    )
 }
