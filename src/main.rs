@@ -1,6 +1,7 @@
 //! `parapet`: the one binary. Wiring only: parse the command line, load configuration, call the
 //! gateway library.
 
+mod apps_cmd;
 mod audit_cmd;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Create, list, freeze, unfreeze and revoke apps and their API keys (same config as serve).
+    Apps {
+        #[command(subcommand)]
+        command: apps_cmd::AppsCommand,
     },
     /// Query, export, verify, replay and archive the audit log (reads the same config as serve).
     Audit {
@@ -125,6 +131,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => policy_command(command, &config),
+        Command::Apps { command } => apps_cmd::run(command, &config),
         Command::Audit { command } => audit_cmd::run(*command, &config),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }

@@ -34,6 +34,11 @@ pub enum Error {
     // ---- other client errors ----
     #[error("missing or invalid credentials")]
     Unauthorized,
+    /// The key is valid but lacks the grant the route needs.
+    #[error("this key lacks the {0} grant")]
+    Forbidden(&'static str),
+    #[error("this app is frozen")]
+    AppFrozen,
     #[error("not found")]
     NotFound,
     #[error("request body too large")]
@@ -74,6 +79,8 @@ impl Error {
             Error::InvalidMessage(_) => "invalid_message",
             Error::InvalidAddress(_) => "invalid_address",
             Error::Unauthorized => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::AppFrozen => "app_frozen",
             Error::NotFound => "not_found",
             Error::BodyTooLarge => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
@@ -89,6 +96,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) | Error::AppFrozen => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod facts;
 pub mod http;
+pub mod identity;
 pub mod ledger;
 pub mod metrics;
 pub mod pipeline;

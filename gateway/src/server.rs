@@ -10,6 +10,7 @@ use crate::clock::SystemClock;
 use crate::config::{Config, TokenSource};
 use crate::error::{Error, Result};
 use crate::http::{self, AppState, auth};
+use crate::identity::Identity;
 use crate::ledger::MemoryLedger;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, PolicyPaths};
@@ -26,9 +27,11 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
     })?;
     let source = config.ensure_api_token()?;
     match &source {
-        TokenSource::Configured(_) => tracing::info!("API token: configured"),
+        TokenSource::Configured(_) => tracing::warn!(
+            "DEVELOPMENT DEFAULT: the configured static API token acts as the development default app (every grant); create apps with `parapet apps create` for real callers"
+        ),
         TokenSource::DevelopmentFile(path) => {
-            tracing::warn!(path = %path.display(), "DEVELOPMENT MODE: API token generated; read it from this file")
+            tracing::warn!(path = %path.display(), "DEVELOPMENT DEFAULT: static API token generated (acts as the development default app, every grant); read it from this file; create apps with `parapet apps create` for real callers")
         }
     }
     let token = config
@@ -47,6 +50,7 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         .await
         .map_err(|_| Error::Config("cannot store the policy version in the audit store".into()))?;
     audit.spawn_flood_flusher(clock.clone(), std::time::Duration::from_secs(10));
+    let identity = Identity::new(audit.store().clone());
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),
@@ -54,7 +58,8 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         audit,
         metrics: Metrics::default(),
         token_hash: auth::token_hash(token),
-        app: AppRecord::development_default(),
+        dev_app: AppRecord::development_default(),
+        identity,
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout,
     }))

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::request_id::ReqId;
 use crate::audit::export::{self, CSV_HEADER, Format, Pager};
@@ -40,6 +41,7 @@ pub struct EventsQuery {
 pub async fn events(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let fail = |error: Error| ApiError {
@@ -50,7 +52,12 @@ pub async fn events(
     let filter = Filter {
         from: q.from,
         to: q.to,
-        app: q.app,
+        // `audit:read` sees only its own app's events; `admin` sees every app's.
+        app: if caller.has("admin") {
+            q.app
+        } else {
+            Some(caller.0.id.clone())
+        },
         wallet: q.wallet,
         action: q.action,
         decision: q.decision,

@@ -1,57 +1,104 @@
-//! The static API token that guards every `/v1` route until API keys exist. Only its SHA-256 is
-//! kept in memory, and the comparison is constant-time.
+//! Authentication and grants for every `/v1` route: `Authorization: Bearer <api key>` resolves
+//! to the calling app ([`crate::identity`]), which must be unfrozen and hold the route's grant.
+//! The static token of `serve`'s development default still works and acts as the development
+//! default app; only its SHA-256 is kept, compared in constant time.
+//!
+//! Refusals here are what a flood produces, so they are audited in aggregate (DESIGN §7): per
+//! client IP for missing or unknown keys, per app for frozen apps and missing grants.
 
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
 use super::error::ApiError;
 use super::request_id::ReqId;
 use crate::error::Error;
+use crate::records::AppRecord;
 
 /// SHA-256 of a token, the only form in which tokens are held.
 pub fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    crate::identity::key_hash(token)
 }
 
-pub async fn require_token(
-    State(state): State<Arc<AppState>>,
-    req: Request,
+/// The authenticated app, placed in the request's extensions for handlers.
+#[derive(Debug, Clone)]
+pub struct Caller(pub AppRecord);
+
+impl Caller {
+    /// Whether the app holds `grant`. `admin` includes `audit:read` (an operator reads every
+    /// app's events) but not `sign`: signing for users stays an app's explicit grant.
+    pub fn has(&self, grant: &str) -> bool {
+        self.0
+            .grants
+            .iter()
+            .any(|g| g == grant || (g == "admin" && grant == "audit:read"))
+    }
+}
+
+/// The state a route's auth layer runs with: the shared state and the grant the route needs.
+pub type GrantState = (Arc<AppState>, &'static str);
+
+pub async fn require_grant(
+    State((state, grant)): State<GrantState>,
+    mut req: Request,
     next: Next,
 ) -> Response {
+    let request_id = req
+        .extensions()
+        .get::<ReqId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let refuse = |error: Error| {
+        ApiError {
+            error,
+            request_id: request_id.clone(),
+        }
+        .into_response()
+    };
+    let ip = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let ok = presented.is_some_and(|t| bool::from(token_hash(t).ct_eq(&state.token_hash)));
-    if ok {
-        next.run(req).await
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let now = state.clock.now();
+    let Some(key) = presented else {
+        state.audit.note_flood(&ip, "unauthorized", now);
+        return refuse(Error::Unauthorized);
+    };
+    let app = if bool::from(token_hash(key).ct_eq(&state.token_hash)) {
+        state.dev_app.clone()
     } else {
-        // A flood of bad credentials must not fill the log: one aggregated event per client IP
-        // and minute (DESIGN §7).
-        let ip = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-        state
-            .audit
-            .note_flood(&ip, "unauthorized", state.clock.now());
-        let request_id = req
-            .extensions()
-            .get::<ReqId>()
-            .map(|r| r.0.clone())
-            .unwrap_or_default();
-        ApiError {
-            error: Error::Unauthorized,
-            request_id,
+        match state.identity.resolve(key).await {
+            Ok(Some(app)) => app,
+            Ok(None) => {
+                state.audit.note_flood(&ip, "unauthorized", now);
+                return refuse(Error::Unauthorized);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "API key lookup failed");
+                return refuse(error);
+            }
         }
-        .into_response()
+    };
+    if app.frozen {
+        state.audit.note_flood(&app.id, "app_frozen", now);
+        return refuse(Error::AppFrozen);
     }
+    let caller = Caller(app);
+    if !caller.has(grant) {
+        state.audit.note_flood(&caller.0.id, "forbidden", now);
+        return refuse(Error::Forbidden(grant));
+    }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }

@@ -21,6 +21,7 @@ use tower_http::trace::TraceLayer;
 use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::error::Error;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::pipeline::SharedLedger;
 use crate::policy::Engine;
@@ -37,10 +38,12 @@ pub struct AppState {
     /// Every decision is committed here before it is answered.
     pub audit: Arc<AuditLog>,
     pub metrics: Metrics,
-    /// SHA-256 of the static API token.
+    /// SHA-256 of the static token: `serve`'s development default, not for production.
     pub token_hash: [u8; 32],
-    /// The app requests act for, until API keys identify callers.
-    pub app: AppRecord,
+    /// The app the static token acts as (the development default app).
+    pub dev_app: AppRecord,
+    /// API keys → apps, for every other caller.
+    pub identity: Identity,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
 }
@@ -91,14 +94,21 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Builds the whole service.
 pub fn app(state: Arc<AppState>) -> Router {
+    let grant =
+        |g: &'static str| middleware::from_fn_with_state((state.clone(), g), auth::require_grant);
     let v1 = Router::new()
-        .route("/v1/authorize", post(routes::authorize))
-        .route("/v1/admin/policies/reload", post(routes::reload_policies))
-        .route("/v1/audit/events", get(audit_routes::events))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ))
+        .route(
+            "/v1/authorize",
+            post(routes::authorize).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/admin/policies/reload",
+            post(routes::reload_policies).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/audit/events",
+            get(audit_routes::events).route_layer(grant("audit:read")),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), time_v1));
     Router::new()
         .route("/healthz", get(routes::healthz))

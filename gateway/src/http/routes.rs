@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::openapi;
 use super::request_id::ReqId;
@@ -87,6 +88,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
 pub async fn authorize(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -102,7 +104,7 @@ pub async fn authorize(
         let event = audit_record::refusal(
             now,
             &request_id,
-            &state.app.id,
+            &caller.id,
             req,
             policies.version(),
             &error,
@@ -142,7 +144,7 @@ pub async fn authorize(
     let result = pipeline::evaluate(
         &policies,
         state.ledger.as_ref(),
-        &state.app,
+        &caller,
         &wallet,
         &req,
         &pipeline::basic_scopes(),
@@ -157,7 +159,7 @@ pub async fn authorize(
         .ensure_policy_version(policies.version(), policies.files(), now)
         .await
         .map_err(fail)?;
-    let event = audit_record::decision(now, &request_id, &state.app.id, &req, &outcome);
+    let event = audit_record::decision(now, &request_id, &caller.id, &req, &outcome);
     state.audit.append(event).await.map_err(fail)?;
     state
         .metrics

@@ -1,0 +1,449 @@
+//! Apps and API keys through the real router: every `/v1` route against no key, a wrong key, a
+//! revoked key, a frozen app and a missing grant; audit reads confined to the caller's app; the
+//! calling app as the Cedar principal; revocation seen by a second process within a second; and
+//! keys absent from every body and audit row. On SQLite, and also on PostgreSQL when
+//! `PARAPET_TEST_POSTGRES_URL` is set.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "tests"
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use parapet_gateway::config::Config;
+use parapet_gateway::http::{AppState, app};
+use parapet_gateway::identity::{self, Change};
+use serde_json::Value;
+use sqlx::Connection;
+use tower::ServiceExt;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+fn root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A database for one test: a SQLite file, or a fresh PostgreSQL database (dropped at the end).
+struct TestDb {
+    url: String,
+    _dir: tempfile::TempDir,
+    pg_admin: Option<(String, String)>,
+}
+
+impl TestDb {
+    async fn drop_pg(&self) {
+        if let Some((admin, name)) = &self.pg_admin
+            && let Ok(mut c) = sqlx::PgConnection::connect(admin).await
+        {
+            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut c)
+                .await;
+        }
+    }
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").unwrap() + 3;
+    let path_start = base[scheme_end..]
+        .find('/')
+        .map_or(base.len(), |i| scheme_end + i);
+    let mut out = format!("{}/{db}", &base[..path_start]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+async fn databases() -> Vec<TestDb> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![TestDb {
+        url: format!("sqlite://{}", dir.path().join("shared.db").display()),
+        _dir: dir,
+        pg_admin: None,
+    }];
+    if let Ok(pg) = std::env::var("PARAPET_TEST_POSTGRES_URL") {
+        let admin = with_database(&pg, "postgres");
+        let name = format!("parapet_t_{}", uuid::Uuid::new_v4().simple());
+        let mut c = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("PARAPET_TEST_POSTGRES_URL: cannot connect");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        out.push(TestDb {
+            url: with_database(&pg, &name),
+            _dir: tempfile::tempdir().unwrap(),
+            pg_admin: Some((admin, name)),
+        });
+    } else {
+        eprintln!("PARAPET_TEST_POSTGRES_URL not set: PostgreSQL half skipped");
+    }
+    out
+}
+
+/// A gateway process's state on `database_url`, with its own data directory.
+async fn state(database_url: &str) -> (Arc<AppState>, tempfile::TempDir) {
+    let data = tempfile::tempdir().unwrap();
+    let mut env = HashMap::new();
+    env.insert(
+        "PARAPET_DATA_DIR".to_owned(),
+        data.path().display().to_string(),
+    );
+    env.insert("PARAPET_DATABASE_URL".to_owned(), database_url.to_owned());
+    env.insert("PARAPET_API_TOKEN".to_owned(), TOKEN.to_owned());
+    env.insert(
+        "PARAPET_POLICIES_DIR".to_owned(),
+        root().join("policies").display().to_string(),
+    );
+    env.insert(
+        "PARAPET_SCHEMAS_DIR".to_owned(),
+        root().join("schemas").display().to_string(),
+    );
+    let mut config = Config::load(None, &env).unwrap();
+    (
+        parapet_gateway::server::build_state(&mut config)
+            .await
+            .unwrap(),
+        data,
+    )
+}
+
+async fn create(s: &AppState, name: &str, grants: &str, groups: &str) -> (String, String) {
+    let list = |v: &str| -> Vec<String> {
+        v.split(',')
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let (app, key) = identity::create_app(
+        s.audit.store(),
+        name,
+        &list(grants),
+        &list(groups),
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    (app.id, key)
+}
+
+fn good_body() -> String {
+    std::fs::read_to_string(root().join("tests/fixtures/good/erc20-transfer-usdc-small.json"))
+        .unwrap()
+}
+
+/// Every `/v1` route with a request that succeeds given the right grant.
+fn route_request(method: &str, path: &str, key: Option<&str>) -> Request<Body> {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(k) = key {
+        b = b.header("authorization", format!("Bearer {k}"));
+    }
+    if path == "/v1/authorize" {
+        b.header("content-type", "application/json")
+            .body(Body::from(good_body()))
+            .unwrap()
+    } else {
+        b.body(Body::empty()).unwrap()
+    }
+}
+
+async fn call(s: &Arc<AppState>, req: Request<Body>) -> (StatusCode, String) {
+    let res = app(s.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body).unwrap()["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `(method, path, grant)` for every `/v1` route.
+const V1: &[(&str, &str, &str)] = &[
+    ("POST", "/v1/authorize", "sign"),
+    ("POST", "/v1/admin/policies/reload", "admin"),
+    ("GET", "/v1/audit/events", "audit:read"),
+];
+
+#[test]
+fn the_table_covers_every_v1_route() {
+    let v1: Vec<_> = parapet_gateway::http::ROUTES
+        .iter()
+        .filter(|(_, p)| p.starts_with("/v1/"))
+        .map(|(m, p)| (m.to_uppercase(), (*p).to_owned()))
+        .collect();
+    assert_eq!(v1.len(), V1.len());
+    for (m, p) in v1 {
+        assert!(V1.iter().any(|(tm, tp, _)| *tm == m && *tp == p), "{m} {p}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys() {
+    for db in databases().await {
+        let (s, _data) = state(&db.url).await;
+        let mut keys = HashMap::new();
+        for grant in ["sign", "audit:read", "admin"] {
+            keys.insert(grant, create(&s, grant, grant, "").await.1);
+        }
+        let (revoked_id, revoked) = create(&s, "revoked", "sign,audit:read,admin", "").await;
+        let (frozen_id, frozen) = create(&s, "frozen", "sign,audit:read,admin", "").await;
+        // Used once while valid, so the change has a cached entry to invalidate.
+        for key in [&revoked, &frozen] {
+            let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(key))).await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+        }
+        s.identity
+            .change(&revoked_id, Change::Revoke)
+            .await
+            .unwrap();
+        s.identity.change(&frozen_id, Change::Freeze).await.unwrap();
+        let wrong = identity::new_api_key();
+        for (method, path, grant) in V1 {
+            let cases: Vec<(Option<&str>, StatusCode, &str)> = vec![
+                (None, StatusCode::UNAUTHORIZED, "unauthorized"),
+                (Some(&wrong), StatusCode::UNAUTHORIZED, "unauthorized"),
+                (Some(&revoked), StatusCode::UNAUTHORIZED, "unauthorized"),
+                (Some(&frozen), StatusCode::FORBIDDEN, "app_frozen"),
+            ];
+            for (key, want, want_code) in cases {
+                let (st, body) = call(&s, route_request(method, path, key)).await;
+                assert_eq!(st, want, "{method} {path}: {body}");
+                assert_eq!(code(&body), want_code, "{method} {path}: {body}");
+            }
+            for (other, key) in &keys {
+                let (st, body) = call(&s, route_request(method, path, Some(key))).await;
+                if other == grant || (*other == "admin" && *grant == "audit:read") {
+                    assert_eq!(st, StatusCode::OK, "{method} {path} with {other}: {body}");
+                } else {
+                    assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {body}");
+                    assert_eq!(code(&body), "forbidden", "{body}");
+                }
+            }
+        }
+        // The static token still acts as the development default app.
+        let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(TOKEN))).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        // Unfreezing restores the app at once in this process.
+        s.identity
+            .change(&frozen_id, Change::Unfreeze)
+            .await
+            .unwrap();
+        let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&frozen))).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+
+        // The refusals are in the log, aggregated per (key, reason, minute), never one by one.
+        s.audit.flush_flood(s.clock.now(), true).await;
+        let (_, body) = call(
+            &s,
+            route_request("GET", "/v1/audit/events?kind=limited", Some(TOKEN)),
+        )
+        .await;
+        let page: Value = serde_json::from_str(&body).unwrap();
+        let limited: Vec<&Value> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["event"]["limited"])
+            .collect();
+        let count = |reason: &str| -> u64 {
+            limited
+                .iter()
+                .filter(|l| l["reason"] == reason)
+                .map(|l| l["count"].as_str().unwrap().parse::<u64>().unwrap())
+                .sum()
+        };
+        assert_eq!(count("unauthorized"), 9, "{limited:?}");
+        assert_eq!(count("app_frozen"), 3, "{limited:?}");
+        assert_eq!(count("forbidden"), 5, "{limited:?}");
+        assert!(
+            limited.len() <= 2 + 3 + 1 + 3,
+            "aggregated, not per refusal: {limited:?}"
+        );
+        s.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_readers_see_their_own_app_and_the_principal_is_the_calling_app() {
+    for db in databases().await {
+        let (s, _data) = state(&db.url).await;
+        let (a_id, a_key) = create(&s, "Alpha wallet", "sign,audit:read", "retail,beta").await;
+        let (b_id, b_key) = create(&s, "Bravo", "sign", "").await;
+        let (_, admin) = create(&s, "ops", "admin", "").await;
+        for key in [&a_key, &b_key, &b_key] {
+            let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(key))).await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+        }
+        let events = |body: String| -> Vec<Value> {
+            let page: Value = serde_json::from_str(&body).unwrap();
+            page["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["event"].clone())
+                .collect()
+        };
+        for query in ["", "?app=", "?app=default"] {
+            let path = format!("/v1/audit/events{query}");
+            let (st, body) = call(&s, route_request("GET", &path, Some(&a_key))).await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+            let evs = events(body);
+            assert_eq!(evs.len(), 1, "{path}: {evs:?}");
+            assert!(evs.iter().all(|e| e["app"] == a_id.as_str()), "{evs:?}");
+        }
+        let path = format!("/v1/audit/events?app={b_id}");
+        let (_, body) = call(&s, route_request("GET", &path, Some(&a_key))).await;
+        assert!(events(body).iter().all(|e| e["app"] == a_id.as_str()));
+        let (_, body) = call(&s, route_request("GET", &path, Some(&admin))).await;
+        assert_eq!(events(body).len(), 2);
+        let (_, body) = call(
+            &s,
+            route_request("GET", "/v1/audit/events?kind=decision", Some(&admin)),
+        )
+        .await;
+        assert_eq!(events(body).len(), 3);
+        // A's decision was made with A's record as the Cedar principal.
+        let (_, body) = call(&s, route_request("GET", "/v1/audit/events", Some(&a_key))).await;
+        let ev = &events(body)[0];
+        let cedar: Value = serde_json::from_str(ev["cedar_request"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            cedar["principal"].to_string(),
+            serde_json::json!({"type": "Parapet::App", "id": a_id}).to_string(),
+            "{cedar}"
+        );
+        let entities = ev["entities"].as_str().unwrap();
+        for part in [
+            a_id.as_str(),
+            "Alpha wallet",
+            "retail",
+            "beta",
+            "audit:read",
+        ] {
+            assert!(entities.contains(part), "{part} missing from {entities}");
+        }
+        assert!(!entities.contains("admin"), "{entities}");
+        s.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_and_freeze_reach_another_process_within_a_second() {
+    for db in databases().await {
+        let (one, _d1) = state(&db.url).await;
+        let (two, _d2) = state(&db.url).await;
+        let (id, key) = create(&one, "shared", "sign", "").await;
+        for s in [&one, &two] {
+            let (st, body) = call(s, route_request("POST", "/v1/authorize", Some(&key))).await;
+            assert_eq!(st, StatusCode::OK, "{body}");
+        }
+        for (change, want) in [
+            (Change::Freeze, StatusCode::FORBIDDEN),
+            (Change::Unfreeze, StatusCode::OK),
+            (Change::Revoke, StatusCode::UNAUTHORIZED),
+        ] {
+            let started = Instant::now();
+            one.identity.change(&id, change).await.unwrap();
+            let (st, _) = call(&one, route_request("POST", "/v1/authorize", Some(&key))).await;
+            assert_eq!(st, want, "{change:?} in the changing process");
+            loop {
+                let (st, _) = call(&two, route_request("POST", "/v1/authorize", Some(&key))).await;
+                if st == want {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "{change:?} not seen by the other process after {:?}",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!(
+                "{change:?} seen by the other process after {:?}",
+                started.elapsed()
+            );
+        }
+        one.audit.shutdown().await;
+        two.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_appear_in_no_body_and_no_audit_row() {
+    for db in databases().await {
+        let (s, _data) = state(&db.url).await;
+        let (id, key) = create(&s, "leaky?", "sign,audit:read", "").await;
+        let (_, admin) = create(&s, "ops", "admin", "").await;
+        let (_, signer) = create(&s, "signer", "sign", "").await;
+        let wrong = identity::new_api_key();
+        let mut bodies = Vec::new();
+        for k in [&key, &admin, &signer, &wrong] {
+            for (method, path, _) in V1 {
+                bodies.push(call(&s, route_request(method, path, Some(k))).await.1);
+            }
+        }
+        let (_, frozen) = create(&s, "frozen", "sign", "").await;
+        let frozen_id = identity::list_apps(s.audit.store())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.name == "frozen")
+            .unwrap()
+            .id;
+        s.identity.change(&frozen_id, Change::Freeze).await.unwrap();
+        bodies.push(
+            call(&s, route_request("POST", "/v1/authorize", Some(&frozen)))
+                .await
+                .1,
+        );
+        s.identity.change(&id, Change::Revoke).await.unwrap();
+        bodies.push(
+            call(&s, route_request("POST", "/v1/authorize", Some(&key)))
+                .await
+                .1,
+        );
+        s.audit.flush_flood(s.clock.now(), true).await;
+        let (st, export) = call(
+            &s,
+            route_request("GET", "/v1/audit/events?format=ndjson", Some(&admin)),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK);
+        assert!(export.lines().count() >= 5, "{export}");
+        bodies.push(export);
+        let listed =
+            serde_json::to_string(&identity::list_apps(s.audit.store()).await.unwrap()).unwrap();
+        bodies.push(listed);
+        for secret in [&key, &admin, &signer, &wrong, &frozen] {
+            let hex_hash = hex::encode(identity::key_hash(secret));
+            for b in &bodies {
+                assert!(!b.contains(secret.as_str()), "key leaked into {b}");
+                assert!(!b.contains(&secret[3..]), "key leaked into {b}");
+                assert!(!b.contains(&hex_hash), "key hash leaked into {b}");
+            }
+        }
+        s.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}

@@ -1,0 +1,156 @@
+//! `parapet apps …`: the operator's commands for apps and their API keys, straight against the
+//! store that `serve` uses (same configuration). Creating an app is the only moment its key is
+//! shown; nothing else ever prints or logs it.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use parapet_gateway::audit::{Store, StoreOptions};
+use parapet_gateway::config::Config;
+use parapet_gateway::identity::{self, Change, StoredApp};
+
+#[derive(Subcommand)]
+pub enum AppsCommand {
+    /// Create an app and print its id and API key (shown once; only its hash is stored).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: sign, audit:read, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        grants: Vec<String>,
+        /// Comma-separated `Parapet::AppGroup` ids.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Print exactly one JSON object: {app_id, api_key}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List every app (never keys).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse the app's requests (403 app_frozen) until it is unfrozen.
+    Freeze {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Unfreeze {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Permanently disable the app's key (401 unauthorized).
+    Revoke {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: AppsCommand, config: &Config) -> Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+    rt.block_on(async {
+        let store = Store::open(&config.database_url, &StoreOptions::default())
+            .await
+            .context("opening the store")?;
+        let code = dispatch(command, &store).await;
+        store.close().await;
+        code
+    })
+}
+
+fn app_json(app: &StoredApp) -> serde_json::Value {
+    serde_json::json!({
+        "app_id": app.id,
+        "name": app.name,
+        "grants": app.grants,
+        "groups": app.groups,
+        "frozen": app.frozen,
+        "revoked": app.revoked,
+        "created_at": app.created_at,
+    })
+}
+
+fn app_line(app: &StoredApp) -> String {
+    let state = if app.revoked {
+        "revoked"
+    } else if app.frozen {
+        "frozen"
+    } else {
+        "active"
+    };
+    format!(
+        "{}  {}  grants={}  groups={}  {}  created {}",
+        app.id,
+        app.name,
+        app.grants.join(","),
+        app.groups.join(","),
+        state,
+        app.created_at
+    )
+}
+
+async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
+    match command {
+        AppsCommand::Create {
+            name,
+            grants,
+            groups,
+            json,
+        } => {
+            let (app, key) = identity::create_app(
+                store,
+                &name,
+                &grants,
+                &groups,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::json!({"app_id": app.id, "api_key": key}));
+            } else {
+                println!("app_id:  {}", app.id);
+                println!("api_key: {key}");
+                println!("The key is shown only now; store it as a secret.");
+            }
+        }
+        AppsCommand::List { json } => {
+            let apps = identity::list_apps(store).await?;
+            if json {
+                let list: Vec<_> = apps.iter().map(app_json).collect();
+                println!("{}", serde_json::json!({ "apps": list }));
+            } else {
+                for app in &apps {
+                    println!("{}", app_line(app));
+                }
+            }
+        }
+        AppsCommand::Freeze { id, json } => return change(store, &id, Change::Freeze, json).await,
+        AppsCommand::Unfreeze { id, json } => {
+            return change(store, &id, Change::Unfreeze, json).await;
+        }
+        AppsCommand::Revoke { id, json } => return change(store, &id, Change::Revoke, json).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn change(store: &Store, id: &str, change: Change, json: bool) -> Result<ExitCode> {
+    match identity::change_app(store, id, change).await {
+        Ok(app) => {
+            if json {
+                println!("{}", app_json(&app));
+            } else {
+                println!("{}", app_line(&app));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(parapet_gateway::error::Error::NotFound) => {
+            eprintln!("parapet: no app {id}");
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
