@@ -265,3 +265,99 @@ fn sighup_reloads_a_valid_set_and_keeps_the_old_one_on_errors() {
         "zz-forbid-personal-sign"
     );
 }
+
+/// Runs `parapet apps …` in `dir` (the same configuration `serve` reads there) and returns the
+/// one JSON object it prints.
+fn apps(dir: &Path, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .arg("apps")
+        .args(args)
+        .arg("--json")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn apps_created_with_the_cli_call_with_their_keys_which_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["policies", "schemas"] {
+        std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
+    }
+    let created = apps(
+        dir.path(),
+        &["create", "--name", "Shop", "--grants", "sign,audit:read"],
+    );
+    let (app_id, key) = (
+        created["app_id"].as_str().unwrap().to_owned(),
+        created["api_key"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(created.as_object().unwrap().len(), 2, "{created}");
+    assert!(app_id.starts_with("app_") && key.starts_with("pk_"));
+    let listed = apps(dir.path(), &["list"]);
+    assert_eq!(listed["apps"][0]["app_id"], app_id.as_str());
+    assert!(!listed.to_string().contains(&key));
+
+    // Serve with every log line on, to a file we can read afterwards.
+    let log = dir.path().join("serve.log");
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("PARAPET_LISTEN", format!("127.0.0.1:{port}"))
+        .env("PARAPET_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let s = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("{}/healthz", s.base)).call().is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hash = json!({"wallet": {"address": "0x00000000000000000000000000000000000000aa"}, "chain_id": 1, "hash": format!("0x{}", "ab".repeat(32))});
+    let (status, body) = post(&s, "/v1/authorize", &key, &hash);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&s, "/v1/admin/policies/reload", &key, &json!({}));
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let wrong = format!("pk_{}", "0".repeat(64));
+    let (status, _) = post(&s, "/v1/authorize", &wrong, &hash);
+    assert_eq!(status, 401);
+    let events = ureq::get(&format!("{}/v1/audit/events?format=ndjson", s.base))
+        .header("authorization", &format!("Bearer {key}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    assert!(events.contains(&app_id), "{events}");
+    // A revocation through the CLI reaches the running server within a second.
+    apps(s.dir.path(), &["revoke", &app_id]);
+    let revoked_at = Instant::now();
+    loop {
+        let (status, _) = post(&s, "/v1/authorize", &key, &hash);
+        if status == 401 {
+            break;
+        }
+        assert!(revoked_at.elapsed() < Duration::from_secs(1), "{status}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("DEVELOPMENT DEFAULT"), "{logged}");
+    for secret in [&key, &wrong] {
+        assert!(!logged.contains(secret.as_str()), "key in the log");
+        assert!(!logged.contains(&secret[3..]), "key in the log");
+        assert!(!events.contains(secret.as_str()), "key in the audit export");
+    }
+}
