@@ -294,6 +294,8 @@ pub struct Identity {
     store: Store,
     cache: Mutex<Cache>,
     ttl: Duration,
+    /// Database lookups made: what the negative cache is there to keep low under a flood.
+    lookups: std::sync::atomic::AtomicU64,
 }
 
 impl Identity {
@@ -306,6 +308,7 @@ impl Identity {
             store,
             cache: Mutex::new(Cache::default()),
             ttl,
+            lookups: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -326,6 +329,8 @@ impl Identity {
                 return Ok(None);
             }
         }
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let found = app_by_key_hash(&self.store, &hash).await?;
         let mut cache = self.cache.lock();
         match &found {
@@ -359,6 +364,10 @@ impl Identity {
         let mut cache = self.cache.lock();
         cache.hits.clear();
         cache.misses.clear();
+    }
+
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Cached entries of each kind (hits, misses), for tests and metrics.

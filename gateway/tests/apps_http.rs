@@ -447,3 +447,38 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
         db.drop_pg().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let (s, _data) = state(&url).await;
+    let (_, key) = create(&s, "known", "sign", "").await;
+    let wrong = identity::new_api_key();
+    let before = s.identity.lookups();
+    for _ in 0..50 {
+        assert_eq!(s.identity.resolve(&wrong).await.unwrap(), None);
+        assert!(s.identity.resolve(&key).await.unwrap().is_some());
+    }
+    assert_eq!(
+        s.identity.lookups() - before,
+        2,
+        "repeated keys must not reach the database"
+    );
+    // A flood of distinct random keys: memory stays bounded.
+    let started = Instant::now();
+    for _ in 0..(identity::CACHE_MAX + 5_000) {
+        let _ = s.identity.resolve(&identity::new_api_key()).await.unwrap();
+    }
+    let (hits, misses) = s.identity.cached();
+    assert!(
+        hits <= 1 && misses <= identity::CACHE_MAX,
+        "{hits} {misses}"
+    );
+    eprintln!(
+        "{} distinct unknown keys resolved in {:?}",
+        identity::CACHE_MAX + 5_000,
+        started.elapsed()
+    );
+    s.audit.shutdown().await;
+}
