@@ -31,6 +31,20 @@ pub enum AppsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Replace an app's name, grants or groups (running gateways follow within a second).
+    Update {
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Comma-separated: sign, audit:read, admin (replaces the current set).
+        #[arg(long, value_delimiter = ',')]
+        grants: Option<Vec<String>>,
+        /// Comma-separated group ids (replaces the current set; pass "" for none).
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Refuse the app's requests (403 app_frozen) until it is unfrozen.
     Freeze {
         id: String,
@@ -128,6 +142,25 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                 }
             }
         }
+        AppsCommand::Update {
+            id,
+            name,
+            grants,
+            groups,
+            json,
+        } => {
+            let groups =
+                groups.map(|g| g.into_iter().filter(|x| !x.is_empty()).collect::<Vec<_>>());
+            let updated = identity::update_app(
+                store,
+                &id,
+                name.as_deref(),
+                grants.as_deref(),
+                groups.as_deref(),
+            )
+            .await;
+            return report(updated, &id, json);
+        }
         AppsCommand::Freeze { id, json } => return change(store, &id, Change::Freeze, json).await,
         AppsCommand::Unfreeze { id, json } => {
             return change(store, &id, Change::Unfreeze, json).await;
@@ -138,7 +171,15 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
 }
 
 async fn change(store: &Store, id: &str, change: Change, json: bool) -> Result<ExitCode> {
-    match identity::change_app(store, id, change).await {
+    report(identity::change_app(store, id, change).await, id, json)
+}
+
+fn report(
+    result: parapet_gateway::error::Result<StoredApp>,
+    id: &str,
+    json: bool,
+) -> Result<ExitCode> {
+    match result {
         Ok(app) => {
             if json {
                 println!("{}", app_json(&app));

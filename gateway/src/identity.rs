@@ -262,6 +262,39 @@ pub async fn change_app(store: &Store, id: &str, change: Change) -> Result<Store
     })
 }
 
+/// Replaces an app's name, grants and/or groups (each only when given); `NotFound` when no such
+/// app exists.
+pub async fn update_app(
+    store: &Store,
+    id: &str,
+    name: Option<&str>,
+    grants: Option<&[String]>,
+    groups: Option<&[String]>,
+) -> Result<StoredApp> {
+    const SELECT: &str = concat!("SELECT ", app_columns!(), " FROM apps WHERE id = $1");
+    let current = with_pool!(store, pool => {
+        let row = sqlx::query(SELECT).bind(id).fetch_optional(pool).await.map_err(db("reading an app"))?;
+        let Some(row) = row else { return Err(Error::NotFound) };
+        row_to_app(&row).map_err(db("reading an app"))?
+    });
+    let name = name.unwrap_or(&current.name).trim().to_owned();
+    let grants = grants.map_or(current.grants, <[String]>::to_vec);
+    let groups = groups.map_or(current.groups, <[String]>::to_vec);
+    validate(&name, &grants, &groups)?;
+    with_pool!(store, pool => {
+        sqlx::query("UPDATE apps SET name = $2, grants = $3, app_groups = $4 WHERE id = $1")
+            .bind(id)
+            .bind(name.as_str())
+            .bind(grants.join(","))
+            .bind(groups.join(","))
+            .execute(pool)
+            .await
+            .map_err(db("updating an app"))?;
+        let row = sqlx::query(SELECT).bind(id).fetch_one(pool).await.map_err(db("reading an app"))?;
+        row_to_app(&row).map_err(db("reading an app"))
+    })
+}
+
 /// The app a key hash belongs to, revoked apps excluded. The hash is compared again in constant
 /// time after the indexed lookup, so the answer does not depend on how much of it matched.
 pub async fn app_by_key_hash(store: &Store, hash: &[u8; 32]) -> Result<Option<AppRecord>> {
@@ -356,6 +389,19 @@ impl Identity {
     /// once (other processes within [`CACHE_TTL`]).
     pub async fn change(&self, id: &str, change: Change) -> Result<StoredApp> {
         let app = change_app(&self.store, id, change).await?;
+        self.invalidate();
+        Ok(app)
+    }
+
+    /// [`update_app`], then forgets every cached lookup (see [`Identity::change`]).
+    pub async fn update(
+        &self,
+        id: &str,
+        name: Option<&str>,
+        grants: Option<&[String]>,
+        groups: Option<&[String]>,
+    ) -> Result<StoredApp> {
+        let app = update_app(&self.store, id, name, grants, groups).await?;
         self.invalidate();
         Ok(app)
     }

@@ -482,3 +482,70 @@ async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
     );
     s.audit.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updated_grants_and_groups_apply_to_the_next_request() {
+    for db in databases().await {
+        let (s, _data) = state(&db.url).await;
+        let (id, key) = create(&s, "mutable", "sign", "a").await;
+        let (st, _) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
+        assert_eq!(st, StatusCode::OK);
+        let grants = vec!["audit:read".to_owned()];
+        let groups = vec!["b".to_owned(), "c".to_owned()];
+        let app = s
+            .identity
+            .update(&id, Some("renamed"), Some(&grants), Some(&groups))
+            .await
+            .unwrap();
+        assert_eq!((app.name.as_str(), app.groups.len()), ("renamed", 2));
+        let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
+        assert_eq!(
+            (st, code(&body).as_str()),
+            (StatusCode::FORBIDDEN, "forbidden")
+        );
+        let (st, _) = call(&s, route_request("GET", "/v1/audit/events", Some(&key))).await;
+        assert_eq!(st, StatusCode::OK);
+        // Unknown grants and bad group names are refused; nothing changes.
+        let bad = vec!["sudo".to_owned()];
+        assert!(
+            s.identity
+                .update(&id, None, Some(&bad), None)
+                .await
+                .is_err()
+        );
+        let bad_group = vec!["has space".to_owned()];
+        assert!(
+            s.identity
+                .update(&id, None, None, Some(&bad_group))
+                .await
+                .is_err()
+        );
+        assert!(matches!(
+            s.identity
+                .update("app_missing", Some("x"), None, None)
+                .await,
+            Err(parapet_gateway::error::Error::NotFound)
+        ));
+        // Back to `sign` with new groups: the decision's principal carries them.
+        let sign = vec!["sign".to_owned()];
+        s.identity
+            .update(&id, None, Some(&sign), None)
+            .await
+            .unwrap();
+        let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        let rid = serde_json::from_str::<Value>(&body).unwrap()["request_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let row = s.audit.store().by_request_id(&rid).await.unwrap().unwrap();
+        let ev: Value = serde_json::from_str(&row.canonical).unwrap();
+        let entities = ev["entities"].as_str().unwrap();
+        assert!(
+            entities.contains("renamed") && entities.contains("\"c\""),
+            "{entities}"
+        );
+        s.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}
