@@ -45,6 +45,16 @@ pub enum AppsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Give the app a new key (printed once); the old one keeps working for the overlap window.
+    Rotate {
+        id: String,
+        /// How long the old key keeps working: e.g. 30s, 15m, 24h, 7d; 0 ends it now.
+        #[arg(long, default_value = "24h", value_parser = parse_overlap)]
+        overlap: std::time::Duration,
+        /// Print exactly one JSON object: {app_id, api_key, previous_key_expires_at}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Refuse the app's requests (403 app_frozen) until it is unfrozen.
     Freeze {
         id: String,
@@ -161,6 +171,35 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             .await;
             return report(updated, &id, json);
         }
+        AppsCommand::Rotate { id, overlap, json } => {
+            let (app, key, expires) =
+                match identity::rotate_key(store, &id, overlap, time::OffsetDateTime::now_utc())
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(parapet_gateway::error::Error::NotFound) => {
+                        eprintln!("parapet: no app {id}");
+                        return Ok(ExitCode::from(1));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"app_id": app.id, "api_key": key, "previous_key_expires_at": expires})
+                );
+            } else {
+                println!("app_id:  {}", app.id);
+                println!("api_key: {key}");
+                if overlap.is_zero() {
+                    println!("The previous key no longer works. The new key is shown only now.");
+                } else {
+                    println!(
+                        "The previous key works until {expires}. The new key is shown only now."
+                    );
+                }
+            }
+        }
         AppsCommand::Freeze { id, json } => return change(store, &id, Change::Freeze, json).await,
         AppsCommand::Unfreeze { id, json } => {
             return change(store, &id, Change::Unfreeze, json).await;
@@ -194,4 +233,25 @@ fn report(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `30s`, `15m`, `24h`, `7d` or `0`.
+fn parse_overlap(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: use a number with s, m, h or d"))?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{s:?}: use a number with s, m, h or d"))?;
+    Ok(std::time::Duration::from_secs(secs))
 }

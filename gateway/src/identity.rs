@@ -295,16 +295,77 @@ pub async fn update_app(
     })
 }
 
-/// The app a key hash belongs to, revoked apps excluded. The hash is compared again in constant
-/// time after the indexed lookup, so the answer does not depend on how much of it matched.
-pub async fn app_by_key_hash(store: &Store, hash: &[u8; 32]) -> Result<Option<AppRecord>> {
-    const SQL: &str = concat!(
+/// Gives the app a new key and returns it; the old key keeps working until `now + overlap`
+/// (not at all when `overlap` is zero). Revoked apps cannot be rotated back into use.
+pub async fn rotate_key(
+    store: &Store,
+    id: &str,
+    overlap: Duration,
+    now: time::OffsetDateTime,
+) -> Result<(StoredApp, String, String)> {
+    const SELECT: &str = concat!(
+        "SELECT ",
+        app_columns!(),
+        ", key_hash FROM apps WHERE id = $1"
+    );
+    let key = new_api_key();
+    let hash = key_hash(&key);
+    let expires = format_time(now + overlap);
+    let app = with_pool!(store, pool => {
+        let mut tx = pool.begin().await.map_err(db("rotating a key"))?;
+        let row = sqlx::query(SELECT).bind(id).fetch_optional(&mut *tx).await.map_err(db("rotating a key"))?;
+        let Some(row) = row else { return Err(Error::NotFound) };
+        let app = row_to_app(&row).map_err(db("rotating a key"))?;
+        if app.revoked {
+            return Err(Error::InvalidRequest(format!("app {id} is revoked")));
+        }
+        let old = row.bytes("key_hash").map_err(db("rotating a key"))?;
+        if !overlap.is_zero() {
+            sqlx::query("INSERT INTO api_key_grace (key_hash, app_id, expires_at) VALUES ($1, $2, $3)")
+                .bind(old.as_slice())
+                .bind(id)
+                .bind(expires.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("rotating a key"))?;
+        }
+        sqlx::query("UPDATE apps SET key_hash = $2 WHERE id = $1")
+            .bind(id)
+            .bind(hash.as_slice())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("rotating a key"))?;
+        tx.commit().await.map_err(db("rotating a key"))?;
+        app
+    });
+    Ok((app, key, expires))
+}
+
+/// The app a key hash belongs to, revoked apps excluded: its current key, or a rotated-out key
+/// still inside its overlap window at `now`. The hash is compared again in constant time after
+/// the indexed lookup, so the answer does not depend on how much of it matched.
+pub async fn app_by_key_hash(
+    store: &Store,
+    hash: &[u8; 32],
+    now: time::OffsetDateTime,
+) -> Result<Option<AppRecord>> {
+    const CURRENT: &str = concat!(
         "SELECT ",
         app_columns!(),
         ", key_hash FROM apps WHERE key_hash = $1"
     );
+    const GRACE: &str = concat!(
+        "SELECT ",
+        app_columns!(),
+        ", g.key_hash AS key_hash FROM api_key_grace g JOIN apps ON apps.id = g.app_id",
+        " WHERE g.key_hash = $1 AND g.expires_at > $2"
+    );
+    let now = format_time(now);
     with_pool!(store, pool => {
-        let row = sqlx::query(SQL).bind(hash.as_slice()).fetch_optional(pool).await.map_err(db("looking up a key"))?;
+        let mut row = sqlx::query(CURRENT).bind(hash.as_slice()).fetch_optional(pool).await.map_err(db("looking up a key"))?;
+        if row.is_none() {
+            row = sqlx::query(GRACE).bind(hash.as_slice()).bind(now.as_str()).fetch_optional(pool).await.map_err(db("looking up a key"))?;
+        }
         let Some(row) = row else { return Ok(None) };
         let stored = row.bytes("key_hash").map_err(db("looking up a key"))?;
         if !bool::from(stored.as_slice().ct_eq(hash.as_slice())) {
@@ -345,8 +406,12 @@ impl Identity {
         }
     }
 
-    /// The (unrevoked) app `key` belongs to, or `None`.
-    pub async fn resolve(&self, key: &str) -> Result<Option<AppRecord>> {
+    /// The (unrevoked) app `key` belongs to at `now`, or `None`.
+    pub async fn resolve(
+        &self,
+        key: &str,
+        now_utc: time::OffsetDateTime,
+    ) -> Result<Option<AppRecord>> {
         let hash = key_hash(key);
         let now = Instant::now();
         {
@@ -364,7 +429,7 @@ impl Identity {
         }
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let found = app_by_key_hash(&self.store, &hash).await?;
+        let found = app_by_key_hash(&self.store, &hash, now_utc).await?;
         let mut cache = self.cache.lock();
         match &found {
             Some(app) => {
@@ -391,6 +456,18 @@ impl Identity {
         let app = change_app(&self.store, id, change).await?;
         self.invalidate();
         Ok(app)
+    }
+
+    /// [`rotate_key`], then forgets every cached lookup (see [`Identity::change`]).
+    pub async fn rotate(
+        &self,
+        id: &str,
+        overlap: Duration,
+        now: time::OffsetDateTime,
+    ) -> Result<(StoredApp, String, String)> {
+        let rotated = rotate_key(&self.store, id, overlap, now).await?;
+        self.invalidate();
+        Ok(rotated)
     }
 
     /// [`update_app`], then forgets every cached lookup (see [`Identity::change`]).

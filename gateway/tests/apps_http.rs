@@ -457,8 +457,17 @@ async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
     let wrong = identity::new_api_key();
     let before = s.identity.lookups();
     for _ in 0..50 {
-        assert_eq!(s.identity.resolve(&wrong).await.unwrap(), None);
-        assert!(s.identity.resolve(&key).await.unwrap().is_some());
+        assert_eq!(
+            s.identity.resolve(&wrong, s.clock.now()).await.unwrap(),
+            None
+        );
+        assert!(
+            s.identity
+                .resolve(&key, s.clock.now())
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
     assert_eq!(
         s.identity.lookups() - before,
@@ -468,7 +477,11 @@ async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
     // A flood of distinct random keys: memory stays bounded.
     let started = Instant::now();
     for _ in 0..(identity::CACHE_MAX + 5_000) {
-        let _ = s.identity.resolve(&identity::new_api_key()).await.unwrap();
+        let _ = s
+            .identity
+            .resolve(&identity::new_api_key(), s.clock.now())
+            .await
+            .unwrap();
     }
     let (hits, misses) = s.identity.cached();
     assert!(
@@ -546,6 +559,64 @@ async fn updated_grants_and_groups_apply_to_the_next_request() {
             "{entities}"
         );
         s.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_keys_overlap_then_only_the_new_key_works() {
+    for db in databases().await {
+        let (s, _data) = state(&db.url).await;
+        let (other, _d2) = state(&db.url).await;
+        let (id, old) = create(&s, "rotating", "sign", "").await;
+        let authorize = |st: &Arc<AppState>, k: &str| {
+            let st = st.clone();
+            let k = k.to_owned();
+            async move {
+                call(&st, route_request("POST", "/v1/authorize", Some(&k)))
+                    .await
+                    .0
+            }
+        };
+        assert_eq!(authorize(&other, &old).await, StatusCode::OK);
+        let overlap = Duration::from_millis(1500);
+        let (_, new, _) = s
+            .identity
+            .rotate(&id, overlap, s.clock.now())
+            .await
+            .unwrap();
+        let rotated = Instant::now();
+        assert_ne!(new, old);
+        for st in [&s, &other] {
+            assert_eq!(authorize(st, &old).await, StatusCode::OK);
+            assert_eq!(authorize(st, &new).await, StatusCode::OK);
+        }
+        // After the window (plus the cache's lifetime), only the new key works, everywhere.
+        tokio::time::sleep(overlap.saturating_sub(rotated.elapsed())).await;
+        tokio::time::sleep(identity::CACHE_TTL).await;
+        for st in [&s, &other] {
+            assert_eq!(authorize(st, &old).await, StatusCode::UNAUTHORIZED);
+            assert_eq!(authorize(st, &new).await, StatusCode::OK);
+        }
+        // Without overlap the old key stops at once in this process.
+        let (_, newer, _) = s
+            .identity
+            .rotate(&id, Duration::ZERO, s.clock.now())
+            .await
+            .unwrap();
+        assert_eq!(authorize(&s, &new).await, StatusCode::UNAUTHORIZED);
+        assert_eq!(authorize(&s, &newer).await, StatusCode::OK);
+        // A revoked app's keys stay dead, rotated ones included, and it cannot be rotated.
+        s.identity.change(&id, Change::Revoke).await.unwrap();
+        assert_eq!(authorize(&s, &newer).await, StatusCode::UNAUTHORIZED);
+        assert!(
+            s.identity
+                .rotate(&id, overlap, s.clock.now())
+                .await
+                .is_err()
+        );
+        s.audit.shutdown().await;
+        other.audit.shutdown().await;
         db.drop_pg().await;
     }
 }

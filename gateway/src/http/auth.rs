@@ -78,7 +78,7 @@ pub async fn require_grant(
     let app = if bool::from(token_hash(key).ct_eq(&state.token_hash)) {
         state.dev_app.clone()
     } else {
-        match state.identity.resolve(key).await {
+        match state.identity.resolve(key, now).await {
             Ok(Some(app)) => app,
             Ok(None) => {
                 state.audit.note_flood(&ip, "unauthorized", now);
