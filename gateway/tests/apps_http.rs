@@ -149,17 +149,24 @@ fn good_body() -> String {
 
 /// Every `/v1` route with a request that succeeds given the right grant.
 fn route_request(method: &str, path: &str, key: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(path);
+    route_request_for(method, path, key, &format!("app_{}", "a".repeat(26)))
+}
+
+/// As [`route_request`], with `{id}` standing for `target` and `{action}` for `unfreeze`.
+fn route_request_for(method: &str, path: &str, key: Option<&str>, target: &str) -> Request<Body> {
+    let uri = path.replace("{id}", target).replace("{action}", "unfreeze");
+    let mut b = Request::builder().method(method).uri(uri);
     if let Some(k) = key {
         b = b.header("authorization", format!("Bearer {k}"));
     }
-    if path == "/v1/authorize" {
-        b.header("content-type", "application/json")
-            .body(Body::from(good_body()))
-            .unwrap()
-    } else {
-        b.body(Body::empty()).unwrap()
-    }
+    let body = match (method, path) {
+        ("POST", "/v1/authorize") => good_body(),
+        ("POST", "/v1/admin/apps") => r#"{"name": "via http", "grants": ["sign"]}"#.to_owned(),
+        _ => return b.body(Body::empty()).unwrap(),
+    };
+    b.header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
 }
 
 async fn call(s: &Arc<AppState>, req: Request<Body>) -> (StatusCode, String) {
@@ -181,6 +188,9 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/authorize", "sign"),
     ("POST", "/v1/admin/policies/reload", "admin"),
     ("GET", "/v1/audit/events", "audit:read"),
+    ("GET", "/v1/admin/apps", "admin"),
+    ("POST", "/v1/admin/apps", "admin"),
+    ("POST", "/v1/admin/apps/{id}/{action}", "admin"),
 ];
 
 #[test]
@@ -217,6 +227,8 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
             .unwrap();
         s.identity.change(&frozen_id, Change::Freeze).await.unwrap();
         let wrong = identity::new_api_key();
+        let (target, _) = create(&s, "target", "sign", "").await;
+        let mut forbidden = 0;
         for (method, path, grant) in V1 {
             let cases: Vec<(Option<&str>, StatusCode, &str)> = vec![
                 (None, StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -225,17 +237,19 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                 (Some(&frozen), StatusCode::FORBIDDEN, "app_frozen"),
             ];
             for (key, want, want_code) in cases {
-                let (st, body) = call(&s, route_request(method, path, key)).await;
+                let (st, body) = call(&s, route_request_for(method, path, key, &target)).await;
                 assert_eq!(st, want, "{method} {path}: {body}");
                 assert_eq!(code(&body), want_code, "{method} {path}: {body}");
             }
             for (other, key) in &keys {
-                let (st, body) = call(&s, route_request(method, path, Some(key))).await;
+                let (st, body) =
+                    call(&s, route_request_for(method, path, Some(key), &target)).await;
                 if other == grant || (*other == "admin" && *grant == "audit:read") {
                     assert_eq!(st, StatusCode::OK, "{method} {path} with {other}: {body}");
                 } else {
                     assert_eq!(st, StatusCode::FORBIDDEN, "{method} {path}: {body}");
                     assert_eq!(code(&body), "forbidden", "{body}");
+                    forbidden += 1;
                 }
             }
         }
@@ -271,9 +285,9 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                 .map(|l| l["count"].as_str().unwrap().parse::<u64>().unwrap())
                 .sum()
         };
-        assert_eq!(count("unauthorized"), 9, "{limited:?}");
-        assert_eq!(count("app_frozen"), 3, "{limited:?}");
-        assert_eq!(count("forbidden"), 5, "{limited:?}");
+        assert_eq!(count("unauthorized"), 3 * V1.len() as u64, "{limited:?}");
+        assert_eq!(count("app_frozen"), V1.len() as u64, "{limited:?}");
+        assert_eq!(count("forbidden"), forbidden, "{limited:?}");
         assert!(
             limited.len() <= 2 + 3 + 1 + 3,
             "aggregated, not per refusal: {limited:?}"
@@ -400,7 +414,11 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
         let mut bodies = Vec::new();
         for k in [&key, &admin, &signer, &wrong] {
             for (method, path, _) in V1 {
-                bodies.push(call(&s, route_request(method, path, Some(k))).await.1);
+                bodies.push(
+                    call(&s, route_request_for(method, path, Some(k), &id))
+                        .await
+                        .1,
+                );
             }
         }
         let (_, frozen) = create(&s, "frozen", "sign", "").await;
@@ -619,4 +637,112 @@ async fn rotated_keys_overlap_then_only_the_new_key_works() {
         other.audit.shutdown().await;
         db.drop_pg().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_keys_manage_apps_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let (s, _data) = state(&url).await;
+    let (_, admin) = create(&s, "ops", "admin", "").await;
+    let send = |method: &str, path: &str, key: &str, body: Option<&str>| {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {key}"));
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        b.body(Body::from(body.unwrap_or_default().to_owned()))
+            .unwrap()
+    };
+    let (st, body) = call(
+        &s,
+        send(
+            "POST",
+            "/v1/admin/apps",
+            &admin,
+            Some(r#"{"name": "web", "grants": ["sign"], "groups": ["retail"]}"#),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let created: Value = serde_json::from_str(&body).unwrap();
+    let (id, key) = (
+        created["app_id"].as_str().unwrap().to_owned(),
+        created["api_key"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(
+        call(&s, route_request("POST", "/v1/authorize", Some(&key)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let (st, body) = call(&s, send("GET", "/v1/admin/apps", &admin, None)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(body.contains(&id) && !body.contains(&key), "{body}");
+    let bad = r#"{"name": "x", "grants": ["root"]}"#;
+    let (st, body) = call(&s, send("POST", "/v1/admin/apps", &admin, Some(bad))).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+
+    let rotate = format!("/v1/admin/apps/{id}/rotate");
+    let (st, body) = call(
+        &s,
+        send("POST", &rotate, &admin, Some(r#"{"overlap_secs": 0}"#)),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let new_key = serde_json::from_str::<Value>(&body).unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let authorize = |k: &str| route_request("POST", "/v1/authorize", Some(k));
+    assert_eq!(call(&s, authorize(&key)).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&s, authorize(&new_key)).await.0, StatusCode::OK);
+
+    let (st, body) = call(
+        &s,
+        send("POST", &format!("/v1/admin/apps/{id}/freeze"), &admin, None),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let (st, body) = call(&s, authorize(&new_key)).await;
+    assert_eq!(
+        (st, code(&body).as_str()),
+        (StatusCode::FORBIDDEN, "app_frozen")
+    );
+    let (st, _) = call(
+        &s,
+        send("POST", &format!("/v1/admin/apps/{id}/revoke"), &admin, None),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        call(&s, authorize(&new_key)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    for (path, want) in [
+        (
+            format!("/v1/admin/apps/{id}/explode"),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "/v1/admin/apps/nope/freeze".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/v1/admin/apps/app_{}/freeze", "b".repeat(26)),
+            StatusCode::NOT_FOUND,
+        ),
+    ] {
+        assert_eq!(
+            call(&s, send("POST", &path, &admin, None)).await.0,
+            want,
+            "{path}"
+        );
+    }
+    s.audit.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! The HTTP service: one [`app`] builder, thin handlers over the pipeline stages, one error type.
 
+mod apps_routes;
 mod audit_routes;
 pub mod auth;
 pub mod error;
@@ -90,6 +91,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/authorize"),
     ("post", "/v1/admin/policies/reload"),
     ("get", "/v1/audit/events"),
+    ("get", "/v1/admin/apps"),
+    ("post", "/v1/admin/apps"),
+    ("post", "/v1/admin/apps/{id}/{action}"),
 ];
 
 /// Builds the whole service.
@@ -104,6 +108,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/admin/policies/reload",
             post(routes::reload_policies).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/admin/apps",
+            get(apps_routes::list)
+                .post(apps_routes::create)
+                .route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/admin/apps/{id}/{action}",
+            post(apps_routes::act).route_layer(grant("admin")),
         )
         .route(
             "/v1/audit/events",

@@ -63,7 +63,7 @@ struct AuthorizeResponse<'a> {
 }
 
 /// Parses a JSON body strictly: JSON content type, size limit, unknown fields refused.
-fn json_body<T: serde::de::DeserializeOwned>(
+pub(super) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Error> {

@@ -1,0 +1,156 @@
+//! `/v1/admin/apps…`: what `parapet apps` does, for `admin` keys over HTTP. A new key appears
+//! once, in the answer that created it, and nowhere else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::error::Error;
+use crate::identity::{self, Change, StoredApp};
+
+fn app_json(app: &StoredApp) -> serde_json::Value {
+    serde_json::json!({
+        "app_id": app.id,
+        "name": app.name,
+        "grants": app.grants,
+        "groups": app.groups,
+        "frozen": app.frozen,
+        "revoked": app.revoked,
+        "created_at": app.created_at,
+    })
+}
+
+/// Refuses anything that is not an app id before touching the store.
+fn check_id(id: &str) -> Result<(), Error> {
+    let ok = id.strip_prefix("app_").is_some_and(|rest| {
+        rest.len() == 26
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(
+            "not an app id (app_ + 26 base32 characters)".to_owned(),
+        ))
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+) -> Result<Response, ApiError> {
+    let apps = identity::list_apps(state.audit.store())
+        .await
+        .map_err(|error| ApiError {
+            error,
+            request_id: request_id.clone(),
+        })?;
+    let apps: Vec<_> = apps.iter().map(app_json).collect();
+    Ok(Json(serde_json::json!({"apps": apps, "request_id": request_id})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    name: String,
+    grants: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let req: CreateApp = json_body(&headers, body).map_err(fail)?;
+    let (app, key) = identity::create_app(
+        state.audit.store(),
+        &req.name,
+        &req.grants,
+        &req.groups,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    tracing::info!(app_id = %app.id, "app created over HTTP");
+    Ok(
+        Json(serde_json::json!({"app_id": app.id, "api_key": key, "request_id": request_id}))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// Seconds the previous key keeps working (default one day).
+    overlap_secs: Option<u64>,
+}
+
+/// `freeze`, `unfreeze`, `revoke` or `rotate` one app.
+pub async fn act(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    check_id(&id).map_err(fail)?;
+    let change = match action.as_str() {
+        "freeze" => Change::Freeze,
+        "unfreeze" => Change::Unfreeze,
+        "revoke" => Change::Revoke,
+        "rotate" => {
+            let empty = body.as_ref().is_ok_and(Bytes::is_empty);
+            let req: Rotate = if empty {
+                Rotate::default()
+            } else {
+                json_body(&headers, body).map_err(fail)?
+            };
+            let overlap = Duration::from_secs(req.overlap_secs.unwrap_or(86_400));
+            let (app, key, expires) = state
+                .identity
+                .rotate(&id, overlap, state.clock.now())
+                .await
+                .map_err(fail)?;
+            tracing::info!(app_id = %app.id, "app key rotated over HTTP");
+            return Ok(Json(serde_json::json!({
+                "app_id": app.id,
+                "api_key": key,
+                "previous_key_expires_at": expires,
+                "request_id": request_id,
+            }))
+            .into_response());
+        }
+        _ => return Err(fail(Error::NotFound)),
+    };
+    let app = state.identity.change(&id, change).await.map_err(fail)?;
+    tracing::info!(app_id = %app.id, action = %action, "app changed over HTTP");
+    let mut out = app_json(&app);
+    if let Some(o) = out.as_object_mut() {
+        o.insert("request_id".to_owned(), request_id.into());
+    }
+    Ok(Json(out).into_response())
+}
