@@ -54,6 +54,10 @@ pub enum Error {
     /// The audit log could not commit in time: no decision may be returned (fail closed).
     #[error("audit log unavailable")]
     AuditUnavailable,
+    /// The app store could not answer a key lookup: the caller cannot be identified, so the
+    /// request is refused (fail closed) and may be retried.
+    #[error("app store unavailable")]
+    StoreUnavailable,
     #[error("database: {0}")]
     Database(String),
     #[error("configuration: {0}")]
@@ -87,6 +91,7 @@ impl Error {
             Error::PolicySetInvalid(_) => "policy_set_invalid",
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
+            Error::StoreUnavailable => "store_unavailable",
             Error::Database(_) => "database_error",
             Error::Config(_) => "configuration_error",
             Error::Internal(_) => "internal",
@@ -101,7 +106,9 @@ impl Error {
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Timeout | Error::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout | Error::AuditUnavailable | Error::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

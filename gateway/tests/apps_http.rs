@@ -746,3 +746,26 @@ async fn admin_keys_manage_apps_over_http() {
     }
     s.audit.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_answer_key_lookups_fails_closed_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let (s, _data) = state(&url).await;
+    let (_, key) = create(&s, "cached", "sign", "").await;
+    assert_eq!(
+        call(&s, route_request("POST", "/v1/authorize", Some(&key)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    s.audit.store().close().await;
+    let unknown = identity::new_api_key();
+    let (st, body) = call(&s, route_request("GET", "/v1/audit/events", Some(&unknown))).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(code(&body), "store_unavailable");
+    assert!(
+        !body.contains(&unknown) && !body.to_lowercase().contains("sql"),
+        "{body}"
+    );
+}

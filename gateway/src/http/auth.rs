@@ -86,7 +86,7 @@ pub async fn require_grant(
             }
             Err(error) => {
                 tracing::warn!(%error, "API key lookup failed");
-                return refuse(error);
+                return refuse(Error::StoreUnavailable);
             }
         }
     };
