@@ -11,6 +11,8 @@
     reason = "tests"
 )]
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,77 +25,13 @@ use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
 use parapet_gateway::identity::{self, Change};
 use serde_json::Value;
-use sqlx::Connection;
+use support::databases;
 use tower::ServiceExt;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
-
-/// A database for one test: a SQLite file, or a fresh PostgreSQL database (dropped at the end).
-struct TestDb {
-    url: String,
-    _dir: tempfile::TempDir,
-    pg_admin: Option<(String, String)>,
-}
-
-impl TestDb {
-    async fn drop_pg(&self) {
-        if let Some((admin, name)) = &self.pg_admin
-            && let Ok(mut c) = sqlx::PgConnection::connect(admin).await
-        {
-            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await;
-        }
-    }
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").unwrap() + 3;
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-async fn databases() -> Vec<TestDb> {
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = vec![TestDb {
-        url: format!("sqlite://{}", dir.path().join("shared.db").display()),
-        _dir: dir,
-        pg_admin: None,
-    }];
-    if let Ok(pg) = std::env::var("PARAPET_TEST_POSTGRES_URL") {
-        let admin = with_database(&pg, "postgres");
-        let name = format!("parapet_t_{}", uuid::Uuid::new_v4().simple());
-        let mut c = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PARAPET_TEST_POSTGRES_URL: cannot connect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        out.push(TestDb {
-            url: with_database(&pg, &name),
-            _dir: tempfile::tempdir().unwrap(),
-            pg_admin: Some((admin, name)),
-        });
-    } else {
-        eprintln!("PARAPET_TEST_POSTGRES_URL not set: PostgreSQL half skipped");
-    }
-    out
 }
 
 /// A gateway process's state on `database_url`, with its own data directory.
@@ -208,7 +146,7 @@ fn the_table_covers_every_v1_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys() {
-    for db in databases().await {
+    for db in databases("shared.db").await {
         let (s, _data) = state(&db.url).await;
         let mut keys = HashMap::new();
         for grant in ["sign", "audit:read", "admin"] {
@@ -299,7 +237,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_readers_see_their_own_app_and_the_principal_is_the_calling_app() {
-    for db in databases().await {
+    for db in databases("shared.db").await {
         let (s, _data) = state(&db.url).await;
         let (a_id, a_key) = create(&s, "Alpha wallet", "sign,audit:read", "retail,beta").await;
         let (b_id, b_key) = create(&s, "Bravo", "sign", "").await;
@@ -363,7 +301,7 @@ async fn audit_readers_see_their_own_app_and_the_principal_is_the_calling_app() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_and_freeze_reach_another_process_within_a_second() {
-    for db in databases().await {
+    for db in databases("shared.db").await {
         let (one, _d1) = state(&db.url).await;
         let (two, _d2) = state(&db.url).await;
         let (id, key) = create(&one, "shared", "sign", "").await;
@@ -405,7 +343,7 @@ async fn revocation_and_freeze_reach_another_process_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_appear_in_no_body_and_no_audit_row() {
-    for db in databases().await {
+    for db in databases("shared.db").await {
         let (s, _data) = state(&db.url).await;
         let (id, key) = create(&s, "leaky?", "sign,audit:read", "").await;
         let (_, admin) = create(&s, "ops", "admin", "").await;
@@ -516,7 +454,7 @@ async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updated_grants_and_groups_apply_to_the_next_request() {
-    for db in databases().await {
+    for db in databases("shared.db").await {
         let (s, _data) = state(&db.url).await;
         let (id, key) = create(&s, "mutable", "sign", "a").await;
         let (st, _) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
@@ -583,7 +521,7 @@ async fn updated_grants_and_groups_apply_to_the_next_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotated_keys_overlap_then_only_the_new_key_works() {
-    for db in databases().await {
+    for db in databases("shared.db").await {
         let (s, _data) = state(&db.url).await;
         let (other, _d2) = state(&db.url).await;
         let (id, old) = create(&s, "rotating", "sign", "").await;

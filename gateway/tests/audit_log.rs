@@ -8,6 +8,8 @@
     reason = "tests"
 )]
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,78 +22,8 @@ use parapet_gateway::audit::{
 use parapet_gateway::clock::FixedClock;
 use parapet_gateway::error::Error;
 use sqlx::Connection;
+use support::{TestDb, databases};
 use time::OffsetDateTime;
-
-/// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database that is
-/// dropped afterwards.
-struct TestDb {
-    url: String,
-    backend: Backend,
-    dir: tempfile::TempDir,
-    pg_admin: Option<(String, String)>,
-}
-
-impl TestDb {
-    async fn drop_pg(&self) {
-        if let Some((admin, name)) = &self.pg_admin
-            && let Ok(mut c) = sqlx::PgConnection::connect(admin).await
-        {
-            let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut c)
-                .await;
-        }
-    }
-}
-
-/// `postgres://user@host/db?params` with the database replaced.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let scheme_end = base.find("://").unwrap() + 3;
-    let path_start = base[scheme_end..]
-        .find('/')
-        .map_or(base.len(), |i| scheme_end + i);
-    let mut out = format!("{}/{db}", &base[..path_start]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-async fn databases() -> Vec<TestDb> {
-    let mut out = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("data/parapet.db").display());
-    out.push(TestDb {
-        url,
-        backend: Backend::Sqlite,
-        dir,
-        pg_admin: None,
-    });
-    if let Ok(pg) = std::env::var("PARAPET_TEST_POSTGRES_URL") {
-        let admin = with_database(&pg, "postgres");
-        let name = format!("parapet_t_{}", uuid::Uuid::new_v4().simple());
-        let mut c = sqlx::PgConnection::connect(&admin)
-            .await
-            .expect("PARAPET_TEST_POSTGRES_URL: cannot connect");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        out.push(TestDb {
-            url: with_database(&pg, &name),
-            backend: Backend::Postgres,
-            dir: tempfile::tempdir().unwrap(),
-            pg_admin: Some((admin, name)),
-        });
-    } else {
-        eprintln!("PARAPET_TEST_POSTGRES_URL not set: PostgreSQL half skipped");
-    }
-    out
-}
 
 fn t0() -> OffsetDateTime {
     time::macros::datetime!(2026-11-25 09:00:00 UTC)
@@ -248,7 +180,7 @@ async fn tamper(db: &TestDb, store: &Store, sql: &'static str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_form_one_verifiable_chain_that_python_can_check() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let log = Arc::new(open(&db, opts()).await);
         let mut tasks = Vec::new();
         for i in 0..200u64 {
@@ -296,7 +228,7 @@ async fn concurrent_appends_form_one_verifiable_chain_that_python_can_check() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_and_postgres_chains_are_byte_identical() {
-    let dbs = databases().await;
+    let dbs = databases("data/parapet.db").await;
     if dbs.len() < 2 {
         eprintln!("needs PostgreSQL; skipped");
         return;
@@ -316,7 +248,7 @@ async fn sqlite_and_postgres_chains_are_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_refuses_update_delete_and_truncate() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let log = open(&db, opts()).await;
         append_n(&log, 0..5).await;
         let store = log.store().clone();
@@ -385,7 +317,7 @@ async fn verify_names_the_first_bad_seq_for_each_kind_of_tampering() {
         ),
     ];
     for (what, sql, bad) in cases {
-        for db in databases().await {
+        for db in databases("data/parapet.db").await {
             let log = open(&db, opts()).await;
             append_n(&log, 0..25).await;
             let store = log.store().clone();
@@ -405,7 +337,7 @@ async fn verify_names_the_first_bad_seq_for_each_kind_of_tampering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_removes_a_prefix_through_the_privileged_path_and_verify_accepts_archive_plus_database()
  {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let log = open(&db, opts()).await;
         append_n(&log, 0..30).await;
         let store = log.store().clone();
@@ -455,7 +387,7 @@ async fn archive_removes_a_prefix_through_the_privileged_path_and_verify_accepts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_checkpoints_catch_a_truncated_tail_and_an_older_backup() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let key = db.dir.path().join("audit-key");
         let signer: Arc<dyn CheckpointSigner> = Arc::new(FileSigner::load_or_create(&key).unwrap());
         let pubkey = hex::encode(signer.public_key());
@@ -564,7 +496,7 @@ async fn sqlite_restored_from_an_older_file_copy_is_caught_by_checkpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fails_closed_within_the_timeout_while_the_store_cannot_commit_then_recovers() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let wo = WriterOptions {
             append_timeout: Duration::from_millis(800),
             probe_interval: Duration::from_millis(100),
@@ -648,7 +580,7 @@ async fn fails_closed_within_the_timeout_while_the_store_cannot_commit_then_reco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_writers_on_one_database_keep_one_chain() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let a = Arc::new(open(&db, opts()).await);
         let b = Arc::new(open(&db, opts()).await);
         let mut tasks = Vec::new();
@@ -680,7 +612,7 @@ async fn two_writers_on_one_database_keep_one_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_filters_and_cursor_pagination() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let log = open(&db, opts()).await;
         append_n(&log, 0..60).await;
         let store = log.store().clone();
@@ -815,7 +747,7 @@ async fn query_filters_and_cursor_pagination() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_versions_are_stored_content_addressed_and_read_back_exactly() {
-    for db in databases().await {
+    for db in databases("data/parapet.db").await {
         let store = Store::open(&db.url, &StoreOptions::default())
             .await
             .unwrap();
@@ -895,7 +827,7 @@ async fn sqlite_without_wal_and_full_sync_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flood_refusals_become_one_limited_event_per_bucket() {
-    let db = databases().await.remove(0);
+    let db = databases("data/parapet.db").await.remove(0);
     let log = open(&db, opts()).await;
     for _ in 0..1000 {
         log.note_flood("10.1.2.3", "unauthorized", t0());
