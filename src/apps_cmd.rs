@@ -86,18 +86,6 @@ pub fn run(command: AppsCommand, config: &Config) -> Result<ExitCode> {
     })
 }
 
-fn app_json(app: &StoredApp) -> serde_json::Value {
-    serde_json::json!({
-        "app_id": app.id,
-        "name": app.name,
-        "grants": app.grants,
-        "groups": app.groups,
-        "frozen": app.frozen,
-        "revoked": app.revoked,
-        "created_at": app.created_at,
-    })
-}
-
 fn app_line(app: &StoredApp) -> String {
     let state = if app.revoked {
         "revoked"
@@ -144,7 +132,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
         AppsCommand::List { json } => {
             let apps = identity::list_apps(store).await?;
             if json {
-                let list: Vec<_> = apps.iter().map(app_json).collect();
+                let list: Vec<_> = apps.iter().map(StoredApp::to_json).collect();
                 println!("{}", serde_json::json!({ "apps": list }));
             } else {
                 for app in &apps {
@@ -221,7 +209,7 @@ fn report(
     match result {
         Ok(app) => {
             if json {
-                println!("{}", app_json(&app));
+                println!("{}", app.to_json());
             } else {
                 println!("{}", app_line(&app));
             }

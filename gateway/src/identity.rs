@@ -82,6 +82,20 @@ pub struct StoredApp {
 }
 
 impl StoredApp {
+    /// The one JSON shape of an app shown to operators, by the CLI and the admin routes alike
+    /// (`app_id`, not `id`, to match `apps create`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "app_id": self.id,
+            "name": self.name,
+            "grants": self.grants,
+            "groups": self.groups,
+            "frozen": self.frozen,
+            "revoked": self.revoked,
+            "created_at": self.created_at,
+        })
+    }
+
     pub fn record(&self) -> AppRecord {
         AppRecord {
             id: self.id.clone(),

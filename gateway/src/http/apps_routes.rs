@@ -19,18 +19,6 @@ use super::routes::json_body;
 use crate::error::Error;
 use crate::identity::{self, Change, StoredApp};
 
-fn app_json(app: &StoredApp) -> serde_json::Value {
-    serde_json::json!({
-        "app_id": app.id,
-        "name": app.name,
-        "grants": app.grants,
-        "groups": app.groups,
-        "frozen": app.frozen,
-        "revoked": app.revoked,
-        "created_at": app.created_at,
-    })
-}
-
 /// Refuses anything that is not an app id before touching the store.
 fn check_id(id: &str) -> Result<(), Error> {
     let ok = id.strip_prefix("app_").is_some_and(|rest| {
@@ -58,7 +46,7 @@ pub async fn list(
             error,
             request_id: request_id.clone(),
         })?;
-    let apps: Vec<_> = apps.iter().map(app_json).collect();
+    let apps: Vec<_> = apps.iter().map(StoredApp::to_json).collect();
     Ok(Json(serde_json::json!({"apps": apps, "request_id": request_id})).into_response())
 }
 
@@ -148,7 +136,7 @@ pub async fn act(
     };
     let app = state.identity.change(&id, change).await.map_err(fail)?;
     tracing::info!(app_id = %app.id, action = %action, "app changed over HTTP");
-    let mut out = app_json(&app);
+    let mut out = app.to_json();
     if let Some(o) = out.as_object_mut() {
         o.insert("request_id".to_owned(), request_id.into());
     }

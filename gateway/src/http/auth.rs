@@ -47,11 +47,7 @@ pub async fn require_grant(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<ReqId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = ReqId::of(&req);
     let refuse = |error: Error| {
         ApiError {
             error,

@@ -149,11 +149,7 @@ async fn deadline_and_count(
     req: Request,
     next: Next,
 ) -> Response {
-    let request_id = req
-        .extensions()
-        .get::<ReqId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default();
+    let request_id = ReqId::of(&req);
     let res = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
         Ok(res) => res,
         Err(_) => ApiError {

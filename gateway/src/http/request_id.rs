@@ -14,6 +14,16 @@ pub const HEADER: &str = "x-request-id";
 #[derive(Debug, Clone)]
 pub struct ReqId(pub String);
 
+impl ReqId {
+    /// The id [`assign`] gave this request ("" outside the service, e.g. in a bare handler test).
+    pub fn of(req: &Request) -> String {
+        req.extensions()
+            .get::<ReqId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_default()
+    }
+}
+
 pub async fn assign(mut req: Request, next: Next) -> Response {
     let id = uuid::Uuid::now_v7().to_string();
     req.extensions_mut().insert(ReqId(id.clone()));
