@@ -3,13 +3,14 @@
 //! With nothing configured, the embedded defaults run a single development gateway.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::limits::{LimitSettings, Rate};
 
 /// The file as operators write it; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -29,6 +30,14 @@ struct FileConfig {
     audit_timeout_ms: Option<u64>,
     audit_checkpoint_every: Option<u64>,
     audit_checkpoint_interval_secs: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    allow_plain_http: Option<bool>,
+    static_token: Option<bool>,
+    ip_rate: Option<String>,
+    wallet_rate: Option<String>,
+    app_rate: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 /// How logs are written.
@@ -67,6 +76,26 @@ pub struct Config {
     pub audit_checkpoint_every: u64,
     /// …or this often, whichever comes first.
     pub audit_checkpoint_interval: Duration,
+    /// TLS certificate chain and private key (PEM). Both or neither; with them, `serve`
+    /// terminates TLS itself and reloads both on `SIGHUP`.
+    pub tls: Option<TlsPaths>,
+    /// Serving plain HTTP on a non-loopback address must be asked for explicitly (for a gateway
+    /// behind a TLS-terminating proxy on a private network).
+    pub allow_plain_http: bool,
+    /// Whether the static token (the development default app) is accepted at all. Production
+    /// turns it off and uses only API keys.
+    pub static_token: bool,
+    pub limits: LimitSettings,
+    /// Peers whose `X-Forwarded-For` is believed: the client IP is then the right-most address
+    /// in it that is not itself a trusted proxy.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// Where the TLS certificate chain and key live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -85,6 +114,11 @@ impl std::fmt::Debug for Config {
             .field("audit_timeout", &self.audit_timeout)
             .field("audit_checkpoint_every", &self.audit_checkpoint_every)
             .field("audit_checkpoint_interval", &self.audit_checkpoint_interval)
+            .field("tls", &self.tls)
+            .field("allow_plain_http", &self.allow_plain_http)
+            .field("static_token", &self.static_token)
+            .field("limits", &self.limits)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -113,6 +147,13 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_AUDIT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 10_000;
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 60;
+/// Per client IP, before authentication: generous for one office behind a NAT, small next to
+/// what a flood sends.
+pub const DEFAULT_IP_RATE: &str = "1000/s";
+/// Per wallet: far above what one person signs, low enough to stop a runaway loop.
+pub const DEFAULT_WALLET_RATE: &str = "100/s";
+/// Per app created without `--rate`.
+pub const DEFAULT_APP_RATE: &str = "500/s";
 
 impl Config {
     /// Loads `path` (or `./parapet.toml` when it exists and no path is given), then applies the
@@ -214,6 +255,57 @@ impl Config {
             file.audit_checkpoint_interval_secs,
             DEFAULT_CHECKPOINT_INTERVAL_SECS,
         )?;
+        let tls = match (
+            get("PARAPET_TLS_CERT").map(PathBuf::from).or(file.tls_cert),
+            get("PARAPET_TLS_KEY").map(PathBuf::from).or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsPaths { cert, key }),
+            (None, None) => None,
+            _ => {
+                return Err(Error::Config(
+                    "tls_cert and tls_key go together: set both or neither".to_owned(),
+                ));
+            }
+        };
+        let flag = |name: &str, from_file: Option<bool>, default: bool| -> Result<bool> {
+            match get(name).as_deref() {
+                None => Ok(from_file.unwrap_or(default)),
+                Some("1" | "true" | "yes" | "on") => Ok(true),
+                Some("0" | "false" | "no" | "off") => Ok(false),
+                Some(other) => Err(Error::Config(format!(
+                    "{name}={other:?}: expected true or false"
+                ))),
+            }
+        };
+        let allow_plain_http = flag("PARAPET_ALLOW_PLAIN_HTTP", file.allow_plain_http, false)?;
+        let static_token = flag("PARAPET_STATIC_TOKEN", file.static_token, true)?;
+        let rate = |name: &str, from_file: Option<String>, default: &str| -> Result<Rate> {
+            let text = get(name)
+                .or(from_file)
+                .unwrap_or_else(|| default.to_owned());
+            text.parse()
+                .map_err(|e: Error| Error::Config(format!("{name}: {e}")))
+        };
+        let limits = LimitSettings {
+            ip: rate("PARAPET_IP_RATE", file.ip_rate, DEFAULT_IP_RATE)?,
+            wallet: rate("PARAPET_WALLET_RATE", file.wallet_rate, DEFAULT_WALLET_RATE)?,
+            app_default: rate("PARAPET_APP_RATE", file.app_rate, DEFAULT_APP_RATE)?,
+        };
+        let proxies = match get("PARAPET_TRUSTED_PROXIES") {
+            Some(v) => v
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            None => file.trusted_proxies.unwrap_or_default(),
+        };
+        let trusted_proxies = proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpAddr>()
+                    .map_err(|e| Error::Config(format!("trusted proxy {p:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Config {
             listen,
             data_dir,
@@ -227,6 +319,11 @@ impl Config {
             audit_timeout: Duration::from_millis(audit_timeout_ms.max(1)),
             audit_checkpoint_every,
             audit_checkpoint_interval: Duration::from_secs(audit_checkpoint_interval.max(1)),
+            tls,
+            allow_plain_http,
+            static_token,
+            limits,
+            trusted_proxies,
         })
     }
 

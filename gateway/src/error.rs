@@ -41,6 +41,12 @@ pub enum Error {
     AppFrozen,
     #[error("not found")]
     NotFound,
+    /// A rate limit refused the request before any work; `Retry-After` says when to come back.
+    #[error("rate limited ({limiter}); retry after {retry_after_secs} s")]
+    RateLimited {
+        limiter: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("request body too large")]
     BodyTooLarge,
     #[error("unsupported media type: send application/json")]
@@ -86,6 +92,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::AppFrozen => "app_frozen",
             Error::NotFound => "not_found",
+            Error::RateLimited { .. } => "rate_limited",
             Error::BodyTooLarge => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::PolicySetInvalid(_) => "policy_set_invalid",
@@ -103,6 +110,7 @@ impl Error {
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::AppFrozen => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -10,6 +10,7 @@ pub mod facts;
 pub mod http;
 pub mod identity;
 pub mod ledger;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

@@ -12,9 +12,14 @@ use crate::error::{Error, Result};
 use crate::http::{self, AppState, auth};
 use crate::identity::Identity;
 use crate::ledger::MemoryLedger;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, PolicyPaths};
 use crate::records::AppRecord;
+
+/// How often refilled rate-limiter keys are forgotten: memory then holds at most the keys seen
+/// in the last few seconds, whatever the number of distinct clients.
+const LIMITER_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Builds the shared state from configuration: loads and validates the policy set, makes sure a
 /// static token exists, opens the audit store (refusing a SQLite store without WAL and
@@ -25,19 +30,25 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         policies: config.policies_dir.clone(),
         schemas: config.schemas_dir.clone(),
     })?;
-    let source = config.ensure_api_token()?;
-    match &source {
-        TokenSource::Configured(_) => tracing::warn!(
-            "DEVELOPMENT DEFAULT: the configured static API token acts as the development default app (every grant); create apps with `parapet apps create` for real callers"
-        ),
-        TokenSource::DevelopmentFile(path) => {
-            tracing::warn!(path = %path.display(), "DEVELOPMENT DEFAULT: static API token generated (acts as the development default app, every grant); read it from this file; create apps with `parapet apps create` for real callers")
+    let token_hash = if config.static_token {
+        let source = config.ensure_api_token()?;
+        match &source {
+            TokenSource::Configured(_) => tracing::warn!(
+                "DEVELOPMENT DEFAULT: the configured static API token acts as the development default app (every grant); create apps with `parapet apps create` for real callers and set static_token = false"
+            ),
+            TokenSource::DevelopmentFile(path) => {
+                tracing::warn!(path = %path.display(), "DEVELOPMENT DEFAULT: static API token generated (acts as the development default app, every grant); read it from this file; create apps with `parapet apps create` for real callers and set static_token = false")
+            }
         }
-    }
-    let token = config
-        .api_token
-        .as_deref()
-        .ok_or_else(|| Error::Config("no API token".to_owned()))?;
+        let token = config
+            .api_token
+            .as_deref()
+            .ok_or_else(|| Error::Config("no API token".to_owned()))?;
+        Some(auth::token_hash(token))
+    } else {
+        tracing::info!("static token disabled: only API keys are accepted");
+        None
+    };
     tracing::info!(
         policy_version = engine.current().version(),
         "policy set loaded"
@@ -51,15 +62,19 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         .map_err(|_| Error::Config("cannot store the policy version in the audit store".into()))?;
     audit.spawn_flood_flusher(clock.clone(), std::time::Duration::from_secs(10));
     let identity = Identity::new(audit.store().clone());
+    let limits = Arc::new(Limits::new(config.limits));
+    limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),
         clock,
         audit,
         metrics: Metrics::default(),
-        token_hash: auth::token_hash(token),
+        token_hash,
         dev_app: AppRecord::development_default(),
         identity,
+        limits,
+        trusted_proxies: config.trusted_proxies.clone(),
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout,
     }))

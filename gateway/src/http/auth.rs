@@ -71,7 +71,10 @@ pub async fn require_grant(
         state.audit.note_flood(&ip, "unauthorized", now);
         return refuse(Error::Unauthorized);
     };
-    let app = if bool::from(token_hash(key).ct_eq(&state.token_hash)) {
+    let is_static = state
+        .token_hash
+        .is_some_and(|h| bool::from(token_hash(key).ct_eq(&h)));
+    let app = if is_static {
         state.dev_app.clone()
     } else {
         match state.identity.resolve(key, now).await {

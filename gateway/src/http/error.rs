@@ -34,6 +34,14 @@ impl IntoResponse for ApiError {
             message: self.error.public_message(),
             request_id: &self.request_id,
         };
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if let Error::RateLimited {
+            retry_after_secs, ..
+        } = self.error
+        {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        res
     }
 }

@@ -23,6 +23,7 @@ use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::error::Error;
 use crate::identity::Identity;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::pipeline::SharedLedger;
 use crate::policy::Engine;
@@ -39,12 +40,17 @@ pub struct AppState {
     /// Every decision is committed here before it is answered.
     pub audit: Arc<AuditLog>,
     pub metrics: Metrics,
-    /// SHA-256 of the static token: `serve`'s development default, not for production.
-    pub token_hash: [u8; 32],
+    /// SHA-256 of the static token: `serve`'s development default, not for production; `None`
+    /// when it is turned off.
+    pub token_hash: Option<[u8; 32]>,
     /// The app the static token acts as (the development default app).
     pub dev_app: AppRecord,
     /// API keys → apps, for every other caller.
     pub identity: Identity,
+    /// IP, app and wallet rate limits.
+    pub limits: Arc<Limits>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
 }

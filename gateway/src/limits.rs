@@ -1,0 +1,373 @@
+//! Rate limits (DESIGN §1): a per-client-IP limiter that runs before any key lookup, then keyed
+//! limiters per app (each app's own `--rate`) and per wallet that run before decoding and Cedar,
+//! so a refused request costs a hash-map probe and nothing else.
+//!
+//! Keyed state is swept: a key whose bucket has refilled is indistinguishable from a fresh one
+//! and is dropped, so memory follows the number of keys seen in the last refill period, not
+//! since start. IPv6 clients are keyed by their /64, the block one subscriber typically holds,
+//! so rotating addresses inside it does not reset the limit.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use parking_lot::RwLock;
+
+use crate::error::{Error, Result};
+
+/// A rate as operators write it: `50/s`, `3000/min`, `10/h`, optionally with a burst
+/// (`50/s burst 200`). Without one, the burst is the count: a full period's worth at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: NonZeroU32,
+    pub per: Duration,
+    pub burst: NonZeroU32,
+}
+
+impl Rate {
+    pub fn per_second(count: NonZeroU32) -> Rate {
+        Rate {
+            count,
+            per: Duration::from_secs(1),
+            burst: count,
+        }
+    }
+
+    fn quota(&self) -> Quota {
+        let replenish = self.per / self.count.get();
+        Quota::with_period(replenish.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(self.count))
+            .allow_burst(self.burst)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.per.as_secs() {
+            1 => "s",
+            60 => "min",
+            3600 => "h",
+            _ => "d",
+        };
+        write!(f, "{}/{unit}", self.count)?;
+        if self.burst != self.count {
+            write!(f, " burst {}", self.burst)?;
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for Rate {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Rate> {
+        let bad = || {
+            Error::InvalidRequest(format!(
+                "rate {s:?}: expected COUNT/UNIT (s, min, h, d), e.g. 50/s or 50/s burst 200"
+            ))
+        };
+        let mut words = s.split_whitespace();
+        let head = words.next().ok_or_else(bad)?;
+        let burst = match (words.next(), words.next(), words.next()) {
+            (None, _, _) => None,
+            (Some("burst"), Some(n), None) => Some(n.parse::<NonZeroU32>().map_err(|_| bad())?),
+            _ => return Err(bad()),
+        };
+        let (count, unit) = head.split_once('/').ok_or_else(bad)?;
+        let count = count.trim().parse::<NonZeroU32>().map_err(|_| bad())?;
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "m" | "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            "d" | "day" => Duration::from_secs(86_400),
+            _ => return Err(bad()),
+        };
+        Ok(Rate {
+            count,
+            per,
+            burst: burst.unwrap_or(count),
+        })
+    }
+}
+
+/// Which limiter refused, and when the caller may try again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub limiter: &'static str,
+    pub retry_after: Duration,
+}
+
+impl Refusal {
+    /// Whole seconds for `Retry-After`, rounded up and never 0 (0 invites an immediate retry).
+    pub fn retry_after_secs(&self) -> u64 {
+        let d = self.retry_after;
+        (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+    }
+
+    pub fn into_error(self) -> Error {
+        Error::RateLimited {
+            limiter: self.limiter,
+            retry_after_secs: self.retry_after_secs(),
+        }
+    }
+}
+
+/// The key a client IP is limited under: the address itself for IPv4, its /64 for IPv6.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+        },
+    }
+}
+
+#[derive(Debug)]
+struct AppLimiter {
+    rate: Rate,
+    limiter: DefaultDirectRateLimiter,
+}
+
+/// Rates the limiters start with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub ip: Rate,
+    pub wallet: Rate,
+    /// For apps created without `--rate` (and the development default app).
+    pub app_default: Rate,
+}
+
+/// Every limiter of one process. Limits are per process: with N replicas behind a balancer a
+/// client gets up to N times the rate, which operators size for.
+pub struct Limits {
+    settings: LimitSettings,
+    clock: DefaultClock,
+    ip: DefaultKeyedRateLimiter<IpAddr>,
+    wallet: DefaultKeyedRateLimiter<[u8; 20]>,
+    apps: RwLock<HashMap<String, Arc<AppLimiter>>>,
+}
+
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limits")
+            .field("settings", &self.settings)
+            .field("ip_keys", &self.ip.len())
+            .field("wallet_keys", &self.wallet.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Limits {
+    pub fn new(settings: LimitSettings) -> Limits {
+        Limits {
+            settings,
+            clock: DefaultClock::default(),
+            ip: RateLimiter::keyed(settings.ip.quota()),
+            wallet: RateLimiter::keyed(settings.wallet.quota()),
+            apps: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> LimitSettings {
+        self.settings
+    }
+
+    fn refusal(
+        &self,
+        limiter: &'static str,
+        not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>,
+    ) -> Refusal {
+        Refusal {
+            limiter,
+            retry_after: not_until.wait_time_from(self.clock.now()),
+        }
+    }
+
+    /// The first limiter: before authentication, so floods of bad keys are cut here too.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Refusal> {
+        self.ip
+            .check_key(&ip_key(ip))
+            .map_err(|n| self.refusal("ip", &n))
+    }
+
+    /// Per app, at the app's own rate (`None`: the configured default). A changed rate takes
+    /// effect with a fresh bucket the first time the app is seen with it.
+    pub fn check_app(&self, app_id: &str, rate: Option<Rate>) -> Result<(), Refusal> {
+        let rate = rate.unwrap_or(self.settings.app_default);
+        let existing = self.apps.read().get(app_id).cloned();
+        let limiter = match existing {
+            Some(l) if l.rate == rate => l,
+            _ => {
+                let fresh = Arc::new(AppLimiter {
+                    rate,
+                    limiter: RateLimiter::direct(rate.quota()),
+                });
+                let mut apps = self.apps.write();
+                let entry = apps
+                    .entry(app_id.to_owned())
+                    .or_insert_with(|| fresh.clone());
+                if entry.rate != rate {
+                    *entry = fresh;
+                }
+                entry.clone()
+            }
+        };
+        limiter.limiter.check().map_err(|n| self.refusal("app", &n))
+    }
+
+    /// Per wallet address, before any decoding.
+    pub fn check_wallet(&self, wallet: [u8; 20]) -> Result<(), Refusal> {
+        self.wallet
+            .check_key(&wallet)
+            .map_err(|n| self.refusal("wallet", &n))
+    }
+
+    /// Forgets every key whose bucket has refilled, and gives the memory back.
+    pub fn sweep(&self) {
+        self.ip.retain_recent();
+        self.ip.shrink_to_fit();
+        self.wallet.retain_recent();
+        self.wallet.shrink_to_fit();
+    }
+
+    /// Keys currently held by the keyed limiters (IP, wallet).
+    pub fn tracked_keys(&self) -> (usize, usize) {
+        (self.ip.len(), self.wallet.len())
+    }
+
+    /// Sweeps every `every` for as long as the limits are alive.
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(limits) = weak.upgrade() else { break };
+                limits.sweep();
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn rate(s: &str) -> Rate {
+        s.parse().unwrap()
+    }
+
+    fn limits(ip: &str, wallet: &str, app: &str) -> Limits {
+        Limits::new(LimitSettings {
+            ip: rate(ip),
+            wallet: rate(wallet),
+            app_default: rate(app),
+        })
+    }
+
+    #[test]
+    fn rates_parse_and_print() {
+        assert_eq!(rate("50/s").to_string(), "50/s");
+        assert_eq!(rate("3000/min").per, Duration::from_secs(60));
+        assert_eq!(rate("10/h burst 2").to_string(), "10/h burst 2");
+        assert_eq!(rate(" 5/sec ").count.get(), 5);
+        for bad in [
+            "",
+            "50",
+            "0/s",
+            "-1/s",
+            "5/fortnight",
+            "5/s burst",
+            "5/s burst 0",
+            "5/s x 2",
+        ] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn ip_limit_refuses_past_the_burst_with_a_retry_after() {
+        let l = limits("3/min", "100/s", "100/s");
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        for _ in 0..3 {
+            assert!(l.check_ip(ip).is_ok());
+        }
+        let refused = l.check_ip(ip).unwrap_err();
+        assert_eq!(refused.limiter, "ip");
+        // One cell every 20 s.
+        assert!(
+            (15..=20).contains(&refused.retry_after_secs()),
+            "{refused:?}"
+        );
+        // Another address has its own bucket.
+        assert!(l.check_ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))).is_ok());
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_slash_64_share_a_bucket() {
+        let l = limits("2/min", "100/s", "100/s");
+        let a: Ipv6Addr = "2001:db8:1:2::1".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: Ipv6Addr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(l.check_ip(a.into()).is_ok());
+        assert!(l.check_ip(b.into()).is_ok());
+        assert!(l.check_ip(a.into()).is_err());
+        assert!(l.check_ip(other.into()).is_ok());
+        let mapped: Ipv6Addr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(
+            ip_key(mapped.into()),
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))
+        );
+    }
+
+    #[test]
+    fn each_app_has_its_own_rate_and_a_change_takes_effect() {
+        let l = limits("100/s", "100/s", "1/min");
+        assert!(l.check_app("app_a", None).is_ok());
+        assert_eq!(l.check_app("app_a", None).unwrap_err().limiter, "app");
+        // Another app is not affected; an app with its own rate gets it.
+        assert!(l.check_app("app_b", Some(rate("2/min"))).is_ok());
+        assert!(l.check_app("app_b", Some(rate("2/min"))).is_ok());
+        assert!(l.check_app("app_b", Some(rate("2/min"))).is_err());
+        // Raising app_a's rate gives it a fresh bucket at the new rate.
+        assert!(l.check_app("app_a", Some(rate("5/min"))).is_ok());
+    }
+
+    #[test]
+    fn wallets_are_limited_separately() {
+        let l = limits("100/s", "1/min", "100/s");
+        assert!(l.check_wallet([1; 20]).is_ok());
+        assert_eq!(l.check_wallet([1; 20]).unwrap_err().limiter, "wallet");
+        assert!(l.check_wallet([2; 20]).is_ok());
+    }
+
+    #[test]
+    fn sweeping_forgets_refilled_keys_and_keeps_busy_ones() {
+        // 1,000 per second: a used bucket is refilled within a millisecond or so.
+        let l = limits("1000/s", "1/h", "100/s");
+        for i in 0..20_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+            assert!(l.check_ip(ip).is_ok());
+        }
+        assert!(l.check_wallet([7; 20]).is_ok());
+        assert_eq!(l.tracked_keys(), (20_000, 1));
+        std::thread::sleep(Duration::from_millis(50));
+        l.sweep();
+        // Every IP bucket refilled; the wallet's (one cell per hour) did not, so it stays and
+        // its limit still holds.
+        assert_eq!(l.tracked_keys(), (0, 1));
+        assert!(l.check_wallet([7; 20]).is_err());
+    }
+}
