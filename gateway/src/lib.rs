@@ -18,5 +18,6 @@ pub mod records;
 pub mod request;
 pub mod secret_file;
 pub mod server;
+pub mod tls;
 
 pub use error::{Error, Result};
