@@ -21,9 +21,13 @@ fn bench(c: &mut Criterion) {
     let (_, key) = rt
         .block_on(identity::create_app(
             &store,
-            "bench",
-            &["sign".to_owned()],
-            &[],
+            identity::Auditor::Store(&store),
+            &identity::Actor::cli(),
+            &identity::NewApp {
+                name: "bench".to_owned(),
+                grants: vec!["sign".to_owned()],
+                ..identity::NewApp::default()
+            },
             now,
         ))
         .unwrap();

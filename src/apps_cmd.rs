@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use parapet_gateway::audit::{Store, StoreOptions};
 use parapet_gateway::config::Config;
-use parapet_gateway::identity::{self, Change, StoredApp};
+use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
+use parapet_gateway::limits::{Rate, parse_duration};
+use parapet_gateway::records::AppLimits;
 
 #[derive(Subcommand)]
 pub enum AppsCommand {
@@ -22,6 +24,16 @@ pub enum AppsCommand {
         /// Comma-separated `Parapet::AppGroup` ids.
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+        /// Requests per unit, e.g. 50/s, 3000/min, or 50/s burst 200 (default: the gateway's
+        /// app_rate).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<Rate>,
+        /// Absolute lifetime of the user sessions this app holds, e.g. 12h.
+        #[arg(long, value_parser = duration, default_value = "12h")]
+        session_ttl: std::time::Duration,
+        /// How long such a session may sit unused, e.g. 30m.
+        #[arg(long, value_parser = duration, default_value = "30m")]
+        session_idle: std::time::Duration,
         /// Print exactly one JSON object: {app_id, api_key}.
         #[arg(long)]
         json: bool,
@@ -31,7 +43,8 @@ pub enum AppsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Replace an app's name, grants or groups (running gateways follow within a second).
+    /// Replace an app's name, grants, groups, rate or session limits (running gateways follow
+    /// within a second).
     Update {
         id: String,
         #[arg(long)]
@@ -42,6 +55,13 @@ pub enum AppsCommand {
         /// Comma-separated group ids (replaces the current set; pass "" for none).
         #[arg(long, value_delimiter = ',')]
         groups: Option<Vec<String>>,
+        /// e.g. 50/s; `default` returns the app to the gateway's app_rate.
+        #[arg(long, value_parser = parse_rate_or_default)]
+        rate: Option<RateSetting>,
+        #[arg(long, value_parser = duration)]
+        session_ttl: Option<std::time::Duration>,
+        #[arg(long, value_parser = duration)]
+        session_idle: Option<std::time::Duration>,
         #[arg(long)]
         json: bool,
     },
@@ -49,7 +69,7 @@ pub enum AppsCommand {
     Rotate {
         id: String,
         /// How long the old key keeps working: e.g. 30s, 15m, 24h, 7d; 0 ends it now.
-        #[arg(long, default_value = "24h", value_parser = parse_overlap)]
+        #[arg(long, default_value = "24h", value_parser = duration)]
         overlap: std::time::Duration,
         /// Print exactly one JSON object: {app_id, api_key, previous_key_expires_at}.
         #[arg(long)]
@@ -86,6 +106,26 @@ pub fn run(command: AppsCommand, config: &Config) -> Result<ExitCode> {
     })
 }
 
+/// `--rate` on update: a rate, or back to the default.
+#[derive(Debug, Clone, Copy)]
+pub struct RateSetting(Option<Rate>);
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    s.parse().map_err(|e: parapet_gateway::Error| e.to_string())
+}
+
+fn parse_rate_or_default(s: &str) -> Result<RateSetting, String> {
+    if s == "default" {
+        Ok(RateSetting(None))
+    } else {
+        parse_rate(s).map(|r| RateSetting(Some(r)))
+    }
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
 fn app_line(app: &StoredApp) -> String {
     let state = if app.revoked {
         "revoked"
@@ -95,11 +135,16 @@ fn app_line(app: &StoredApp) -> String {
         "active"
     };
     format!(
-        "{}  {}  grants={}  groups={}  {}  created {}",
+        "{}  {}  grants={}  groups={}  rate={}  session={}s/{}s idle  {}  created {}",
         app.id,
         app.name,
         app.grants.join(","),
         app.groups.join(","),
+        app.limits
+            .rate
+            .map_or_else(|| "default".to_owned(), |r| r.to_string()),
+        app.limits.session_ttl.as_secs(),
+        app.limits.session_idle.as_secs(),
         state,
         app.created_at
     )
@@ -111,13 +156,26 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             name,
             grants,
             groups,
+            rate,
+            session_ttl,
+            session_idle,
             json,
         } => {
+            let new = NewApp {
+                name,
+                grants,
+                groups,
+                limits: AppLimits {
+                    rate,
+                    session_ttl,
+                    session_idle,
+                },
+            };
             let (app, key) = identity::create_app(
                 store,
-                &name,
-                &grants,
-                &groups,
+                Auditor::Store(store),
+                &Actor::cli(),
+                &new,
                 time::OffsetDateTime::now_utc(),
             )
             .await?;
@@ -145,32 +203,48 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             name,
             grants,
             groups,
+            rate,
+            session_ttl,
+            session_idle,
             json,
         } => {
-            let groups =
-                groups.map(|g| g.into_iter().filter(|x| !x.is_empty()).collect::<Vec<_>>());
+            let update = AppUpdate {
+                name,
+                grants,
+                groups: groups.map(|g| g.into_iter().filter(|x| !x.is_empty()).collect()),
+                rate: rate.map(|r| r.0),
+                session_ttl,
+                session_idle,
+            };
             let updated = identity::update_app(
                 store,
+                Auditor::Store(store),
+                &Actor::cli(),
                 &id,
-                name.as_deref(),
-                grants.as_deref(),
-                groups.as_deref(),
+                &update,
+                time::OffsetDateTime::now_utc(),
             )
             .await;
             return report(updated, &id, json);
         }
         AppsCommand::Rotate { id, overlap, json } => {
-            let (app, key, expires) =
-                match identity::rotate_key(store, &id, overlap, time::OffsetDateTime::now_utc())
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(parapet_gateway::error::Error::NotFound) => {
-                        eprintln!("parapet: no app {id}");
-                        return Ok(ExitCode::from(1));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+            let (app, key, expires) = match identity::rotate_key(
+                store,
+                Auditor::Store(store),
+                &Actor::cli(),
+                &id,
+                overlap,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(parapet_gateway::error::Error::NotFound) => {
+                    eprintln!("parapet: no app {id}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.into()),
+            };
             if json {
                 println!(
                     "{}",
@@ -198,7 +272,16 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
 }
 
 async fn change(store: &Store, id: &str, change: Change, json: bool) -> Result<ExitCode> {
-    report(identity::change_app(store, id, change).await, id, json)
+    let changed = identity::change_app(
+        store,
+        Auditor::Store(store),
+        &Actor::cli(),
+        id,
+        change,
+        time::OffsetDateTime::now_utc(),
+    )
+    .await;
+    report(changed, id, json)
 }
 
 fn report(
@@ -221,25 +304,4 @@ fn report(
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// `30s`, `15m`, `24h`, `7d` or `0`.
-fn parse_overlap(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    if s == "0" {
-        return Ok(std::time::Duration::ZERO);
-    }
-    let (num, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?}: use a number with s, m, h or d"))?;
-    let secs = match unit {
-        "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        _ => None,
-    }
-    .ok_or_else(|| format!("{s:?}: use a number with s, m, h or d"))?;
-    Ok(std::time::Duration::from_secs(secs))
 }

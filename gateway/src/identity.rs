@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use subtle::ConstantTimeEq;
 
-use crate::audit::Store;
-use crate::audit::event::format_time;
+use crate::audit::event::{AuditEvent, EventKind, format_time};
+use crate::audit::{AuditLog, Store};
 use crate::error::{Error, Result};
-use crate::records::AppRecord;
+use crate::limits::Rate;
+use crate::records::{AppLimits, AppRecord};
 
 /// The grants an app key can carry.
 pub const GRANTS: &[&str] = &["sign", "audit:read", "admin"];
@@ -70,7 +71,7 @@ pub fn new_api_key() -> String {
 }
 
 /// An app as stored, for listing (never the key or its hash).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredApp {
     pub id: String,
     pub name: String,
@@ -79,6 +80,7 @@ pub struct StoredApp {
     pub frozen: bool,
     pub revoked: bool,
     pub created_at: String,
+    pub limits: AppLimits,
 }
 
 impl StoredApp {
@@ -93,6 +95,9 @@ impl StoredApp {
             "frozen": self.frozen,
             "revoked": self.revoked,
             "created_at": self.created_at,
+            "rate": self.limits.rate.map(|r| r.to_string()),
+            "session_ttl_secs": self.limits.session_ttl.as_secs(),
+            "session_idle_secs": self.limits.session_idle.as_secs(),
         })
     }
 
@@ -103,6 +108,7 @@ impl StoredApp {
             grants: self.grants.clone(),
             frozen: self.frozen,
             groups: self.groups.clone(),
+            limits: self.limits,
         }
     }
 }
@@ -155,7 +161,20 @@ fn row_to_app(r: &impl RowLike) -> std::result::Result<StoredApp, sqlx::Error> {
         frozen: r.flag("frozen")?,
         revoked: r.flag("revoked")?,
         created_at: r.text("created_at")?,
+        limits: AppLimits {
+            rate: r.opt_text("rate")?.and_then(|t| t.parse::<Rate>().ok()),
+            session_ttl: secs(r.int("session_ttl_secs")?),
+            session_idle: secs(r.int("session_idle_secs")?),
+        },
     })
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(u64::try_from(n).unwrap_or(0))
+}
+
+fn secs_i64(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 
 /// The few column reads shared by both databases' rows.
@@ -163,6 +182,8 @@ trait RowLike {
     fn text(&self, col: &str) -> std::result::Result<String, sqlx::Error>;
     fn flag(&self, col: &str) -> std::result::Result<bool, sqlx::Error>;
     fn bytes(&self, col: &str) -> std::result::Result<Vec<u8>, sqlx::Error>;
+    fn opt_text(&self, col: &str) -> std::result::Result<Option<String>, sqlx::Error>;
+    fn int(&self, col: &str) -> std::result::Result<i64, sqlx::Error>;
 }
 
 macro_rules! row_like {
@@ -175,6 +196,12 @@ macro_rules! row_like {
                 self.try_get(col)
             }
             fn bytes(&self, col: &str) -> std::result::Result<Vec<u8>, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn opt_text(&self, col: &str) -> std::result::Result<Option<String>, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn int(&self, col: &str) -> std::result::Result<i64, sqlx::Error> {
                 self.try_get(col)
             }
         }
@@ -195,32 +222,117 @@ macro_rules! with_pool {
 /// The columns every app read selects (a macro so that statements stay `&'static str`).
 macro_rules! app_columns {
     () => {
-        "id, name, grants, app_groups, frozen, revoked, created_at"
+        "id, name, grants, app_groups, frozen, revoked, created_at, rate, session_ttl_secs, session_idle_secs"
     };
+}
+
+/// Where an operator's change is recorded before it is made: the running gateway's audit
+/// writer, or the store directly (the CLI, which has no writer of its own). Either way the
+/// event joins the one hash chain.
+#[derive(Debug, Clone, Copy)]
+pub enum Auditor<'a> {
+    Log(&'a AuditLog),
+    Store(&'a Store),
+}
+
+impl Auditor<'_> {
+    async fn record(&self, event: AuditEvent) -> Result<()> {
+        match self {
+            Auditor::Log(log) => log.append(event).await.map(|_| ()),
+            Auditor::Store(store) => store
+                .append_batch(std::slice::from_ref(&event))
+                .await
+                .map(|_| ())
+                .map_err(|error| {
+                    tracing::warn!(%error, "recording an operator change failed");
+                    Error::AuditUnavailable
+                }),
+        }
+    }
+}
+
+/// Who made an operator change, as the audit log names them: `cli:<os user>` or the admin
+/// app's id, with the request it came in.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub who: String,
+    pub request_id: String,
+}
+
+impl Actor {
+    /// The operator at the gateway host's command line.
+    pub fn cli() -> Actor {
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+        Actor {
+            who: format!("cli:{user}"),
+            request_id: uuid::Uuid::now_v7().to_string(),
+        }
+    }
+}
+
+/// The audit event for one operator change, committed before the change is made: a change
+/// that cannot be recorded is not made. `detail` is an allowlist the callers build; it never
+/// holds a key.
+fn admin_event(
+    actor: &Actor,
+    action: &str,
+    app: &StoredApp,
+    detail: serde_json::Value,
+    now: time::OffsetDateTime,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Admin, now, actor.request_id.clone());
+    e.app = Some(app.id.clone());
+    e.action = Some(action.to_owned());
+    e.request = Some(serde_json::json!({
+        "actor": actor.who,
+        "app": app.to_json(),
+        "detail": detail,
+    }));
+    e
+}
+
+/// An app to be created.
+#[derive(Debug, Clone, Default)]
+pub struct NewApp {
+    pub name: String,
+    pub grants: Vec<String>,
+    pub groups: Vec<String>,
+    pub limits: AppLimits,
 }
 
 /// Creates an app and returns it with its key — the only time the key exists in clear.
 pub async fn create_app(
     store: &Store,
-    name: &str,
-    grants: &[String],
-    groups: &[String],
+    auditor: Auditor<'_>,
+    actor: &Actor,
+    new: &NewApp,
     now: time::OffsetDateTime,
 ) -> Result<(StoredApp, String)> {
-    validate(name, grants, groups)?;
+    validate(&new.name, &new.grants, &new.groups)?;
+    new.limits.validate()?;
     let app = StoredApp {
         id: new_app_id(),
-        name: name.trim().to_owned(),
-        grants: grants.to_vec(),
-        groups: groups.to_vec(),
+        name: new.name.trim().to_owned(),
+        grants: new.grants.clone(),
+        groups: new.groups.clone(),
         frozen: false,
         revoked: false,
         created_at: format_time(now),
+        limits: new.limits,
     };
     let key = new_api_key();
     let hash = key_hash(&key);
+    auditor
+        .record(admin_event(
+            actor,
+            "app.create",
+            &app,
+            serde_json::Value::Null,
+            now,
+        ))
+        .await?;
     with_pool!(store, pool => {
-        sqlx::query("INSERT INTO apps (id, name, grants, app_groups, frozen, revoked, key_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+        sqlx::query("INSERT INTO apps (id, name, grants, app_groups, frozen, revoked, key_hash, created_at, rate, session_ttl_secs, session_idle_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
             .bind(app.id.as_str())
             .bind(app.name.as_str())
             .bind(app.grants.join(","))
@@ -229,6 +341,9 @@ pub async fn create_app(
             .bind(false)
             .bind(hash.as_slice())
             .bind(app.created_at.as_str())
+            .bind(app.limits.rate.map(|r| r.to_string()))
+            .bind(secs_i64(app.limits.session_ttl))
+            .bind(secs_i64(app.limits.session_idle))
             .execute(pool)
             .await
             .map_err(db("creating an app"))?;
@@ -249,6 +364,16 @@ pub async fn list_apps(store: &Store) -> Result<Vec<StoredApp>> {
     })
 }
 
+/// One app; `NotFound` when no such app exists.
+pub async fn get_app(store: &Store, id: &str) -> Result<StoredApp> {
+    const SELECT: &str = concat!("SELECT ", app_columns!(), " FROM apps WHERE id = $1");
+    with_pool!(store, pool => {
+        let row = sqlx::query(SELECT).bind(id).fetch_optional(pool).await.map_err(db("reading an app"))?;
+        let Some(row) = row else { return Err(Error::NotFound) };
+        row_to_app(&row).map_err(db("reading an app"))
+    })
+}
+
 /// What can be changed on an existing app from the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -258,61 +383,120 @@ pub enum Change {
     Revoke,
 }
 
+impl Change {
+    fn action(self) -> &'static str {
+        match self {
+            Change::Freeze => "app.freeze",
+            Change::Unfreeze => "app.unfreeze",
+            Change::Revoke => "app.revoke",
+        }
+    }
+}
+
 /// Applies `change`; `NotFound` when no such app exists.
-pub async fn change_app(store: &Store, id: &str, change: Change) -> Result<StoredApp> {
+pub async fn change_app(
+    store: &Store,
+    auditor: Auditor<'_>,
+    actor: &Actor,
+    id: &str,
+    change: Change,
+    now: time::OffsetDateTime,
+) -> Result<StoredApp> {
+    let mut app = get_app(store, id).await?;
+    match change {
+        Change::Freeze => app.frozen = true,
+        Change::Unfreeze => app.frozen = false,
+        Change::Revoke => app.revoked = true,
+    }
+    auditor
+        .record(admin_event(
+            actor,
+            change.action(),
+            &app,
+            serde_json::Value::Null,
+            now,
+        ))
+        .await?;
     let sql = match change {
         Change::Freeze => "UPDATE apps SET frozen = TRUE WHERE id = $1",
         Change::Unfreeze => "UPDATE apps SET frozen = FALSE WHERE id = $1",
         Change::Revoke => "UPDATE apps SET revoked = TRUE WHERE id = $1",
     };
-    const SELECT: &str = concat!("SELECT ", app_columns!(), " FROM apps WHERE id = $1");
     with_pool!(store, pool => {
-        let done = sqlx::query(sql).bind(id).execute(pool).await.map_err(db("changing an app"))?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        let row = sqlx::query(SELECT).bind(id).fetch_one(pool).await.map_err(db("reading an app"))?;
-        row_to_app(&row).map_err(db("reading an app"))
-    })
+        sqlx::query(sql).bind(id).execute(pool).await.map_err(db("changing an app"))?;
+    });
+    get_app(store, id).await
 }
 
-/// Replaces an app's name, grants and/or groups (each only when given); `NotFound` when no such
-/// app exists.
+/// The fields of an app an operator may replace; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct AppUpdate {
+    pub name: Option<String>,
+    pub grants: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    /// `Some(None)` returns the app to the gateway's default rate.
+    pub rate: Option<Option<Rate>>,
+    pub session_ttl: Option<Duration>,
+    pub session_idle: Option<Duration>,
+}
+
+/// Replaces the given fields of an app; `NotFound` when no such app exists.
 pub async fn update_app(
     store: &Store,
+    auditor: Auditor<'_>,
+    actor: &Actor,
     id: &str,
-    name: Option<&str>,
-    grants: Option<&[String]>,
-    groups: Option<&[String]>,
+    update: &AppUpdate,
+    now: time::OffsetDateTime,
 ) -> Result<StoredApp> {
-    const SELECT: &str = concat!("SELECT ", app_columns!(), " FROM apps WHERE id = $1");
-    let current = with_pool!(store, pool => {
-        let row = sqlx::query(SELECT).bind(id).fetch_optional(pool).await.map_err(db("reading an app"))?;
-        let Some(row) = row else { return Err(Error::NotFound) };
-        row_to_app(&row).map_err(db("reading an app"))?
-    });
-    let name = name.unwrap_or(&current.name).trim().to_owned();
-    let grants = grants.map_or(current.grants, <[String]>::to_vec);
-    let groups = groups.map_or(current.groups, <[String]>::to_vec);
-    validate(&name, &grants, &groups)?;
+    let current = get_app(store, id).await?;
+    let mut app = current.clone();
+    if let Some(name) = &update.name {
+        app.name = name.trim().to_owned();
+    }
+    if let Some(grants) = &update.grants {
+        app.grants.clone_from(grants);
+    }
+    if let Some(groups) = &update.groups {
+        app.groups.clone_from(groups);
+    }
+    if let Some(rate) = update.rate {
+        app.limits.rate = rate;
+    }
+    if let Some(ttl) = update.session_ttl {
+        app.limits.session_ttl = ttl;
+    }
+    if let Some(idle) = update.session_idle {
+        app.limits.session_idle = idle;
+    }
+    validate(&app.name, &app.grants, &app.groups)?;
+    app.limits.validate()?;
+    let detail = serde_json::json!({ "before": current.to_json() });
+    auditor
+        .record(admin_event(actor, "app.update", &app, detail, now))
+        .await?;
     with_pool!(store, pool => {
-        sqlx::query("UPDATE apps SET name = $2, grants = $3, app_groups = $4 WHERE id = $1")
+        sqlx::query("UPDATE apps SET name = $2, grants = $3, app_groups = $4, rate = $5, session_ttl_secs = $6, session_idle_secs = $7 WHERE id = $1")
             .bind(id)
-            .bind(name.as_str())
-            .bind(grants.join(","))
-            .bind(groups.join(","))
+            .bind(app.name.as_str())
+            .bind(app.grants.join(","))
+            .bind(app.groups.join(","))
+            .bind(app.limits.rate.map(|r| r.to_string()))
+            .bind(secs_i64(app.limits.session_ttl))
+            .bind(secs_i64(app.limits.session_idle))
             .execute(pool)
             .await
             .map_err(db("updating an app"))?;
-        let row = sqlx::query(SELECT).bind(id).fetch_one(pool).await.map_err(db("reading an app"))?;
-        row_to_app(&row).map_err(db("reading an app"))
-    })
+    });
+    get_app(store, id).await
 }
 
 /// Gives the app a new key and returns it; the old key keeps working until `now + overlap`
 /// (not at all when `overlap` is zero). Revoked apps cannot be rotated back into use.
 pub async fn rotate_key(
     store: &Store,
+    auditor: Auditor<'_>,
+    actor: &Actor,
     id: &str,
     overlap: Duration,
     now: time::OffsetDateTime,
@@ -322,17 +506,25 @@ pub async fn rotate_key(
         app_columns!(),
         ", key_hash FROM apps WHERE id = $1"
     );
+    let current = get_app(store, id).await?;
+    if current.revoked {
+        return Err(Error::InvalidRequest(format!("app {id} is revoked")));
+    }
     let key = new_api_key();
     let hash = key_hash(&key);
     let expires = format_time(now + overlap);
+    let detail = serde_json::json!({
+        "overlap_secs": overlap.as_secs(),
+        "previous_key_expires_at": expires,
+    });
+    auditor
+        .record(admin_event(actor, "app.rotate_key", &current, detail, now))
+        .await?;
     let app = with_pool!(store, pool => {
         let mut tx = pool.begin().await.map_err(db("rotating a key"))?;
         let row = sqlx::query(SELECT).bind(id).fetch_optional(&mut *tx).await.map_err(db("rotating a key"))?;
         let Some(row) = row else { return Err(Error::NotFound) };
         let app = row_to_app(&row).map_err(db("rotating a key"))?;
-        if app.revoked {
-            return Err(Error::InvalidRequest(format!("app {id} is revoked")));
-        }
         let old = row.bytes("key_hash").map_err(db("rotating a key"))?;
         if !overlap.is_zero() {
             sqlx::query("INSERT INTO api_key_grace (key_hash, app_id, expires_at) VALUES ($1, $2, $3)")
@@ -466,8 +658,15 @@ impl Identity {
 
     /// Changes an app and forgets every cached lookup, so that this process sees the change at
     /// once (other processes within [`CACHE_TTL`]).
-    pub async fn change(&self, id: &str, change: Change) -> Result<StoredApp> {
-        let app = change_app(&self.store, id, change).await?;
+    pub async fn change(
+        &self,
+        auditor: Auditor<'_>,
+        actor: &Actor,
+        id: &str,
+        change: Change,
+        now: time::OffsetDateTime,
+    ) -> Result<StoredApp> {
+        let app = change_app(&self.store, auditor, actor, id, change, now).await?;
         self.invalidate();
         Ok(app)
     }
@@ -475,11 +674,13 @@ impl Identity {
     /// [`rotate_key`], then forgets every cached lookup (see [`Identity::change`]).
     pub async fn rotate(
         &self,
+        auditor: Auditor<'_>,
+        actor: &Actor,
         id: &str,
         overlap: Duration,
         now: time::OffsetDateTime,
     ) -> Result<(StoredApp, String, String)> {
-        let rotated = rotate_key(&self.store, id, overlap, now).await?;
+        let rotated = rotate_key(&self.store, auditor, actor, id, overlap, now).await?;
         self.invalidate();
         Ok(rotated)
     }
@@ -487,12 +688,13 @@ impl Identity {
     /// [`update_app`], then forgets every cached lookup (see [`Identity::change`]).
     pub async fn update(
         &self,
+        auditor: Auditor<'_>,
+        actor: &Actor,
         id: &str,
-        name: Option<&str>,
-        grants: Option<&[String]>,
-        groups: Option<&[String]>,
+        update: &AppUpdate,
+        now: time::OffsetDateTime,
     ) -> Result<StoredApp> {
-        let app = update_app(&self.store, id, name, grants, groups).await?;
+        let app = update_app(&self.store, auditor, actor, id, update, now).await?;
         self.invalidate();
         Ok(app)
     }

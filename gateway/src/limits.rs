@@ -96,6 +96,26 @@ impl FromStr for Rate {
     }
 }
 
+/// A duration as operators write it: `30s`, `15m`, `12h`, `7d`, or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let bad = || Error::InvalidRequest(format!("{s:?}: use a number with s, m, h or d"));
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .ok_or_else(bad)?;
+    Ok(Duration::from_secs(secs))
+}
+
 /// Which limiter refused, and when the caller may try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
@@ -275,6 +295,16 @@ mod tests {
             wallet: rate(wallet),
             app_default: rate(app),
         })
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("12h").unwrap(), Duration::from_secs(43_200));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1_800));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "h", "12", "12x", "-1h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

@@ -2,8 +2,56 @@
 //! wallet stores exist these come from configuration (the `default` app) and the request (dry
 //! runs), but the policy stage already takes them as records so nothing changes when they do.
 
+use std::time::Duration;
+
 use alloy::primitives::Address;
 use uuid::Uuid;
+
+use crate::limits::Rate;
+
+/// What an app is held to beyond its grants: its request rate and how long the user sessions
+/// it holds may live (absolute) and sit unused (idle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppLimits {
+    /// `None`: the gateway's configured default app rate.
+    pub rate: Option<Rate>,
+    pub session_ttl: Duration,
+    pub session_idle: Duration,
+}
+
+impl AppLimits {
+    pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+    pub const DEFAULT_SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
+    /// Longest absolute session an operator may configure.
+    pub const MAX_SESSION_TTL: Duration = Duration::from_secs(90 * 86_400);
+
+    /// Refuses limits that cannot work: an idle limit longer than the absolute one, a session
+    /// shorter than a minute or longer than [`Self::MAX_SESSION_TTL`].
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let min = Duration::from_secs(60);
+        if self.session_ttl < min || self.session_ttl > Self::MAX_SESSION_TTL {
+            return Err(crate::error::Error::InvalidRequest(
+                "session_ttl must be between 1 minute and 90 days".to_owned(),
+            ));
+        }
+        if self.session_idle < min || self.session_idle > self.session_ttl {
+            return Err(crate::error::Error::InvalidRequest(
+                "session_idle must be at least 1 minute and at most session_ttl".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        AppLimits {
+            rate: None,
+            session_ttl: Self::DEFAULT_SESSION_TTL,
+            session_idle: Self::DEFAULT_SESSION_IDLE,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppRecord {
@@ -15,6 +63,7 @@ pub struct AppRecord {
     pub frozen: bool,
     /// `Parapet::AppGroup` ids the app is a member of.
     pub groups: Vec<String>,
+    pub limits: AppLimits,
 }
 
 impl AppRecord {
@@ -30,6 +79,7 @@ impl AppRecord {
             ],
             frozen: false,
             groups: Vec::new(),
+            limits: AppLimits::default(),
         }
     }
 }

@@ -23,10 +23,18 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Change};
+use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp};
 use serde_json::Value;
 use support::databases;
 use tower::ServiceExt;
+
+/// The operator the tests act as.
+fn op() -> Actor {
+    Actor {
+        who: "test-operator".to_owned(),
+        request_id: uuid::Uuid::now_v7().to_string(),
+    }
+}
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -68,11 +76,17 @@ async fn create(s: &AppState, name: &str, grants: &str, groups: &str) -> (String
             .map(str::to_owned)
             .collect()
     };
+    let new = NewApp {
+        name: name.to_owned(),
+        grants: list(grants),
+        groups: list(groups),
+        ..NewApp::default()
+    };
     let (app, key) = identity::create_app(
         s.audit.store(),
-        name,
-        &list(grants),
-        &list(groups),
+        Auditor::Log(&s.audit),
+        &op(),
+        &new,
         time::OffsetDateTime::now_utc(),
     )
     .await
@@ -160,10 +174,25 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
             assert_eq!(st, StatusCode::OK, "{body}");
         }
         s.identity
-            .change(&revoked_id, Change::Revoke)
+            .change(
+                Auditor::Log(&s.audit),
+                &op(),
+                &revoked_id,
+                Change::Revoke,
+                s.clock.now(),
+            )
             .await
             .unwrap();
-        s.identity.change(&frozen_id, Change::Freeze).await.unwrap();
+        s.identity
+            .change(
+                Auditor::Log(&s.audit),
+                &op(),
+                &frozen_id,
+                Change::Freeze,
+                s.clock.now(),
+            )
+            .await
+            .unwrap();
         let wrong = identity::new_api_key();
         let (target, _) = create(&s, "target", "sign", "").await;
         let mut forbidden = 0;
@@ -196,7 +225,13 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
         assert_eq!(st, StatusCode::OK, "{body}");
         // Unfreezing restores the app at once in this process.
         s.identity
-            .change(&frozen_id, Change::Unfreeze)
+            .change(
+                Auditor::Log(&s.audit),
+                &op(),
+                &frozen_id,
+                Change::Unfreeze,
+                s.clock.now(),
+            )
             .await
             .unwrap();
         let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&frozen))).await;
@@ -260,14 +295,16 @@ async fn audit_readers_see_their_own_app_and_the_principal_is_the_calling_app() 
             let (st, body) = call(&s, route_request("GET", &path, Some(&a_key))).await;
             assert_eq!(st, StatusCode::OK, "{body}");
             let evs = events(body);
-            assert_eq!(evs.len(), 1, "{path}: {evs:?}");
+            // Its own decision, and the operator's creation of it; nothing of other apps.
+            assert_eq!(evs.len(), 2, "{path}: {evs:?}");
             assert!(evs.iter().all(|e| e["app"] == a_id.as_str()), "{evs:?}");
+            assert_eq!(evs.iter().filter(|e| e["kind"] == "admin").count(), 1);
         }
         let path = format!("/v1/audit/events?app={b_id}");
         let (_, body) = call(&s, route_request("GET", &path, Some(&a_key))).await;
         assert!(events(body).iter().all(|e| e["app"] == a_id.as_str()));
         let (_, body) = call(&s, route_request("GET", &path, Some(&admin))).await;
-        assert_eq!(events(body).len(), 2);
+        assert_eq!(events(body).len(), 3);
         let (_, body) = call(
             &s,
             route_request("GET", "/v1/audit/events?kind=decision", Some(&admin)),
@@ -275,7 +312,11 @@ async fn audit_readers_see_their_own_app_and_the_principal_is_the_calling_app() 
         .await;
         assert_eq!(events(body).len(), 3);
         // A's decision was made with A's record as the Cedar principal.
-        let (_, body) = call(&s, route_request("GET", "/v1/audit/events", Some(&a_key))).await;
+        let (_, body) = call(
+            &s,
+            route_request("GET", "/v1/audit/events?kind=decision", Some(&a_key)),
+        )
+        .await;
         let ev = &events(body)[0];
         let cedar: Value = serde_json::from_str(ev["cedar_request"].as_str().unwrap()).unwrap();
         assert_eq!(
@@ -315,7 +356,16 @@ async fn revocation_and_freeze_reach_another_process_within_a_second() {
             (Change::Revoke, StatusCode::UNAUTHORIZED),
         ] {
             let started = Instant::now();
-            one.identity.change(&id, change).await.unwrap();
+            one.identity
+                .change(
+                    Auditor::Log(&one.audit),
+                    &op(),
+                    &id,
+                    change,
+                    one.clock.now(),
+                )
+                .await
+                .unwrap();
             let (st, _) = call(&one, route_request("POST", "/v1/authorize", Some(&key))).await;
             assert_eq!(st, want, "{change:?} in the changing process");
             loop {
@@ -367,13 +417,31 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
             .find(|a| a.name == "frozen")
             .unwrap()
             .id;
-        s.identity.change(&frozen_id, Change::Freeze).await.unwrap();
+        s.identity
+            .change(
+                Auditor::Log(&s.audit),
+                &op(),
+                &frozen_id,
+                Change::Freeze,
+                s.clock.now(),
+            )
+            .await
+            .unwrap();
         bodies.push(
             call(&s, route_request("POST", "/v1/authorize", Some(&frozen)))
                 .await
                 .1,
         );
-        s.identity.change(&id, Change::Revoke).await.unwrap();
+        s.identity
+            .change(
+                Auditor::Log(&s.audit),
+                &op(),
+                &id,
+                Change::Revoke,
+                s.clock.now(),
+            )
+            .await
+            .unwrap();
         bodies.push(
             call(&s, route_request("POST", "/v1/authorize", Some(&key)))
                 .await
@@ -388,8 +456,15 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
         assert_eq!(st, StatusCode::OK);
         assert!(export.lines().count() >= 5, "{export}");
         bodies.push(export);
-        let listed =
-            serde_json::to_string(&identity::list_apps(s.audit.store()).await.unwrap()).unwrap();
+        let listed = serde_json::to_string(
+            &identity::list_apps(s.audit.store())
+                .await
+                .unwrap()
+                .iter()
+                .map(identity::StoredApp::to_json)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
         bodies.push(listed);
         for secret in [&key, &admin, &signer, &wrong, &frozen] {
             let hex_hash = hex::encode(identity::key_hash(secret));
@@ -463,7 +538,18 @@ async fn updated_grants_and_groups_apply_to_the_next_request() {
         let groups = vec!["b".to_owned(), "c".to_owned()];
         let app = s
             .identity
-            .update(&id, Some("renamed"), Some(&grants), Some(&groups))
+            .update(
+                Auditor::Log(&s.audit),
+                &op(),
+                &id,
+                &AppUpdate {
+                    name: Some("renamed".to_owned()),
+                    grants: Some(grants.clone()),
+                    groups: Some(groups.clone()),
+                    ..AppUpdate::default()
+                },
+                s.clock.now(),
+            )
             .await
             .unwrap();
         assert_eq!((app.name.as_str(), app.groups.len()), ("renamed", 2));
@@ -478,27 +564,71 @@ async fn updated_grants_and_groups_apply_to_the_next_request() {
         let bad = vec!["sudo".to_owned()];
         assert!(
             s.identity
-                .update(&id, None, Some(&bad), None)
+                .update(
+                    Auditor::Log(&s.audit),
+                    &op(),
+                    &id,
+                    &AppUpdate {
+                        name: None,
+                        grants: Some(bad.clone()),
+                        groups: None,
+                        ..AppUpdate::default()
+                    },
+                    s.clock.now()
+                )
                 .await
                 .is_err()
         );
         let bad_group = vec!["has space".to_owned()];
         assert!(
             s.identity
-                .update(&id, None, None, Some(&bad_group))
+                .update(
+                    Auditor::Log(&s.audit),
+                    &op(),
+                    &id,
+                    &AppUpdate {
+                        name: None,
+                        grants: None,
+                        groups: Some(bad_group.clone()),
+                        ..AppUpdate::default()
+                    },
+                    s.clock.now()
+                )
                 .await
                 .is_err()
         );
         assert!(matches!(
             s.identity
-                .update("app_missing", Some("x"), None, None)
+                .update(
+                    Auditor::Log(&s.audit),
+                    &op(),
+                    "app_missing",
+                    &AppUpdate {
+                        name: Some("x".to_owned()),
+                        grants: None,
+                        groups: None,
+                        ..AppUpdate::default()
+                    },
+                    s.clock.now()
+                )
                 .await,
             Err(parapet_gateway::error::Error::NotFound)
         ));
         // Back to `sign` with new groups: the decision's principal carries them.
         let sign = vec!["sign".to_owned()];
         s.identity
-            .update(&id, None, Some(&sign), None)
+            .update(
+                Auditor::Log(&s.audit),
+                &op(),
+                &id,
+                &AppUpdate {
+                    name: None,
+                    grants: Some(sign.clone()),
+                    groups: None,
+                    ..AppUpdate::default()
+                },
+                s.clock.now(),
+            )
             .await
             .unwrap();
         let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
@@ -538,7 +668,7 @@ async fn rotated_keys_overlap_then_only_the_new_key_works() {
         let overlap = Duration::from_millis(1500);
         let (_, new, _) = s
             .identity
-            .rotate(&id, overlap, s.clock.now())
+            .rotate(Auditor::Log(&s.audit), &op(), &id, overlap, s.clock.now())
             .await
             .unwrap();
         let rotated = Instant::now();
@@ -557,17 +687,32 @@ async fn rotated_keys_overlap_then_only_the_new_key_works() {
         // Without overlap the old key stops at once in this process.
         let (_, newer, _) = s
             .identity
-            .rotate(&id, Duration::ZERO, s.clock.now())
+            .rotate(
+                Auditor::Log(&s.audit),
+                &op(),
+                &id,
+                Duration::ZERO,
+                s.clock.now(),
+            )
             .await
             .unwrap();
         assert_eq!(authorize(&s, &new).await, StatusCode::UNAUTHORIZED);
         assert_eq!(authorize(&s, &newer).await, StatusCode::OK);
         // A revoked app's keys stay dead, rotated ones included, and it cannot be rotated.
-        s.identity.change(&id, Change::Revoke).await.unwrap();
+        s.identity
+            .change(
+                Auditor::Log(&s.audit),
+                &op(),
+                &id,
+                Change::Revoke,
+                s.clock.now(),
+            )
+            .await
+            .unwrap();
         assert_eq!(authorize(&s, &newer).await, StatusCode::UNAUTHORIZED);
         assert!(
             s.identity
-                .rotate(&id, overlap, s.clock.now())
+                .rotate(Auditor::Log(&s.audit), &op(), &id, overlap, s.clock.now())
                 .await
                 .is_err()
         );

@@ -21,6 +21,9 @@ pub enum EventKind {
     Refused,
     /// Refusals a flood can cause, aggregated per (limiter key or IP, reason, minute).
     Limited,
+    /// An operator changed who may call: an app created, updated, frozen, unfrozen, revoked or
+    /// its key rotated. `action` names the change, `request` what changed (never a key).
+    Admin,
 }
 
 impl EventKind {
@@ -29,6 +32,7 @@ impl EventKind {
             EventKind::Decision => "decision",
             EventKind::Refused => "refused",
             EventKind::Limited => "limited",
+            EventKind::Admin => "admin",
         }
     }
 }

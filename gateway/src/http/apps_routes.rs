@@ -7,17 +7,31 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::request_id::ReqId;
 use super::routes::json_body;
 use crate::error::Error;
-use crate::identity::{self, Change, StoredApp};
+use crate::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
+use crate::limits::Rate;
+use crate::records::AppLimits;
+
+fn actor(caller: &Caller, request_id: &str) -> Actor {
+    Actor {
+        who: caller.0.id.clone(),
+        request_id: request_id.to_owned(),
+    }
+}
+
+fn rate(text: Option<&str>) -> Result<Option<Rate>, Error> {
+    text.map(str::parse).transpose()
+}
 
 /// Refuses anything that is not an app id before touching the store.
 fn check_id(id: &str) -> Result<(), Error> {
@@ -57,11 +71,16 @@ pub struct CreateApp {
     grants: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
+    /// e.g. `"50/s"`; absent: the gateway's default app rate.
+    rate: Option<String>,
+    session_ttl_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
 }
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -70,11 +89,26 @@ pub async fn create(
         request_id: request_id.clone(),
     };
     let req: CreateApp = json_body(&headers, body).map_err(fail)?;
+    let defaults = AppLimits::default();
+    let new = NewApp {
+        name: req.name,
+        grants: req.grants,
+        groups: req.groups,
+        limits: AppLimits {
+            rate: rate(req.rate.as_deref()).map_err(fail)?,
+            session_ttl: req
+                .session_ttl_secs
+                .map_or(defaults.session_ttl, Duration::from_secs),
+            session_idle: req
+                .session_idle_secs
+                .map_or(defaults.session_idle, Duration::from_secs),
+        },
+    };
     let (app, key) = identity::create_app(
         state.audit.store(),
-        &req.name,
-        &req.grants,
-        &req.groups,
+        Auditor::Log(&state.audit),
+        &actor(&caller, &request_id),
+        &new,
         state.clock.now(),
     )
     .await
@@ -93,10 +127,30 @@ pub struct Rotate {
     overlap_secs: Option<u64>,
 }
 
-/// `freeze`, `unfreeze`, `revoke` or `rotate` one app.
+/// The fields `update` may replace; absent fields keep their value, `"rate": null` returns
+/// the app to the default rate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    name: Option<String>,
+    grants: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Option<String>>,
+    session_ttl_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `update`, `freeze`, `unfreeze`, `revoke` or `rotate` one app.
 pub async fn act(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    Extension(caller): Extension<Caller>,
     Path((id, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -106,7 +160,31 @@ pub async fn act(
         request_id: request_id.clone(),
     };
     check_id(&id).map_err(fail)?;
+    let actor = actor(&caller, &request_id);
+    let auditor = Auditor::Log(&state.audit);
     let change = match action.as_str() {
+        "update" => {
+            let req: Update = json_body(&headers, body).map_err(fail)?;
+            let update = AppUpdate {
+                name: req.name,
+                grants: req.grants,
+                groups: req.groups,
+                rate: req
+                    .rate
+                    .map(|r| rate(r.as_deref()))
+                    .transpose()
+                    .map_err(fail)?,
+                session_ttl: req.session_ttl_secs.map(Duration::from_secs),
+                session_idle: req.session_idle_secs.map(Duration::from_secs),
+            };
+            let app = state
+                .identity
+                .update(auditor, &actor, &id, &update, state.clock.now())
+                .await
+                .map_err(fail)?;
+            tracing::info!(app_id = %app.id, "app updated over HTTP");
+            return Ok(with_request_id(app.to_json(), &request_id));
+        }
         "freeze" => Change::Freeze,
         "unfreeze" => Change::Unfreeze,
         "revoke" => Change::Revoke,
@@ -120,7 +198,7 @@ pub async fn act(
             let overlap = Duration::from_secs(req.overlap_secs.unwrap_or(86_400));
             let (app, key, expires) = state
                 .identity
-                .rotate(&id, overlap, state.clock.now())
+                .rotate(auditor, &actor, &id, overlap, state.clock.now())
                 .await
                 .map_err(fail)?;
             tracing::info!(app_id = %app.id, "app key rotated over HTTP");
@@ -134,11 +212,18 @@ pub async fn act(
         }
         _ => return Err(fail(Error::NotFound)),
     };
-    let app = state.identity.change(&id, change).await.map_err(fail)?;
+    let app = state
+        .identity
+        .change(auditor, &actor, &id, change, state.clock.now())
+        .await
+        .map_err(fail)?;
     tracing::info!(app_id = %app.id, action = %action, "app changed over HTTP");
-    let mut out = app.to_json();
+    Ok(with_request_id(app.to_json(), &request_id))
+}
+
+fn with_request_id(mut out: serde_json::Value, request_id: &str) -> Response {
     if let Some(o) = out.as_object_mut() {
         o.insert("request_id".to_owned(), request_id.into());
     }
-    Ok(Json(out).into_response())
+    Json(out).into_response()
 }
