@@ -49,6 +49,40 @@ pub enum Error {
     /// The HSM signed, but the signature does not verify under the audit key's public key.
     #[error("the HSM returned an invalid checkpoint signature")]
     BadHsmSignature,
+
+    // ---- ceremonies ----
+    /// The bytes are not a message of this protocol version.
+    #[error("ceremony message is malformed")]
+    MessageMalformed,
+    /// The message belongs to another kind of ceremony.
+    #[error("message is for another kind of ceremony")]
+    WrongCeremony,
+    /// The message belongs to another ceremony (session id).
+    #[error("message is from another ceremony")]
+    WrongSession,
+    /// The message is for another round: replayed, reordered or skipped ahead.
+    #[error("message for round {got}, expected round {expected}")]
+    UnexpectedRound { expected: u8, got: u8 },
+    /// The message does not come from the other party of this ceremony, or is not for us.
+    #[error("message from the wrong party")]
+    WrongParty,
+    /// The ceremony already failed or finished: it accepts nothing more.
+    #[error("the ceremony is over")]
+    CeremonyOver,
+    /// The protocol library refused (a failed proof, commitment, consistency or signature
+    /// check). `ban_counterparty` means the other party provably cheated in a way that leaks
+    /// reusable state: the share must not be used with that party again until refreshed.
+    #[error("protocol abort: {reason}")]
+    Protocol {
+        reason: String,
+        ban_counterparty: bool,
+    },
+    /// The bytes are not a key share this version reads, or the share is not for this role.
+    #[error("key share is malformed or not for this party")]
+    ShareMalformed,
+    /// A signature failed the final independent check.
+    #[error("signature rejected: {0}")]
+    SignatureInvalid(&'static str),
 }
 
 /// Shorthand used throughout the crate.

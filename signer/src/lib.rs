@@ -4,5 +4,6 @@
 
 pub mod custody;
 mod error;
+pub mod mpc;
 
 pub use error::{Error, Result};
