@@ -398,3 +398,68 @@ fn shares_are_checked_before_use() {
     // Debug output never shows the secret.
     assert!(!format!("{gateway:?}").contains("secret"));
 }
+
+#[test]
+fn tampered_keygen_and_refresh_messages_abort() {
+    for round in [2u8, 3] {
+        for position in [7usize, 40, 2000] {
+            let session = SessionId::random();
+            let mut d = Dkls23.keygen(Role::Device, session).unwrap();
+            let mut g = Dkls23.keygen(Role::Gateway, session).unwrap();
+            let (_, g_result) = run(&mut d, &mut g, |from, bytes| {
+                let m = Message::from_bytes(&bytes).unwrap();
+                if from != Role::Device || m.round != round {
+                    return bytes;
+                }
+                edit(&bytes, |m| {
+                    let at = position % m.payload.len();
+                    m.payload[at] ^= 0x5a;
+                })
+            });
+            assert!(g_result.is_err(), "keygen round {round}, byte {position}");
+        }
+    }
+    let (device, gateway) = wallet();
+    for round in [2u8, 3] {
+        let session = SessionId::random();
+        let mut d = Dkls23.refresh(Role::Device, session, &device).unwrap();
+        let mut g = Dkls23.refresh(Role::Gateway, session, &gateway).unwrap();
+        let (_, g_result) = run(&mut d, &mut g, |from, bytes| {
+            let m = Message::from_bytes(&bytes).unwrap();
+            if from != Role::Device || m.round != round {
+                return bytes;
+            }
+            edit(&bytes, |m| {
+                let at = 40 % m.payload.len();
+                m.payload[at] ^= 0x5a;
+            })
+        });
+        assert!(g_result.is_err(), "refresh round {round}");
+    }
+}
+
+#[test]
+fn refresh_and_keygen_messages_are_bound_to_their_session() {
+    let (device, gateway) = wallet();
+    let mut d = Dkls23
+        .refresh(Role::Device, SessionId::random(), &device)
+        .unwrap();
+    let mut g = Dkls23
+        .refresh(Role::Gateway, SessionId::random(), &gateway)
+        .unwrap();
+    let m = d.start().unwrap().remove(0);
+    g.start().unwrap();
+    assert!(matches!(g.handle(&m), Err(Error::WrongSession)));
+
+    // A signing message fed to a key generation with the same session id.
+    let session = SessionId::random();
+    let mut s = Dkls23
+        .sign(Role::Device, session, &device, [3; 32])
+        .unwrap();
+    let mut k = Dkls23.keygen(Role::Gateway, session).unwrap();
+    k.start().unwrap();
+    assert!(matches!(
+        k.handle(&s.start().unwrap()[0]),
+        Err(Error::WrongCeremony)
+    ));
+}
