@@ -247,6 +247,7 @@ fn init_is_idempotent() {
         assert_eq!(first.audit_public_key, second.audit_public_key);
         let hsm = Hsm::open(&config(PIN)).unwrap();
         assert_eq!(hsm.checkpoint_public_key(), first.audit_public_key);
+        assert_created_keys_are_locked_down();
         // Shares sealed before a second init still open: the key was not replaced.
         let aad = share_aad(&[1; 20], 0);
         let sealed = hsm.seal(b"kept", &aad).unwrap();
@@ -270,6 +271,113 @@ fn checkpoint_signature_verifies_and_is_low_s() {
             // The same check the gateway's checkpoint verifier makes (ECDSA-SHA256).
             key.verify(message.as_bytes(), &signature).unwrap();
             assert!(key.verify(b"another message", &signature).is_err());
+        }
+    });
+}
+
+/// The keys `hsm_init` made: private, sensitive, never extractable, one purpose each.
+fn assert_created_keys_are_locked_down() {
+    use cryptoki::object::AttributeType as T;
+    let ctx = pkcs11_context(Path::new(MODULE)).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == TOKEN)
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    let flags = |class: ObjectClass, label: &str, wanted: &[T]| -> Vec<Attribute> {
+        let handle = session
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .unwrap()[0];
+        session.get_attributes(handle, wanted).unwrap()
+    };
+    let share = flags(
+        ObjectClass::SECRET_KEY,
+        "parapet-share-key",
+        &[
+            T::Token,
+            T::Private,
+            T::Sensitive,
+            T::Extractable,
+            T::NeverExtractable,
+            T::Encrypt,
+            T::Decrypt,
+            T::Wrap,
+            T::Unwrap,
+            T::Sign,
+            T::Derive,
+        ],
+    );
+    for a in share {
+        match a {
+            Attribute::Token(v)
+            | Attribute::Private(v)
+            | Attribute::Sensitive(v)
+            | Attribute::NeverExtractable(v)
+            | Attribute::Encrypt(v)
+            | Attribute::Decrypt(v) => assert!(v, "{a:?}"),
+            Attribute::Extractable(v)
+            | Attribute::Wrap(v)
+            | Attribute::Unwrap(v)
+            | Attribute::Sign(v)
+            | Attribute::Derive(v) => assert!(!v, "{a:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let audit = flags(
+        ObjectClass::PRIVATE_KEY,
+        "parapet-audit-key",
+        &[
+            T::Token,
+            T::Private,
+            T::Sensitive,
+            T::Extractable,
+            T::Sign,
+            T::Decrypt,
+            T::Derive,
+        ],
+    );
+    for a in audit {
+        match a {
+            Attribute::Token(v)
+            | Attribute::Private(v)
+            | Attribute::Sensitive(v)
+            | Attribute::Sign(v) => {
+                assert!(v, "{a:?}")
+            }
+            Attribute::Extractable(v) | Attribute::Decrypt(v) | Attribute::Derive(v) => {
+                assert!(!v, "{a:?}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn concurrent_seal_open() {
+    in_softhsm("concurrent_seal_open", || {
+        hsm_init(&config(PIN)).unwrap();
+        let hsm = std::sync::Arc::new(Hsm::open(&config(PIN)).unwrap());
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let hsm = hsm.clone();
+                std::thread::spawn(move || {
+                    for epoch in 0..25u64 {
+                        let aad = share_aad(&[t; 20], epoch);
+                        let plaintext = vec![t; 50_000];
+                        let sealed = hsm.seal(&plaintext, &aad).unwrap();
+                        assert_eq!(*hsm.open(&sealed, &aad).unwrap(), plaintext);
+                        hsm.sign_checkpoint(&sealed[..16]).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
         }
     });
 }
