@@ -89,6 +89,7 @@ pub struct Hsm {
     share_key: ObjectHandle,
     audit_key: ObjectHandle,
     audit_public: VerifyingKey,
+    audit_public_compressed: [u8; 33],
     token_label: String,
 }
 
@@ -281,6 +282,13 @@ fn parse_ec_point(raw: &[u8]) -> Option<VerifyingKey> {
     VerifyingKey::from_sec1_bytes(point).ok()
 }
 
+fn compressed(key: &VerifyingKey) -> Result<[u8; 33]> {
+    key.to_encoded_point(true)
+        .as_bytes()
+        .try_into()
+        .map_err(|_| Error::Pkcs11("unexpected public key length".to_owned()))
+}
+
 impl Hsm {
     /// Logs in and checks both keys. Every refusal here is a reason not to start.
     pub fn open(config: &HsmConfig) -> Result<Hsm> {
@@ -289,6 +297,7 @@ impl Hsm {
         let session = login(&ctx, slot, &config.user_pin)?;
         let share_key = check_share_key(&session, &config.share_key_label)?;
         let (audit_key, audit_public) = check_audit_key(&session, &config.audit_key_label)?;
+        let audit_public_compressed = compressed(&audit_public)?;
         Ok(Hsm {
             ctx,
             slot,
@@ -296,6 +305,7 @@ impl Hsm {
             share_key,
             audit_key,
             audit_public,
+            audit_public_compressed,
             token_label: config.token_label.clone(),
         })
     }
@@ -324,12 +334,7 @@ impl Hsm {
 
     /// The audit key's compressed SEC1 public key.
     pub fn checkpoint_public_key(&self) -> [u8; 33] {
-        let point = self.audit_public.to_encoded_point(true);
-        let mut out = [0u8; 33];
-        if point.as_bytes().len() == out.len() {
-            out.copy_from_slice(point.as_bytes());
-        }
-        out
+        self.audit_public_compressed
     }
 }
 
@@ -445,11 +450,7 @@ pub fn hsm_init(config: &HsmConfig) -> Result<HsmInitReport> {
             }
         };
     let (_, public) = check_audit_key(&session, &config.audit_key_label)?;
-    let point = public.to_encoded_point(true);
-    let audit_public_key: [u8; 33] = point
-        .as_bytes()
-        .try_into()
-        .map_err(|_| Error::Pkcs11("unexpected public key length".to_owned()))?;
+    let audit_public_key = compressed(&public)?;
     Ok(HsmInitReport {
         created_share_key,
         created_audit_key,
