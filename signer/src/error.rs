@@ -66,6 +66,9 @@ pub enum Error {
     /// The message does not come from the other party of this ceremony, or is not for us.
     #[error("message from the wrong party")]
     WrongParty,
+    /// A message arrived before [`crate::mpc::Ceremony::start`] was called.
+    #[error("the ceremony has not been started")]
+    NotStarted,
     /// The ceremony already failed or finished: it accepts nothing more.
     #[error("the ceremony is over")]
     CeremonyOver,

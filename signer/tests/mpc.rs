@@ -256,6 +256,11 @@ fn messages_from_another_session_kind_round_or_party_are_refused() {
     ));
     drop(g1);
 
+    // Before start.
+    let (mut d, mut g) = new_pair();
+    let m = d.start().unwrap().remove(0);
+    assert!(matches!(g.handle(&m), Err(Error::NotStarted)));
+
     // Garbage.
     let (_, mut g) = new_pair();
     g.start().unwrap();

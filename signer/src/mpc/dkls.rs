@@ -455,10 +455,8 @@ impl Keygen {
                     output: share_from_party(&party, me)?,
                 })
             }
-            (_, got) => Err(Error::UnexpectedRound {
-                expected: self.channel.next_round.saturating_sub(1),
-                got,
-            }),
+            (DkgState::Start(_), _) => Err(Error::NotStarted),
+            _ => Err(Error::CeremonyOver),
         }
     }
 }
@@ -577,10 +575,8 @@ impl Sign {
                     output: signature,
                 })
             }
-            (_, got) => Err(Error::UnexpectedRound {
-                expected: self.channel.next_round.saturating_sub(1),
-                got,
-            }),
+            (SignState::Start, _) => Err(Error::NotStarted),
+            _ => Err(Error::CeremonyOver),
         }
     }
 }
@@ -745,10 +741,8 @@ impl Refresh {
                     output: share_from_party(&party, me)?,
                 })
             }
-            (_, got) => Err(Error::UnexpectedRound {
-                expected: self.channel.next_round.saturating_sub(1),
-                got,
-            }),
+            (RefreshState::Start, _) => Err(Error::NotStarted),
+            _ => Err(Error::CeremonyOver),
         }
     }
 }
