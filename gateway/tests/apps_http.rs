@@ -23,7 +23,7 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp};
+use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
 use serde_json::Value;
 use support::databases;
 use tower::ServiceExt;
@@ -34,6 +34,29 @@ fn op() -> Actor {
         who: "test-operator".to_owned(),
         request_id: uuid::Uuid::now_v7().to_string(),
     }
+}
+
+/// An operator change through the process's identity, as the admin routes make it.
+async fn change(s: &AppState, id: &str, c: Change) -> parapet_gateway::Result<StoredApp> {
+    s.identity
+        .change(Auditor::Log(&s.audit), &op(), id, c, s.clock.now())
+        .await
+}
+
+async fn update(s: &AppState, id: &str, u: AppUpdate) -> parapet_gateway::Result<StoredApp> {
+    s.identity
+        .update(Auditor::Log(&s.audit), &op(), id, &u, s.clock.now())
+        .await
+}
+
+async fn rotate(
+    s: &AppState,
+    id: &str,
+    overlap: Duration,
+) -> parapet_gateway::Result<(StoredApp, String, String)> {
+    s.identity
+        .rotate(Auditor::Log(&s.audit), &op(), id, overlap, s.clock.now())
+        .await
 }
 
 const TOKEN: &str = "test-token-0123456789abcdef";
@@ -173,26 +196,8 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
             let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(key))).await;
             assert_eq!(st, StatusCode::OK, "{body}");
         }
-        s.identity
-            .change(
-                Auditor::Log(&s.audit),
-                &op(),
-                &revoked_id,
-                Change::Revoke,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
-        s.identity
-            .change(
-                Auditor::Log(&s.audit),
-                &op(),
-                &frozen_id,
-                Change::Freeze,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        change(&s, &revoked_id, Change::Revoke).await.unwrap();
+        change(&s, &frozen_id, Change::Freeze).await.unwrap();
         let wrong = identity::new_api_key();
         let (target, _) = create(&s, "target", "sign", "").await;
         let mut forbidden = 0;
@@ -224,16 +229,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
         let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(TOKEN))).await;
         assert_eq!(st, StatusCode::OK, "{body}");
         // Unfreezing restores the app at once in this process.
-        s.identity
-            .change(
-                Auditor::Log(&s.audit),
-                &op(),
-                &frozen_id,
-                Change::Unfreeze,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        change(&s, &frozen_id, Change::Unfreeze).await.unwrap();
         let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&frozen))).await;
         assert_eq!(st, StatusCode::OK, "{body}");
 
@@ -350,24 +346,15 @@ async fn revocation_and_freeze_reach_another_process_within_a_second() {
             let (st, body) = call(s, route_request("POST", "/v1/authorize", Some(&key))).await;
             assert_eq!(st, StatusCode::OK, "{body}");
         }
-        for (change, want) in [
+        for (what, want) in [
             (Change::Freeze, StatusCode::FORBIDDEN),
             (Change::Unfreeze, StatusCode::OK),
             (Change::Revoke, StatusCode::UNAUTHORIZED),
         ] {
             let started = Instant::now();
-            one.identity
-                .change(
-                    Auditor::Log(&one.audit),
-                    &op(),
-                    &id,
-                    change,
-                    one.clock.now(),
-                )
-                .await
-                .unwrap();
+            change(&one, &id, what).await.unwrap();
             let (st, _) = call(&one, route_request("POST", "/v1/authorize", Some(&key))).await;
-            assert_eq!(st, want, "{change:?} in the changing process");
+            assert_eq!(st, want, "{what:?} in the changing process");
             loop {
                 let (st, _) = call(&two, route_request("POST", "/v1/authorize", Some(&key))).await;
                 if st == want {
@@ -375,13 +362,13 @@ async fn revocation_and_freeze_reach_another_process_within_a_second() {
                 }
                 assert!(
                     started.elapsed() < Duration::from_secs(1),
-                    "{change:?} not seen by the other process after {:?}",
+                    "{what:?} not seen by the other process after {:?}",
                     started.elapsed()
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             eprintln!(
-                "{change:?} seen by the other process after {:?}",
+                "{what:?} seen by the other process after {:?}",
                 started.elapsed()
             );
         }
@@ -417,31 +404,13 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
             .find(|a| a.name == "frozen")
             .unwrap()
             .id;
-        s.identity
-            .change(
-                Auditor::Log(&s.audit),
-                &op(),
-                &frozen_id,
-                Change::Freeze,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        change(&s, &frozen_id, Change::Freeze).await.unwrap();
         bodies.push(
             call(&s, route_request("POST", "/v1/authorize", Some(&frozen)))
                 .await
                 .1,
         );
-        s.identity
-            .change(
-                Auditor::Log(&s.audit),
-                &op(),
-                &id,
-                Change::Revoke,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        change(&s, &id, Change::Revoke).await.unwrap();
         bodies.push(
             call(&s, route_request("POST", "/v1/authorize", Some(&key)))
                 .await
@@ -536,22 +505,18 @@ async fn updated_grants_and_groups_apply_to_the_next_request() {
         assert_eq!(st, StatusCode::OK);
         let grants = vec!["audit:read".to_owned()];
         let groups = vec!["b".to_owned(), "c".to_owned()];
-        let app = s
-            .identity
-            .update(
-                Auditor::Log(&s.audit),
-                &op(),
-                &id,
-                &AppUpdate {
-                    name: Some("renamed".to_owned()),
-                    grants: Some(grants.clone()),
-                    groups: Some(groups.clone()),
-                    ..AppUpdate::default()
-                },
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        let app = update(
+            &s,
+            &id,
+            AppUpdate {
+                name: Some("renamed".to_owned()),
+                grants: Some(grants.clone()),
+                groups: Some(groups.clone()),
+                ..AppUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
         assert_eq!((app.name.as_str(), app.groups.len()), ("renamed", 2));
         let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
         assert_eq!(
@@ -563,74 +528,62 @@ async fn updated_grants_and_groups_apply_to_the_next_request() {
         // Unknown grants and bad group names are refused; nothing changes.
         let bad = vec!["sudo".to_owned()];
         assert!(
-            s.identity
-                .update(
-                    Auditor::Log(&s.audit),
-                    &op(),
-                    &id,
-                    &AppUpdate {
-                        name: None,
-                        grants: Some(bad.clone()),
-                        groups: None,
-                        ..AppUpdate::default()
-                    },
-                    s.clock.now()
-                )
-                .await
-                .is_err()
+            update(
+                &s,
+                &id,
+                AppUpdate {
+                    name: None,
+                    grants: Some(bad.clone()),
+                    groups: None,
+                    ..AppUpdate::default()
+                }
+            )
+            .await
+            .is_err()
         );
         let bad_group = vec!["has space".to_owned()];
         assert!(
-            s.identity
-                .update(
-                    Auditor::Log(&s.audit),
-                    &op(),
-                    &id,
-                    &AppUpdate {
-                        name: None,
-                        grants: None,
-                        groups: Some(bad_group.clone()),
-                        ..AppUpdate::default()
-                    },
-                    s.clock.now()
-                )
-                .await
-                .is_err()
+            update(
+                &s,
+                &id,
+                AppUpdate {
+                    name: None,
+                    grants: None,
+                    groups: Some(bad_group.clone()),
+                    ..AppUpdate::default()
+                }
+            )
+            .await
+            .is_err()
         );
         assert!(matches!(
-            s.identity
-                .update(
-                    Auditor::Log(&s.audit),
-                    &op(),
-                    "app_missing",
-                    &AppUpdate {
-                        name: Some("x".to_owned()),
-                        grants: None,
-                        groups: None,
-                        ..AppUpdate::default()
-                    },
-                    s.clock.now()
-                )
-                .await,
+            update(
+                &s,
+                "app_missing",
+                AppUpdate {
+                    name: Some("x".to_owned()),
+                    grants: None,
+                    groups: None,
+                    ..AppUpdate::default()
+                }
+            )
+            .await,
             Err(parapet_gateway::error::Error::NotFound)
         ));
         // Back to `sign` with new groups: the decision's principal carries them.
         let sign = vec!["sign".to_owned()];
-        s.identity
-            .update(
-                Auditor::Log(&s.audit),
-                &op(),
-                &id,
-                &AppUpdate {
-                    name: None,
-                    grants: Some(sign.clone()),
-                    groups: None,
-                    ..AppUpdate::default()
-                },
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        update(
+            &s,
+            &id,
+            AppUpdate {
+                name: None,
+                grants: Some(sign.clone()),
+                groups: None,
+                ..AppUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
         let (st, body) = call(&s, route_request("POST", "/v1/authorize", Some(&key))).await;
         assert_eq!(st, StatusCode::OK, "{body}");
         let rid = serde_json::from_str::<Value>(&body).unwrap()["request_id"]
@@ -666,11 +619,7 @@ async fn rotated_keys_overlap_then_only_the_new_key_works() {
         };
         assert_eq!(authorize(&other, &old).await, StatusCode::OK);
         let overlap = Duration::from_millis(1500);
-        let (_, new, _) = s
-            .identity
-            .rotate(Auditor::Log(&s.audit), &op(), &id, overlap, s.clock.now())
-            .await
-            .unwrap();
+        let (_, new, _) = rotate(&s, &id, overlap).await.unwrap();
         let rotated = Instant::now();
         assert_ne!(new, old);
         for st in [&s, &other] {
@@ -685,37 +634,13 @@ async fn rotated_keys_overlap_then_only_the_new_key_works() {
             assert_eq!(authorize(st, &new).await, StatusCode::OK);
         }
         // Without overlap the old key stops at once in this process.
-        let (_, newer, _) = s
-            .identity
-            .rotate(
-                Auditor::Log(&s.audit),
-                &op(),
-                &id,
-                Duration::ZERO,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        let (_, newer, _) = rotate(&s, &id, Duration::ZERO).await.unwrap();
         assert_eq!(authorize(&s, &new).await, StatusCode::UNAUTHORIZED);
         assert_eq!(authorize(&s, &newer).await, StatusCode::OK);
         // A revoked app's keys stay dead, rotated ones included, and it cannot be rotated.
-        s.identity
-            .change(
-                Auditor::Log(&s.audit),
-                &op(),
-                &id,
-                Change::Revoke,
-                s.clock.now(),
-            )
-            .await
-            .unwrap();
+        change(&s, &id, Change::Revoke).await.unwrap();
         assert_eq!(authorize(&s, &newer).await, StatusCode::UNAUTHORIZED);
-        assert!(
-            s.identity
-                .rotate(Auditor::Log(&s.audit), &op(), &id, overlap, s.clock.now())
-                .await
-                .is_err()
-        );
+        assert!(rotate(&s, &id, overlap).await.is_err());
         s.audit.shutdown().await;
         other.audit.shutdown().await;
         db.drop_pg().await;
