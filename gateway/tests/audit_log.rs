@@ -843,3 +843,38 @@ async fn flood_refusals_become_one_limited_event_per_bucket() {
     assert!(rows[0].canonical.contains("\"kind\":\"limited\""));
     log.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_flood_is_flushed_in_group_commits_with_every_count() {
+    let db = databases("data/parapet.db").await.remove(0);
+    let log = open(&db, opts()).await;
+    // More distinct IPs than the aggregator keeps buckets for: the rest share the overflow one.
+    let ips = 12_000u32;
+    for i in 0..ips {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string();
+        log.note_flood(&ip, "unauthorized", t0());
+    }
+    log.flush_flood(t0() + time::Duration::minutes(1), true)
+        .await;
+    let rows = log.store().range(0, 20_000).await.unwrap();
+    assert_eq!(rows.len(), 10_001, "10,000 buckets and one overflow bucket");
+    let counted: u64 = rows
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.canonical).unwrap();
+            v["limited"]["count"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(counted, u64::from(ips), "every refusal is counted once");
+    // Handed to the writer together, so it committed them in batches, not one by one.
+    let largest = log
+        .health()
+        .largest_batch
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(largest > 1, "largest batch {largest}");
+    log.shutdown().await;
+}

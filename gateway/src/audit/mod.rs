@@ -48,6 +48,9 @@ pub struct AuditStatus {
     pub head_seq: String,
 }
 
+/// How many aggregated refusal events a flush hands the writer at once.
+const FLOOD_FLUSH_CHUNK: usize = 1_000;
+
 /// The running audit log of one process: the store plus its writer task.
 #[derive(Debug)]
 pub struct AuditLog {
@@ -57,6 +60,9 @@ pub struct AuditLog {
     append_timeout: Duration,
     stop: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
     flood: Arc<flood::Aggregator>,
+    /// One flush at a time: the last flush at shutdown waits for a periodic one in flight, so
+    /// that counts it had to put back are written rather than left behind.
+    flush_lock: tokio::sync::Mutex<()>,
     /// Policy versions known to be stored, so that the check before each decision is a lookup.
     recorded_versions: Mutex<std::collections::HashSet<String>>,
 }
@@ -91,6 +97,7 @@ impl AuditLog {
             append_timeout,
             stop: Mutex::new(Some((stop_tx, handle))),
             flood: Arc::new(flood::Aggregator::default()),
+            flush_lock: tokio::sync::Mutex::new(()),
             recorded_versions: Mutex::new(std::collections::HashSet::new()),
         })
     }
@@ -190,13 +197,28 @@ impl AuditLog {
 
     /// Appends the flood buckets whose minute is over (all of them with `all`).
     pub async fn flush_flood(&self, now: time::OffsetDateTime, all: bool) {
+        let _one_at_a_time = self.flush_lock.lock().await;
         let events = self.flood.drain(now, all);
-        for (i, e) in events.iter().enumerate() {
-            if self.append(e.clone()).await.is_err() {
-                self.flood.restore(events.get(i..).unwrap_or_default());
-                tracing::warn!("could not write aggregated refusals; kept for the next flush");
-                return;
-            }
+        // Submitted together, a chunk at a time, so that the writer group-commits them: one
+        // commit per event would take minutes for the 10,000 buckets a wide flood leaves.
+        let mut failed = Vec::new();
+        for chunk in events.chunks(FLOOD_FLUSH_CHUNK) {
+            let results =
+                futures_util::future::join_all(chunk.iter().map(|e| self.append(e.clone()))).await;
+            failed.extend(
+                chunk
+                    .iter()
+                    .zip(results)
+                    .filter(|(_, r)| r.is_err())
+                    .map(|(e, _)| e.clone()),
+            );
+        }
+        if !failed.is_empty() {
+            self.flood.restore(&failed);
+            tracing::warn!(
+                events = failed.len(),
+                "could not write aggregated refusals; kept for the next flush"
+            );
         }
     }
 
