@@ -38,6 +38,9 @@ struct FileConfig {
     wallet_rate: Option<String>,
     app_rate: Option<String>,
     trusted_proxies: Option<Vec<String>>,
+    webauthn_rp_id: Option<String>,
+    webauthn_origins: Option<Vec<String>>,
+    webauthn_ceremony_ttl_secs: Option<u64>,
 }
 
 /// How logs are written.
@@ -89,6 +92,8 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed: the client IP is then the right-most address
     /// in it that is not itself a trusted proxy.
     pub trusted_proxies: Vec<IpAddr>,
+    /// The WebAuthn relying party: RP id, allowed origins, ceremony lifetime.
+    pub webauthn: crate::passkeys::PasskeyConfig,
 }
 
 /// Where the TLS certificate chain and key live.
@@ -119,6 +124,7 @@ impl std::fmt::Debug for Config {
             .field("static_token", &self.static_token)
             .field("limits", &self.limits)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("webauthn", &self.webauthn)
             .finish()
     }
 }
@@ -306,6 +312,29 @@ impl Config {
                     .map_err(|e| Error::Config(format!("trusted proxy {p:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let webauthn_default = crate::passkeys::PasskeyConfig::default();
+        let webauthn = crate::passkeys::PasskeyConfig {
+            rp_id: get("PARAPET_WEBAUTHN_RP_ID")
+                .or(file.webauthn_rp_id)
+                .unwrap_or(webauthn_default.rp_id),
+            origins: match get("PARAPET_WEBAUTHN_ORIGINS") {
+                Some(v) => v
+                    .split(',')
+                    .map(|o| o.trim().to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+                None => file.webauthn_origins.unwrap_or(webauthn_default.origins),
+            },
+            ceremony_ttl: Duration::from_secs(
+                number(
+                    "PARAPET_WEBAUTHN_CEREMONY_TTL_SECS",
+                    file.webauthn_ceremony_ttl_secs,
+                    webauthn_default.ceremony_ttl.as_secs(),
+                )?
+                .max(1),
+            ),
+        };
+        webauthn.validate()?;
         Ok(Config {
             listen,
             data_dir,
@@ -324,6 +353,7 @@ impl Config {
             static_token,
             limits,
             trusted_proxies,
+            webauthn,
         })
     }
 

@@ -53,6 +53,23 @@ pub enum Error {
     UnsupportedMediaType,
     #[error("policy set invalid:\n{}", .0.join("\n"))]
     PolicySetInvalid(Vec<String>),
+    /// No passkey ceremony with this id is waiting for this user and this step: never issued,
+    /// already finished (or failed), started for another user, or of the other kind.
+    #[error("unknown passkey ceremony")]
+    PasskeyCeremonyUnknown,
+    #[error("passkey ceremony expired; start again")]
+    PasskeyCeremonyExpired,
+    /// The authenticator's answer was not accepted: unknown credential, bad signature, wrong
+    /// origin or RP id, no user verification, … (one error for all, the detail is logged).
+    #[error("passkey not accepted")]
+    PasskeyRejected,
+    #[error("this passkey has been revoked")]
+    PasskeyRevoked,
+    /// The signature counter went backwards: two copies of the credential may exist.
+    #[error("passkey not accepted: its signature counter went backwards (possible clone)")]
+    PasskeyCloneSuspected,
+    #[error("this passkey is already registered")]
+    PasskeyAlreadyRegistered,
 
     // ---- the gateway's side ----
     #[error("request timed out")]
@@ -96,6 +113,12 @@ impl Error {
             Error::BodyTooLarge => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::PolicySetInvalid(_) => "policy_set_invalid",
+            Error::PasskeyCeremonyUnknown => "passkey_ceremony_unknown",
+            Error::PasskeyCeremonyExpired => "passkey_ceremony_expired",
+            Error::PasskeyRejected => "passkey_rejected",
+            Error::PasskeyRevoked => "passkey_revoked",
+            Error::PasskeyCloneSuspected => "passkey_clone_suspected",
+            Error::PasskeyAlreadyRegistered => "passkey_already_registered",
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
@@ -107,7 +130,11 @@ impl Error {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized
+            | Error::PasskeyRejected
+            | Error::PasskeyRevoked
+            | Error::PasskeyCloneSuspected => StatusCode::UNAUTHORIZED,
+            Error::PasskeyAlreadyRegistered => StatusCode::CONFLICT,
             Error::Forbidden(_) | Error::AppFrozen => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod passkeys;
 pub mod pipeline;
 pub mod policy;
 pub mod records;

@@ -24,6 +24,10 @@ pub enum EventKind {
     /// An operator changed who may call: an app created, updated, frozen, unfrozen, revoked or
     /// its key rotated. `action` names the change, `request` what changed (never a key).
     Admin,
+    /// A passkey registered, revoked or used to log in, or a possible clone seen; `action` is
+    /// `passkey.register`, `passkey.revoke`, `passkey.login` or `passkey.clone_suspected`,
+    /// `user` the user and `request` the credential id (never key material or an assertion).
+    Passkey,
 }
 
 impl EventKind {
@@ -33,6 +37,7 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::Limited => "limited",
             EventKind::Admin => "admin",
+            EventKind::Passkey => "passkey",
         }
     }
 }
