@@ -7,6 +7,8 @@
 #
 # Knobs: DURATION (s, default 20), CONNECTIONS (default 32), THREADS (wrk threads, default 1),
 # RUNS (default 3). Needs `wrk` (apt-get install wrk). Loopback only; every run is bounded.
+# The load comes from one IP, one app and one wallet, so the rate limits are lifted for the run:
+# this measures the audit path, not the limiters (benches/flood.rs does that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -21,7 +23,8 @@ trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm
 ln -s "$PWD/policies" "$scratch/policies"
 ln -s "$PWD/schemas" "$scratch/schemas"
 cp tests/fixtures/good/erc20-transfer-usdc-small.json "$scratch/body.json"
-( cd "$scratch" && PARAPET_LISTEN="127.0.0.1:$PORT" PARAPET_LOG=warn exec "$OLDPWD/target/release/parapet" serve ) &
+( cd "$scratch" && PARAPET_LISTEN="127.0.0.1:$PORT" PARAPET_LOG=warn \
+  PARAPET_IP_RATE=1000000/s PARAPET_APP_RATE=1000000/s PARAPET_WALLET_RATE=1000000/s exec "$OLDPWD/target/release/parapet" serve ) &
 server=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 export PARAPET_BENCH_TOKEN=$(cat "$scratch/data/dev-token")

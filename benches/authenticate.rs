@@ -1,7 +1,8 @@
-//! What authenticating an API key adds to a request in process: a cached key → app lookup (the
-//! steady state), a negatively cached unknown key (a flood of one bad key), and a lookup that
-//! reaches SQLite (the first request after the cache entry expired). Run:
-//! `cargo bench --bench authenticate`.
+//! What authenticating an API key and rate limiting add to a request in process: a cached key →
+//! app lookup (the steady state), a negatively cached unknown key (a flood of one bad key), a
+//! lookup that reaches SQLite (the first request after the cache entry expired), and the whole
+//! admission path of `/v1/authorize` — IP limit, key lookup, app limit, wallet limit — allowed
+//! and refused. Run: `cargo bench --bench authenticate`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
 
 use std::hint::black_box;
@@ -9,6 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use parapet_gateway::audit::{Store, StoreOptions};
 use parapet_gateway::identity::{self, Identity};
+use parapet_gateway::limits::{LimitSettings, Limits, Rate};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -46,6 +48,39 @@ fn bench(c: &mut Criterion) {
             ids.invalidate();
             black_box(rt.block_on(ids.resolve(&key, now)).unwrap())
         })
+    });
+    let generous = |s: &str| s.parse::<Rate>().unwrap();
+    let open = Limits::new(LimitSettings {
+        ip: generous("1000000000/s"),
+        wallet: generous("1000000000/s"),
+        app_default: generous("1000000000/s"),
+    });
+    let app = rt.block_on(ids.resolve(&key, now)).unwrap().unwrap();
+    let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let wallet = [0x2c; 20];
+    g.bench_function(
+        "admission: IP limit + cached key + app and wallet limits",
+        |b| {
+            b.iter(|| {
+                open.check_ip(black_box(ip)).unwrap();
+                let app = rt.block_on(ids.resolve(&key, now)).unwrap().unwrap();
+                open.check_app(&app.id, app.limits.rate).unwrap();
+                open.check_wallet(black_box(wallet)).unwrap();
+            })
+        },
+    );
+    let shut = Limits::new(LimitSettings {
+        ip: generous("1/h"),
+        wallet: generous("1/h"),
+        app_default: generous("1/h"),
+    });
+    let _ = shut.check_ip(ip);
+    let _ = shut.check_app(&app.id, None);
+    g.bench_function("refused by the IP limit", |b| {
+        b.iter(|| black_box(shut.check_ip(black_box(ip)).unwrap_err()))
+    });
+    g.bench_function("refused by the app limit", |b| {
+        b.iter(|| black_box(shut.check_app(&app.id, None).unwrap_err()))
     });
     g.finish();
 }

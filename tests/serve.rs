@@ -292,7 +292,19 @@ fn apps_created_with_the_cli_call_with_their_keys_which_never_reach_the_log() {
     }
     let created = apps(
         dir.path(),
-        &["create", "--name", "Shop", "--grants", "sign,audit:read"],
+        &[
+            "create",
+            "--name",
+            "Shop",
+            "--grants",
+            "sign,audit:read",
+            "--rate",
+            "20/s",
+            "--session-ttl",
+            "8h",
+            "--session-idle",
+            "10m",
+        ],
     );
     let (app_id, key) = (
         created["app_id"].as_str().unwrap().to_owned(),
@@ -302,6 +314,9 @@ fn apps_created_with_the_cli_call_with_their_keys_which_never_reach_the_log() {
     assert!(app_id.starts_with("app_") && key.starts_with("pk_"));
     let listed = apps(dir.path(), &["list"]);
     assert_eq!(listed["apps"][0]["app_id"], app_id.as_str());
+    assert_eq!(listed["apps"][0]["rate"], "20/s");
+    assert_eq!(listed["apps"][0]["session_ttl_secs"], 28_800);
+    assert_eq!(listed["apps"][0]["session_idle_secs"], 600);
     assert!(!listed.to_string().contains(&key));
 
     // Serve with every log line on, to a file we can read afterwards.
@@ -342,6 +357,8 @@ fn apps_created_with_the_cli_call_with_their_keys_which_never_reach_the_log() {
         .read_to_string()
         .unwrap();
     assert!(events.contains(&app_id), "{events}");
+    // The CLI's creation of the app is in the same chain, before the app's first decision.
+    assert!(events.contains(r#"\"action\":\"app.create\""#), "{events}");
     // A revocation through the CLI reaches the running server within a second.
     apps(s.dir.path(), &["revoke", &app_id]);
     let revoked_at = Instant::now();

@@ -78,6 +78,9 @@ pub struct Metrics {
     pub request_latency: Histogram,
     pub policy_reloads_ok: AtomicU64,
     pub policy_reloads_failed: AtomicU64,
+    pub rate_limited_ip: AtomicU64,
+    pub rate_limited_app: AtomicU64,
+    pub rate_limited_wallet: AtomicU64,
 }
 
 impl Metrics {
@@ -86,6 +89,16 @@ impl Metrics {
             500.. => &self.requests.server_error,
             400..=499 => &self.requests.client_error,
             _ => &self.requests.ok,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request refused by the named limiter (`ip`, `app`, `wallet`).
+    pub fn count_rate_limited(&self, limiter: &str) {
+        let c = match limiter {
+            "ip" => &self.rate_limited_ip,
+            "app" => &self.rate_limited_app,
+            _ => &self.rate_limited_wallet,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -151,6 +164,18 @@ impl Metrics {
             "parapet_policy_reloads_total{{result=\"failed\"}} {}",
             r(&self.policy_reloads_failed)
         );
+        out.push_str("# HELP parapet_rate_limited_total Requests refused by a rate limit, by limiter.\n# TYPE parapet_rate_limited_total counter\n");
+        for (limiter, counter) in [
+            ("ip", &self.rate_limited_ip),
+            ("app", &self.rate_limited_app),
+            ("wallet", &self.rate_limited_wallet),
+        ] {
+            let _ = writeln!(
+                out,
+                "parapet_rate_limited_total{{limiter=\"{limiter}\"}} {}",
+                r(counter)
+            );
+        }
         out
     }
 }

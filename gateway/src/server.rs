@@ -1,8 +1,10 @@
-//! Starting and stopping the service: load config-derived state, bind, serve until SIGTERM or
-//! Ctrl-C, and reload policies on SIGHUP.
+//! Starting and stopping the service: load config-derived state, bind, serve (TLS or plain HTTP)
+//! until SIGTERM or Ctrl-C, and reload policies and the TLS certificate on SIGHUP.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::audit;
@@ -16,6 +18,7 @@ use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::policy::{Engine, PolicyPaths};
 use crate::records::AppRecord;
+use crate::tls::{self, PlainHttp, Tls};
 
 /// How often refilled rate-limiter keys are forgotten: memory then holds at most the keys seen
 /// in the last few seconds, whatever the number of distinct clients.
@@ -130,28 +133,77 @@ pub async fn open_audit(
     Ok(log)
 }
 
-/// Serves until a shutdown signal.
+/// Serves until a shutdown signal: TLS when a certificate is configured, otherwise plain HTTP,
+/// which is allowed on a non-loopback address only with `allow_plain_http`. Every check (the
+/// plain-HTTP rule, the certificate and key) runs before the state is built or anything is bound.
 pub async fn run(mut config: Config) -> Result<()> {
+    // `plain` is `None` when serving TLS, otherwise the kind of plain HTTP that is allowed.
+    let (tls, plain) = match &config.tls {
+        Some(paths) => (Some(Arc::new(Tls::load(paths)?)), None),
+        None => (
+            None,
+            Some(tls::plain_http_mode(
+                config.listen,
+                config.allow_plain_http,
+            )?),
+        ),
+    };
     let state = build_state(&mut config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Config(format!("binding {}: {e}", config.listen)))?;
-    tracing::info!(listen = %config.listen, "serving; open http://localhost:{}/ (passkeys need a hostname origin)", config.listen.port());
-    spawn_reload_on_sighup(state.clone());
-    let served = axum::serve(
-        listener,
-        http::app(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| Error::Internal(format!("server: {e}")));
+    let (listen, port) = (config.listen, config.listen.port());
+    match plain {
+        None => tracing::info!(
+            %listen,
+            mode = "TLS",
+            "serving TLS; open https://localhost:{port}/ (passkeys need a hostname origin)"
+        ),
+        Some(PlainHttp::Loopback) => tracing::info!(
+            %listen,
+            mode = "plain HTTP on loopback (development)",
+            "serving plain HTTP on loopback (development); open http://localhost:{port}/ (passkeys need a hostname origin); set tls_cert and tls_key to serve TLS"
+        ),
+        Some(PlainHttp::Allowed) => tracing::warn!(
+            %listen,
+            mode = "plain HTTP on a non-loopback address (allow_plain_http)",
+            "serving plain HTTP on a non-loopback address (allow_plain_http): API keys cross the network in clear text unless TLS is terminated in front"
+        ),
+    }
+    spawn_reload_on_sighup(state.clone(), tls.clone());
+    let app = http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let served = match &tls {
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| Error::Internal(format!("server: {e}"))),
+        Some(tls) => {
+            let handle = axum_server::Handle::<SocketAddr>::new();
+            let on_signal = handle.clone();
+            // In-flight requests end within the request timeout anyway; idle connections close
+            // at once.
+            let grace = config.request_timeout;
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                on_signal.graceful_shutdown(Some(grace));
+            });
+            axum_server::Server::<SocketAddr>::from_listener(listener)
+                .acceptor(RustlsAcceptor::new(tls.rustls_config()))
+                .handle(handle)
+                .serve(app)
+                .await
+                .map_err(|e| Error::Internal(format!("server: {e}")))
+        }
+    };
     state.audit.flush_flood(state.clock.now(), true).await;
     state.audit.shutdown().await;
     served
 }
 
+/// SIGHUP reloads the policy set and, when serving TLS, the certificate and key from the same
+/// files (so a renewal needs no restart). Each reload keeps what it had on errors.
 #[cfg(unix)]
-fn spawn_reload_on_sighup(state: Arc<AppState>) {
+fn spawn_reload_on_sighup(state: Arc<AppState>, tls: Option<Arc<Tls>>) {
     use tokio::signal::unix::{SignalKind, signal};
     tokio::spawn(async move {
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -161,12 +213,15 @@ fn spawn_reload_on_sighup(state: Arc<AppState>) {
         while hup.recv().await.is_some() {
             // Outcome and errors are logged and counted by the reload itself.
             let _ = state.reload_policies("SIGHUP").await;
+            if let Some(tls) = &tls {
+                let _ = tls.reload("SIGHUP").await;
+            }
         }
     });
 }
 
 #[cfg(not(unix))]
-fn spawn_reload_on_sighup(_state: Arc<AppState>) {}
+fn spawn_reload_on_sighup(_state: Arc<AppState>, _tls: Option<Arc<Tls>>) {}
 
 async fn shutdown_signal() {
     let ctrl_c = async {

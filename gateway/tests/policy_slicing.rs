@@ -174,6 +174,7 @@ fn slices_agree_with_the_whole_set() {
                 grants: vec!["sign".to_owned()],
                 frozen: rng.random_bool(0.1),
                 groups: subset(&mut rng, "g", GROUPS + 1),
+                limits: Default::default(),
             };
             let mut wallet = testing::wallet(&[]);
             wallet.labels = subset(&mut rng, "l", GROUPS);

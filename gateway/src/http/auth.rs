@@ -3,8 +3,11 @@
 //! The static token of `serve`'s development default still works and acts as the development
 //! default app; only its SHA-256 is kept, compared in constant time.
 //!
+//! Then the app's own rate limit ([`crate::limits`]), before the handler reads the body.
+//!
 //! Refusals here are what a flood produces, so they are audited in aggregate (DESIGN §7): per
-//! client IP for missing or unknown keys, per app for frozen apps and missing grants.
+//! client IP for missing or unknown keys, per app for frozen apps, missing grants and rate
+//! limits.
 
 use std::sync::Arc;
 
@@ -55,10 +58,7 @@ pub async fn require_grant(
         }
         .into_response()
     };
-    let ip = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    let ip = super::client_ip::ClientIp::of(&req).key();
     let presented = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -97,6 +97,11 @@ pub async fn require_grant(
     if !caller.has(grant) {
         state.audit.note_flood(&caller.0.id, "forbidden", now);
         return refuse(Error::Forbidden(grant));
+    }
+    if let Err(refusal) = state.limits.check_app(&caller.0.id, caller.0.limits.rate) {
+        state.metrics.count_rate_limited(refusal.limiter);
+        state.audit.note_flood(&caller.0.id, "rate_limited", now);
+        return refuse(refusal.into_error());
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

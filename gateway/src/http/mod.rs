@@ -3,6 +3,7 @@
 mod apps_routes;
 mod audit_routes;
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod openapi;
 pub mod request_id;
@@ -134,7 +135,12 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/audit/events",
             get(audit_routes::events).route_layer(grant("audit:read")),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), time_v1));
+        .route_layer(middleware::from_fn_with_state(state.clone(), time_v1))
+        // Outermost, so it runs first: a refused IP costs no key lookup and no body read.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_ip::limit_ip,
+        ));
     Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

@@ -141,6 +141,14 @@ pub async fn authorize(
         Ok(w) => w,
         Err(e) => return Err(refuse(Some(&req), e).await),
     };
+    // The per-wallet limit, before any decoding or policy work; refusals are counted in
+    // aggregate like every other flood refusal, not audited one by one.
+    if let Err(refusal) = state.limits.check_wallet(wallet.address.into_array()) {
+        state.metrics.count_rate_limited(refusal.limiter);
+        let key = format!("{:#x}", wallet.address);
+        state.audit.note_flood(&key, "rate_limited", now);
+        return Err(fail(refusal.into_error()));
+    }
     let result = pipeline::evaluate(
         &policies,
         state.ledger.as_ref(),
