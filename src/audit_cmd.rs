@@ -4,6 +4,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -13,7 +14,7 @@ use parapet_gateway::audit::replay::{Replayer, Target};
 use parapet_gateway::audit::{
     CheckpointSigner, FileSigner, Filter, Head, Store, StoreOptions, verify,
 };
-use parapet_gateway::config::Config;
+use parapet_gateway::config::{Config, CustodyKind};
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
@@ -300,12 +301,19 @@ async fn dispatch(command: AuditCommand, config: &Config, store: &Store) -> Resu
     }
 }
 
-fn audit_key(config: &Config) -> Result<FileSigner> {
-    let path = checkpoint::default_key_path(&config.data_dir);
-    if !path.exists() {
-        bail!("no audit key at {}; pass --public-key", path.display());
+/// The key checkpoints must be signed with: the configured custody's audit key (the HSM's, or
+/// the development key file, which is never created here). Never the key a checkpoint line
+/// names: anyone can sign a forged line with a key of their own.
+fn audit_key(config: &Config) -> Result<Arc<dyn CheckpointSigner>> {
+    if config.custody == CustodyKind::File {
+        let path = checkpoint::default_key_path(&config.data_dir);
+        if !path.exists() {
+            bail!("no audit key at {}; pass --public-key", path.display());
+        }
+        return Ok(Arc::new(FileSigner::load_or_create(&path)?));
     }
-    Ok(FileSigner::load_or_create(&path)?)
+    parapet_gateway::custody::checkpoint_signer(config)
+        .context("opening the HSM audit key (or pass --public-key)")
 }
 
 /// The archive procedure: export the prefix, check it, sign a checkpoint of its last event
@@ -350,9 +358,9 @@ async fn archive(
     f.flush()?;
     f.get_ref().sync_all()?;
     drop(f);
-    let signer = FileSigner::load_or_create(&checkpoint::default_key_path(&config.data_dir))?;
+    let signer = parapet_gateway::custody::checkpoint_signer(config)?;
     let cp = Checkpoint::sign(
-        &signer,
+        signer.as_ref(),
         target.seq,
         &target.hash,
         time::OffsetDateTime::now_utc(),

@@ -49,12 +49,28 @@ enum Command {
         #[command(subcommand)]
         command: Box<audit_cmd::AuditCommand>,
     },
+    /// Set up the gateway's keys on the configured PKCS#11 token (hsm_module, hsm_token_label, hsm_pin).
+    Hsm {
+        #[command(subcommand)]
+        command: HsmCommand,
+    },
     /// Decide one request file (the /v1/authorize body) against the policy set, without a server.
     Decide {
         file: PathBuf,
         /// Evaluate at this time (RFC 3339) instead of now.
         #[arg(long)]
         now: Option<String>,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum HsmCommand {
+    /// Create the share-sealing key and the audit checkpoint key pair on the token when absent
+    /// (keys already there are checked and kept); print the audit public key.
+    Init {
         /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
@@ -133,8 +149,44 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
         Command::Policy { command } => policy_command(command, &config),
         Command::Apps { command } => apps_cmd::run(command, &config),
         Command::Audit { command } => audit_cmd::run(*command, &config),
+        Command::Hsm {
+            command: HsmCommand::Init { json },
+        } => hsm_init(json, &config),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
+}
+
+fn hsm_init(json: bool, config: &Config) -> Result<ExitCode> {
+    let report = parapet_gateway::custody::init(config)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = |created: bool| {
+        if created {
+            "created"
+        } else {
+            "already present, kept"
+        }
+    };
+    println!("token {:?} ({})", report.token_label, report.module);
+    println!(
+        "  share key {:?}: {}",
+        report.share_key_label,
+        what(report.created_share_key)
+    );
+    println!(
+        "  audit key {:?}: {}",
+        report.audit_key_label,
+        what(report.created_audit_key)
+    );
+    println!("audit public key: {}", report.audit_public_key);
+    if config.custody != parapet_gateway::config::CustodyKind::Hsm {
+        eprintln!(
+            "note: custody is \"file\"; set custody = \"hsm\" (or PARAPET_CUSTODY=hsm) for serve to use these keys"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `DIR` may be a project root (with policies/ and schemas/) or a policies directory.

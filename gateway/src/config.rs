@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -41,6 +42,13 @@ struct FileConfig {
     webauthn_rp_id: Option<String>,
     webauthn_origins: Option<Vec<String>>,
     webauthn_ceremony_ttl_secs: Option<u64>,
+    custody: Option<String>,
+    hsm_module: Option<PathBuf>,
+    hsm_token_label: Option<String>,
+    hsm_pin: Option<String>,
+    hsm_pin_file: Option<PathBuf>,
+    hsm_share_key_label: Option<String>,
+    hsm_audit_key_label: Option<String>,
 }
 
 /// How logs are written.
@@ -56,6 +64,43 @@ pub enum LogFormat {
 pub enum TokenSource {
     Configured(String),
     DevelopmentFile(PathBuf),
+}
+
+/// Which custody seals gateway shares and personal data, and signs audit checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustodyKind {
+    /// The development keystore: keys in files under the data directory. Anyone who can read
+    /// them can open every gateway share, so `serve` says so loudly at every start.
+    File,
+    /// A PKCS#11 token ([`HsmSettings`]): the keys never leave it.
+    Hsm,
+}
+
+/// Where the HSM is and how to log in to it (`hsm_*` settings).
+#[derive(Debug, Clone)]
+pub struct HsmSettings {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// Tokens are found by label: slot numbers change when tokens are added.
+    pub token_label: String,
+    /// The user PIN. `SecretString` so that it is redacted in `Debug` and wiped on drop.
+    pub pin: SecretString,
+    pub share_key_label: String,
+    pub audit_key_label: String,
+}
+
+impl HsmSettings {
+    /// The signer crate's view of the same settings.
+    pub fn signer_config(&self) -> parapet_signer::custody::HsmConfig {
+        let mut c = parapet_signer::custody::HsmConfig::new(
+            self.module.clone(),
+            self.token_label.clone(),
+            self.pin.clone(),
+        );
+        c.share_key_label.clone_from(&self.share_key_label);
+        c.audit_key_label.clone_from(&self.audit_key_label);
+        c
+    }
 }
 
 /// The resolved configuration.
@@ -94,6 +139,11 @@ pub struct Config {
     pub trusted_proxies: Vec<IpAddr>,
     /// The WebAuthn relying party: RP id, allowed origins, ceremony lifetime.
     pub webauthn: crate::passkeys::PasskeyConfig,
+    /// `custody = "file" | "hsm"`; the development keystore unless configured.
+    pub custody: CustodyKind,
+    /// The HSM settings when a token is configured (required by `custody = "hsm"` and by
+    /// `parapet hsm init`, which may run before custody is switched over).
+    pub hsm: Option<HsmSettings>,
 }
 
 /// Where the TLS certificate chain and key live.
@@ -125,6 +175,8 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webauthn", &self.webauthn)
+            .field("custody", &self.custody)
+            .field("hsm", &self.hsm)
             .finish()
     }
 }
@@ -160,6 +212,8 @@ pub const DEFAULT_IP_RATE: &str = "1000/s";
 pub const DEFAULT_WALLET_RATE: &str = "100/s";
 /// Per app created without `--rate`.
 pub const DEFAULT_APP_RATE: &str = "500/s";
+/// Where Debian and Ubuntu's `softhsm2` package installs its PKCS#11 module.
+pub const DEFAULT_HSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
 impl Config {
     /// Loads `path` (or `./parapet.toml` when it exists and no path is given), then applies the
@@ -335,6 +389,52 @@ impl Config {
             ),
         };
         webauthn.validate()?;
+        let custody = match get("PARAPET_CUSTODY").or(file.custody).as_deref() {
+            None | Some("file") => CustodyKind::File,
+            Some("hsm") => CustodyKind::Hsm,
+            Some(other) => {
+                return Err(Error::Config(format!(
+                    "custody {other:?}: expected file or hsm"
+                )));
+            }
+        };
+        let hsm_pin = secret(env, "PARAPET_HSM_PIN", file.hsm_pin, file.hsm_pin_file)?
+            .map(SecretString::from);
+        let hsm = match (
+            get("PARAPET_HSM_TOKEN_LABEL").or(file.hsm_token_label),
+            hsm_pin,
+        ) {
+            (Some(token_label), Some(pin)) => Some(HsmSettings {
+                module: get("PARAPET_HSM_MODULE")
+                    .map(PathBuf::from)
+                    .or(file.hsm_module)
+                    .unwrap_or_else(|| DEFAULT_HSM_MODULE.into()),
+                token_label,
+                pin,
+                share_key_label: get("PARAPET_HSM_SHARE_KEY_LABEL")
+                    .or(file.hsm_share_key_label)
+                    .unwrap_or_else(|| parapet_signer::custody::DEFAULT_SHARE_KEY_LABEL.to_owned()),
+                audit_key_label: get("PARAPET_HSM_AUDIT_KEY_LABEL")
+                    .or(file.hsm_audit_key_label)
+                    .unwrap_or_else(|| parapet_signer::custody::DEFAULT_AUDIT_KEY_LABEL.to_owned()),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "hsm_token_label is set but no HSM PIN: set hsm_pin, hsm_pin_file, PARAPET_HSM_PIN or PARAPET_HSM_PIN_FILE".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "an HSM PIN is set but no token: set hsm_token_label or PARAPET_HSM_TOKEN_LABEL".to_owned(),
+                ));
+            }
+        };
+        if custody == CustodyKind::Hsm && hsm.is_none() {
+            return Err(Error::Config(
+                "custody = \"hsm\" needs hsm_token_label and an HSM PIN (hsm_pin, hsm_pin_file, PARAPET_HSM_PIN or PARAPET_HSM_PIN_FILE)".to_owned(),
+            ));
+        }
         Ok(Config {
             listen,
             data_dir,
@@ -354,6 +454,8 @@ impl Config {
             limits,
             trusted_proxies,
             webauthn,
+            custody,
+            hsm,
         })
     }
 
@@ -509,6 +611,103 @@ mod tests {
             "postgres://u:***@h/db"
         );
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    #[test]
+    fn custody_defaults_to_the_file_keystore() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.custody, CustodyKind::File);
+        assert!(c.hsm.is_none());
+    }
+
+    #[test]
+    fn hsm_settings_from_file_env_and_pin_file() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap();
+        let pin_path = dir.path().join("pin");
+        std::fs::write(&pin_path, "pin-from-file\n").unwrap();
+        let file: FileConfig = toml::from_str(
+            "custody = \"hsm\"\nhsm_token_label = \"gw\"\nhsm_pin = \"toml-pin\"\nhsm_audit_key_label = \"cp\"",
+        )
+        .unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert_eq!(c.custody, CustodyKind::Hsm);
+        let hsm = c.hsm.unwrap();
+        assert_eq!(hsm.module, Path::new(DEFAULT_HSM_MODULE));
+        assert_eq!(hsm.token_label, "gw");
+        assert_eq!(hsm.pin.expose_secret(), "toml-pin");
+        assert_eq!(hsm.share_key_label, "parapet-share-key");
+        assert_eq!(hsm.audit_key_label, "cp");
+        let signer = hsm.signer_config();
+        assert_eq!(signer.audit_key_label, "cp");
+        assert_eq!(signer.token_label, "gw");
+
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[
+                ("PARAPET_CUSTODY", "hsm"),
+                ("PARAPET_HSM_MODULE", "/opt/hsm/lib.so"),
+                ("PARAPET_HSM_TOKEN_LABEL", "env-token"),
+                ("PARAPET_HSM_PIN_FILE", pin_path.to_str().unwrap()),
+                ("PARAPET_HSM_SHARE_KEY_LABEL", "shares"),
+            ]),
+        )
+        .unwrap();
+        let hsm = c.hsm.unwrap();
+        assert_eq!(hsm.module, Path::new("/opt/hsm/lib.so"));
+        assert_eq!(hsm.token_label, "env-token");
+        assert_eq!(hsm.pin.expose_secret(), "pin-from-file");
+        assert_eq!(hsm.share_key_label, "shares");
+        assert_eq!(hsm.audit_key_label, "parapet-audit-key");
+    }
+
+    #[test]
+    fn incomplete_or_unknown_custody_is_refused() {
+        for pairs in [
+            &[("PARAPET_CUSTODY", "vault")][..],
+            &[("PARAPET_CUSTODY", "hsm")][..],
+            &[("PARAPET_CUSTODY", "hsm"), ("PARAPET_HSM_TOKEN_LABEL", "t")][..],
+            &[("PARAPET_HSM_PIN", "1234")][..],
+        ] {
+            assert!(
+                matches!(
+                    Config::resolve(FileConfig::default(), &env(pairs)),
+                    Err(Error::Config(_))
+                ),
+                "{pairs:?}"
+            );
+        }
+        // HSM settings may be present while custody is still the file keystore (`hsm init`
+        // runs before the switch).
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[
+                ("PARAPET_HSM_TOKEN_LABEL", "t"),
+                ("PARAPET_HSM_PIN", "1234"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.custody, CustodyKind::File);
+        assert!(c.hsm.is_some());
+    }
+
+    #[test]
+    fn debug_never_prints_the_hsm_pin() {
+        let c = Config::resolve(
+            FileConfig::default(),
+            &env(&[
+                ("PARAPET_CUSTODY", "hsm"),
+                ("PARAPET_HSM_TOKEN_LABEL", "t"),
+                ("PARAPET_HSM_PIN", "pin-4711-do-not-log"),
+            ]),
+        )
+        .unwrap();
+        let text = format!("{c:?}");
+        assert!(text.contains("Hsm"), "{text}");
+        assert!(!text.contains("pin-4711"), "{text}");
+        let hsm = c.hsm.unwrap();
+        assert!(!format!("{hsm:?}").contains("pin-4711"));
+        assert!(!format!("{:?}", hsm.signer_config()).contains("pin-4711"));
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub enum Error {
     /// request is refused (fail closed) and may be retried.
     #[error("app store unavailable")]
     StoreUnavailable,
+    /// The HSM did not answer (module error, token removed, session lost): nothing that needs a
+    /// key can proceed, and the request may be retried. The detail stays in the log.
+    #[error("HSM unavailable: {0}")]
+    HsmUnavailable(String),
     #[error("database: {0}")]
     Database(String),
     #[error("configuration: {0}")]
@@ -122,6 +126,7 @@ impl Error {
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
+            Error::HsmUnavailable(_) => "hsm_unavailable",
             Error::Database(_) => "database_error",
             Error::Config(_) => "configuration_error",
             Error::Internal(_) => "internal",
@@ -141,9 +146,10 @@ impl Error {
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Timeout | Error::AuditUnavailable | Error::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::Timeout
+            | Error::AuditUnavailable
+            | Error::StoreUnavailable
+            | Error::HsmUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -157,6 +163,8 @@ impl Error {
             Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
                 "internal error; see the gateway log".to_owned()
             }
+            // Never PKCS#11 codes in a body (DESIGN §10).
+            Error::HsmUnavailable(_) => "HSM unavailable; retry later".to_owned(),
             other => other.to_string(),
         }
     }

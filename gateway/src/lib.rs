@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod custody;
 pub mod decode;
 pub mod error;
 pub mod facts;
@@ -17,6 +18,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod records;
 pub mod request;
+pub mod sealing;
 pub mod secret_file;
 pub mod server;
 pub mod tls;

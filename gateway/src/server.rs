@@ -25,9 +25,10 @@ use crate::tls::{self, PlainHttp, Tls};
 const LIMITER_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Builds the shared state from configuration: loads and validates the policy set, makes sure a
-/// static token exists, opens the audit store (refusing a SQLite store without WAL and
-/// `synchronous=FULL`) and stores the active policy version. Fails before binding anything if
-/// any of that fails.
+/// static token exists, opens custody (refusing an HSM with a wrong PIN, a missing key or a key
+/// that could leave it) and the personal data key, opens the audit store (refusing a SQLite
+/// store without WAL and `synchronous=FULL`) and stores the active policy version. Fails before
+/// binding anything if any of that fails.
 pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
     let engine = Engine::new(PolicyPaths {
         policies: config.policies_dir.clone(),
@@ -56,8 +57,20 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         policy_version = engine.current().version(),
         "policy set loaded"
     );
+    let opened = crate::custody::open(config)?;
+    if opened.kind == crate::config::CustodyKind::File {
+        tracing::warn!(
+            path = %crate::custody::default_share_key_path(&config.data_dir).display(),
+            "DEVELOPMENT KEYSTORE: gateway shares, personal data and audit checkpoints are protected by key files in the data directory; anyone who can read them can open every gateway share. Set custody = \"hsm\" in production (README: Key custody)"
+        );
+    }
+    let personal_data = Arc::new(crate::sealing::PersonalDataKey::open_or_create(
+        opened.custody.as_ref(),
+        &crate::sealing::default_data_key_path(&config.data_dir),
+    )?);
     let clock: crate::clock::SharedClock = Arc::new(SystemClock);
-    let audit = Arc::new(open_audit(config, clock.clone()).await?);
+    let audit =
+        Arc::new(open_audit(config, clock.clone(), opened.checkpoint_signer.clone()).await?);
     let policies = engine.current();
     audit
         .ensure_policy_version(policies.version(), policies.files(), clock.now())
@@ -80,17 +93,19 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         trusted_proxies: config.trusted_proxies.clone(),
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout,
+        custody: opened.custody,
+        personal_data,
     }))
 }
 
-/// Opens the store named by `database_url` and starts the audit writer, with the checkpoint key
-/// and file under the data directory.
+/// Opens the store named by `database_url` and starts the audit writer, with checkpoints
+/// signed by `signer` (the custody's audit key: the HSM's, or the development key file) and
+/// appended to the file under the data directory.
 pub async fn open_audit(
     config: &Config,
     clock: crate::clock::SharedClock,
+    signer: Arc<dyn audit::CheckpointSigner>,
 ) -> Result<audit::AuditLog> {
-    let signer =
-        audit::FileSigner::load_or_create(&audit::checkpoint::default_key_path(&config.data_dir))?;
     let store_opts = audit::StoreOptions {
         timeout: config.audit_timeout,
         ..audit::StoreOptions::default()
@@ -106,7 +121,7 @@ pub async fn open_audit(
         &config.database_url,
         &store_opts,
         writer,
-        Some(Arc::new(signer)),
+        Some(signer),
         clock,
     )
     .await?;

@@ -54,6 +54,11 @@ pub struct AppState {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    /// Seals and opens gateway shares (the HSM in production, the development keystore by
+    /// default); ceremonies open a share only for their own duration.
+    pub custody: Arc<dyn parapet_signer::custody::Custody>,
+    /// The personal data key, opened at start (OIDC claims, webhook and TOTP secrets).
+    pub personal_data: Arc<crate::sealing::PersonalDataKey>,
 }
 
 impl AppState {
