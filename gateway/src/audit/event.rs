@@ -24,6 +24,9 @@ pub enum EventKind {
     /// An operator changed who may call: an app created, updated, frozen, unfrozen, revoked or
     /// its key rotated. `action` names the change, `request` what changed (never a key).
     Admin,
+    /// A user approved (`action` "approve") or revoked (`action` "revoke") an app's consent
+    /// scopes; `user` and `app` say whose, `request` which scopes under which consent hash.
+    Consent,
 }
 
 impl EventKind {
@@ -33,6 +36,7 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::Limited => "limited",
             EventKind::Admin => "admin",
+            EventKind::Consent => "consent",
         }
     }
 }
@@ -81,6 +85,9 @@ pub struct AuditEvent {
     pub decision: Option<String>,
     pub determining_policies: Vec<PolicyRef>,
     pub errors: Vec<String>,
+    /// Scopes whose permits would have allowed a `scope-not-approved` deny; recorded as null
+    /// when empty.
+    pub scope_not_approved: Vec<String>,
     pub digest: Option<String>,
     pub policy_version: Option<String>,
     /// The exact Cedar request (principal, action, resource, context) as JSON text.
@@ -108,6 +115,7 @@ impl AuditEvent {
             decision: None,
             determining_policies: Vec::new(),
             errors: Vec::new(),
+            scope_not_approved: Vec::new(),
             digest: None,
             policy_version: None,
             cedar_request: None,
@@ -136,6 +144,7 @@ struct Wire<'a> {
     decision: Option<&'a str>,
     determining_policies: &'a [PolicyRef],
     errors: &'a [String],
+    scope_not_approved: Option<&'a [String]>,
     digest: Option<&'a str>,
     policy_version: Option<&'a str>,
     cedar_request: Option<&'a str>,
@@ -183,6 +192,8 @@ impl AuditEvent {
             decision: self.decision.as_deref(),
             determining_policies: &self.determining_policies,
             errors: &self.errors,
+            scope_not_approved: (!self.scope_not_approved.is_empty())
+                .then_some(self.scope_not_approved.as_slice()),
             digest: self.digest.as_deref(),
             policy_version: self.policy_version.as_deref(),
             cedar_request: self.cedar_request.as_deref(),
@@ -268,7 +279,8 @@ impl IndexColumns {
     }
 }
 
-/// Determining policies as recorded: id, effect (`permit`, `forbid`, `default_deny`), reason.
+/// Determining policies as recorded: id, effect (`permit`, `forbid`, `default_deny`,
+/// `scope_not_approved`), reason.
 pub fn policy_refs(determining: &[crate::policy::DeterminingPolicy]) -> Vec<PolicyRef> {
     determining
         .iter()
