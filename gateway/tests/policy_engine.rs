@@ -421,10 +421,7 @@ fn consent_hash_is_per_app() {
     assert_eq!(a.len(), 64);
     assert_eq!(a, set.consent_hash(&testing::app()).unwrap());
     let app = testing::app();
-    let offered: Vec<&str> = set
-        .offered_scopes(&app)
-        .map(|(id, _)| id)
-        .collect();
+    let offered: Vec<&str> = set.offered_scopes(&app).map(|(id, _)| id).collect();
     assert_eq!(offered, ["basic", "nft_operators"]);
 }
 
