@@ -343,6 +343,12 @@ fn decide(file: &Path, now: Option<&str>, json: bool, config: &Config) -> Result
         for p in &outcome.determining_policies {
             println!("  {:?} {} — {}", p.effect, p.id, p.reason);
         }
+        if !outcome.scope_not_approved.is_empty() {
+            println!(
+                "  scopes not approved: {}",
+                outcome.scope_not_approved.join(", ")
+            );
+        }
         for e in &outcome.errors {
             println!("  error: {e}");
         }

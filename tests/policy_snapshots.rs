@@ -47,14 +47,20 @@ fn run(policies: &LoadedPolicies, path: &Path) -> Result<Value, Value> {
         )
     });
     match outcome {
-        Ok((_, o)) => Ok(json!({
-            "decision": o.decision,
-            "action": o.action,
-            "determining": o.determining_policies.iter().map(|p| json!([p.effect, p.id])).collect::<Vec<_>>(),
-            "errors": o.errors,
-            "digest": o.digest,
-            "facts": o.facts,
-        })),
+        Ok((_, o)) => {
+            let mut out = json!({
+                "decision": o.decision,
+                "action": o.action,
+                "determining": o.determining_policies.iter().map(|p| json!([p.effect, p.id])).collect::<Vec<_>>(),
+                "errors": o.errors,
+                "digest": o.digest,
+                "facts": o.facts,
+            });
+            if !o.scope_not_approved.is_empty() {
+                out["scope_not_approved"] = json!(o.scope_not_approved);
+            }
+            Ok(out)
+        }
         Err(e) => Err(
             json!({"code": e.code(), "status": e.status().as_u16(), "message": e.public_message()}),
         ),

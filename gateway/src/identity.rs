@@ -236,7 +236,7 @@ pub enum Auditor<'a> {
 }
 
 impl Auditor<'_> {
-    async fn record(&self, event: AuditEvent) -> Result<()> {
+    pub(crate) async fn record(&self, event: AuditEvent) -> Result<()> {
         match self {
             Auditor::Log(log) => log.append(event).await.map(|_| ()),
             Auditor::Store(store) => store

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod consent;
 pub mod custody;
 pub mod decode;
 pub mod error;

@@ -22,6 +22,9 @@ pub struct Outcome {
     pub action: Action,
     pub determining_policies: Vec<DeterminingPolicy>,
     pub errors: Vec<String>,
+    /// Consent scopes whose permits would have allowed a denied request had the user approved
+    /// them for this app (determining entry `scope-not-approved`); empty otherwise.
+    pub scope_not_approved: Vec<String>,
     pub policy_version: String,
     pub digest: String,
     pub labels_source: LabelsSource,
@@ -106,6 +109,7 @@ pub fn evaluate(
         action: facts.action,
         determining_policies: decision.determining,
         errors: decision.errors,
+        scope_not_approved: decision.scope_not_approved,
         policy_version: policies.version().to_owned(),
         digest: facts.digest.to_string(),
         labels_source: wallet.labels_source,
@@ -119,7 +123,7 @@ pub fn evaluate(
 
 /// Scopes that apply without a user session.
 pub fn basic_scopes() -> Vec<String> {
-    vec!["basic".to_owned()]
+    vec![crate::policy::BASIC_SCOPE.to_owned()]
 }
 
 /// Shared handle type for the ledger.

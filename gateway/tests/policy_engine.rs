@@ -12,7 +12,8 @@ use parapet_gateway::facts::Facts;
 use parapet_gateway::ledger::{Velocity, VelocityTotals};
 use parapet_gateway::policy::testing::{self, ALICE, METAMASK_DELEGATOR, TORNADO_ROUTER};
 use parapet_gateway::policy::{
-    DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, Effect, LoadedPolicies,
+    Decision, DecisionInput, Effect, LoadedPolicies, SCOPE_NOT_APPROVED_ID,
+    SCOPE_NOT_APPROVED_REASON,
 };
 use parapet_gateway::records::{AppRecord, SessionFacts, WalletRecord};
 use time::OffsetDateTime;
@@ -268,28 +269,37 @@ fn frozen_apps_and_wallets_sign_nothing() {
 }
 
 #[test]
-fn nft_operator_approvals_need_their_scope_and_nothing_permitted_is_a_default_deny() {
+fn nft_operator_approvals_need_their_scope_and_a_deny_without_it_names_it() {
     let set = shipped();
     let collection = address!("bc4ca0eda7647a8ab7c2061c2e118a18a936f13d");
+    // Only the unapproved scope's permit would allow it: named as such, not a default deny.
     let d = Req::new(testing::nft_approve_all(collection, ALICE, true)).decide(&set);
     assert!(!d.allowed && d.errors.is_empty());
     assert_eq!(d.determining.len(), 1);
-    assert_eq!(d.determining[0].id, DEFAULT_DENY_ID);
-    assert_eq!(d.determining[0].effect, Effect::DefaultDeny);
-    assert_eq!(d.determining[0].reason, DEFAULT_DENY_REASON);
+    assert_eq!(d.determining[0].id, SCOPE_NOT_APPROVED_ID);
+    assert_eq!(d.determining[0].effect, Effect::ScopeNotApproved);
+    assert_eq!(d.determining[0].reason, SCOPE_NOT_APPROVED_REASON);
+    assert_eq!(d.scope_not_approved, ["nft_operators"]);
     assert!(!set.step_up_may_help(&d));
 
     let mut consented = Req::new(testing::nft_approve_all(collection, ALICE, true));
     consented.scopes.push("nft_operators".to_owned());
-    allowed(&consented.decide(&set), &["permit-nft-operator-approval"]);
+    let d = consented.decide(&set);
+    allowed(&d, &["permit-nft-operator-approval"]);
+    assert!(d.scope_not_approved.is_empty());
     allowed(
         &Req::new(testing::nft_approve_all(collection, ALICE, false)).decide(&set),
         &["permit-nft-approval-revoke"],
     );
 
+    // A forbid is reported as such, whatever the scopes.
+    let mut hash = Req::new(testing::raw_hash());
+    hash.scopes.push("nft_operators".to_owned());
+    denied(&hash.decide(&set), &["forbid-raw-hash"]);
+    // `basic` applies whatever the caller passes.
     let mut no_scopes = Req::new(testing::personal_sign(3));
     no_scopes.scopes.clear();
-    denied(&no_scopes.decide(&set), &[DEFAULT_DENY_ID]);
+    allowed(&no_scopes.decide(&set), &["permit-messages"]);
 }
 
 #[test]
@@ -405,17 +415,14 @@ fn replay_refuses_a_record_that_does_not_fit_the_schema() {
 }
 
 #[test]
-fn consent_hash_ignores_descriptions_but_not_permits() {
+fn consent_hash_is_per_app() {
     let set = shipped();
-    let a = set
-        .consent_hash(&["basic".to_owned(), "nft_operators".to_owned()])
-        .unwrap();
-    let b = set
-        .consent_hash(&["nft_operators".to_owned(), "basic".to_owned()])
-        .unwrap();
-    assert_eq!(a, b);
-    assert_ne!(a, set.consent_hash(&["basic".to_owned()]).unwrap());
-    assert!(set.consent_hash(&["nope".to_owned()]).is_err());
+    let a = set.consent_hash(&testing::app()).unwrap();
+    assert_eq!(a.len(), 64);
+    assert_eq!(a, set.consent_hash(&testing::app()).unwrap());
+    let app = testing::app();
+    let offered: Vec<&str> = set.offered_scopes(&app).map(|(id, _)| id).collect();
+    assert_eq!(offered, ["basic", "nft_operators"]);
 }
 
 #[test]

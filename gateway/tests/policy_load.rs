@@ -14,7 +14,7 @@ use parapet_gateway::Error;
 use parapet_gateway::policy::testing::{self, ALICE};
 use parapet_gateway::policy::{DecisionInput, Engine, LoadedPolicies, PolicyPaths};
 
-const SCOPES: &str = r#"{"basic": {"description": "b", "required": true}, "extra": {"description": "e", "required": false}}"#;
+const SCOPES: &str = r#"{"basic": {"name": "N", "description": "b", "required": true}, "extra": {"name": "N", "description": "e", "required": false}}"#;
 const LISTS: &str =
     r#"[{"uid": {"type": "Parapet::AddressList", "id": "blocked"}, "attrs": {}, "parents": []}]"#;
 const OK: &str = "@id(\"ok\")\n@reason(\"r\")\npermit (principal, action, resource);\n";
@@ -274,12 +274,12 @@ fn scopes_file_is_checked() {
     let t = TempSet::new(&[("policies/a.cedar", OK)]);
     t.write(
         "policies/scopes.json",
-        r#"{"basic": {"description": "b", "required": false}}"#,
+        r#"{"basic": {"name": "N", "description": "b", "required": false}}"#,
     );
     has(&t.problems(), "policies/scopes.json", "must be required");
     t.write(
         "policies/scopes.json",
-        r#"{"other": {"description": "b", "required": true}}"#,
+        r#"{"other": {"name": "N", "description": "b", "required": true}}"#,
     );
     has(
         &t.problems(),
@@ -288,7 +288,7 @@ fn scopes_file_is_checked() {
     );
     t.write(
         "policies/scopes.json",
-        "{\n\"basic\": {\"description\": \"b\", \"required\": true, \"x\": 1}}",
+        "{\n\"basic\": {\"name\": \"N\", \"description\": \"b\", \"required\": true, \"x\": 1}}",
     );
     has(&t.problems(), "policies/scopes.json:2:", "unknown field");
     std::fs::remove_file(t.root().join("policies/scopes.json")).unwrap();
@@ -445,7 +445,7 @@ fn readme_examples_are_valid_and_formatted_policies() {
     let t = TempSet::new(&[("policies/examples.cedar", &examples)]);
     t.write(
         "policies/scopes.json",
-        r#"{"basic": {"description": "b", "required": true}, "defi": {"description": "d", "required": false}}"#,
+        r#"{"basic": {"name": "N", "description": "b", "required": true}, "defi": {"name": "N", "description": "d", "required": false}}"#,
     );
     t.write(
         "policies/entities/lists.json",
@@ -500,4 +500,212 @@ fn readme_examples_are_valid_and_formatted_policies() {
         unformatted.is_empty(),
         "README examples {unformatted:?} are not in `policy fmt` style"
     );
+}
+
+/// A set with a permit in `basic`, one in `extra` (offered to every app) and one in `only`
+/// (offered to app `app_a` and the group `partners`), plus a forbid.
+fn scoped_set() -> TempSet {
+    let policies = r#"
+@id("transfers") @reason("r")
+permit (principal, action == Parapet::Action::"native_transfer", resource);
+
+@id("messages") @scope("extra") @reason("r")
+permit (principal, action == Parapet::Action::"personal_sign", resource);
+
+@id("messages-again") @scope("only") @reason("r")
+permit (principal, action == Parapet::Action::"personal_sign", resource);
+
+@id("nft-only") @scope("only") @reason("r")
+permit (principal, action == Parapet::Action::"nft_approve_all", resource);
+
+@id("deploys-for-b") @scope("extra") @reason("r")
+permit (principal == Parapet::App::"app_b", action == Parapet::Action::"contract_deploy", resource);
+
+@id("no-long-messages") @reason("r")
+forbid (principal, action == Parapet::Action::"personal_sign", resource)
+when { context has message && context.message.len > 100 };
+"#;
+    let t = TempSet::new(&[("policies/a.cedar", policies)]);
+    t.write("policies/scopes.json", SCOPED);
+    t
+}
+
+const SCOPED: &str = r#"{
+  "basic": {"name": "Basic", "description": "b", "required": true},
+  "extra": {"name": "Extra", "description": "e", "required": false},
+  "only": {"name": "Only", "description": "o", "required": false, "apps": ["app_a", "group:partners"]}
+}"#;
+
+fn app(id: &str, groups: &[&str]) -> parapet_gateway::records::AppRecord {
+    let mut a = testing::app();
+    a.id = id.to_owned();
+    a.groups = groups.iter().map(|g| (*g).to_owned()).collect();
+    a
+}
+
+fn decide_with(
+    set: &LoadedPolicies,
+    app: &parapet_gateway::records::AppRecord,
+    facts: &parapet_gateway::facts::Facts,
+    scopes: &[&str],
+) -> parapet_gateway::policy::Decision {
+    let wallet = testing::wallet(&[]);
+    let velocity = testing::velocity(facts);
+    let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+    let input = DecisionInput {
+        app,
+        wallet: &wallet,
+        facts,
+        velocity: &velocity,
+        session: None,
+        step_up: false,
+        scopes: &scopes,
+        now: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    let d = set.decide(&input);
+    assert_eq!(d, set.decide_unsliced(&input), "slicing changed the answer");
+    assert_eq!(
+        set.replay(&d.cedar_request, &d.entities).unwrap(),
+        d,
+        "replay changed the answer"
+    );
+    d
+}
+
+fn ids(d: &parapet_gateway::policy::Decision) -> Vec<&str> {
+    d.determining.iter().map(|p| p.id.as_str()).collect()
+}
+
+#[test]
+fn only_approved_scopes_permit_and_the_rest_is_named() {
+    use parapet_gateway::policy::Effect;
+    let t = scoped_set();
+    let set = t.load().unwrap();
+    let msg = testing::personal_sign(10);
+    let a = app("app_a", &[]);
+    let other = app("app_z", &[]);
+
+    // Only basic: denied, and the scopes whose permits would allow it are named.
+    let d = decide_with(&set, &a, &msg, &["basic"]);
+    assert!(!d.allowed);
+    assert_eq!(ids(&d), ["scope-not-approved"]);
+    assert_eq!(d.determining[0].effect, Effect::ScopeNotApproved);
+    assert_eq!(d.scope_not_approved, ["extra", "only"]);
+    assert_eq!(d.facts["scopes"], serde_json::json!(["basic"]));
+    // `only` is not offered to app_z: only `extra` is named.
+    let d = decide_with(&set, &other, &msg, &["basic"]);
+    assert_eq!(d.scope_not_approved, ["extra"]);
+    // ... and approving it there changes nothing (and it is not in context.scopes).
+    let d = decide_with(&set, &other, &msg, &["basic", "only"]);
+    assert_eq!(d.scope_not_approved, ["extra"]);
+    assert_eq!(d.facts["scopes"], serde_json::json!(["basic"]));
+    // Through a group it is offered.
+    let d = decide_with(&set, &app("app_z", &["partners"]), &msg, &["basic"]);
+    assert_eq!(d.scope_not_approved, ["extra", "only"]);
+    // Approved: allowed by that scope's permit.
+    let d = decide_with(&set, &a, &msg, &["extra"]);
+    assert!(d.allowed);
+    assert_eq!(ids(&d), ["messages"]);
+    assert!(d.scope_not_approved.is_empty());
+    assert_eq!(d.facts["scopes"], serde_json::json!(["basic", "extra"]));
+    // Unknown scopes are ignored; basic is always there.
+    let d = decide_with(&set, &a, &msg, &["nope"]);
+    assert_eq!(d.facts["scopes"], serde_json::json!(["basic"]));
+    // A permit only for another app does not make a scope worth naming.
+    let d = decide_with(&set, &a, &testing::deploy(), &["basic"]);
+    assert_eq!(ids(&d), ["default-deny"]);
+    assert!(d.scope_not_approved.is_empty());
+    let d = decide_with(&set, &app("app_b", &[]), &testing::deploy(), &["basic"]);
+    assert_eq!(d.scope_not_approved, ["extra"]);
+    // Nothing would allow it at all: the plain default deny.
+    let d = decide_with(&set, &a, &testing::raw_hash(), &["basic", "extra", "only"]);
+    assert_eq!(ids(&d), [parapet_gateway::policy::DEFAULT_DENY_ID]);
+    assert_eq!(d.determining[0].effect, Effect::DefaultDeny);
+    assert_eq!(
+        d.determining[0].reason,
+        parapet_gateway::policy::DEFAULT_DENY_REASON
+    );
+    assert!(d.scope_not_approved.is_empty());
+}
+
+#[test]
+fn forbids_apply_whatever_the_scopes() {
+    let t = scoped_set();
+    let set = t.load().unwrap();
+    let long = testing::personal_sign(500);
+    for scopes in [&["basic"][..], &["basic", "extra"], &["extra", "only"]] {
+        let d = decide_with(&set, &app("app_a", &[]), &long, scopes);
+        assert!(!d.allowed);
+        assert_eq!(ids(&d), ["no-long-messages"], "{scopes:?}");
+        assert!(d.scope_not_approved.is_empty());
+    }
+}
+
+#[test]
+fn scope_ids_of_the_gateway_are_reserved() {
+    let t = TempSet::new(&[(
+        "policies/a.cedar",
+        "@id(\"scope-not-approved\")\n@reason(\"r\")\npermit (principal, action, resource);\n",
+    )]);
+    has(&t.problems(), "policies/a.cedar:1:", "reserved");
+}
+
+#[test]
+fn consent_hash_keeps_names_and_descriptions_but_not_permits() {
+    let t = scoped_set();
+    let a = app("app_a", &[]);
+    let z = app("app_z", &[]);
+    let hash =
+        |app: &parapet_gateway::records::AppRecord| t.load().unwrap().consent_hash(app).unwrap();
+    let (ha, hz) = (hash(&a), hash(&z));
+    assert_eq!(ha.len(), 64);
+    assert_ne!(ha, hz, "app_a is offered one more scope");
+
+    // Names and descriptions: consent stands.
+    t.write(
+        "policies/scopes.json",
+        &SCOPED.replace("\"Extra\"", "\"Extra, renamed\"").replace(
+            "\"description\": \"o\"",
+            "\"description\": \"better words\"",
+        ),
+    );
+    assert_eq!(hash(&a), ha);
+    // Forbids and permits for other apps are not part of it either.
+    let original = std::fs::read_to_string(t.root().join("policies/a.cedar")).unwrap();
+    t.write(
+        "policies/a.cedar",
+        &original.replace("len > 100", "len > 200"),
+    );
+    assert_eq!(hash(&a), ha);
+    t.write(
+        "policies/a.cedar",
+        &original.replace("\"contract_deploy\"", "\"contract_call\""),
+    );
+    assert_eq!(hash(&a), ha);
+    assert_eq!(hash(&z), hz);
+
+    // A permit's text: asked again.
+    t.write(
+        "policies/a.cedar",
+        &original.replace("\"nft_approve_all\"", "\"nft_transfer\""),
+    );
+    assert_ne!(hash(&a), ha);
+    assert_eq!(hash(&z), hz, "app_z is not offered that scope");
+    t.write("policies/a.cedar", &original);
+    assert_eq!(hash(&a), ha);
+    // A required flag, and which scopes are offered: asked again.
+    t.write(
+        "policies/scopes.json",
+        &SCOPED.replace(
+            "\"description\": \"e\", \"required\": false",
+            "\"description\": \"e\", \"required\": true",
+        ),
+    );
+    assert_ne!(hash(&a), ha);
+    t.write(
+        "policies/scopes.json",
+        &SCOPED.replace("\"group:partners\"", "\"group:partners\", \"app_z\""),
+    );
+    assert_eq!(hash(&a), ha);
+    assert_ne!(hash(&z), hz);
 }

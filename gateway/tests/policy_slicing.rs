@@ -1,6 +1,6 @@
 //! Slicing never changes an answer: a differential test of the app's slice against the whole
-//! set, over generated policies (every kind of principal constraint, scopes, errors) and
-//! generated requests.
+//! set, over generated policies (every kind of principal constraint, consent scopes offered to
+//! every app or to some, errors) and generated requests, including `scope-not-approved` denies.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,7 +12,7 @@
 use alloy::primitives::U256;
 use parapet_gateway::facts::Facts;
 use parapet_gateway::policy::testing::{self, ALICE, METAMASK_DELEGATOR, TORNADO_ROUTER};
-use parapet_gateway::policy::{DecisionInput, LoadedPolicies, PolicyPaths};
+use parapet_gateway::policy::{DecisionInput, Effect, LoadedPolicies, PolicyPaths};
 use parapet_gateway::records::AppRecord;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -84,10 +84,11 @@ fn generate(rng: &mut StdRng, n: usize) -> String {
     let mut out = String::new();
     for i in 0..n {
         let permit = rng.random_bool(0.7);
-        let scope = if permit && rng.random_bool(0.25) {
-            "@scope(\"extra\")\n"
-        } else {
-            ""
+        let scope = match rng.random_range(0..8) {
+            _ if !permit => "",
+            0 | 1 => "@scope(\"extra\")\n",
+            2 => "@scope(\"only\")\n",
+            _ => "",
         };
         out.push_str(&format!(
             "@id(\"p{i}\")\n@reason(\"generated {i}\")\n{scope}{} ({}, {}, resource){};\n\n",
@@ -149,13 +150,13 @@ fn slices_agree_with_the_whole_set() {
     .unwrap();
     std::fs::write(
         paths.policies.join("scopes.json"),
-        r#"{"basic": {"description": "b", "required": true}, "extra": {"description": "e", "required": false}}"#,
+        r#"{"basic": {"name": "N", "description": "b", "required": true}, "extra": {"name": "N", "description": "e", "required": false}, "only": {"name": "N", "description": "o", "required": false, "apps": ["app1", "group:g2"]}}"#,
     )
     .unwrap();
 
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let mut compared = 0usize;
-    let (mut allows, mut denies, mut errors) = (0usize, 0usize, 0usize);
+    let (mut allows, mut denies, mut errors, mut not_approved) = (0usize, 0usize, 0usize, 0usize);
     for round in 0..4 {
         std::fs::write(
             paths.policies.join("generated.cedar"),
@@ -182,8 +183,10 @@ fn slices_agree_with_the_whole_set() {
             let mut velocity = testing::velocity(&facts);
             velocity.count_1h = rng.random_range(1..3);
             let mut scopes = vec!["basic".to_owned()];
-            if rng.random_bool(0.5) {
-                scopes.push("extra".to_owned());
+            for extra in ["extra", "only", "unknown"] {
+                if rng.random_bool(0.4) {
+                    scopes.push(extra.to_owned());
+                }
             }
             let input = DecisionInput {
                 app: &app,
@@ -199,6 +202,32 @@ fn slices_agree_with_the_whole_set() {
             let whole = set.decide_unsliced(&input);
             assert_eq!(sliced, whole, "app {} groups {:?}", app.id, app.groups);
             compared += 1;
+            // Scopes never drop a forbid: with every scope approved, the same forbids hold.
+            let all = ["basic", "extra", "only"].map(str::to_owned);
+            let with_all = set.decide(&DecisionInput {
+                scopes: &all,
+                ..input
+            });
+            let forbids = |d: &parapet_gateway::policy::Decision| -> Vec<String> {
+                d.determining
+                    .iter()
+                    .filter(|p| p.effect == Effect::Forbid)
+                    .map(|p| p.id.clone())
+                    .collect()
+            };
+            assert_eq!(forbids(&sliced), forbids(&with_all));
+            if !sliced.scope_not_approved.is_empty() {
+                not_approved += 1;
+                assert!(with_all.allowed && !sliced.allowed);
+                assert_eq!(sliced.determining.len(), 1);
+                assert_eq!(sliced.determining[0].effect, Effect::ScopeNotApproved);
+                for s in &sliced.scope_not_approved {
+                    assert!(!scopes.contains(s), "{s} was approved");
+                    let offered =
+                        s != "only" || app.id == "app1" || app.groups.iter().any(|g| g == "g2");
+                    assert!(offered, "{s} is not offered to {}", app.id);
+                }
+            }
             if !sliced.errors.is_empty() {
                 errors += 1;
             } else if sliced.allowed {
@@ -212,7 +241,7 @@ fn slices_agree_with_the_whole_set() {
     // The generator must exercise every outcome, or the comparison proves little.
     assert_eq!(compared, 2000);
     assert!(
-        allows > 100 && denies > 100 && errors > 20,
-        "allows {allows} denies {denies} errors {errors}"
+        allows > 100 && denies > 100 && errors > 20 && not_approved > 5,
+        "allows {allows} denies {denies} errors {errors} scope_not_approved {not_approved}"
     );
 }

@@ -28,6 +28,9 @@ pub enum EventKind {
     /// `passkey.register`, `passkey.revoke`, `passkey.login` or `passkey.clone_suspected`,
     /// `user` the user and `request` the credential id (never key material or an assertion).
     Passkey,
+    /// A user approved (`action` "approve") or revoked (`action` "revoke") an app's consent
+    /// scopes; `user` and `app` say whose, `request` which scopes under which consent hash.
+    Consent,
 }
 
 impl EventKind {
@@ -38,6 +41,7 @@ impl EventKind {
             EventKind::Limited => "limited",
             EventKind::Admin => "admin",
             EventKind::Passkey => "passkey",
+            EventKind::Consent => "consent",
         }
     }
 }
@@ -86,6 +90,9 @@ pub struct AuditEvent {
     pub decision: Option<String>,
     pub determining_policies: Vec<PolicyRef>,
     pub errors: Vec<String>,
+    /// Scopes whose permits would have allowed a `scope-not-approved` deny; recorded as null
+    /// when empty.
+    pub scope_not_approved: Vec<String>,
     pub digest: Option<String>,
     pub policy_version: Option<String>,
     /// The exact Cedar request (principal, action, resource, context) as JSON text.
@@ -113,6 +120,7 @@ impl AuditEvent {
             decision: None,
             determining_policies: Vec::new(),
             errors: Vec::new(),
+            scope_not_approved: Vec::new(),
             digest: None,
             policy_version: None,
             cedar_request: None,
@@ -141,6 +149,7 @@ struct Wire<'a> {
     decision: Option<&'a str>,
     determining_policies: &'a [PolicyRef],
     errors: &'a [String],
+    scope_not_approved: Option<&'a [String]>,
     digest: Option<&'a str>,
     policy_version: Option<&'a str>,
     cedar_request: Option<&'a str>,
@@ -188,6 +197,8 @@ impl AuditEvent {
             decision: self.decision.as_deref(),
             determining_policies: &self.determining_policies,
             errors: &self.errors,
+            scope_not_approved: (!self.scope_not_approved.is_empty())
+                .then_some(self.scope_not_approved.as_slice()),
             digest: self.digest.as_deref(),
             policy_version: self.policy_version.as_deref(),
             cedar_request: self.cedar_request.as_deref(),
@@ -273,7 +284,8 @@ impl IndexColumns {
     }
 }
 
-/// Determining policies as recorded: id, effect (`permit`, `forbid`, `default_deny`), reason.
+/// Determining policies as recorded: id, effect (`permit`, `forbid`, `default_deny`,
+/// `scope_not_approved`), reason.
 pub fn policy_refs(determining: &[crate::policy::DeterminingPolicy]) -> Vec<PolicyRef> {
     determining
         .iter()

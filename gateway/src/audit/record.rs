@@ -31,6 +31,7 @@ pub fn decision(
     e.decision = Some(outcome.decision.to_owned());
     e.determining_policies = policy_refs(&outcome.determining_policies);
     e.errors = outcome.errors.clone();
+    e.scope_not_approved = outcome.scope_not_approved.clone();
     e.digest = Some(outcome.digest.to_ascii_lowercase());
     e.policy_version = Some(outcome.policy_version.clone());
     e.cedar_request = Some(outcome.cedar_request.to_string());

@@ -84,6 +84,9 @@ pub struct CaseExpect {
     /// Determining policy ids, in any order; `["default-deny"]` when nothing permitted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub determining: Option<Vec<String>>,
+    /// The scopes a `scope-not-approved` deny names, in any order (`[]`: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_not_approved: Option<Vec<String>>,
     /// Evaluation errors are expected (otherwise any error fails the case).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<bool>,
@@ -136,6 +139,9 @@ fn describe(expect: &CaseExpect) -> String {
     let mut s = expect.decision.clone().unwrap_or_else(|| "?".to_owned());
     if let Some(d) = &expect.determining {
         s.push_str(&format!(" [{}]", d.join(", ")));
+    }
+    if let Some(sc) = expect.scope_not_approved.as_ref().filter(|s| !s.is_empty()) {
+        s.push_str(&format!(" scopes [{}]", sc.join(", ")));
     }
     s
 }
@@ -215,7 +221,13 @@ fn run_case(set: &LoadedPolicies, file: String, case: Case) -> CaseResult {
         .map(|d| d.id.clone())
         .collect();
     ids.sort();
-    let actual = format!("{} [{}]", outcome.decision, ids.join(", "));
+    let mut actual = format!("{} [{}]", outcome.decision, ids.join(", "));
+    if !outcome.scope_not_approved.is_empty() {
+        actual.push_str(&format!(
+            " scopes [{}]",
+            outcome.scope_not_approved.join(", ")
+        ));
+    }
     let mut problems = Vec::new();
     if case.expect.error.is_some() {
         problems.push("the request was not refused".to_owned());
@@ -232,6 +244,18 @@ fn run_case(set: &LoadedPolicies, file: String, case: Case) -> CaseResult {
             problems.push(format!(
                 "determining [{}] instead of [{}]",
                 ids.join(", "),
+                want.join(", ")
+            ));
+        }
+    }
+    if let Some(want) = &case.expect.scope_not_approved {
+        let mut want = want.clone();
+        want.sort();
+        want.dedup();
+        if want != outcome.scope_not_approved {
+            problems.push(format!(
+                "scope_not_approved [{}] instead of [{}]",
+                outcome.scope_not_approved.join(", "),
                 want.join(", ")
             ));
         }

@@ -9,8 +9,8 @@ use super::entities::Store;
 use super::names::{self, address_id, uid_json};
 use super::slice::Want;
 use super::{
-    DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, DeterminingPolicy, Effect,
-    LoadedPolicies,
+    BASIC_SCOPE, DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, DeterminingPolicy,
+    Effect, LoadedPolicies, SCOPE_NOT_APPROVED_ID, SCOPE_NOT_APPROVED_REASON,
 };
 use crate::error::{Error, Result};
 use crate::facts::Action;
@@ -66,6 +66,51 @@ struct Verdict {
     allowed: bool,
     determining: Vec<DeterminingPolicy>,
     errors: Vec<String>,
+    scope_not_approved: Vec<String>,
+}
+
+impl Verdict {
+    /// A deny that nothing forbade, nothing permitted and nothing errored.
+    fn is_default_deny(&self) -> bool {
+        !self.allowed
+            && self.errors.is_empty()
+            && self
+                .determining
+                .iter()
+                .all(|d| d.effect == Effect::DefaultDeny)
+    }
+
+    /// `self` is a default deny and `all` is the verdict with every offered scope approved:
+    /// when `all` allows, the deny becomes a [`SCOPE_NOT_APPROVED_ID`] deny naming the scopes
+    /// of the permits that would have allowed it.
+    fn with_unapproved(
+        mut self,
+        all: &Verdict,
+        set: &LoadedPolicies,
+        approved: &[String],
+    ) -> Verdict {
+        if !all.allowed {
+            return self;
+        }
+        let mut missing: Vec<String> = all
+            .determining
+            .iter()
+            .filter_map(|d| set.policy(&d.id).and_then(|m| m.effective_scope()))
+            .filter(|s| !approved.iter().any(|a| a == s))
+            .map(str::to_owned)
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            self.determining = vec![DeterminingPolicy {
+                id: SCOPE_NOT_APPROVED_ID.to_owned(),
+                effect: Effect::ScopeNotApproved,
+                reason: SCOPE_NOT_APPROVED_REASON.to_owned(),
+            }];
+            self.scope_not_approved = missing;
+        }
+        self
+    }
 }
 
 fn evaluate(
@@ -110,7 +155,33 @@ fn evaluate(
         allowed,
         determining,
         errors,
+        scope_not_approved: Vec::new(),
     }
+}
+
+/// The approved scopes that count for this app: known, offered to it, sorted, without
+/// duplicates. `basic` is always among them.
+fn effective_scopes(
+    set: &LoadedPolicies,
+    app: &str,
+    groups: &[String],
+    approved: &[String],
+) -> Vec<String> {
+    let mut out: Vec<String> = set
+        .offered_scopes_to(app, groups)
+        .map(|(id, _)| id)
+        .filter(|id| *id == BASIC_SCOPE || approved.iter().any(|a| a == id))
+        .map(str::to_owned)
+        .collect();
+    out.dedup();
+    out
+}
+
+/// Every scope offered to the app.
+fn offered(set: &LoadedPolicies, app: &str, groups: &[String]) -> Vec<String> {
+    set.offered_scopes_to(app, groups)
+        .map(|(id, _)| id.to_owned())
+        .collect()
 }
 
 fn slice_for(set: &LoadedPolicies, want: &Want<'_>) -> Result<std::sync::Arc<PolicySet>> {
@@ -123,6 +194,7 @@ fn finish(built: Built, v: Verdict) -> Decision {
         allowed: v.allowed,
         determining: v.determining,
         errors: v.errors,
+        scope_not_approved: v.scope_not_approved,
         facts: built.facts,
         cedar_request: built.cedar_request,
         entities: built.entities,
@@ -134,10 +206,20 @@ fn failed(set: &LoadedPolicies, e: &Error) -> Decision {
     Decision::failed(vec![format!("request could not be evaluated: {e}")])
 }
 
-pub(crate) fn decide(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decision {
-    let run = || -> Result<Decision> {
-        let built = build(set, input)?;
-        let slice = slice_for(
+/// Builds and evaluates `input` against the app's slice (or the whole set).
+fn verdict(
+    set: &LoadedPolicies,
+    input: &DecisionInput<'_>,
+    whole: bool,
+) -> Result<(Built, Verdict)> {
+    let built = build(set, input)?;
+    let policies = if whole {
+        let key = set
+            .index
+            .whole_key(input.scopes, &|s: &str| set.scopes.contains_key(s));
+        set.slices.get_or_build(&set.index, &set.metas, key)?
+    } else {
+        slice_for(
             set,
             &Want {
                 action: input.facts.action,
@@ -146,24 +228,45 @@ pub(crate) fn decide(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decisio
                 scopes: input.scopes,
                 present: built.present,
             },
-        )?;
-        let verdict = evaluate(set, &built.request, &slice, built.store.entities());
-        Ok(finish(built, verdict))
+        )?
+    };
+    let v = evaluate(set, &built.request, &policies, built.store.entities());
+    Ok((built, v))
+}
+
+fn decide_in(set: &LoadedPolicies, input: &DecisionInput<'_>, whole: bool) -> Decision {
+    let run = || -> Result<Decision> {
+        let approved = effective_scopes(set, &input.app.id, &input.app.groups, input.scopes);
+        let input = DecisionInput {
+            scopes: &approved,
+            ..*input
+        };
+        let (built, mut v) = verdict(set, &input, whole)?;
+        if v.is_default_deny() {
+            let all = offered(set, &input.app.id, &input.app.groups);
+            if all.len() > approved.len() {
+                let (_, with_all) = verdict(
+                    set,
+                    &DecisionInput {
+                        scopes: &all,
+                        ..input
+                    },
+                    whole,
+                )?;
+                v = v.with_unapproved(&with_all, set, &approved);
+            }
+        }
+        Ok(finish(built, v))
     };
     run().unwrap_or_else(|e| failed(set, &e))
 }
 
+pub(crate) fn decide(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decision {
+    decide_in(set, input, false)
+}
+
 pub(crate) fn decide_unsliced(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Decision {
-    let run = || -> Result<Decision> {
-        let built = build(set, input)?;
-        let key = set
-            .index
-            .whole_key(input.scopes, &|s: &str| set.scopes.contains_key(s));
-        let whole = set.slices.get_or_build(&set.index, &set.metas, key)?;
-        let verdict = evaluate(set, &built.request, &whole, built.store.entities());
-        Ok(finish(built, verdict))
-    };
-    run().unwrap_or_else(|e| failed(set, &e))
+    decide_in(set, input, true)
 }
 
 fn bad(what: &str, e: impl std::fmt::Display) -> Error {
@@ -194,16 +297,19 @@ pub(crate) fn replay(
     let context_json = cedar_request
         .get("context")
         .ok_or_else(|| bad("context", "missing"))?;
-    let context = Context::from_json_value(context_json.clone(), Some((&set.schema, &action)))
-        .map_err(|e| bad("context", e))?;
-    let request = Request::new(
-        principal.clone(),
-        action.clone(),
-        resource,
-        context,
-        Some(&set.schema),
-    )
-    .map_err(|e| bad("request", e))?;
+    let request_with = |context_json: &Value| -> Result<Request> {
+        let context = Context::from_json_value(context_json.clone(), Some((&set.schema, &action)))
+            .map_err(|e| bad("context", e))?;
+        Request::new(
+            principal.clone(),
+            action.clone(),
+            resource.clone(),
+            context,
+            Some(&set.schema),
+        )
+        .map_err(|e| bad("request", e))
+    };
+    let request = request_with(context_json)?;
 
     let items = entities
         .as_array()
@@ -253,21 +359,41 @@ pub(crate) fn replay(
         .as_object()
         .map(|m| m.keys().fold(0, |bits, k| bits | context::attribute_bit(k)))
         .unwrap_or(0);
-    let slice = slice_for(
-        set,
-        &Want {
-            action: action_kind,
-            app: principal.id().unescaped(),
-            groups: &groups,
-            scopes: &scopes,
-            present,
-        },
-    )?;
-    let v = evaluate(set, &request, &slice, &store);
+    let app_id = principal.id().unescaped();
+    let approved = effective_scopes(set, app_id, &groups, &scopes);
+    let want = Want {
+        action: action_kind,
+        app: app_id,
+        groups: &groups,
+        scopes: &approved,
+        present,
+    };
+    let slice = slice_for(set, &want)?;
+    let mut v = evaluate(set, &request, &slice, &store);
+    if v.is_default_deny() {
+        let all = offered(set, app_id, &groups);
+        if all.len() > approved.len() {
+            let mut with_all = context_json.clone();
+            if let Some(m) = with_all.as_object_mut() {
+                m.insert("scopes".to_owned(), Value::from(all.clone()));
+            }
+            let request = request_with(&with_all)?;
+            let slice = slice_for(
+                set,
+                &Want {
+                    scopes: &all,
+                    ..want
+                },
+            )?;
+            let all_v = evaluate(set, &request, &slice, &store);
+            v = v.with_unapproved(&all_v, set, &approved);
+        }
+    }
     Ok(Decision {
         allowed: v.allowed,
         determining: v.determining,
         errors: v.errors,
+        scope_not_approved: v.scope_not_approved,
         facts: context::cedar_json_to_plain(context_json),
         cedar_request: cedar_request.clone(),
         entities: entities.clone(),

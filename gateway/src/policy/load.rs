@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use cedar_policy::{EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
-use serde::{Deserialize, Serialize};
 
 use super::context;
 use super::diag::{line_of, located};
 use super::entities::{StaticEntities, is_canonical_address};
 use super::names::Names;
+use super::scopes::{ScopeDef, parse_scopes};
 use super::slice::{self, SliceCache, SliceIndex};
 use super::version::{sha256_hex, version_of};
-use super::{BASIC_SCOPE, DEFAULT_DENY_ID, Effect, LoadedPolicies, PolicyPaths};
+use super::{
+    BASIC_SCOPE, DEFAULT_DENY_ID, Effect, LoadedPolicies, PolicyPaths, SCOPE_NOT_APPROVED_ID,
+};
 use crate::decode::Registry;
 use crate::error::{Error, Result};
 
@@ -46,7 +48,7 @@ impl PolicyMeta {
     pub fn effective_scope(&self) -> Option<&str> {
         match self.effect {
             Effect::Permit => Some(self.scope.as_deref().unwrap_or(BASIC_SCOPE)),
-            Effect::Forbid | Effect::DefaultDeny => None,
+            Effect::Forbid | Effect::DefaultDeny | Effect::ScopeNotApproved => None,
         }
     }
 
@@ -57,16 +59,6 @@ impl PolicyMeta {
             Some(s) => scopes.iter().any(|a| a == s),
         }
     }
-}
-
-/// One consent scope of `policies/scopes.json`:
-/// `{"<scope id>": {"description": "…", "required": true|false}, …}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScopeDef {
-    pub description: String,
-    /// A required scope is part of every consent; `basic` must be required.
-    pub required: bool,
 }
 
 /// Files of the set, read but not yet parsed.
@@ -267,41 +259,6 @@ fn parse_schema(rel: &str, text: &str, problems: &mut Vec<String>) -> Option<Sch
     }
 }
 
-fn valid_scope_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.:-".contains(&b))
-}
-
-fn parse_scopes(
-    rel: &str,
-    text: &str,
-    problems: &mut Vec<String>,
-) -> Option<BTreeMap<String, ScopeDef>> {
-    let scopes: BTreeMap<String, ScopeDef> = match serde_json::from_str(text) {
-        Ok(s) => s,
-        Err(e) => {
-            problems.push(format!("{rel}:{}: {e}", e.line()));
-            return None;
-        }
-    };
-    let before = problems.len();
-    match scopes.get(BASIC_SCOPE) {
-        Some(b) if b.required => {}
-        Some(_) => problems.push(format!("{rel}: scope \"basic\" must be required")),
-        None => problems.push(format!("{rel}: scope \"basic\" is missing")),
-    }
-    for id in scopes.keys() {
-        if !valid_scope_id(id) {
-            problems.push(format!(
-                "{rel}: scope id {id:?}: use 1–64 lower-case letters, digits, '_', '.', ':' or '-'"
-            ));
-        }
-    }
-    (problems.len() == before).then_some(scopes)
-}
-
 fn valid_policy_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
@@ -417,9 +374,9 @@ fn check_policy(
             problems.push(format!("{at}: missing @id(\"…\")"));
             String::new()
         }
-        Some(id) if id == DEFAULT_DENY_ID => {
+        Some(id) if id == DEFAULT_DENY_ID || id == SCOPE_NOT_APPROVED_ID => {
             problems.push(format!(
-                "{at}: @id(\"{DEFAULT_DENY_ID}\") is reserved for the default deny"
+                "{at}: @id({id:?}) is reserved for the gateway's own answers"
             ));
             id
         }
@@ -669,28 +626,29 @@ pub(crate) fn load(paths: &PolicyPaths) -> Result<LoadedPolicies> {
     }
 }
 
-/// See [`LoadedPolicies::consent_hash`].
-pub(crate) fn consent_hash(set: &LoadedPolicies, scope_ids: &[String]) -> Result<String> {
-    let mut ids: Vec<&String> = scope_ids.iter().collect();
-    ids.sort();
-    ids.dedup();
-    let mut entries = Vec::with_capacity(ids.len());
-    for id in ids {
-        let def = set
-            .scopes
-            .get(id)
-            .ok_or_else(|| Error::InvalidRequest(format!("unknown scope {id:?}")))?;
+/// See [`LoadedPolicies::consent_hash`]: for each scope offered to the app (by id), its id,
+/// its required flag and the text of its permits that can apply to the app (by `@id`), as
+/// RFC 8785 JSON, SHA-256 in hex. Names and descriptions are left out on purpose.
+pub(crate) fn consent_hash(set: &LoadedPolicies, app: &str, groups: &[String]) -> Result<String> {
+    let mut entries = Vec::new();
+    for (id, def) in set.offered_scopes_to(app, groups) {
         let mut permits: Vec<(&str, &str)> = set
             .metas
             .iter()
-            .filter(|m| m.effective_scope() == Some(id.as_str()))
-            .map(|m| (m.id.as_str(), m.text.as_str()))
+            .enumerate()
+            .filter(|(i, m)| {
+                m.effective_scope() == Some(id) && set.index.may_apply_to(*i, app, groups)
+            })
+            .map(|(_, m)| (m.id.as_str(), m.text.as_str()))
             .collect();
-        permits.sort();
+        permits.sort_unstable();
         entries.push(serde_json::json!({
             "id": id,
             "required": def.required,
-            "permits": permits.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+            "permits": permits
+                .iter()
+                .map(|(pid, text)| serde_json::json!({"id": pid, "text": text}))
+                .collect::<Vec<_>>(),
         }));
     }
     let canonical = serde_json_canonicalizer::to_vec(&entries)

@@ -18,6 +18,7 @@ mod entities;
 mod format;
 mod load;
 mod names;
+mod scopes;
 mod slice;
 pub mod testing;
 mod version;
@@ -38,13 +39,21 @@ pub use cases::{
     CaseExpect, CaseResult, DEFAULT_CASE_NOW, format_case_table, run_cases, run_cases_with,
 };
 pub use format::format_policies;
-pub use load::{PolicyMeta, ScopeDef};
+pub use load::PolicyMeta;
+pub use scopes::{MAX_SCOPE_DESCRIPTION, MAX_SCOPE_NAME, ScopeDef};
 
 /// The id reported for a deny that no `forbid` caused: nothing permitted the request.
 /// Reserved: no policy may use it as its `@id`.
 pub const DEFAULT_DENY_ID: &str = "default-deny";
 /// The reason reported with [`DEFAULT_DENY_ID`].
 pub const DEFAULT_DENY_REASON: &str = "not permitted by any policy";
+/// The id reported for a deny that no `forbid` caused and that only permits in consent scopes
+/// the user has not approved for this app would have allowed (`Decision::scope_not_approved`
+/// names those scopes). Reserved like [`DEFAULT_DENY_ID`].
+pub const SCOPE_NOT_APPROVED_ID: &str = "scope-not-approved";
+/// The reason reported with [`SCOPE_NOT_APPROVED_ID`].
+pub const SCOPE_NOT_APPROVED_REASON: &str =
+    "permitted only in consent scopes the user has not approved for this app";
 /// The consent scope every permit without `@scope` belongs to; always required.
 pub const BASIC_SCOPE: &str = "basic";
 
@@ -65,7 +74,9 @@ pub struct DecisionInput<'a> {
     pub velocity: &'a Velocity,
     pub session: Option<&'a SessionFacts>,
     pub step_up: bool,
-    /// Scopes the user approved for this app; `basic` only without a session.
+    /// Scopes the user approved for this app; `basic` only without a session. Scopes that
+    /// are unknown or not offered to the app are ignored and `basic` is always added, so
+    /// `context.scopes` holds exactly the approved scopes that count.
     pub scopes: &'a [String],
     pub now: OffsetDateTime,
 }
@@ -78,6 +89,9 @@ pub enum Effect {
     /// No policy forbade the request and none permitted it. Kept apart from `Forbid` so that
     /// callers (step-up, reports) never mistake the absence of a permit for a policy's verdict.
     DefaultDeny,
+    /// No policy forbade the request, and only permits in consent scopes the user has not
+    /// approved would have allowed it (see [`Decision::scope_not_approved`]).
+    ScopeNotApproved,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -94,6 +108,10 @@ pub struct DeterminingPolicy {
 /// - deny by policy: the forbids that were satisfied;
 /// - deny because nothing permitted it (and nothing errored): exactly one entry with id
 ///   [`DEFAULT_DENY_ID`], effect [`Effect::DefaultDeny`] and reason [`DEFAULT_DENY_REASON`];
+/// - the same, but permits in scopes offered to the app and not approved would have allowed
+///   it (with nothing erroring then either): exactly one entry with id
+///   [`SCOPE_NOT_APPROVED_ID`], effect [`Effect::ScopeNotApproved`] and reason
+///   [`SCOPE_NOT_APPROVED_REASON`], and `scope_not_approved` naming those scopes;
 /// - deny because of evaluation errors: the satisfied forbids, if any, and `errors` non-empty.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -101,6 +119,9 @@ pub struct Decision {
     pub determining: Vec<DeterminingPolicy>,
     /// Evaluation errors (any error makes the decision a deny).
     pub errors: Vec<String>,
+    /// Scope ids, sorted, whose permits would have allowed the request had the user approved
+    /// them; empty unless the determining entry is [`SCOPE_NOT_APPROVED_ID`].
+    pub scope_not_approved: Vec<String>,
     /// The Cedar context as sent, in plain JSON (addresses as "0x…" strings): the `facts`.
     pub facts: serde_json::Value,
     /// `{principal, action, resource, context}` in Cedar's JSON form, for audit and replay.
@@ -117,6 +138,7 @@ impl Decision {
             allowed: false,
             determining: Vec::new(),
             errors,
+            scope_not_approved: Vec::new(),
             facts: serde_json::Value::Object(serde_json::Map::new()),
             cedar_request: serde_json::Value::Null,
             entities: serde_json::Value::Array(Vec::new()),
@@ -217,11 +239,32 @@ impl LoadedPolicies {
             })
     }
 
-    /// The hash a user's consent to `scope_ids` is bound to: ids, required flags and the
-    /// text of their permits (DESIGN §3). Editing a description keeps consent; editing a
-    /// permit or a required flag invalidates it.
-    pub fn consent_hash(&self, scope_ids: &[String]) -> Result<String> {
-        load::consent_hash(self, scope_ids)
+    /// The consent scopes offered to `app` (DESIGN §3), by id: those without `apps`, and
+    /// those whose `apps` name the app or one of its groups.
+    pub fn offered_scopes<'a>(
+        &'a self,
+        app: &'a AppRecord,
+    ) -> impl Iterator<Item = (&'a str, &'a ScopeDef)> + 'a {
+        self.offered_scopes_to(&app.id, &app.groups)
+    }
+
+    pub(crate) fn offered_scopes_to<'a>(
+        &'a self,
+        app: &'a str,
+        groups: &'a [String],
+    ) -> impl Iterator<Item = (&'a str, &'a ScopeDef)> + 'a {
+        self.scopes
+            .iter()
+            .filter(move |(_, d)| d.offered_to(app, groups))
+            .map(|(id, d)| (id.as_str(), d))
+    }
+
+    /// The hash a user's consent to `app` is bound to (DESIGN §3): over the scopes offered to
+    /// the app, their ids, required flags and the text of their permits that can apply to the
+    /// app. Editing a name or a description keeps consent; editing such a permit, a required
+    /// flag or which scopes are offered asks users again.
+    pub fn consent_hash(&self, app: &AppRecord) -> Result<String> {
+        load::consent_hash(self, &app.id, &app.groups)
     }
 
     /// Number of cached slices; for tests and metrics.

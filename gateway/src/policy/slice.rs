@@ -235,6 +235,16 @@ impl SliceIndex {
         }
     }
 
+    /// Whether policy `i` (load order) can apply to the app `app` in `groups` at all, by its
+    /// principal constraint.
+    pub(crate) fn may_apply_to(&self, i: usize, app: &str, groups: &[String]) -> bool {
+        match self.profiles.get(i).map(|p| &p.target) {
+            Some(Target::Always) | None => true,
+            Some(Target::App(a)) => a == app,
+            Some(Target::Group(g)) => groups.iter().any(|x| x == g),
+        }
+    }
+
     /// Indices of the policies in the slice, in load order.
     fn members(&self, key: &SliceKey) -> Vec<usize> {
         if key.whole {
