@@ -605,6 +605,32 @@ mod tests {
     }
 
     #[test]
+    fn webauthn_settings_from_file_and_env() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.webauthn, crate::passkeys::PasskeyConfig::default());
+        assert_eq!(c.webauthn.rp_id, "localhost");
+        assert_eq!(c.webauthn.origins, vec!["http://localhost:8080".to_owned()]);
+        assert_eq!(c.webauthn.ceremony_ttl, Duration::from_secs(300));
+        let file: FileConfig = toml::from_str(
+            "webauthn_rp_id = \"example.com\"\nwebauthn_origins = [\"https://example.com\"]\nwebauthn_ceremony_ttl_secs = 60",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            &env(&[(
+                "PARAPET_WEBAUTHN_ORIGINS",
+                "https://example.com, https://app.example.com:8443",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.webauthn.rp_id, "example.com");
+        assert_eq!(c.webauthn.origins.len(), 2);
+        assert_eq!(c.webauthn.ceremony_ttl, Duration::from_secs(60));
+        let bad = env(&[("PARAPET_WEBAUTHN_ORIGINS", "http://127.0.0.1:8080")]);
+        assert!(Config::resolve(FileConfig::default(), &bad).is_err());
+    }
+
+    #[test]
     fn redacts_passwords() {
         assert_eq!(
             redact_url("postgres://u:secret@h/db"),
