@@ -19,23 +19,11 @@ use uuid::Uuid;
 
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
+use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
 use crate::identity::Auditor;
 use crate::policy::{BASIC_SCOPE, LoadedPolicies};
 use crate::records::AppRecord;
-
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
-}
-
-fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |e| Error::Database(format!("{context}: {e}"))
-}
 
 /// A stored, unrevoked consent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 use subtle::ConstantTimeEq;
 
 use crate::audit::event::{AuditEvent, EventKind, format_time};
 use crate::audit::{AuditLog, Store};
+use crate::db::{RowLike, db, with_pool};
 use crate::error::{Error, Result};
 use crate::limits::Rate;
 use crate::records::{AppLimits, AppRecord};
@@ -113,10 +113,6 @@ impl StoredApp {
     }
 }
 
-fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |e| Error::Database(format!("{context}: {e}"))
-}
-
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
         .map(str::trim)
@@ -175,48 +171,6 @@ fn secs(n: i64) -> Duration {
 
 fn secs_i64(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
-/// The few column reads shared by both databases' rows.
-trait RowLike {
-    fn text(&self, col: &str) -> std::result::Result<String, sqlx::Error>;
-    fn flag(&self, col: &str) -> std::result::Result<bool, sqlx::Error>;
-    fn bytes(&self, col: &str) -> std::result::Result<Vec<u8>, sqlx::Error>;
-    fn opt_text(&self, col: &str) -> std::result::Result<Option<String>, sqlx::Error>;
-    fn int(&self, col: &str) -> std::result::Result<i64, sqlx::Error>;
-}
-
-macro_rules! row_like {
-    ($ty:ty) => {
-        impl RowLike for $ty {
-            fn text(&self, col: &str) -> std::result::Result<String, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn flag(&self, col: &str) -> std::result::Result<bool, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn bytes(&self, col: &str) -> std::result::Result<Vec<u8>, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn opt_text(&self, col: &str) -> std::result::Result<Option<String>, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn int(&self, col: &str) -> std::result::Result<i64, sqlx::Error> {
-                self.try_get(col)
-            }
-        }
-    };
-}
-row_like!(sqlx::sqlite::SqliteRow);
-row_like!(sqlx::postgres::PgRow);
-
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
 }
 
 /// The columns every app read selects (a macro so that statements stay `&'static str`).

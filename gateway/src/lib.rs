@@ -6,6 +6,7 @@ pub mod clock;
 pub mod config;
 pub mod consent;
 pub mod custody;
+mod db;
 pub mod decode;
 pub mod error;
 pub mod facts;

@@ -15,6 +15,7 @@ use sqlx::{ConnectOptions, Row};
 use super::chain::{Head, StoredEvent, link_hash};
 use super::event::{AuditEvent, IndexColumns, format_time};
 use super::query::BoundFilter;
+use crate::db::with_pool;
 use crate::error::{Error, Result};
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -61,17 +62,6 @@ impl Default for StoreOptions {
 pub enum Store {
     Sqlite(SqlitePool),
     Postgres(PgPool),
-}
-
-/// Runs `$body` with `$pool` bound to whichever pool the store holds; the body is written once
-/// and compiled for both databases.
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
 }
 
 /// Reads the head inside the caller's transaction: the newest event, else the archive point,

@@ -1,52 +1,9 @@
 //! The passkey tables (migration 0006) over SQLite and PostgreSQL with one set of portable
 //! statements.
 
-use sqlx::Row;
-
 use crate::audit::Store;
-use crate::error::{Error, Result};
-
-fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |e| Error::Database(format!("{context}: {e}"))
-}
-
-/// The few column reads shared by both databases' rows.
-trait RowLike {
-    fn text(&self, col: &str) -> std::result::Result<String, sqlx::Error>;
-    fn opt_text(&self, col: &str) -> std::result::Result<Option<String>, sqlx::Error>;
-    fn flag(&self, col: &str) -> std::result::Result<bool, sqlx::Error>;
-    fn int(&self, col: &str) -> std::result::Result<i64, sqlx::Error>;
-}
-
-macro_rules! row_like {
-    ($ty:ty) => {
-        impl RowLike for $ty {
-            fn text(&self, col: &str) -> std::result::Result<String, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn opt_text(&self, col: &str) -> std::result::Result<Option<String>, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn flag(&self, col: &str) -> std::result::Result<bool, sqlx::Error> {
-                self.try_get(col)
-            }
-            fn int(&self, col: &str) -> std::result::Result<i64, sqlx::Error> {
-                self.try_get(col)
-            }
-        }
-    };
-}
-row_like!(sqlx::sqlite::SqliteRow);
-row_like!(sqlx::postgres::PgRow);
-
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
-}
+use crate::db::{RowLike, db, with_pool};
+use crate::error::Result;
 
 /// A ceremony row as taken out of the table.
 #[derive(Debug, Clone)]
