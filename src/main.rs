@@ -3,6 +3,7 @@
 
 mod apps_cmd;
 mod audit_cmd;
+mod users_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +44,11 @@ enum Command {
     Apps {
         #[command(subcommand)]
         command: apps_cmd::AppsCommand,
+    },
+    /// List users and disable them (same config as serve).
+    Users {
+        #[command(subcommand)]
+        command: users_cmd::UsersCommand,
     },
     /// Query, export, verify, replay and archive the audit log (reads the same config as serve).
     Audit {
@@ -133,6 +139,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
         Command::Policy { command } => policy_command(command, &config),
         Command::Apps { command } => apps_cmd::run(command, &config),
         Command::Audit { command } => audit_cmd::run(*command, &config),
+        Command::Users { command } => users_cmd::run(command, &config),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
 }

@@ -37,6 +37,7 @@ struct FileConfig {
     ip_rate: Option<String>,
     wallet_rate: Option<String>,
     app_rate: Option<String>,
+    user_rate: Option<String>,
     trusted_proxies: Option<Vec<String>>,
 }
 
@@ -154,6 +155,8 @@ pub const DEFAULT_IP_RATE: &str = "1000/s";
 pub const DEFAULT_WALLET_RATE: &str = "100/s";
 /// Per app created without `--rate`.
 pub const DEFAULT_APP_RATE: &str = "500/s";
+/// Requests per user acting through a session, across every app.
+pub const DEFAULT_USER_RATE: &str = "50/s";
 
 impl Config {
     /// Loads `path` (or `./parapet.toml` when it exists and no path is given), then applies the
@@ -290,6 +293,7 @@ impl Config {
             ip: rate("PARAPET_IP_RATE", file.ip_rate, DEFAULT_IP_RATE)?,
             wallet: rate("PARAPET_WALLET_RATE", file.wallet_rate, DEFAULT_WALLET_RATE)?,
             app_default: rate("PARAPET_APP_RATE", file.app_rate, DEFAULT_APP_RATE)?,
+            user: rate("PARAPET_USER_RATE", file.user_rate, DEFAULT_USER_RATE)?,
         };
         let proxies = match get("PARAPET_TRUSTED_PROXIES") {
             Some(v) => v

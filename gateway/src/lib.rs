@@ -19,5 +19,6 @@ pub mod request;
 pub mod secret_file;
 pub mod server;
 pub mod tls;
+pub mod users;
 
 pub use error::{Error, Result};

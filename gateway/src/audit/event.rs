@@ -24,6 +24,10 @@ pub enum EventKind {
     /// An operator changed who may call: an app created, updated, frozen, unfrozen, revoked or
     /// its key rotated. `action` names the change, `request` what changed (never a key).
     Admin,
+    /// A user session began or ended, or an identity was linked: `action` is `session.login`,
+    /// `session.logout` or `session.link`; `user` the user; `request` the method, issuer and
+    /// session id (never a token, ID token or nonce).
+    Session,
 }
 
 impl EventKind {
@@ -33,6 +37,7 @@ impl EventKind {
             EventKind::Refused => "refused",
             EventKind::Limited => "limited",
             EventKind::Admin => "admin",
+            EventKind::Session => "session",
         }
     }
 }
