@@ -54,6 +54,7 @@ fn bench(c: &mut Criterion) {
         ip: generous("1000000000/s"),
         wallet: generous("1000000000/s"),
         app_default: generous("1000000000/s"),
+        user: generous("1000000000/s"),
     });
     let app = rt.block_on(ids.resolve(&key, now)).unwrap().unwrap();
     let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
@@ -73,6 +74,7 @@ fn bench(c: &mut Criterion) {
         ip: generous("1/h"),
         wallet: generous("1/h"),
         app_default: generous("1/h"),
+        user: generous("1/h"),
     });
     let _ = shut.check_ip(ip);
     let _ = shut.check_app(&app.id, None);

@@ -11,6 +11,7 @@ use parapet_gateway::config::Config;
 use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
 use parapet_gateway::limits::{Rate, parse_duration};
 use parapet_gateway::records::AppLimits;
+use parapet_gateway::users::oidc;
 
 #[derive(Subcommand)]
 pub enum AppsCommand {
@@ -62,6 +63,22 @@ pub enum AppsCommand {
         session_ttl: Option<std::time::Duration>,
         #[arg(long, value_parser = duration)]
         session_idle: Option<std::time::Duration>,
+        /// Trust this OpenID Connect issuer (exact `iss`) for user logins; with
+        /// --oidc-audience and one of --oidc-jwks-url / --oidc-jwks-file.
+        #[arg(long, requires = "oidc_audience")]
+        oidc_issuer: Option<String>,
+        /// An audience (`aud`) the issuer's ID tokens may carry for this app (repeatable).
+        #[arg(long, requires = "oidc_issuer")]
+        oidc_audience: Vec<String>,
+        /// Where the issuer's keys are (https; http only to a loopback address).
+        #[arg(long, requires = "oidc_issuer", conflicts_with = "oidc_jwks_file")]
+        oidc_jwks_url: Option<String>,
+        /// A JWKS file on this host instead.
+        #[arg(long, requires = "oidc_issuer")]
+        oidc_jwks_file: Option<std::path::PathBuf>,
+        /// Stop trusting this issuer.
+        #[arg(long)]
+        remove_oidc_issuer: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -206,8 +223,64 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             rate,
             session_ttl,
             session_idle,
+            oidc_issuer,
+            oidc_audience,
+            oidc_jwks_url,
+            oidc_jwks_file,
+            remove_oidc_issuer,
             json,
         } => {
+            let now = time::OffsetDateTime::now_utc();
+            let app_fields = name.is_some()
+                || grants.is_some()
+                || groups.is_some()
+                || rate.is_some()
+                || session_ttl.is_some()
+                || session_idle.is_some();
+            if oidc_issuer.is_some() || remove_oidc_issuer.is_some() {
+                if app_fields {
+                    eprintln!("parapet: change the app's fields and its OIDC issuers separately");
+                    return Ok(ExitCode::from(2));
+                }
+                let jwks = match (oidc_jwks_url, oidc_jwks_file) {
+                    (Some(url), None) => Some(oidc::JwksSource::Url(url)),
+                    (None, Some(file)) => Some(oidc::JwksSource::File(file)),
+                    (None, None) if oidc_issuer.is_none() => None,
+                    _ => missing_jwks()?,
+                };
+                let result = oidc_update(
+                    store,
+                    &id,
+                    oidc_issuer.zip(jwks),
+                    &oidc_audience,
+                    remove_oidc_issuer,
+                    now,
+                )
+                .await;
+                return match result {
+                    Ok(issuers) => {
+                        let app = identity::get_app(store, &id).await?;
+                        let mut out = app.to_json();
+                        if let Some(o) = out.as_object_mut() {
+                            o.insert("oidc_issuers".to_owned(), issuers.clone());
+                        }
+                        if json {
+                            println!("{out}");
+                        } else {
+                            println!("{}", app_line(&app));
+                            for i in issuers.as_array().into_iter().flatten() {
+                                println!("  oidc issuer {i}");
+                            }
+                        }
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(parapet_gateway::error::Error::NotFound) => {
+                        eprintln!("parapet: no app {id}, or it does not trust that issuer");
+                        Ok(ExitCode::from(1))
+                    }
+                    Err(e) => Err(e.into()),
+                };
+            }
             let update = AppUpdate {
                 name,
                 grants,
@@ -222,7 +295,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                 &Actor::cli(),
                 &id,
                 &update,
-                time::OffsetDateTime::now_utc(),
+                now,
             )
             .await;
             return report(updated, &id, json);
@@ -269,6 +342,37 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
         AppsCommand::Revoke { id, json } => return change(store, &id, Change::Revoke, json).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn missing_jwks() -> Result<Option<oidc::JwksSource>> {
+    anyhow::bail!("give one of --oidc-jwks-url and --oidc-jwks-file")
+}
+
+/// Adds (with `set`: issuer URL and JWKS source) and/or removes a trusted issuer; returns the
+/// app's issuers afterwards.
+async fn oidc_update(
+    store: &Store,
+    id: &str,
+    set: Option<(String, oidc::JwksSource)>,
+    audiences: &[String],
+    remove: Option<String>,
+    now: time::OffsetDateTime,
+) -> parapet_gateway::error::Result<serde_json::Value> {
+    let actor = Actor::cli();
+    if let Some((issuer, jwks)) = set {
+        let issuer = oidc::TrustedIssuer {
+            app_id: id.to_owned(),
+            issuer,
+            audiences: audiences.to_vec(),
+            jwks,
+        };
+        oidc::set_issuer(store, Auditor::Store(store), &actor, &issuer, now).await?;
+    }
+    if let Some(issuer) = remove {
+        oidc::remove_issuer(store, Auditor::Store(store), &actor, id, &issuer, now).await?;
+    }
+    let list = oidc::issuers(store, id).await?;
+    Ok(list.iter().map(oidc::TrustedIssuer::to_json).collect())
 }
 
 async fn change(store: &Store, id: &str, change: Change, json: bool) -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 
 mod apps_cmd;
 mod audit_cmd;
+mod users_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,7 +43,12 @@ enum Command {
     /// Create, list, freeze, unfreeze and revoke apps and their API keys (same config as serve).
     Apps {
         #[command(subcommand)]
-        command: apps_cmd::AppsCommand,
+        command: Box<apps_cmd::AppsCommand>,
+    },
+    /// List users and disable them (same config as serve).
+    Users {
+        #[command(subcommand)]
+        command: users_cmd::UsersCommand,
     },
     /// Query, export, verify, replay and archive the audit log (reads the same config as serve).
     Audit {
@@ -147,11 +153,12 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Policy { command } => policy_command(command, &config),
-        Command::Apps { command } => apps_cmd::run(command, &config),
+        Command::Apps { command } => apps_cmd::run(*command, &config),
         Command::Audit { command } => audit_cmd::run(*command, &config),
         Command::Hsm {
             command: HsmCommand::Init { json },
         } => hsm_init(json, &config),
+        Command::Users { command } => users_cmd::run(command, &config),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
 }

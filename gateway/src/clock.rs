@@ -29,3 +29,25 @@ impl Clock for FixedClock {
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Wall-clock time moved by a settable offset: tests move it forward to reach session idle and
+/// absolute limits without waiting.
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_secs: std::sync::atomic::AtomicI64,
+}
+
+impl OffsetClock {
+    /// Moves the clock `secs` seconds further (negative: back).
+    pub fn advance(&self, secs: i64) {
+        self.offset_secs
+            .fetch_add(secs, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now(&self) -> OffsetDateTime {
+        let secs = self.offset_secs.load(std::sync::atomic::Ordering::SeqCst);
+        OffsetDateTime::now_utc() + time::Duration::seconds(secs)
+    }
+}

@@ -38,6 +38,7 @@ struct FileConfig {
     ip_rate: Option<String>,
     wallet_rate: Option<String>,
     app_rate: Option<String>,
+    user_rate: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     webauthn_rp_id: Option<String>,
     webauthn_origins: Option<Vec<String>>,
@@ -214,6 +215,8 @@ pub const DEFAULT_WALLET_RATE: &str = "100/s";
 pub const DEFAULT_APP_RATE: &str = "500/s";
 /// Where Debian and Ubuntu's `softhsm2` package installs its PKCS#11 module.
 pub const DEFAULT_HSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Requests per user acting through a session, across every app.
+pub const DEFAULT_USER_RATE: &str = "50/s";
 
 impl Config {
     /// Loads `path` (or `./parapet.toml` when it exists and no path is given), then applies the
@@ -350,6 +353,7 @@ impl Config {
             ip: rate("PARAPET_IP_RATE", file.ip_rate, DEFAULT_IP_RATE)?,
             wallet: rate("PARAPET_WALLET_RATE", file.wallet_rate, DEFAULT_WALLET_RATE)?,
             app_default: rate("PARAPET_APP_RATE", file.app_rate, DEFAULT_APP_RATE)?,
+            user: rate("PARAPET_USER_RATE", file.user_rate, DEFAULT_USER_RATE)?,
         };
         let proxies = match get("PARAPET_TRUSTED_PROXIES") {
             Some(v) => v

@@ -41,6 +41,20 @@ pub enum Error {
     AppFrozen,
     #[error("not found")]
     NotFound,
+    /// The `Parapet-Session` token is unknown, ended, its user disabled, or it was issued for
+    /// another app.
+    #[error("invalid session")]
+    SessionInvalid,
+    /// The session passed its absolute or idle limit.
+    #[error("session expired")]
+    SessionExpired,
+    /// A login was refused. One status and body for every cause (unknown issuer or user, bad
+    /// signature, wrong audience, replayed nonce, …), so that a failure tells nothing.
+    #[error("login failed")]
+    LoginFailed,
+    /// The identity being linked already belongs to another user.
+    #[error("this identity is linked to another user")]
+    IdentityInUse,
     /// A rate limit refused the request before any work; `Retry-After` says when to come back.
     #[error("rate limited ({limiter}); retry after {retry_after_secs} s")]
     RateLimited {
@@ -85,6 +99,9 @@ pub enum Error {
     /// key can proceed, and the request may be retried. The detail stays in the log.
     #[error("HSM unavailable: {0}")]
     HsmUnavailable(String),
+    /// A trusted OIDC issuer's keys could not be read: the login cannot be checked.
+    #[error("identity provider unavailable")]
+    IssuerUnavailable,
     #[error("database: {0}")]
     Database(String),
     #[error("configuration: {0}")]
@@ -113,6 +130,10 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::AppFrozen => "app_frozen",
             Error::NotFound => "not_found",
+            Error::SessionInvalid => "session_invalid",
+            Error::SessionExpired => "session_expired",
+            Error::LoginFailed => "login_failed",
+            Error::IdentityInUse => "identity_in_use",
             Error::RateLimited { .. } => "rate_limited",
             Error::BodyTooLarge => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
@@ -127,6 +148,7 @@ impl Error {
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
             Error::HsmUnavailable(_) => "hsm_unavailable",
+            Error::IssuerUnavailable => "issuer_unavailable",
             Error::Database(_) => "database_error",
             Error::Config(_) => "configuration_error",
             Error::Internal(_) => "internal",
@@ -138,8 +160,11 @@ impl Error {
             Error::Unauthorized
             | Error::PasskeyRejected
             | Error::PasskeyRevoked
-            | Error::PasskeyCloneSuspected => StatusCode::UNAUTHORIZED,
-            Error::PasskeyAlreadyRegistered => StatusCode::CONFLICT,
+            | Error::PasskeyCloneSuspected
+            | Error::SessionInvalid
+            | Error::SessionExpired
+            | Error::LoginFailed => StatusCode::UNAUTHORIZED,
+            Error::PasskeyAlreadyRegistered | Error::IdentityInUse => StatusCode::CONFLICT,
             Error::Forbidden(_) | Error::AppFrozen => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -149,7 +174,8 @@ impl Error {
             Error::Timeout
             | Error::AuditUnavailable
             | Error::StoreUnavailable
-            | Error::HsmUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::HsmUnavailable(_)
+            | Error::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }

@@ -190,7 +190,8 @@ pub enum Auditor<'a> {
 }
 
 impl Auditor<'_> {
-    pub(crate) async fn record(&self, event: AuditEvent) -> Result<()> {
+    /// Commits `event` before the change it describes is made.
+    pub async fn record(&self, event: AuditEvent) -> Result<()> {
         match self {
             Auditor::Log(log) => log.append(event).await.map(|_| ()),
             Auditor::Store(store) => store

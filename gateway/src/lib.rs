@@ -24,5 +24,6 @@ pub mod sealing;
 pub mod secret_file;
 pub mod server;
 pub mod tls;
+pub mod users;
 
 pub use error::{Error, Result};

@@ -165,6 +165,8 @@ pub struct LimitSettings {
     pub wallet: Rate,
     /// For apps created without `--rate` (and the development default app).
     pub app_default: Rate,
+    /// Per user, for requests acting with a user's session.
+    pub user: Rate,
 }
 
 /// Every limiter of one process. Limits are per process: with N replicas behind a balancer a
@@ -174,6 +176,7 @@ pub struct Limits {
     clock: DefaultClock,
     ip: DefaultKeyedRateLimiter<IpAddr>,
     wallet: DefaultKeyedRateLimiter<[u8; 20]>,
+    user: DefaultKeyedRateLimiter<uuid::Uuid>,
     apps: RwLock<HashMap<String, Arc<AppLimiter>>>,
 }
 
@@ -194,6 +197,7 @@ impl Limits {
             clock: DefaultClock::default(),
             ip: RateLimiter::keyed(settings.ip.quota()),
             wallet: RateLimiter::keyed(settings.wallet.quota()),
+            user: RateLimiter::keyed(settings.user.quota()),
             apps: RwLock::new(HashMap::new()),
         }
     }
@@ -252,8 +256,17 @@ impl Limits {
             .map_err(|n| self.refusal("wallet", &n))
     }
 
+    /// Per user, after the session is resolved and before decoding.
+    pub fn check_user(&self, user: uuid::Uuid) -> Result<(), Refusal> {
+        self.user
+            .check_key(&user)
+            .map_err(|n| self.refusal("user", &n))
+    }
+
     /// Forgets every key whose bucket has refilled, and gives the memory back.
     pub fn sweep(&self) {
+        self.user.retain_recent();
+        self.user.shrink_to_fit();
         self.ip.retain_recent();
         self.ip.shrink_to_fit();
         self.wallet.retain_recent();
@@ -280,6 +293,60 @@ impl Limits {
     }
 }
 
+/// Failed attempts per key in a fixed window (logins: per client IP and per (issuer, sub)): a
+/// key with `max` failures in its window is refused until the window ends. Successes cost
+/// nothing. Bounded like the flood aggregator: past [`FailureWindow::MAX_KEYS`] keys, expired
+/// windows are dropped, then everything.
+#[derive(Debug)]
+pub struct FailureWindow {
+    max: u32,
+    window: Duration,
+    keys: parking_lot::Mutex<HashMap<String, (time::OffsetDateTime, u32)>>,
+}
+
+impl FailureWindow {
+    pub const MAX_KEYS: usize = 10_000;
+
+    pub fn new(max: u32, window: Duration) -> FailureWindow {
+        FailureWindow {
+            max,
+            window,
+            keys: parking_lot::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key` may try now.
+    pub fn check(&self, key: &str, now: time::OffsetDateTime) -> Result<(), Refusal> {
+        let keys = self.keys.lock();
+        match keys.get(key) {
+            Some((start, n)) if *n >= self.max && now < *start + self.window => Err(Refusal {
+                limiter: "login",
+                retry_after: (*start + self.window - now)
+                    .try_into()
+                    .unwrap_or(self.window),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failure of `key`.
+    pub fn fail(&self, key: &str, now: time::OffsetDateTime) {
+        let mut keys = self.keys.lock();
+        if keys.len() >= Self::MAX_KEYS && !keys.contains_key(key) {
+            let window = self.window;
+            keys.retain(|_, (start, _)| now < *start + window);
+            if keys.len() >= Self::MAX_KEYS {
+                keys.clear();
+            }
+        }
+        let entry = keys.entry(key.to_owned()).or_insert((now, 0));
+        if now >= entry.0 + self.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,6 +361,7 @@ mod tests {
             ip: rate(ip),
             wallet: rate(wallet),
             app_default: rate(app),
+            user: rate("100/s"),
         })
     }
 
@@ -381,6 +449,32 @@ mod tests {
         assert!(l.check_wallet([1; 20]).is_ok());
         assert_eq!(l.check_wallet([1; 20]).unwrap_err().limiter, "wallet");
         assert!(l.check_wallet([2; 20]).is_ok());
+    }
+
+    #[test]
+    fn users_are_limited_separately() {
+        let l = Limits::new(LimitSettings {
+            user: rate("1/min"),
+            ..limits("100/s", "100/s", "100/s").settings()
+        });
+        let (a, b) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        assert!(l.check_user(a).is_ok());
+        assert_eq!(l.check_user(a).unwrap_err().limiter, "user");
+        assert!(l.check_user(b).is_ok());
+    }
+
+    #[test]
+    fn failures_past_the_limit_are_refused_until_the_window_passes() {
+        let f = FailureWindow::new(3, Duration::from_secs(60));
+        let t0 = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        assert!(f.check("k", t0).is_ok());
+        for _ in 0..3 {
+            f.fail("k", t0);
+        }
+        let refused = f.check("k", t0 + Duration::from_secs(10)).unwrap_err();
+        assert_eq!(refused.limiter, "login");
+        assert!(f.check("other", t0).is_ok());
+        assert!(f.check("k", t0 + Duration::from_secs(61)).is_ok());
     }
 
     #[test]

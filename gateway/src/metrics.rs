@@ -81,6 +81,7 @@ pub struct Metrics {
     pub rate_limited_ip: AtomicU64,
     pub rate_limited_app: AtomicU64,
     pub rate_limited_wallet: AtomicU64,
+    pub rate_limited_user: AtomicU64,
 }
 
 impl Metrics {
@@ -98,6 +99,7 @@ impl Metrics {
         let c = match limiter {
             "ip" => &self.rate_limited_ip,
             "app" => &self.rate_limited_app,
+            "user" => &self.rate_limited_user,
             _ => &self.rate_limited_wallet,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -169,6 +171,7 @@ impl Metrics {
             ("ip", &self.rate_limited_ip),
             ("app", &self.rate_limited_app),
             ("wallet", &self.rate_limited_wallet),
+            ("user", &self.rate_limited_user),
         ] {
             let _ = writeln!(
                 out,

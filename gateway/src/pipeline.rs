@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::facts::{Action, Facts};
 use crate::ledger::{Ledger, Velocity};
 use crate::policy::{DecisionInput, DeterminingPolicy, LoadedPolicies};
-use crate::records::{AppRecord, LabelsSource, WalletRecord};
+use crate::records::{AppRecord, LabelsSource, SessionFacts, WalletRecord};
 use crate::request::AuthorizeRequest;
 
 /// The answer of `/v1/authorize` (without `request_id`, which the HTTP layer adds).
@@ -73,13 +73,32 @@ pub fn wallet_from_request(req: &AuthorizeRequest) -> Result<WalletRecord> {
     })
 }
 
-/// Runs decode → velocity → Cedar for one request.
+/// Runs decode → velocity → Cedar for one request without a user session.
 pub fn evaluate(
     policies: &LoadedPolicies,
     ledger: &dyn Ledger,
     app: &AppRecord,
     wallet: &WalletRecord,
     req: &AuthorizeRequest,
+    scopes: &[String],
+    now: OffsetDateTime,
+) -> Result<(Facts, Outcome)> {
+    evaluate_for(policies, ledger, app, wallet, req, None, scopes, now)
+}
+
+/// Runs decode → velocity → Cedar for one request, for the user of `session` when there is
+/// one (Cedar's `context.session`).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the stages' inputs, each distinct"
+)]
+pub fn evaluate_for(
+    policies: &LoadedPolicies,
+    ledger: &dyn Ledger,
+    app: &AppRecord,
+    wallet: &WalletRecord,
+    req: &AuthorizeRequest,
+    session: Option<&SessionFacts>,
     scopes: &[String],
     now: OffsetDateTime,
 ) -> Result<(Facts, Outcome)> {
@@ -95,7 +114,7 @@ pub fn evaluate(
         wallet,
         facts: &facts,
         velocity: &velocity,
-        session: None,
+        session,
         step_up: false,
         scopes,
         now,

@@ -30,6 +30,14 @@ const LIMITER_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(
 /// store without WAL and `synchronous=FULL`) and stores the active policy version. Fails before
 /// binding anything if any of that fails.
 pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
+    build_state_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`build_state`] with another clock (tests move time to reach session limits).
+pub async fn build_state_with_clock(
+    config: &mut Config,
+    clock: crate::clock::SharedClock,
+) -> Result<Arc<AppState>> {
     let engine = Engine::new(PolicyPaths {
         policies: config.policies_dir.clone(),
         schemas: config.schemas_dir.clone(),
@@ -68,7 +76,6 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         opened.custody.as_ref(),
         &crate::sealing::default_data_key_path(&config.data_dir),
     )?);
-    let clock: crate::clock::SharedClock = Arc::new(SystemClock);
     let audit =
         Arc::new(open_audit(config, clock.clone(), opened.checkpoint_signer.clone()).await?);
     let policies = engine.current();
@@ -78,6 +85,7 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         .map_err(|_| Error::Config("cannot store the policy version in the audit store".into()))?;
     audit.spawn_flood_flusher(clock.clone(), std::time::Duration::from_secs(10));
     let identity = Identity::new(audit.store().clone());
+    let users = Arc::new(crate::users::Users::new(audit.store().clone()));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
     Ok(Arc::new(AppState {
@@ -89,6 +97,7 @@ pub async fn build_state(config: &mut Config) -> Result<Arc<AppState>> {
         token_hash,
         dev_app: AppRecord::development_default(),
         identity,
+        users,
         limits,
         trusted_proxies: config.trusted_proxies.clone(),
         body_limit_bytes: config.body_limit_bytes,

@@ -31,6 +31,10 @@ pub enum EventKind {
     /// A user approved (`action` "approve") or revoked (`action` "revoke") an app's consent
     /// scopes; `user` and `app` say whose, `request` which scopes under which consent hash.
     Consent,
+    /// A user session began or ended, or an identity was linked: `action` is `session.login`,
+    /// `session.logout` or `session.link`; `user` the user; `request` the method, issuer and
+    /// session id (never a token, ID token or nonce).
+    Session,
 }
 
 impl EventKind {
@@ -42,6 +46,7 @@ impl EventKind {
             EventKind::Admin => "admin",
             EventKind::Passkey => "passkey",
             EventKind::Consent => "consent",
+            EventKind::Session => "session",
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
 use crate::limits::Rate;
 use crate::records::AppLimits;
+use crate::users::oidc;
 
 fn actor(caller: &Caller, request_id: &str) -> Actor {
     Actor {
@@ -139,6 +140,54 @@ pub struct Update {
     rate: Option<Option<String>>,
     session_ttl_secs: Option<u64>,
     session_idle_secs: Option<u64>,
+    /// Trust an OpenID Connect issuer for logins (added or replaced).
+    oidc_issuer: Option<OidcIssuer>,
+    /// Stop trusting this issuer URL.
+    remove_oidc_issuer: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    issuer: String,
+    audiences: Vec<String>,
+    jwks_url: Option<String>,
+    jwks_file: Option<String>,
+}
+
+/// Applies the OIDC part of an `update` and lists the app's issuers afterwards.
+async fn update_issuers(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    set: Option<OidcIssuer>,
+    remove: Option<String>,
+) -> Result<serde_json::Value, Error> {
+    let store = state.audit.store();
+    let now = state.clock.now();
+    if let Some(set) = set {
+        let jwks = match (set.jwks_url, set.jwks_file) {
+            (Some(url), None) => oidc::JwksSource::Url(url),
+            (None, Some(file)) => oidc::JwksSource::File(file.into()),
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "give exactly one of jwks_url and jwks_file".to_owned(),
+                ));
+            }
+        };
+        let issuer = oidc::TrustedIssuer {
+            app_id: id.to_owned(),
+            issuer: set.issuer,
+            audiences: set.audiences,
+            jwks,
+        };
+        oidc::set_issuer(store, Auditor::Log(&state.audit), actor, &issuer, now).await?;
+    }
+    if let Some(issuer) = remove {
+        oidc::remove_issuer(store, Auditor::Log(&state.audit), actor, id, &issuer, now).await?;
+    }
+    let list = oidc::issuers(store, id).await?;
+    Ok(list.iter().map(oidc::TrustedIssuer::to_json).collect())
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
@@ -164,7 +213,27 @@ pub async fn act(
     let auditor = Auditor::Log(&state.audit);
     let change = match action.as_str() {
         "update" => {
-            let req: Update = json_body(&headers, body).map_err(fail)?;
+            let mut req: Update = json_body(&headers, body).map_err(fail)?;
+            let (set, remove) = (req.oidc_issuer.take(), req.remove_oidc_issuer.take());
+            let app_fields = req.name.is_some()
+                || req.grants.is_some()
+                || req.groups.is_some()
+                || req.rate.is_some()
+                || req.session_ttl_secs.is_some()
+                || req.session_idle_secs.is_some();
+            if !app_fields && (set.is_some() || remove.is_some()) {
+                let app = identity::get_app(state.audit.store(), &id)
+                    .await
+                    .map_err(fail)?;
+                let issuers = update_issuers(&state, &actor, &id, set, remove)
+                    .await
+                    .map_err(fail)?;
+                let mut out = app.to_json();
+                if let Some(o) = out.as_object_mut() {
+                    o.insert("oidc_issuers".to_owned(), issuers);
+                }
+                return Ok(with_request_id(out, &request_id));
+            }
             let update = AppUpdate {
                 name: req.name,
                 grants: req.grants,
@@ -183,7 +252,16 @@ pub async fn act(
                 .await
                 .map_err(fail)?;
             tracing::info!(app_id = %app.id, "app updated over HTTP");
-            return Ok(with_request_id(app.to_json(), &request_id));
+            let mut out = app.to_json();
+            if set.is_some() || remove.is_some() {
+                let issuers = update_issuers(&state, &actor, &id, set, remove)
+                    .await
+                    .map_err(fail)?;
+                if let Some(o) = out.as_object_mut() {
+                    o.insert("oidc_issuers".to_owned(), issuers);
+                }
+            }
+            return Ok(with_request_id(out, &request_id));
         }
         "freeze" => Change::Freeze,
         "unfreeze" => Change::Unfreeze,

@@ -8,6 +8,7 @@ pub mod error;
 pub mod openapi;
 pub mod request_id;
 mod routes;
+mod users_routes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,6 +49,8 @@ pub struct AppState {
     pub dev_app: AppRecord,
     /// API keys → apps, for every other caller.
     pub identity: Identity,
+    /// Users, their sessions and OIDC logins.
+    pub users: Arc<crate::users::Users>,
     /// IP, app and wallet rate limits.
     pub limits: Arc<Limits>,
     /// Peers whose `X-Forwarded-For` names the client.
@@ -106,6 +109,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/admin/apps"),
     ("post", "/v1/admin/apps"),
     ("post", "/v1/admin/apps/{id}/{action}"),
+    ("post", "/v1/sessions/oidc/nonce"),
+    ("post", "/v1/sessions/oidc"),
+    ("post", "/v1/sessions/oidc/link"),
+    ("post", "/v1/sessions/logout"),
+    ("get", "/v1/admin/users"),
+    ("post", "/v1/admin/users/{id}/disable"),
 ];
 
 /// Builds the whole service.
@@ -130,6 +139,30 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/admin/apps/{id}/{action}",
             post(apps_routes::act).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/sessions/oidc/nonce",
+            post(users_routes::nonce).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/sessions/oidc",
+            post(users_routes::oidc_login).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/sessions/oidc/link",
+            post(users_routes::oidc_link).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/sessions/logout",
+            post(users_routes::logout).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/admin/users",
+            get(users_routes::list).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/admin/users/{id}/disable",
+            post(users_routes::disable).route_layer(grant("admin")),
         )
         .route(
             "/v1/audit/events",

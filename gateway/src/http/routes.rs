@@ -98,10 +98,41 @@ pub async fn authorize(
     };
     let policies = state.engine.current();
     let now = state.clock.now();
+    // The user's session, when the app acts for one: valid for this app, or refused before
+    // any other work (a flood of made-up tokens is counted, not logged one by one); then the
+    // per-user limit.
+    let session = match super::users_routes::session_token(&headers) {
+        None => None,
+        Some(token) => match state.users.sessions.resolve(token, &caller.id, now).await {
+            Ok(s) => Some(s),
+            Err(error) => {
+                if matches!(error, Error::SessionInvalid | Error::SessionExpired) {
+                    state.audit.note_flood(&caller.id, error.code(), now);
+                } else {
+                    tracing::warn!(%error, "session lookup failed");
+                }
+                let error = match error {
+                    Error::Database(_) => Error::StoreUnavailable,
+                    other => other,
+                };
+                return Err(fail(error));
+            }
+        },
+    };
+    if let Some(s) = &session
+        && let Err(refusal) = state.limits.check_user(s.facts.user)
+    {
+        state.metrics.count_rate_limited(refusal.limiter);
+        state
+            .audit
+            .note_flood(&s.facts.user.to_string(), "rate_limited", now);
+        return Err(fail(refusal.into_error()));
+    }
+    let user = session.as_ref().map(|s| s.facts.user.to_string());
     // Every answer below, refusals included, is committed to the audit log before it is sent;
     // if that fails the caller gets 503 audit_unavailable and no decision.
     let refuse = |req: Option<&AuthorizeRequest>, error: Error| {
-        let event = audit_record::refusal(
+        let mut event = audit_record::refusal(
             now,
             &request_id,
             &caller.id,
@@ -109,6 +140,7 @@ pub async fn authorize(
             policies.version(),
             &error,
         );
+        event.user.clone_from(&user);
         let state = state.clone();
         let policies = policies.clone();
         let request_id = request_id.clone();
@@ -149,12 +181,13 @@ pub async fn authorize(
         state.audit.note_flood(&key, "rate_limited", now);
         return Err(fail(refusal.into_error()));
     }
-    let result = pipeline::evaluate(
+    let result = pipeline::evaluate_for(
         &policies,
         state.ledger.as_ref(),
         &caller,
         &wallet,
         &req,
+        session.as_ref().map(|s| &s.facts),
         &pipeline::basic_scopes(),
         now,
     );
@@ -167,7 +200,8 @@ pub async fn authorize(
         .ensure_policy_version(policies.version(), policies.files(), now)
         .await
         .map_err(fail)?;
-    let event = audit_record::decision(now, &request_id, &caller.id, &req, &outcome);
+    let mut event = audit_record::decision(now, &request_id, &caller.id, &req, &outcome);
+    event.user.clone_from(&user);
     state.audit.append(event).await.map_err(fail)?;
     state
         .metrics

@@ -1,0 +1,213 @@
+//! `/v1/sessions/…` (an app with the `sign` grant, acting for its users) and `/v1/admin/users…`
+//! (admin keys). Session tokens appear once, in the login answer; ID tokens and nonces are
+//! never logged or audited.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::Caller;
+use super::client_ip::ClientIp;
+use super::error::ApiError;
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::audit::event::format_time;
+use crate::error::Error;
+use crate::identity::{Actor, Auditor};
+use crate::users::{self, SESSION_HEADER};
+
+/// The `Parapet-Session` header, when present.
+pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdToken {
+    id_token: String,
+}
+
+fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
+}
+
+pub async fn nonce(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let (nonce, expires) =
+        users::oidc::issue_nonce(state.users.store(), &caller.id, state.clock.now())
+            .await
+            .map_err(|error| ApiError {
+                error,
+                request_id: request_id.clone(),
+            })?;
+    Ok(Json(serde_json::json!({
+        "nonce": nonce,
+        "expires_at": format_time(expires),
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+pub async fn oidc_login(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let req: IdToken = json_body(&headers, body).map_err(fail)?;
+    let login = state
+        .users
+        .login_oidc(
+            &state.audit,
+            &caller,
+            &ip_of(ip),
+            &req.id_token,
+            &request_id,
+            state.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+    tracing::info!(app_id = %caller.id, user = %login.session.user, session_id = %login.session.id, "OIDC login");
+    Ok(Json(serde_json::json!({
+        "session_token": login.session.token,
+        "user_id": login.session.user.to_string(),
+        "expires_at": format_time(login.session.expires_at),
+        "idle_secs": login.session.idle_secs,
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+pub async fn oidc_link(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let Some(session) = session_token(&headers) else {
+        return Err(fail(Error::SessionInvalid));
+    };
+    let req: IdToken = json_body(&headers, body).map_err(fail)?;
+    let (user, issuer, subject, linked) = state
+        .users
+        .link_oidc(
+            &state.audit,
+            &caller,
+            session,
+            &ip_of(ip),
+            &req.id_token,
+            &request_id,
+            state.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+    Ok(Json(serde_json::json!({
+        "user_id": user.to_string(),
+        "issuer": issuer,
+        "subject": subject,
+        "newly_linked": linked,
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let Some(session) = session_token(&headers) else {
+        return Err(fail(Error::SessionInvalid));
+    };
+    let ended = state
+        .users
+        .logout(
+            &state.audit,
+            &caller,
+            session,
+            &request_id,
+            state.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+    Ok(Json(serde_json::json!({
+        "ended": true,
+        "user_id": ended.facts.user.to_string(),
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+) -> Result<Response, ApiError> {
+    let users = users::store::list_users(state.users.store(), state.clock.now())
+        .await
+        .map_err(|error| ApiError {
+            error,
+            request_id: request_id.clone(),
+        })?;
+    let users: Vec<_> = users.iter().map(users::StoredUser::to_json).collect();
+    Ok(Json(serde_json::json!({"users": users, "request_id": request_id})).into_response())
+}
+
+pub async fn disable(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let id = uuid::Uuid::parse_str(&id)
+        .map_err(|_| fail(Error::InvalidRequest("not a user id (a UUID)".to_owned())))?;
+    let actor = Actor {
+        who: caller.0.id.clone(),
+        request_id: request_id.clone(),
+    };
+    let user = state
+        .users
+        .disable(Auditor::Log(&state.audit), &actor, id, state.clock.now())
+        .await
+        .map_err(fail)?;
+    tracing::info!(user = %id, "user disabled over HTTP");
+    let mut out = user.to_json();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("request_id".to_owned(), request_id.into());
+    }
+    Ok(Json(out).into_response())
+}

@@ -1,0 +1,268 @@
+//! The user side (DESIGN §1 "authenticate (user)", §2): users, their OIDC identities, and the
+//! app-bound sessions routes act for users with. Every outcome is audited: logins, logouts and
+//! links as `session` events, disablement as an `admin` event, failed logins in aggregate. No
+//! session token, ID token or nonce is ever written to the audit log or a log line.
+
+pub mod oidc;
+pub mod sessions;
+pub mod store;
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::event::{AuditEvent, EventKind};
+use crate::audit::{AuditLog, Store};
+use crate::error::{Error, Result};
+use crate::identity::{Actor, Auditor};
+use crate::limits::FailureWindow;
+use crate::records::AppRecord;
+pub use sessions::{ActiveSession, Issued, Method, Sessions};
+pub use store::StoredUser;
+
+/// The header a user's session travels in, next to the app's key.
+pub const SESSION_HEADER: &str = "parapet-session";
+
+/// Failed logins allowed per claimed `(issuer, sub)` per window.
+pub const USER_FAILURES: u32 = 10;
+/// Failed logins allowed per client IP per window (after the IP rate limit).
+pub const IP_FAILURES: u32 = 30;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |e| Error::Database(format!("{context}: {e}"))
+}
+
+/// Users, sessions and OIDC logins of one process.
+#[derive(Debug)]
+pub struct Users {
+    store: Store,
+    pub sessions: Sessions,
+    pub jwks: oidc::JwksCache,
+    user_failures: FailureWindow,
+    ip_failures: FailureWindow,
+}
+
+/// What a successful login or link reports.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub session: Issued,
+    pub issuer: String,
+    pub created_user: bool,
+}
+
+fn session_event(
+    action: &str,
+    app: &str,
+    user: Uuid,
+    request_id: &str,
+    detail: serde_json::Value,
+    now: OffsetDateTime,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Session, now, request_id);
+    e.app = Some(app.to_owned());
+    e.user = Some(user.to_string());
+    e.action = Some(action.to_owned());
+    e.request = Some(detail);
+    e
+}
+
+impl Users {
+    pub fn new(store: Store) -> Users {
+        Users {
+            sessions: Sessions::new(store.clone()),
+            store,
+            jwks: oidc::JwksCache::default(),
+            user_failures: FailureWindow::new(USER_FAILURES, FAILURE_WINDOW),
+            ip_failures: FailureWindow::new(IP_FAILURES, FAILURE_WINDOW),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Counts a failed login and turns it into the one answer every failure gets. The reason
+    /// goes to the debug log only (it never holds the token).
+    fn failed(
+        &self,
+        audit: &AuditLog,
+        ip: &str,
+        failure: &oidc::Failure,
+        now: OffsetDateTime,
+    ) -> Error {
+        if let Some(error) = &failure.internal {
+            tracing::warn!(%error, "an OIDC login could not be checked");
+            return Error::IssuerUnavailable;
+        }
+        tracing::debug!(reason = %failure.reason, "OIDC login refused");
+        self.ip_failures.fail(ip, now);
+        if let Some((iss, sub)) = &failure.claimed {
+            self.user_failures.fail(&format!("{iss}\u{1f}{sub}"), now);
+        }
+        audit.note_flood(ip, "login_failed", now);
+        Error::LoginFailed
+    }
+
+    /// Verifies an ID token for `app` (per-IP and per-user failure limits first) and consumes
+    /// its nonce.
+    async fn verify_login(
+        &self,
+        audit: &AuditLog,
+        app: &AppRecord,
+        ip: &str,
+        id_token: &str,
+        now: OffsetDateTime,
+    ) -> Result<oidc::Verified> {
+        self.ip_failures
+            .check(ip, now)
+            .map_err(crate::limits::Refusal::into_error)?;
+        if let Ok(c) =
+            jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(id_token)
+            && let (Some(iss), Some(sub)) = (
+                c.get("iss").and_then(serde_json::Value::as_str),
+                c.get("sub").and_then(serde_json::Value::as_str),
+            )
+        {
+            self.user_failures
+                .check(&format!("{iss}\u{1f}{sub}"), now)
+                .map_err(crate::limits::Refusal::into_error)?;
+        }
+        let issuers = oidc::issuers(&self.store, &app.id).await?;
+        let verified = oidc::verify(&self.jwks, &issuers, id_token, now)
+            .await
+            .map_err(|f| self.failed(audit, ip, &f, now))?;
+        if !oidc::consume_nonce(&self.store, &app.id, &verified.nonce, now).await? {
+            let f = oidc::Failure {
+                reason: "nonce unknown, used, expired or another app's".to_owned(),
+                claimed: Some((verified.issuer.clone(), verified.subject.clone())),
+                internal: None,
+            };
+            return Err(self.failed(audit, ip, &f, now));
+        }
+        Ok(verified)
+    }
+
+    /// An OIDC login: verifies the ID token, finds or creates the user of `(iss, sub)`, audits
+    /// the login (`session.login`) and starts a session for `app`.
+    pub async fn login_oidc(
+        &self,
+        audit: &AuditLog,
+        app: &AppRecord,
+        ip: &str,
+        id_token: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Login> {
+        let v = self.verify_login(audit, app, ip, id_token, now).await?;
+        let (user, disabled, created_user) =
+            store::find_or_create(&self.store, &v.issuer, &v.subject, now).await?;
+        if disabled {
+            let f = oidc::Failure {
+                reason: "user disabled".to_owned(),
+                claimed: Some((v.issuer.clone(), v.subject.clone())),
+                internal: None,
+            };
+            return Err(self.failed(audit, ip, &f, now));
+        }
+        let session = self
+            .sessions
+            .issue(user, app, Method::Oidc, false, now)
+            .await?;
+        let event = session_event(
+            "session.login",
+            &app.id,
+            user,
+            request_id,
+            serde_json::json!({
+                "method": Method::Oidc.as_str(),
+                "issuer": v.issuer,
+                "session_id": session.id,
+                "created_user": created_user,
+                "expires_at": crate::audit::event::format_time(session.expires_at),
+            }),
+            now,
+        );
+        if let Err(error) = audit.append(event).await {
+            // Not audited, not granted: take the session back.
+            let _ = self.sessions.end(&session.token, &app.id, now).await;
+            return Err(error);
+        }
+        Ok(Login {
+            session,
+            issuer: v.issuer,
+            created_user,
+        })
+    }
+
+    /// Links the identity of an ID token to the user of a live session (`session.link`).
+    /// Returns the user, the identity, and whether it was newly linked.
+    #[allow(clippy::too_many_arguments, reason = "who, with what, for whom, when")]
+    pub async fn link_oidc(
+        &self,
+        audit: &AuditLog,
+        app: &AppRecord,
+        session_token: &str,
+        ip: &str,
+        id_token: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(Uuid, String, String, bool)> {
+        let session = self.sessions.resolve(session_token, &app.id, now).await?;
+        let v = self.verify_login(audit, app, ip, id_token, now).await?;
+        let user = session.facts.user;
+        let linked = store::link_identity(&self.store, user, &v.issuer, &v.subject, now).await?;
+        let event = session_event(
+            "session.link",
+            &app.id,
+            user,
+            request_id,
+            serde_json::json!({
+                "method": Method::Oidc.as_str(),
+                "issuer": v.issuer,
+                "session_id": session.id,
+                "newly_linked": linked,
+            }),
+            now,
+        );
+        audit.append(event).await?;
+        Ok((user, v.issuer, v.subject, linked))
+    }
+
+    /// Ends a live session of `app` (`session.logout`).
+    pub async fn logout(
+        &self,
+        audit: &AuditLog,
+        app: &AppRecord,
+        session_token: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<ActiveSession> {
+        let session = self.sessions.end(session_token, &app.id, now).await?;
+        let event = session_event(
+            "session.logout",
+            &app.id,
+            session.facts.user,
+            request_id,
+            serde_json::json!({"method": session.facts.method, "session_id": session.id}),
+            now,
+        );
+        audit.append(event).await?;
+        Ok(session)
+    }
+
+    /// Disables a user and ends their sessions ([`store::disable_user`]); this process sees it
+    /// at once, others within a second.
+    pub async fn disable(
+        &self,
+        auditor: Auditor<'_>,
+        actor: &Actor,
+        id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<StoredUser> {
+        let user = store::disable_user(&self.store, auditor, actor, id, now).await?;
+        self.sessions.invalidate();
+        Ok(user)
+    }
+}

@@ -1,0 +1,593 @@
+//! Logins through OpenID Connect issuers an app trusts (DESIGN §2): the app asks for a nonce,
+//! has its user log in at the issuer with it, and posts the ID token; the gateway verifies it
+//! against the issuer's JWKS and starts a session (method `oidc`).
+//!
+//! Verification: asymmetric algorithms only (RS*, PS*, ES256, ES384, EdDSA; `none` and HMAC
+//! refused), the JWK named by `kid` must be of the header's algorithm family and, when it says
+//! so, of the header's algorithm; `iss` exact, `aud` among the allowed, `exp`, `nbf` and `iat`
+//! with [`LEEWAY`] against the gateway's clock; the `nonce` one the gateway issued to this app,
+//! unexpired and unused (consumed atomically). JWKS are cached, refetched every
+//! [`JWKS_MAX_AGE`] and on an unknown `kid` at most once per [`JWKS_REFRESH_MIN`] per source.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use parking_lot::Mutex;
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::db;
+use super::store::with_pool;
+use crate::audit::Store;
+use crate::audit::event::{AuditEvent, EventKind, format_time};
+use crate::error::{Error, Result};
+use crate::identity::{Actor, Auditor, key_hash};
+
+/// Clock skew accepted on `exp`, `nbf` and `iat`.
+pub const LEEWAY: i64 = 60;
+/// How long a login nonce may wait for its ID token.
+pub const NONCE_TTL: Duration = Duration::from_secs(600);
+/// Longest a fetched JWKS is used before it is fetched again (picks up key rotation).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
+/// Least time between two fetches caused by an unknown `kid` (a flood of made-up `kid`s must
+/// not turn into a flood of requests to the issuer).
+pub const JWKS_REFRESH_MIN: Duration = Duration::from_secs(30);
+/// Longest a JWKS fetch may take.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS document accepted.
+const JWKS_MAX_BYTES: u64 = 256 * 1024;
+
+/// Where an issuer's keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// HTTPS (plain HTTP only to a loopback address, for tests).
+    Url(String),
+    /// A JWKS file on the gateway host, read again like a fetched URL.
+    File(PathBuf),
+}
+
+impl JwksSource {
+    fn cache_key(&self) -> String {
+        match self {
+            JwksSource::Url(u) => format!("url:{u}"),
+            JwksSource::File(p) => format!("file:{}", p.display()),
+        }
+    }
+}
+
+/// An issuer an app trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedIssuer {
+    pub app_id: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks: JwksSource,
+}
+
+impl TrustedIssuer {
+    pub fn to_json(&self) -> serde_json::Value {
+        let (url, file) = match &self.jwks {
+            JwksSource::Url(u) => (Some(u.clone()), None),
+            JwksSource::File(p) => (None, Some(p.display().to_string())),
+        };
+        serde_json::json!({
+            "issuer": self.issuer,
+            "audiences": self.audiences,
+            "jwks_url": url,
+            "jwks_file": file,
+        })
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `https://…`, or `http://` to a loopback host (tests and local development).
+pub fn check_url(url: &str, what: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::InvalidRequest(format!("{what} {url:?}: {why}")));
+    let rest = if let Some(r) = url.strip_prefix("https://") {
+        r
+    } else if let Some(r) = url.strip_prefix("http://") {
+        let authority = r.split(['/', '?', '#']).next().unwrap_or("");
+        let host = match authority.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => authority,
+        };
+        if !is_loopback_host(host) {
+            return bad("must be https (plain http only to a loopback address)");
+        }
+        r
+    } else {
+        return bad("must be an https URL");
+    };
+    if rest.is_empty() || rest.starts_with('/') || url.len() > 2000 {
+        return bad("not a URL");
+    }
+    Ok(())
+}
+
+/// Checks an issuer before it is stored.
+pub fn validate_issuer(i: &TrustedIssuer) -> Result<()> {
+    if i.issuer.is_empty() || i.issuer.len() > 2000 {
+        return Err(Error::InvalidRequest(
+            "issuer must be 1 to 2000 characters".into(),
+        ));
+    }
+    if i.audiences.is_empty()
+        || i.audiences
+            .iter()
+            .any(|a| a.is_empty() || a.len() > 500 || a.contains(','))
+    {
+        return Err(Error::InvalidRequest(
+            "give at least one audience (no commas)".into(),
+        ));
+    }
+    match &i.jwks {
+        JwksSource::Url(u) => check_url(u, "JWKS URL"),
+        JwksSource::File(p) if p.as_os_str().is_empty() => {
+            Err(Error::InvalidRequest("empty JWKS file path".into()))
+        }
+        JwksSource::File(_) => Ok(()),
+    }
+}
+
+fn admin_event(
+    actor: &Actor,
+    action: &str,
+    app_id: &str,
+    detail: serde_json::Value,
+    now: OffsetDateTime,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(EventKind::Admin, now, actor.request_id.clone());
+    e.app = Some(app_id.to_owned());
+    e.action = Some(action.to_owned());
+    e.request = Some(serde_json::json!({"actor": actor.who, "detail": detail}));
+    e
+}
+
+/// Adds or replaces an app's trusted issuer, audited first (`app.oidc_issuer.set`).
+pub async fn set_issuer(
+    store: &Store,
+    auditor: Auditor<'_>,
+    actor: &Actor,
+    issuer: &TrustedIssuer,
+    now: OffsetDateTime,
+) -> Result<()> {
+    validate_issuer(issuer)?;
+    crate::identity::get_app(store, &issuer.app_id).await?;
+    auditor
+        .record(admin_event(
+            actor,
+            "app.oidc_issuer.set",
+            &issuer.app_id,
+            issuer.to_json(),
+            now,
+        ))
+        .await?;
+    let (url, file) = match &issuer.jwks {
+        JwksSource::Url(u) => (Some(u.clone()), None),
+        JwksSource::File(p) => (None, Some(p.display().to_string())),
+    };
+    with_pool!(store, pool => {
+        let mut tx = pool.begin().await.map_err(db("storing an issuer"))?;
+        sqlx::query("DELETE FROM oidc_issuers WHERE app_id = $1 AND issuer = $2")
+            .bind(issuer.app_id.as_str()).bind(issuer.issuer.as_str())
+            .execute(&mut *tx).await.map_err(db("storing an issuer"))?;
+        sqlx::query("INSERT INTO oidc_issuers (app_id, issuer, audiences, jwks_url, jwks_file, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(issuer.app_id.as_str()).bind(issuer.issuer.as_str()).bind(issuer.audiences.join(","))
+            .bind(url).bind(file).bind(format_time(now))
+            .execute(&mut *tx).await.map_err(db("storing an issuer"))?;
+        tx.commit().await.map_err(db("storing an issuer"))?;
+    });
+    Ok(())
+}
+
+/// Removes an app's trusted issuer (audited first); `NotFound` when the app does not trust it.
+pub async fn remove_issuer(
+    store: &Store,
+    auditor: Auditor<'_>,
+    actor: &Actor,
+    app_id: &str,
+    issuer: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    if !issuers(store, app_id)
+        .await?
+        .iter()
+        .any(|i| i.issuer == issuer)
+    {
+        return Err(Error::NotFound);
+    }
+    auditor
+        .record(admin_event(
+            actor,
+            "app.oidc_issuer.remove",
+            app_id,
+            serde_json::json!({ "issuer": issuer }),
+            now,
+        ))
+        .await?;
+    with_pool!(store, pool => {
+        sqlx::query("DELETE FROM oidc_issuers WHERE app_id = $1 AND issuer = $2")
+            .bind(app_id).bind(issuer).execute(pool).await.map_err(db("removing an issuer"))?;
+    });
+    Ok(())
+}
+
+/// The issuers `app_id` trusts.
+pub async fn issuers(store: &Store, app_id: &str) -> Result<Vec<TrustedIssuer>> {
+    const SQL: &str = "SELECT issuer, audiences, jwks_url, jwks_file FROM oidc_issuers WHERE app_id = $1 ORDER BY issuer";
+    let ctx = "reading issuers";
+    with_pool!(store, pool => {
+        let rows = sqlx::query(SQL).bind(app_id).fetch_all(pool).await.map_err(db(ctx))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let url: Option<String> = r.try_get("jwks_url").map_err(db(ctx))?;
+            let file: Option<String> = r.try_get("jwks_file").map_err(db(ctx))?;
+            let jwks = match (url, file) {
+                (Some(u), _) => JwksSource::Url(u),
+                (None, Some(f)) => JwksSource::File(PathBuf::from(f)),
+                (None, None) => continue,
+            };
+            let audiences: String = r.try_get("audiences").map_err(db(ctx))?;
+            out.push(TrustedIssuer {
+                app_id: app_id.to_owned(),
+                issuer: r.try_get("issuer").map_err(db(ctx))?,
+                audiences: audiences.split(',').filter(|a| !a.is_empty()).map(str::to_owned).collect(),
+                jwks,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// A fresh login nonce for `app_id` (128 random bits, hex), valid for [`NONCE_TTL`]; only its
+/// hash is stored. Expired nonces are swept on the way.
+pub async fn issue_nonce(
+    store: &Store,
+    app_id: &str,
+    now: OffsetDateTime,
+) -> Result<(String, OffsetDateTime)> {
+    let nonce = hex::encode(rand::random::<[u8; 16]>());
+    let expires = now + NONCE_TTL;
+    with_pool!(store, pool => {
+        sqlx::query("DELETE FROM oidc_nonces WHERE expires_at <= $1")
+            .bind(format_time(now)).execute(pool).await.map_err(db("issuing a nonce"))?;
+        sqlx::query("INSERT INTO oidc_nonces (nonce_hash, app_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(key_hash(&nonce).as_slice()).bind(app_id).bind(format_time(expires))
+            .execute(pool).await.map_err(db("issuing a nonce"))?;
+    });
+    Ok((nonce, expires))
+}
+
+/// Consumes `nonce` if this app was issued it and it is unexpired: one DELETE, so of two
+/// concurrent logins with the same nonce exactly one succeeds.
+pub async fn consume_nonce(
+    store: &Store,
+    app_id: &str,
+    nonce: &str,
+    now: OffsetDateTime,
+) -> Result<bool> {
+    let done = with_pool!(store, pool => {
+        sqlx::query("DELETE FROM oidc_nonces WHERE nonce_hash = $1 AND app_id = $2 AND expires_at > $3")
+            .bind(key_hash(nonce).as_slice()).bind(app_id).bind(format_time(now))
+            .execute(pool).await.map_err(db("consuming a nonce"))?.rows_affected()
+    });
+    Ok(done == 1)
+}
+
+#[derive(Debug, Clone)]
+struct Fetched {
+    set: JwkSet,
+    at: Instant,
+}
+
+/// Cached JWKS per source.
+#[derive(Debug, Default)]
+pub struct JwksCache {
+    entries: Mutex<HashMap<String, Fetched>>,
+    /// When each source was last refetched because of an unknown `kid`.
+    forced: Mutex<HashMap<String, Instant>>,
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+async fn fetch(source: &JwksSource) -> Result<JwkSet> {
+    let text = match source {
+        JwksSource::File(path) => {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
+                .await
+                .map_err(|e| Error::Internal(format!("reading a JWKS file: {e}")))?
+                .map_err(|e| Error::Config(format!("reading a JWKS file: {e}")))?
+        }
+        JwksSource::Url(url) => {
+            check_url(url, "JWKS URL")?;
+            let url = url.clone();
+            let get = tokio::task::spawn_blocking(move || -> Result<String> {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .timeout_global(Some(JWKS_FETCH_TIMEOUT))
+                    .max_redirects(0)
+                    .build()
+                    .into();
+                let mut res = agent
+                    .get(&url)
+                    .call()
+                    .map_err(|e| Error::Config(format!("fetching a JWKS: {e}")))?;
+                res.body_mut()
+                    .with_config()
+                    .limit(JWKS_MAX_BYTES)
+                    .read_to_string()
+                    .map_err(|e| Error::Config(format!("reading a JWKS: {e}")))
+            });
+            tokio::time::timeout(JWKS_FETCH_TIMEOUT + Duration::from_secs(1), get)
+                .await
+                .map_err(|_| Error::Config("fetching a JWKS timed out".into()))?
+                .map_err(|e| Error::Internal(format!("fetching a JWKS: {e}")))??
+        }
+    };
+    serde_json::from_str(&text).map_err(|e| Error::Config(format!("parsing a JWKS: {e}")))
+}
+
+impl JwksCache {
+    /// Fetches made so far (tests check the refresh rules with it).
+    pub fn fetches(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    async fn load(&self, source: &JwksSource) -> Result<JwkSet> {
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let set = fetch(source).await?;
+        let mut entries = self.entries.lock();
+        if entries.len() >= 1000 {
+            entries.clear();
+        }
+        entries.insert(
+            source.cache_key(),
+            Fetched {
+                set: set.clone(),
+                at: Instant::now(),
+            },
+        );
+        Ok(set)
+    }
+
+    /// The key `kid` names (or the only key, when the token names none).
+    async fn key(&self, source: &JwksSource, kid: Option<&str>) -> Result<Option<Jwk>> {
+        let pick = |set: &JwkSet| -> Option<Jwk> {
+            match kid {
+                Some(kid) => set.find(kid).cloned(),
+                None => match set.keys.as_slice() {
+                    [only] => Some(only.clone()),
+                    _ => None,
+                },
+            }
+        };
+        let cached = self.entries.lock().get(&source.cache_key()).cloned();
+        let set = match cached {
+            Some(f) if f.at.elapsed() < JWKS_MAX_AGE => f.set,
+            _ => self.load(source).await?,
+        };
+        if let Some(k) = pick(&set) {
+            return Ok(Some(k));
+        }
+        // Unknown kid: the issuer may have rotated. Refetch, but not more than once per
+        // JWKS_REFRESH_MIN per source.
+        let key = source.cache_key();
+        {
+            let mut forced = self.forced.lock();
+            if forced
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < JWKS_REFRESH_MIN)
+            {
+                return Ok(None);
+            }
+            if forced.len() >= 1000 {
+                forced.clear();
+            }
+            forced.insert(key, Instant::now());
+        }
+        let set = self.load(source).await?;
+        Ok(pick(&set))
+    }
+}
+
+/// An ID token that passed every check (the nonce is not yet consumed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub issuer: String,
+    pub subject: String,
+    pub nonce: String,
+}
+
+/// Why a login failed: for the log and the failure limiter, never for the caller.
+#[derive(Debug)]
+pub struct Failure {
+    pub reason: String,
+    /// The unverified `(iss, sub)` the token claimed, for the per-user failure limit.
+    pub claimed: Option<(String, String)>,
+    /// The failure was ours (JWKS unreachable, store down), not the caller's.
+    pub internal: Option<Error>,
+}
+
+fn fail(reason: impl Into<String>, claimed: &Option<(String, String)>) -> Failure {
+    Failure {
+        reason: reason.into(),
+        claimed: claimed.clone(),
+        internal: None,
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Claims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    nbf: Option<i64>,
+    iat: Option<i64>,
+    nonce: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Unverified {
+    iss: Option<String>,
+    sub: Option<String>,
+}
+
+const ASYMMETRIC: &[Algorithm] = &[
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// Whether the JWK can verify `alg`: its key type and curve, and its own `alg` when it has one.
+fn jwk_matches(jwk: &Jwk, alg: Algorithm) -> bool {
+    let family_ok = match (&jwk.algorithm, alg) {
+        (
+            AlgorithmParameters::RSA(_),
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512,
+        ) => true,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES256) => p.curve == EllipticCurve::P256,
+        (AlgorithmParameters::EllipticCurve(p), Algorithm::ES384) => p.curve == EllipticCurve::P384,
+        (AlgorithmParameters::OctetKeyPair(p), Algorithm::EdDSA) => {
+            p.curve == EllipticCurve::Ed25519
+        }
+        _ => false,
+    };
+    let alg_ok = match jwk.common.key_algorithm {
+        None => true,
+        Some(k) => {
+            let name = format!("{k:?}");
+            let want = format!("{alg:?}");
+            name == want
+                && !matches!(
+                    k,
+                    KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512
+                )
+        }
+    };
+    let use_ok = jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_none_or(|u| matches!(u, jsonwebtoken::jwk::PublicKeyUse::Signature));
+    family_ok && alg_ok && use_ok
+}
+
+/// Verifies `token` for an app that trusts `issuers`, at `now`.
+pub async fn verify(
+    jwks: &JwksCache,
+    issuers: &[TrustedIssuer],
+    token: &str,
+    now: OffsetDateTime,
+) -> std::result::Result<Verified, Failure> {
+    if token.len() > 16 * 1024 {
+        return Err(fail("token too long", &None));
+    }
+    let unverified: Option<Unverified> =
+        jsonwebtoken::dangerous::insecure_decode_claims::<Unverified>(token).ok();
+    let claimed = unverified
+        .as_ref()
+        .and_then(|u| Some((u.iss.clone()?, u.sub.clone()?)));
+    // `alg: none` and unknown algorithms do not even parse as a header.
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|e| fail(format!("bad header: {e}"), &claimed))?;
+    if !ASYMMETRIC.contains(&header.alg) {
+        return Err(fail(
+            format!("algorithm {:?} refused", header.alg),
+            &claimed,
+        ));
+    }
+    let iss = claimed
+        .as_ref()
+        .map(|(i, _)| i.as_str())
+        .ok_or_else(|| fail("no iss", &claimed))?;
+    let trusted = issuers
+        .iter()
+        .find(|i| i.issuer == iss)
+        .ok_or_else(|| fail("issuer not trusted by this app", &claimed))?;
+    let jwk = match jwks.key(&trusted.jwks, header.kid.as_deref()).await {
+        Ok(Some(k)) => k,
+        Ok(None) => return Err(fail("unknown kid", &claimed)),
+        Err(error) => {
+            return Err(Failure {
+                reason: format!("JWKS unavailable: {error}"),
+                claimed,
+                internal: Some(error),
+            });
+        }
+    };
+    if !jwk_matches(&jwk, header.alg) {
+        return Err(fail("key does not match the algorithm", &claimed));
+    }
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| fail(format!("bad JWK: {e}"), &claimed))?;
+    let mut validation = Validation::new(header.alg);
+    validation.algorithms = vec![header.alg];
+    validation.set_issuer(&[trusted.issuer.as_str()]);
+    validation.set_audience(trusted.audiences.as_slice());
+    // Times are checked below against the gateway's clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.set_required_spec_claims(&["iss", "aud", "sub"]);
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        .map_err(|e| fail(format!("rejected: {e}"), &claimed))?;
+    let c = data.claims;
+    let t = now.unix_timestamp();
+    if c.exp + LEEWAY <= t {
+        return Err(fail("expired", &claimed));
+    }
+    if c.nbf.is_some_and(|nbf| nbf - LEEWAY > t) {
+        return Err(fail("not yet valid", &claimed));
+    }
+    if c.iat.is_some_and(|iat| iat - LEEWAY > t) {
+        return Err(fail("issued in the future", &claimed));
+    }
+    if c.iss != trusted.issuer || c.sub.is_empty() || c.sub.len() > 255 {
+        return Err(fail("bad iss or sub", &claimed));
+    }
+    let nonce = c
+        .nonce
+        .filter(|n| !n.is_empty() && n.len() <= 128)
+        .ok_or_else(|| fail("no nonce", &claimed))?;
+    Ok(Verified {
+        issuer: c.iss,
+        subject: c.sub,
+        nonce,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback() {
+        assert!(check_url("https://issuer.example/jwks", "u").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/jwks", "u").is_ok());
+        assert!(check_url("http://localhost/jwks", "u").is_ok());
+        assert!(check_url("http://[::1]:9/jwks", "u").is_ok());
+        assert!(check_url("http://issuer.example/jwks", "u").is_err());
+        assert!(check_url("http://127.0.0.1.evil.example/jwks", "u").is_err());
+        assert!(check_url("ftp://x/y", "u").is_err());
+        assert!(check_url("https://", "u").is_err());
+    }
+}

@@ -1,0 +1,382 @@
+//! OIDC logins in process against a test issuer whose ES256 keys are made here and whose JWKS is
+//! served over real local HTTP: a good login, then every way an ID token must be refused (one
+//! status and body for all), key rotation, and no token or nonce in the audit log or a body.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+mod users_support;
+
+use base64::Engine as _;
+use http::StatusCode;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+use users_support::*;
+
+#[tokio::test]
+async fn a_valid_id_token_logs_in_and_creates_the_user_once() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (app_id, key) = app_trusting(&s, &issuer).await;
+
+    let n = nonce(&s, &key).await;
+    assert_eq!(n.len(), 32);
+    let a = login(&s, &key, &issuer.token("alice", AUD, &n)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let token = a.body["session_token"].as_str().unwrap();
+    assert!(token.starts_with("ps_") && token.len() == 67);
+    assert_eq!(a.body["idle_secs"], 600);
+    let user = a.body["user_id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&user).is_ok());
+
+    // The same (iss, sub) again is the same user.
+    let (_, again) = login_ok(&s, &key, &issuer, "alice").await;
+    assert_eq!(again, user);
+    let (_, bob) = login_ok(&s, &key, &issuer, "bob").await;
+    assert_ne!(bob, user);
+
+    let events = events(&s).await;
+    let logins: Vec<_> = events
+        .iter()
+        .filter(|e| e["kind"] == "session" && e["action"] == "session.login")
+        .collect();
+    assert_eq!(logins.len(), 3);
+    assert_eq!(logins[0]["user"], user.as_str());
+    assert_eq!(logins[0]["app"], app_id.as_str());
+    assert_eq!(logins[0]["request"]["method"], "oidc");
+    assert_eq!(logins[0]["request"]["created_user"], true);
+    assert_eq!(logins[1]["request"]["created_user"], false);
+    // Nothing secret reached the log.
+    let text = audit_text(&s).await;
+    assert!(!text.contains(token) && !text.contains(&n));
+    assert!(!text.contains(&token[3..]));
+}
+
+/// Every refusal looks the same: 401 login_failed, same message.
+fn assert_refused(a: &Answer, case: &str) {
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{case}: {}", a.text);
+    assert_eq!(a.body["code"], "login_failed", "{case}");
+    assert_eq!(a.body["message"], "login failed", "{case}");
+}
+
+fn b64(v: &serde_json::Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test]
+async fn bad_id_tokens_are_refused_alike_and_leave_no_secret_behind() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    let k = issuer.current();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut secrets: Vec<String> = Vec::new();
+
+    // Expired (beyond the 60 s leeway).
+    let n = nonce(&s, &key).await;
+    let mut c = issuer.claims("carol", AUD, &n);
+    c["exp"] = json!(now - 120);
+    c["iat"] = json!(now - 600);
+    let t = issuer.sign(&k, &c);
+    assert_refused(&login(&s, &key, &t).await, "expired");
+    secrets.push(t);
+    // Within the leeway is fine.
+    c["exp"] = json!(now - 10);
+    let t = issuer.sign(&k, &c);
+    assert_eq!(login(&s, &key, &t).await.status, StatusCode::OK);
+
+    // Not yet valid, issued in the future.
+    let n = nonce(&s, &key).await;
+    let mut c = issuer.claims("carol", AUD, &n);
+    c["nbf"] = json!(now + 600);
+    assert_refused(&login(&s, &key, &issuer.sign(&k, &c)).await, "nbf");
+    let mut c = issuer.claims("carol", AUD, &n);
+    c["iat"] = json!(now + 600);
+    assert_refused(&login(&s, &key, &issuer.sign(&k, &c)).await, "iat");
+
+    // Wrong audience, wrong issuer, missing nonce, a nonce never issued.
+    let t = issuer.token("carol", "someone-else", &n);
+    assert_refused(&login(&s, &key, &t).await, "aud");
+    let mut c = issuer.claims("carol", AUD, &n);
+    c["iss"] = json!(format!("{}/other", issuer.url));
+    assert_refused(&login(&s, &key, &issuer.sign(&k, &c)).await, "iss");
+    let mut c = issuer.claims("carol", AUD, &n);
+    c.as_object_mut().unwrap().remove("nonce");
+    assert_refused(&login(&s, &key, &issuer.sign(&k, &c)).await, "no nonce");
+    let t = issuer.token("carol", AUD, "0123456789abcdef0123456789abcdef");
+    assert_refused(&login(&s, &key, &t).await, "unissued nonce");
+
+    // Replayed nonce: the first use wins, the token and any other token with it fail after.
+    let n = nonce(&s, &key).await;
+    let t = issuer.token("dave", AUD, &n);
+    assert_eq!(login(&s, &key, &t).await.status, StatusCode::OK);
+    assert_refused(&login(&s, &key, &t).await, "replayed token");
+    assert_refused(
+        &login(&s, &key, &issuer.token("erin", AUD, &n)).await,
+        "replayed nonce",
+    );
+    secrets.push(t);
+
+    // alg: none, unsigned.
+    let n = nonce(&s, &key).await;
+    let c = issuer.claims("mallory", AUD, &n);
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT", "kid": k.kid})),
+        b64(&c)
+    );
+    assert_refused(&login(&s, &key, &none).await, "alg none");
+
+    // HS256 keyed with the issuer's public key (the classic confusion attack), with the
+    // public key as its JWKS publishes it and as raw coordinates.
+    for secret in [
+        issuer.jwks_json().into_bytes(),
+        serde_json::to_vec(&k.jwk).unwrap(),
+    ] {
+        let mut h = Header::new(Algorithm::HS256);
+        h.kid = Some(k.kid.clone());
+        let t = jsonwebtoken::encode(&h, &c, &EncodingKey::from_secret(&secret)).unwrap();
+        assert_refused(&login(&s, &key, &t).await, "hs256");
+    }
+
+    // A key the issuer never published (unknown kid), and a known kid with another key.
+    let stranger = new_key("k-unknown");
+    assert_refused(
+        &login(&s, &key, &issuer.sign(&stranger, &c)).await,
+        "unknown kid",
+    );
+    let forged = new_key(&k.kid);
+    assert_refused(
+        &login(&s, &key, &issuer.sign(&forged, &c)).await,
+        "wrong key",
+    );
+    // Garbage.
+    assert_refused(&login(&s, &key, "not.a.jwt").await, "garbage");
+
+    // The nonce survived all that and still works once.
+    assert_eq!(
+        login(&s, &key, &issuer.token("mallory", AUD, &n))
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Failed logins are audited in aggregate, never with a token.
+    s.audit
+        .flush_flood(time::OffsetDateTime::now_utc(), true)
+        .await;
+    let events = events(&s).await;
+    assert!(events.iter().any(|e| {
+        e["kind"] == "limited"
+            && e["limited"]["reason"] == "login_failed"
+            && e["limited"]["count"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                >= 10
+    }));
+    let text = audit_text(&s).await;
+    for t in &secrets {
+        assert!(!text.contains(t.as_str()));
+        let sig = t.rsplit('.').next().unwrap();
+        assert!(!text.contains(sig));
+    }
+    assert!(!text.contains(&none));
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_claimed_user() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    for _ in 0..10 {
+        let t = issuer.token("frank", "wrong-aud", "00000000000000000000000000000000");
+        assert_refused(&login(&s, &key, &t).await, "wrong aud");
+    }
+    // Now even a good token for frank waits; another user is unaffected.
+    let n = nonce(&s, &key).await;
+    let a = login(&s, &key, &issuer.token("frank", AUD, &n)).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+    assert_eq!(a.body["code"], "rate_limited");
+    login_ok(&s, &key, &issuer, "grace").await;
+}
+
+#[tokio::test]
+async fn jwks_rotation_is_picked_up_and_unknown_kids_do_not_flood_the_issuer() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    login_ok(&s, &key, &issuer, "heidi").await;
+    assert_eq!(issuer.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The issuer rotates: a token with the new kid makes the gateway refetch once.
+    issuer.rotate_to("k2");
+    login_ok(&s, &key, &issuer, "heidi").await;
+    assert_eq!(issuer.fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Made-up kids right after: refused without another fetch (at most one per 30 s).
+    let n = nonce(&s, &key).await;
+    for i in 0..5 {
+        let t = issuer.sign(
+            &new_key(&format!("bogus{i}")),
+            &issuer.claims("ivan", AUD, &n),
+        );
+        assert_refused(&login(&s, &key, &t).await, "bogus kid");
+    }
+    assert_eq!(issuer.fetches.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Tokens of the retired key no longer verify.
+    let old = issuer.keys.lock()[0].clone();
+    let t = issuer.sign(&old, &issuer.claims("heidi", AUD, &n));
+    assert_refused(&login(&s, &key, &t).await, "retired key");
+}
+
+#[tokio::test]
+async fn jwks_from_a_file_and_issuers_per_app() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (app_a, key_a) = app_trusting(&s, &issuer).await;
+    // App B trusts the same issuer through a JWKS file.
+    let (app_b, key_b) = app_trusting(&s, &issuer).await;
+    let file = data.path().join("jwks.json");
+    std::fs::write(&file, issuer.jwks_json()).unwrap();
+    let a = call(
+        &s,
+        "POST",
+        &format!("/v1/admin/apps/{app_b}/update"),
+        &key_b,
+        None,
+        Some(json!({"oidc_issuer": {"issuer": issuer.url, "audiences": ["mobile"], "jwks_file": file.display().to_string()}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["oidc_issuers"][0]["audiences"], json!(["mobile"]));
+    let n = nonce(&s, &key_b).await;
+    assert_eq!(
+        login(&s, &key_b, &issuer.token("judy", "mobile", &n))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // A nonce app A got does not log in at app B, and app A does not accept "mobile".
+    let n = nonce(&s, &key_a).await;
+    assert_refused(
+        &login(&s, &key_b, &issuer.token("judy", "mobile", &n)).await,
+        "other app's nonce",
+    );
+    assert_refused(
+        &login(&s, &key_a, &issuer.token("judy", "mobile", &n)).await,
+        "aud of app b",
+    );
+    // Plain http to a non-loopback JWKS is refused at configuration time.
+    let a = call(
+        &s,
+        "POST",
+        &format!("/v1/admin/apps/{app_a}/update"),
+        &key_a,
+        None,
+        Some(json!({"oidc_issuer": {"issuer": "https://idp.example", "audiences": ["x"], "jwks_url": "http://idp.example/jwks"}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    // Removing the issuer stops its logins.
+    let a = call(
+        &s,
+        "POST",
+        &format!("/v1/admin/apps/{app_b}/update"),
+        &key_b,
+        None,
+        Some(json!({"remove_oidc_issuer": issuer.url})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let n = nonce(&s, &key_b).await;
+    assert_refused(
+        &login(&s, &key_b, &issuer.token("judy", "mobile", &n)).await,
+        "removed",
+    );
+}
+
+#[tokio::test]
+async fn a_logged_in_user_links_another_identity() {
+    let issuer = Issuer::start().await;
+    let other = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (app_id, key) = app_trusting(&s, &issuer).await;
+    oidc_trust(&s, &app_id, &other).await;
+    let (session, user) = login_ok(&s, &key, &issuer, "kim").await;
+    let n = nonce(&s, &key).await;
+    let a = call(
+        &s,
+        "POST",
+        "/v1/sessions/oidc/link",
+        &key,
+        Some(&session),
+        Some(json!({"id_token": other.token("kim-at-other", AUD, &n)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["user_id"], user.as_str());
+    assert_eq!(a.body["newly_linked"], true);
+    // Logging in with the linked identity is the same user.
+    let (_, same) = login_ok(&s, &key, &other, "kim-at-other").await;
+    assert_eq!(same, user);
+    // Someone else's identity cannot be linked.
+    let (_, _) = login_ok(&s, &key, &issuer, "lee").await;
+    let n = nonce(&s, &key).await;
+    let a = call(
+        &s,
+        "POST",
+        "/v1/sessions/oidc/link",
+        &key,
+        Some(&session),
+        Some(json!({"id_token": issuer.token("lee", AUD, &n)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+    assert_eq!(a.body["code"], "identity_in_use");
+    // Without a session, no link.
+    let n = nonce(&s, &key).await;
+    let a = call(
+        &s,
+        "POST",
+        "/v1/sessions/oidc/link",
+        &key,
+        None,
+        Some(json!({"id_token": other.token("x", AUD, &n)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        events(&s)
+            .await
+            .iter()
+            .any(|e| e["action"] == "session.link" && e["user"] == user.as_str())
+    );
+}
+
+async fn oidc_trust(s: &parapet_gateway::http::AppState, app_id: &str, issuer: &Issuer) {
+    use parapet_gateway::identity::Auditor;
+    use parapet_gateway::users::oidc::{self, JwksSource, TrustedIssuer};
+    oidc::set_issuer(
+        s.audit.store(),
+        Auditor::Log(&s.audit),
+        &op(),
+        &TrustedIssuer {
+            app_id: app_id.to_owned(),
+            issuer: issuer.url.clone(),
+            audiences: vec![AUD.to_owned()],
+            jwks: JwksSource::Url(issuer.jwks_url.clone()),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+}
