@@ -1,0 +1,340 @@
+// Drives the gateway's page for people (/ui/) in headless Chromium with a DevTools virtual
+// passkey authenticator, then plays the app's backend with Node's fetch.
+//
+// Inputs (environment):
+//   PARAPET_URL           the gateway, on the host name `localhost` (e.g. http://localhost:18080)
+//   PARAPET_APP_ID        an app with grant `sign`…
+//   PARAPET_APP_KEY       …its API key…
+//   PARAPET_REDIRECT_URI  …and its registered redirect URI (nothing needs to listen there)
+//   PARAPET_CHROMIUM      optional, the browser binary (default /usr/bin/chromium)
+//   PARAPET_UI_TIMEOUT_MS optional, how long to wait for any one thing on the page (default 15000)
+//
+// Exit code 0 when every step passed, 1 otherwise, 2 on bad inputs. One line per step.
+
+import { chromium } from 'playwright-core';
+
+const TIMEOUT = Number(process.env.PARAPET_UI_TIMEOUT_MS || 15000);
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) {
+    console.error(`ui.mjs: ${name} is not set (needs PARAPET_URL, PARAPET_APP_ID, PARAPET_APP_KEY, PARAPET_REDIRECT_URI)`);
+    process.exit(2);
+  }
+  return v;
+}
+
+const BASE = need('PARAPET_URL').replace(/\/+$/, '');
+const APP_ID = need('PARAPET_APP_ID');
+const APP_KEY = need('PARAPET_APP_KEY');
+const REDIRECT_URI = need('PARAPET_REDIRECT_URI');
+const CHROMIUM = process.env.PARAPET_CHROMIUM || '/usr/bin/chromium';
+
+if (new URL(BASE).hostname !== 'localhost') {
+  console.error(`ui.mjs: PARAPET_URL must use the host name localhost (browsers refuse WebAuthn on IP addresses), got ${BASE}`);
+  process.exit(2);
+}
+
+const AUTHORIZE_BODY = {
+  wallet: { address: '0x1111111111111111111111111111111111111111' },
+  chain_id: 1,
+  transaction: {
+    type: 'eip1559',
+    chain_id: 1,
+    nonce: 0,
+    to: '0x2222222222222222222222222222222222222222',
+    value: '10000000000000000',
+    gas_limit: 21000,
+    max_fee_per_gas: '30000000000',
+    max_priority_fee_per_gas: '1000000000',
+    input: '0x',
+  },
+};
+
+const AUTHENTICATOR = {
+  protocol: 'ctap2',
+  transport: 'internal',
+  hasResidentKey: true,
+  hasUserVerification: true,
+  isUserVerified: true,
+  automaticPresenceSimulation: true,
+};
+
+// ------------------------------------------------------------------ helpers
+
+class Failure extends Error {}
+
+function assert(cond, message) {
+  if (!cond) throw new Failure(message);
+}
+
+function b64ToB64url(s) {
+  return s.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+const results = [];
+const started = Date.now();
+
+async function step(n, title, fn) {
+  const t0 = Date.now();
+  try {
+    const detail = await fn();
+    const ms = Date.now() - t0;
+    results.push({ n, title, ok: true, ms });
+    console.log(`ok   ${n} ${title} (${ms} ms)${detail ? ` — ${detail}` : ''}`);
+  } catch (e) {
+    const ms = Date.now() - t0;
+    results.push({ n, title, ok: false, ms });
+    console.log(`FAIL ${n} ${title} (${ms} ms): ${e instanceof Failure ? e.message : (e && e.stack) || e}`);
+    throw e;
+  }
+}
+
+// Node side: a JSON call to the gateway.
+async function call(method, path, { headers = {}, body } = {}) {
+  const res = await fetch(`${BASE}${path}`, {
+    method,
+    headers: { Accept: 'application/json', ...(body ? { 'Content-Type': 'application/json' } : {}), ...headers },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch { json = null; }
+  return { status: res.status, json, text };
+}
+
+// Page side: a same-origin call with the page's cookie.
+function pageGet(page, path) {
+  return page.evaluate(async (p) => {
+    const r = await fetch(p, { credentials: 'same-origin', cache: 'no-store' });
+    const t = await r.text();
+    let j = null;
+    try { j = JSON.parse(t); } catch { j = null; }
+    return { status: r.status, json: j, text: t };
+  }, path);
+}
+
+async function statusText(page) {
+  return page.evaluate(() => {
+    const s = document.querySelector('#status');
+    return s && !s.hidden ? `${s.className}: ${s.textContent.trim()}` : '';
+  }).catch(() => '');
+}
+
+// Waits for a condition on the page; on timeout says what #status showed.
+async function waitFor(page, what, selector, opts = {}) {
+  try {
+    await page.waitForSelector(selector, { state: 'visible', timeout: TIMEOUT, ...opts });
+  } catch (e) {
+    const st = await statusText(page);
+    throw new Failure(`${what}: ${selector} did not appear within ${TIMEOUT} ms${st ? ` (page status — ${st})` : ''}`);
+  }
+}
+
+async function waitReady(page) {
+  await waitFor(page, 'page load', 'body[data-ready="true"]', { state: 'attached' });
+}
+
+async function noErrorStatus(page, what) {
+  const st = await statusText(page);
+  assert(!st.startsWith('error'), `${what}: the page shows an error — ${st}`);
+}
+
+async function passkeyRows(page) {
+  return page.$$eval('#passkeys li[data-credential-id]', (lis) => lis.map((li) => ({
+    id: li.getAttribute('data-credential-id'),
+    revoked: li.classList.contains('revoked'),
+    hasRevokeButton: !!li.querySelector('button.revoke'),
+  })));
+}
+
+async function waitPasskeyCount(page, n, what) {
+  try {
+    await page.waitForFunction((k) => document.querySelectorAll('#passkeys li[data-credential-id]').length === k, n, { timeout: TIMEOUT });
+  } catch {
+    const rows = await passkeyRows(page);
+    throw new Failure(`${what}: expected ${n} passkeys listed, found ${rows.length}${(await statusText(page)) ? ` (page status — ${await statusText(page)})` : ''}`);
+  }
+}
+
+// ------------------------------------------------------------------ the run
+
+const state = {};
+let browser;
+let page;
+const consoleLines = [];
+
+async function main() {
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-dev-shm-usage'],
+  });
+  const context = await browser.newContext();
+  page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('console', (m) => consoleLines.push(`[console.${m.type()}] ${m.text()}`));
+  page.on('pageerror', (e) => consoleLines.push(`[pageerror] ${e.message}`));
+  page.on('dialog', (d) => d.accept());
+
+  // The app's redirect URI: nothing listens there, so answer it here.
+  const redirect = new URL(REDIRECT_URI);
+  await context.route((url) => url.origin === redirect.origin && url.pathname === redirect.pathname, (route) =>
+    route.fulfill({ status: 200, contentType: 'text/html', body: '<!doctype html><title>App callback</title><p>Back at the app.</p>' }));
+
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('WebAuthn.enable', { enableUI: false });
+  state.authA = (await cdp.send('WebAuthn.addVirtualAuthenticator', { options: AUTHENTICATOR })).authenticatorId;
+
+  await step(1, 'register a new user with a passkey', async () => {
+    await page.goto(`${BASE}/ui/`);
+    await waitReady(page);
+    await waitFor(page, 'logged-out view', '#register');
+    await page.click('#register');
+    await waitFor(page, 'after registration', '#view-user #current-user:not(:empty)');
+    await noErrorStatus(page, 'registration');
+    const shown = (await page.textContent('#current-user')).trim();
+    assert(/^[0-9a-f-]{36}$/i.test(shown), `the user id shown is not a UUID: "${shown}"`);
+    const status = await statusText(page);
+    assert(status.includes(shown), `the status should tell the new user id, got "${status}"`);
+    const stored = await page.evaluate(() => localStorage.getItem('parapet.user'));
+    assert(stored === shown, `localStorage parapet.user is "${stored}", expected "${shown}"`);
+    const me = await pageGet(page, '/ui/api/me');
+    assert(me.status === 200, `GET /ui/api/me answered ${me.status}: ${me.text}`);
+    assert(me.json && String(me.json.user) === shown, `GET /ui/api/me names user ${me.json && me.json.user}, the page shows ${shown}`);
+    assert(me.json.csrf, 'GET /ui/api/me has no csrf token');
+    const creds = (await cdp.send('WebAuthn.getCredentials', { authenticatorId: state.authA })).credentials;
+    assert(creds.length === 1, `the authenticator holds ${creds.length} credentials, expected 1`);
+    state.credA = b64ToB64url(creds[0].credentialId);
+    await waitPasskeyCount(page, 1, 'passkey list after registration');
+    const rows = await passkeyRows(page);
+    assert(rows[0].id === state.credA, `the listed passkey is ${rows[0].id}, the authenticator made ${state.credA}`);
+    state.user = shown;
+    return `user ${shown}`;
+  });
+
+  await step(2, 'add a second passkey (backup device)', async () => {
+    // A second device: the first authenticator would refuse (its credential is excluded).
+    await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId: state.authA });
+    state.authB = (await cdp.send('WebAuthn.addVirtualAuthenticator', { options: AUTHENTICATOR })).authenticatorId;
+    await page.click('#add-passkey');
+    await waitPasskeyCount(page, 2, 'passkey list after adding one');
+    await noErrorStatus(page, 'adding a passkey');
+    const creds = (await cdp.send('WebAuthn.getCredentials', { authenticatorId: state.authB })).credentials;
+    assert(creds.length === 1, `the second authenticator holds ${creds.length} credentials, expected 1`);
+    state.credB = b64ToB64url(creds[0].credentialId);
+    const rows = await passkeyRows(page);
+    const ids = rows.map((r) => r.id).sort();
+    assert(JSON.stringify(ids) === JSON.stringify([state.credA, state.credB].sort()),
+      `listed passkeys ${ids.join(', ')} are not the two made (${state.credA}, ${state.credB})`);
+    assert(rows.every((r) => !r.revoked && r.hasRevokeButton), 'every fresh passkey should be active with a Revoke button');
+    const api = await pageGet(page, '/ui/api/passkeys');
+    assert(api.status === 200 && api.json && api.json.passkeys.length === 2, `GET /ui/api/passkeys: ${api.status} ${api.text}`);
+    assert((await page.textContent('#current-user')).trim() === state.user, 'the user changed while adding a passkey');
+    return '2 passkeys listed';
+  });
+
+  await step(3, 'log out, then log in through the app hand-off and consent', async () => {
+    await page.click('#logout');
+    await waitFor(page, 'after logout', '#view-anon #login');
+    const me = await pageGet(page, '/ui/api/me');
+    assert(me.status === 401, `GET /ui/api/me after logout answered ${me.status}, expected 401`);
+    assert(me.json && me.json.code === 'session_invalid', `GET /ui/api/me after logout: code ${me.json && me.json.code}, expected session_invalid`);
+
+    const q = new URLSearchParams({ app: APP_ID, redirect_uri: REDIRECT_URI, state: 'xyz' });
+    await page.goto(`${BASE}/ui/login?${q}`);
+    await waitReady(page);
+    await waitFor(page, 'hand-off login', '#view-anon #login');
+    const prefilled = await page.inputValue('#user-id');
+    assert(prefilled === state.user, `the user id field is "${prefilled}", expected the remembered "${state.user}"`);
+    await page.click('#login');
+    await waitFor(page, 'consent screen after login', '#consent #approve');
+    const heading = (await page.textContent('#consent-heading')).trim();
+    assert(/asks to:$/.test(heading), `consent heading is "${heading}"`);
+    const scopes = await page.$$eval('#consent input[type=checkbox][id^="scope-"]', (bs) =>
+      bs.map((b) => ({ id: b.value, checked: b.checked, disabled: b.disabled })));
+    for (const s of scopes) {
+      if (s.disabled) assert(s.checked, `required scope ${s.id} is not checked`);
+      else assert(!s.checked, `optional scope ${s.id} is checked by default`);
+    }
+    const required = scopes.filter((s) => s.disabled).map((s) => s.id);
+    // Approve only the required scopes (the optional ones stay unchecked).
+    await Promise.all([
+      page.waitForURL((u) => u.href.startsWith(REDIRECT_URI), { timeout: TIMEOUT }).catch(async () => {
+        throw new Failure(`no redirect to ${REDIRECT_URI} after approving (page status — ${await statusText(page)}; at ${page.url()})`);
+      }),
+      page.click('#approve'),
+    ]);
+    const back = new URL(page.url());
+    assert(back.origin + back.pathname === redirect.origin + redirect.pathname, `landed on ${page.url()}`);
+    assert(back.searchParams.get('state') === 'xyz', `state came back as "${back.searchParams.get('state')}", expected "xyz"`);
+    state.code = back.searchParams.get('code');
+    assert(state.code, `no code in ${page.url()}`);
+    return `${scopes.length} scopes offered, approved required [${required.join(', ')}]`;
+  });
+
+  await step(4, 'exchange the code and authorize as the app (Node)', async () => {
+    const auth = { Authorization: `Bearer ${APP_KEY}` };
+    const ex = await call('POST', '/v1/sessions/exchange', { headers: auth, body: { code: state.code, redirect_uri: REDIRECT_URI } });
+    assert(ex.status === 200, `POST /v1/sessions/exchange answered ${ex.status}: ${ex.text}`);
+    assert(ex.json && typeof ex.json.session_token === 'string' && ex.json.session_token, `exchange answer has no session_token: ${ex.text}`);
+    assert(String(ex.json.user) === state.user, `exchange names user ${ex.json.user}, expected ${state.user}`);
+    const again = await call('POST', '/v1/sessions/exchange', { headers: auth, body: { code: state.code, redirect_uri: REDIRECT_URI } });
+    assert(again.status >= 400 && again.status < 500, `exchanging the same code twice answered ${again.status}, expected 4xx: ${again.text}`);
+    const az = await call('POST', '/v1/authorize', {
+      headers: { ...auth, 'Parapet-Session': ex.json.session_token },
+      body: AUTHORIZE_BODY,
+    });
+    assert(az.status === 200, `POST /v1/authorize answered ${az.status}: ${az.text}`);
+    assert(az.json && typeof az.json.decision !== 'undefined', `POST /v1/authorize answer has no decision: ${az.text}`);
+    const d = typeof az.json.decision === 'object' ? JSON.stringify(az.json.decision) : az.json.decision;
+    return `second exchange ${again.status} (${again.json && again.json.code}), decision ${d}`;
+  });
+
+  await step(5, 'revoke a passkey on the page, then log out', async () => {
+    await page.goto(`${BASE}/ui/`);
+    await waitReady(page);
+    await waitFor(page, 'account view', '#view-user #current-user:not(:empty)');
+    await waitPasskeyCount(page, 2, 'passkey list');
+    // The first device is "lost": revoke its passkey.
+    await page.click(`#passkeys button.revoke[data-credential-id="${state.credA}"]`);
+    try {
+      await page.waitForSelector(`#passkeys li.revoked[data-credential-id="${state.credA}"]`, { state: 'attached', timeout: TIMEOUT });
+    } catch {
+      throw new Failure(`passkey ${state.credA} is not shown as revoked (page status — ${await statusText(page)})`);
+    }
+    await noErrorStatus(page, 'revoking');
+    const rows = await passkeyRows(page);
+    const other = rows.find((r) => r.id === state.credB);
+    assert(other && !other.revoked, 'the other passkey should still be active');
+    const api = await pageGet(page, '/ui/api/passkeys');
+    const a = api.json && api.json.passkeys.find((p) => p.credential_id === state.credA);
+    assert(a && a.revoked_at, `GET /ui/api/passkeys does not show ${state.credA} revoked: ${api.text}`);
+    await page.click('#logout');
+    await waitFor(page, 'after logout', '#view-anon #login');
+    const me = await pageGet(page, '/ui/api/me');
+    assert(me.status === 401, `GET /ui/api/me after logout answered ${me.status}, expected 401`);
+    return `revoked ${state.credA.slice(0, 10)}…`;
+  });
+}
+
+let failed = false;
+try {
+  await main();
+} catch (e) {
+  failed = true;
+  if (!(e instanceof Failure) && !results.some((r) => !r.ok)) {
+    console.log(`FAIL setup: ${(e && e.stack) || e}`);
+  }
+  if (page) {
+    console.log(`  page: ${page.url()}`);
+    const st = await statusText(page);
+    if (st) console.log(`  status: ${st}`);
+  }
+  for (const l of consoleLines.slice(-15)) console.log(`  ${l}`);
+} finally {
+  if (browser) await browser.close().catch(() => {});
+}
+const passed = results.filter((r) => r.ok).length;
+console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/5 steps in ${Date.now() - started} ms`);
+process.exit(failed ? 1 : 0);
