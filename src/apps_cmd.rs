@@ -35,6 +35,9 @@ pub enum AppsCommand {
         /// How long such a session may sit unused, e.g. 30m.
         #[arg(long, value_parser = duration, default_value = "30m")]
         session_idle: std::time::Duration,
+        /// An exact URI the login page may send users back to with a login code (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uri: Vec<String>,
         /// Print exactly one JSON object: {app_id, api_key}.
         #[arg(long)]
         json: bool,
@@ -63,6 +66,9 @@ pub enum AppsCommand {
         session_ttl: Option<std::time::Duration>,
         #[arg(long, value_parser = duration)]
         session_idle: Option<std::time::Duration>,
+        /// Replace the app's redirect URIs with these (repeatable; `--redirect-uri none` clears).
+        #[arg(long = "redirect-uri")]
+        redirect_uri: Vec<String>,
         /// Trust this OpenID Connect issuer (exact `iss`) for user logins; with
         /// --oidc-audience and one of --oidc-jwks-url / --oidc-jwks-file.
         #[arg(long, requires = "oidc_audience")]
@@ -176,9 +182,11 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             rate,
             session_ttl,
             session_idle,
+            redirect_uri,
             json,
         } => {
             let new = NewApp {
+                redirect_uris: redirect_uri,
                 name,
                 grants,
                 groups,
@@ -223,6 +231,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             rate,
             session_ttl,
             session_idle,
+            redirect_uri,
             oidc_issuer,
             oidc_audience,
             oidc_jwks_url,
@@ -236,7 +245,8 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                 || groups.is_some()
                 || rate.is_some()
                 || session_ttl.is_some()
-                || session_idle.is_some();
+                || session_idle.is_some()
+                || !redirect_uri.is_empty();
             if oidc_issuer.is_some() || remove_oidc_issuer.is_some() {
                 if app_fields {
                     eprintln!("parapet: change the app's fields and its OIDC issuers separately");
@@ -288,6 +298,8 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                 rate: rate.map(|r| r.0),
                 session_ttl,
                 session_idle,
+                redirect_uris: (!redirect_uri.is_empty())
+                    .then(|| redirect_uri.into_iter().filter(|u| u != "none").collect()),
             };
             let updated = identity::update_app(
                 store,

@@ -350,3 +350,22 @@ pub async fn scopes_for(
         consent_hash: hash,
     })
 }
+
+/// Every unrevoked consent of `user`, by app id.
+pub async fn of_user(store: &Store, user: Uuid) -> Result<Vec<Consent>> {
+    const SQL: &str = "SELECT app_id, scopes, consent_hash, granted_at, revoked_at FROM consents WHERE user_id = $1 AND revoked_at IS NULL ORDER BY app_id";
+    let user_s = user.to_string();
+    let rows = with_pool!(store, pool => {
+        sqlx::query_as::<_, (String, String, String, String, Option<String>)>(SQL)
+            .bind(user_s.as_str())
+            .fetch_all(pool)
+            .await
+            .map_err(db("reading consents"))?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(app, scopes, hash, granted, revoked)| {
+            consent_of(user, &app, (scopes, hash, granted, revoked))
+        })
+        .collect())
+}

@@ -52,6 +52,9 @@ pub enum Error {
     /// signature, wrong audience, replayed nonce, …), so that a failure tells nothing.
     #[error("login failed")]
     LoginFailed,
+    /// The person has not approved the app's current scopes: show the consent screen first.
+    #[error("consent required: approve the app's scopes first")]
+    ConsentRequired,
     /// The identity being linked already belongs to another user.
     #[error("this identity is linked to another user")]
     IdentityInUse,
@@ -133,6 +136,7 @@ impl Error {
             Error::SessionInvalid => "session_invalid",
             Error::SessionExpired => "session_expired",
             Error::LoginFailed => "login_failed",
+            Error::ConsentRequired => "consent_required",
             Error::IdentityInUse => "identity_in_use",
             Error::RateLimited { .. } => "rate_limited",
             Error::BodyTooLarge => "body_too_large",
@@ -165,7 +169,9 @@ impl Error {
             | Error::SessionExpired
             | Error::LoginFailed => StatusCode::UNAUTHORIZED,
             Error::PasskeyAlreadyRegistered | Error::IdentityInUse => StatusCode::CONFLICT,
-            Error::Forbidden(_) | Error::AppFrozen => StatusCode::FORBIDDEN,
+            Error::Forbidden(_) | Error::AppFrozen | Error::ConsentRequired => {
+                StatusCode::FORBIDDEN
+            }
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

@@ -81,6 +81,8 @@ pub struct StoredApp {
     pub revoked: bool,
     pub created_at: String,
     pub limits: AppLimits,
+    /// Where the login page may send this app's users back with a login code (exact match).
+    pub redirect_uris: Vec<String>,
 }
 
 impl StoredApp {
@@ -98,6 +100,7 @@ impl StoredApp {
             "rate": self.limits.rate.map(|r| r.to_string()),
             "session_ttl_secs": self.limits.session_ttl.as_secs(),
             "session_idle_secs": self.limits.session_idle.as_secs(),
+            "redirect_uris": self.redirect_uris,
         })
     }
 
@@ -162,6 +165,12 @@ fn row_to_app(r: &impl RowLike) -> std::result::Result<StoredApp, sqlx::Error> {
             session_ttl: secs(r.int("session_ttl_secs")?),
             session_idle: secs(r.int("session_idle_secs")?),
         },
+        redirect_uris: r
+            .text("redirect_uris")?
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
     })
 }
 
@@ -176,7 +185,7 @@ fn secs_i64(d: Duration) -> i64 {
 /// The columns every app read selects (a macro so that statements stay `&'static str`).
 macro_rules! app_columns {
     () => {
-        "id, name, grants, app_groups, frozen, revoked, created_at, rate, session_ttl_secs, session_idle_secs"
+        "id, name, grants, app_groups, frozen, revoked, created_at, rate, session_ttl_secs, session_idle_secs, redirect_uris"
     };
 }
 
@@ -253,6 +262,43 @@ pub struct NewApp {
     pub grants: Vec<String>,
     pub groups: Vec<String>,
     pub limits: AppLimits,
+    pub redirect_uris: Vec<String>,
+}
+
+/// Checks redirect URIs before they are stored: absolute `https` URLs (or `http` on a loopback
+/// host, for development), no fragment, no user info; compared later by exact string match.
+pub fn validate_redirect_uris(uris: &[String]) -> Result<()> {
+    if uris.len() > 20 {
+        return Err(Error::InvalidRequest(
+            "at most 20 redirect URIs per app".to_owned(),
+        ));
+    }
+    for uri in uris {
+        let bad = |why: &str| {
+            Err(Error::InvalidRequest(format!(
+                "redirect URI {uri:?}: {why}"
+            )))
+        };
+        if uri.len() > 2000 || uri.chars().any(char::is_control) {
+            return bad("too long or has control characters");
+        }
+        let Ok(url) = url::Url::parse(uri) else {
+            return bad("not an absolute URL");
+        };
+        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        match url.scheme() {
+            "https" => {}
+            "http" if loopback => {}
+            _ => return bad("must be https (http only on localhost)"),
+        }
+        if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+            return bad("must not have a fragment or user info");
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return bad("has no host");
+        }
+    }
+    Ok(())
 }
 
 /// Creates an app and returns it with its key — the only time the key exists in clear.
@@ -265,6 +311,7 @@ pub async fn create_app(
 ) -> Result<(StoredApp, String)> {
     validate(&new.name, &new.grants, &new.groups)?;
     new.limits.validate()?;
+    validate_redirect_uris(&new.redirect_uris)?;
     let app = StoredApp {
         id: new_app_id(),
         name: new.name.trim().to_owned(),
@@ -274,6 +321,7 @@ pub async fn create_app(
         revoked: false,
         created_at: format_time(now),
         limits: new.limits,
+        redirect_uris: new.redirect_uris.clone(),
     };
     let key = new_api_key();
     let hash = key_hash(&key);
@@ -287,7 +335,7 @@ pub async fn create_app(
         ))
         .await?;
     with_pool!(store, pool => {
-        sqlx::query("INSERT INTO apps (id, name, grants, app_groups, frozen, revoked, key_hash, created_at, rate, session_ttl_secs, session_idle_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+        sqlx::query("INSERT INTO apps (id, name, grants, app_groups, frozen, revoked, key_hash, created_at, rate, session_ttl_secs, session_idle_secs, redirect_uris) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
             .bind(app.id.as_str())
             .bind(app.name.as_str())
             .bind(app.grants.join(","))
@@ -299,6 +347,7 @@ pub async fn create_app(
             .bind(app.limits.rate.map(|r| r.to_string()))
             .bind(secs_i64(app.limits.session_ttl))
             .bind(secs_i64(app.limits.session_idle))
+            .bind(app.redirect_uris.join("\n"))
             .execute(pool)
             .await
             .map_err(db("creating an app"))?;
@@ -393,6 +442,7 @@ pub struct AppUpdate {
     pub rate: Option<Option<Rate>>,
     pub session_ttl: Option<Duration>,
     pub session_idle: Option<Duration>,
+    pub redirect_uris: Option<Vec<String>>,
 }
 
 /// Replaces the given fields of an app; `NotFound` when no such app exists.
@@ -424,14 +474,18 @@ pub async fn update_app(
     if let Some(idle) = update.session_idle {
         app.limits.session_idle = idle;
     }
+    if let Some(uris) = &update.redirect_uris {
+        app.redirect_uris.clone_from(uris);
+    }
     validate(&app.name, &app.grants, &app.groups)?;
     app.limits.validate()?;
+    validate_redirect_uris(&app.redirect_uris)?;
     let detail = serde_json::json!({ "before": current.to_json() });
     auditor
         .record(admin_event(actor, "app.update", &app, detail, now))
         .await?;
     with_pool!(store, pool => {
-        sqlx::query("UPDATE apps SET name = $2, grants = $3, app_groups = $4, rate = $5, session_ttl_secs = $6, session_idle_secs = $7 WHERE id = $1")
+        sqlx::query("UPDATE apps SET name = $2, grants = $3, app_groups = $4, rate = $5, session_ttl_secs = $6, session_idle_secs = $7, redirect_uris = $8 WHERE id = $1")
             .bind(id)
             .bind(app.name.as_str())
             .bind(app.grants.join(","))
@@ -439,6 +493,7 @@ pub async fn update_app(
             .bind(app.limits.rate.map(|r| r.to_string()))
             .bind(secs_i64(app.limits.session_ttl))
             .bind(secs_i64(app.limits.session_idle))
+            .bind(app.redirect_uris.join("\n"))
             .execute(pool)
             .await
             .map_err(db("updating an app"))?;

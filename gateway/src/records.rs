@@ -82,7 +82,24 @@ impl AppRecord {
             limits: AppLimits::default(),
         }
     }
+
+    /// The gateway's own page, which sessions are bound to when a person logs in there without
+    /// an app hand-off. It has no key and no grant: its sessions can only manage the person's
+    /// own passkeys, consents and sessions on the page.
+    pub fn gateway_page() -> AppRecord {
+        AppRecord {
+            id: PAGE_APP_ID.to_owned(),
+            name: "Parapet".to_owned(),
+            grants: Vec::new(),
+            frozen: false,
+            groups: Vec::new(),
+            limits: AppLimits::default(),
+        }
+    }
 }
+
+/// The app id of [`AppRecord::gateway_page`] (not an `app_…` id, so no real app can have it).
+pub const PAGE_APP_ID: &str = "parapet-page";
 
 /// Where the wallet's labels came from; reported to callers as `labels_source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

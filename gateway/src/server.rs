@@ -88,6 +88,8 @@ pub async fn build_state_with_clock(
     let users = Arc::new(crate::users::Users::new(audit.store().clone()));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
+    let passkeys =
+        crate::passkeys::Passkeys::new(&config.webauthn, audit.store().clone(), audit.clone())?;
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),
@@ -103,6 +105,8 @@ pub async fn build_state_with_clock(
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout,
         custody: opened.custody,
+        passkeys,
+        page: crate::http::page_session::PageSettings::from_origins(&config.webauthn.origins),
         personal_data,
     }))
 }

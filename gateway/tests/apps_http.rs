@@ -170,6 +170,10 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/sessions/oidc", "sign"),
     ("POST", "/v1/sessions/oidc/link", "sign"),
     ("POST", "/v1/sessions/logout", "sign"),
+    ("POST", "/v1/sessions/exchange", "sign"),
+    ("GET", "/v1/consent", "sign"),
+    ("POST", "/v1/consent", "sign"),
+    ("POST", "/v1/consent/revoke", "sign"),
     ("GET", "/v1/admin/users", "admin"),
     ("POST", "/v1/admin/users/{id}/disable", "admin"),
 ];
@@ -229,7 +233,8 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                     assert!(
                         st == StatusCode::OK
                             || ((path.starts_with("/v1/sessions/")
-                                || path.starts_with("/v1/admin/users/"))
+                                || path.starts_with("/v1/admin/users/")
+                                || path.starts_with("/v1/consent"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),
                         "{method} {path} with {other}: {body}"

@@ -67,6 +67,7 @@ async fn create(s: &AppState, name: &str, rate: Option<&str>) -> (String, String
             rate: rate.map(|r| r.parse().unwrap()),
             ..AppLimits::default()
         },
+        redirect_uris: Vec::new(),
     };
     let (app, key) = identity::create_app(
         s.audit.store(),

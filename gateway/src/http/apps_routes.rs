@@ -76,6 +76,8 @@ pub struct CreateApp {
     rate: Option<String>,
     session_ttl_secs: Option<u64>,
     session_idle_secs: Option<u64>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
 }
 
 pub async fn create(
@@ -104,6 +106,7 @@ pub async fn create(
                 .session_idle_secs
                 .map_or(defaults.session_idle, Duration::from_secs),
         },
+        redirect_uris: req.redirect_uris.unwrap_or_default(),
     };
     let (app, key) = identity::create_app(
         state.audit.store(),
@@ -140,6 +143,8 @@ pub struct Update {
     rate: Option<Option<String>>,
     session_ttl_secs: Option<u64>,
     session_idle_secs: Option<u64>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
     /// Trust an OpenID Connect issuer for logins (added or replaced).
     oidc_issuer: Option<OidcIssuer>,
     /// Stop trusting this issuer URL.
@@ -220,7 +225,8 @@ pub async fn act(
                 || req.groups.is_some()
                 || req.rate.is_some()
                 || req.session_ttl_secs.is_some()
-                || req.session_idle_secs.is_some();
+                || req.session_idle_secs.is_some()
+                || req.redirect_uris.is_some();
             if !app_fields && (set.is_some() || remove.is_some()) {
                 let app = identity::get_app(state.audit.store(), &id)
                     .await
@@ -245,6 +251,7 @@ pub async fn act(
                     .map_err(fail)?,
                 session_ttl: req.session_ttl_secs.map(Duration::from_secs),
                 session_idle: req.session_idle_secs.map(Duration::from_secs),
+                redirect_uris: req.redirect_uris,
             };
             let app = state
                 .identity

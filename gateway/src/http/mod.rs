@@ -6,8 +6,11 @@ pub mod auth;
 pub mod client_ip;
 pub mod error;
 pub mod openapi;
+mod page_api;
+pub mod page_session;
 pub mod request_id;
 mod routes;
+mod ui;
 mod users_routes;
 
 use std::sync::Arc;
@@ -62,6 +65,10 @@ pub struct AppState {
     pub custody: Arc<dyn parapet_signer::custody::Custody>,
     /// The personal data key, opened at start (OIDC claims, webhook and TOTP secrets).
     pub personal_data: Arc<crate::sealing::PersonalDataKey>,
+    /// The WebAuthn relying party (passkeys belong to the gateway).
+    pub passkeys: crate::passkeys::Passkeys,
+    /// The page's origins and cookie settings.
+    pub page: page_session::PageSettings,
 }
 
 impl AppState {
@@ -113,6 +120,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/oidc"),
     ("post", "/v1/sessions/oidc/link"),
     ("post", "/v1/sessions/logout"),
+    ("post", "/v1/sessions/exchange"),
+    ("get", "/v1/consent"),
+    ("post", "/v1/consent"),
+    ("post", "/v1/consent/revoke"),
     ("get", "/v1/admin/users"),
     ("post", "/v1/admin/users/{id}/disable"),
 ];
@@ -157,6 +168,20 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(users_routes::logout).route_layer(grant("sign")),
         )
         .route(
+            "/v1/sessions/exchange",
+            post(users_routes::exchange).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/consent",
+            get(users_routes::consent_get)
+                .post(users_routes::consent_approve)
+                .route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/consent/revoke",
+            post(users_routes::consent_revoke).route_layer(grant("sign")),
+        )
+        .route(
             "/v1/admin/users",
             get(users_routes::list).route_layer(grant("admin")),
         )
@@ -174,7 +199,33 @@ pub fn app(state: Arc<AppState>) -> Router {
             state.clone(),
             client_ip::limit_ip,
         ));
+    let page_api = Router::new()
+        .route("/ui/api/me", get(page_api::me))
+        .route("/ui/api/register/start", post(page_api::register_start))
+        .route("/ui/api/register/finish", post(page_api::register_finish))
+        .route("/ui/api/login/start", post(page_api::login_start))
+        .route("/ui/api/login/finish", post(page_api::login_finish))
+        .route("/ui/api/passkeys", get(page_api::passkeys))
+        .route("/ui/api/passkeys/revoke", post(page_api::revoke_passkey))
+        .route(
+            "/ui/api/consent",
+            get(page_api::consent_get).post(page_api::consent_approve),
+        )
+        .route("/ui/api/consent/revoke", post(page_api::consent_revoke))
+        .route("/ui/api/consents", get(page_api::consents))
+        .route("/ui/api/handoff", post(page_api::handoff))
+        .route("/ui/api/logout", post(page_api::logout))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_ip::limit_ip,
+        ));
     Router::new()
+        .route("/ui", get(ui::to_index))
+        .route("/ui/", get(ui::index))
+        .route("/ui/login", get(ui::index))
+        .route("/ui/app.js", get(ui::app_js))
+        .route("/ui/style.css", get(ui::style))
+        .merge(page_api)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .route("/metrics", get(routes::metrics))

@@ -181,6 +181,25 @@ pub async fn authorize(
         state.audit.note_flood(&key, "rate_limited", now);
         return Err(fail(refusal.into_error()));
     }
+    // The user's approved scopes for this app (only `basic` without a user or a current
+    // consent): the permits of other scopes do not count for them.
+    let scopes = match &session {
+        None => pipeline::basic_scopes(),
+        Some(s) => match crate::consent::approved_scopes(
+            state.audit.store(),
+            &policies,
+            &caller,
+            Some(s.facts.user),
+        )
+        .await
+        {
+            Ok(scopes) => scopes,
+            Err(error) => {
+                tracing::warn!(%error, "reading a consent failed");
+                return Err(fail(Error::StoreUnavailable));
+            }
+        },
+    };
     let result = pipeline::evaluate_for(
         &policies,
         state.ledger.as_ref(),
@@ -188,7 +207,7 @@ pub async fn authorize(
         &wallet,
         &req,
         session.as_ref().map(|s| &s.facts),
-        &pipeline::basic_scopes(),
+        &scopes,
         now,
     );
     let (_facts, outcome) = match result {

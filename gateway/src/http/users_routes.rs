@@ -211,3 +211,177 @@ pub async fn disable(
     }
     Ok(Json(out).into_response())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exchange {
+    code: String,
+    redirect_uri: String,
+}
+
+/// The app hand-off's last step: the app's backend trades the one-time code the page gave the
+/// browser for a session of its own.
+pub async fn exchange(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let req: Exchange = json_body(&headers, body).map_err(fail)?;
+    let issued = state
+        .users
+        .exchange_code(
+            &state.audit,
+            &caller,
+            &req.code,
+            &req.redirect_uri,
+            &ip_of(ip),
+            &request_id,
+            state.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+    tracing::info!(app_id = %caller.id, user = %issued.user, session_id = %issued.id, "hand-off login");
+    Ok(Json(serde_json::json!({
+        "session_token": issued.token,
+        "user_id": issued.user.to_string(),
+        "expires_at": format_time(issued.expires_at),
+        "idle_secs": issued.idle_secs,
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+/// The caller's user's live session for this app, required.
+async fn user_session(
+    state: &AppState,
+    caller: &crate::records::AppRecord,
+    headers: &HeaderMap,
+) -> Result<users::ActiveSession, Error> {
+    let token = session_token(headers).ok_or(Error::SessionInvalid)?;
+    state
+        .users
+        .sessions
+        .resolve(token, &caller.id, state.clock.now())
+        .await
+}
+
+/// The app's scopes as its user sees them: which are offered, which are approved, and whether
+/// the user must be asked (again).
+pub async fn consent_get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let session = user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let policies = state.engine.current();
+    let view = crate::consent::scopes_for(
+        state.audit.store(),
+        &policies,
+        &caller,
+        Some(session.facts.user),
+    )
+    .await
+    .map_err(fail)?;
+    let mut out = serde_json::to_value(&view).map_err(|e| fail(Error::Internal(e.to_string())))?;
+    if let Some(o) = out.as_object_mut() {
+        o.insert(
+            "app".to_owned(),
+            serde_json::json!({"id": caller.id, "name": caller.name}),
+        );
+        o.insert("request_id".to_owned(), request_id.clone().into());
+    }
+    Ok(Json(out).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// The consent hash the user was shown (from `GET /v1/consent`).
+    consent_hash: String,
+}
+
+/// The user approves the app's required scopes and the optional `scopes`, as shown under
+/// `consent_hash`.
+pub async fn consent_approve(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let session = user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let req: Approve = json_body(&headers, body).map_err(fail)?;
+    let policies = state.engine.current();
+    let cx = crate::consent::ConsentCtx {
+        store: state.audit.store(),
+        auditor: Auditor::Log(&state.audit),
+        request_id: &request_id,
+        now: state.clock.now(),
+    };
+    let c = crate::consent::approve_offered(
+        &cx,
+        &policies,
+        &caller,
+        session.facts.user,
+        &req.scopes,
+        &req.consent_hash,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Json(serde_json::json!({
+        "approved": c.scopes,
+        "consent_hash": c.hash,
+        "granted_at": c.granted_at,
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+/// The user withdraws their consent to the app: its decisions for them fall back to nothing
+/// permitted until they approve again.
+pub async fn consent_revoke(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let session = user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let cx = crate::consent::ConsentCtx {
+        store: state.audit.store(),
+        auditor: Auditor::Log(&state.audit),
+        request_id: &request_id,
+        now: state.clock.now(),
+    };
+    let revoked = crate::consent::revoke(&cx, session.facts.user, &caller.id)
+        .await
+        .map_err(fail)?;
+    Ok(Json(serde_json::json!({"revoked": revoked, "request_id": request_id})).into_response())
+}

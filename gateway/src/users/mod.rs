@@ -3,6 +3,7 @@
 //! links as `session` events, disablement as an `admin` event, failed logins in aggregate. No
 //! session token, ID token or nonce is ever written to the audit log or a log line.
 
+pub mod handoff;
 pub mod oidc;
 pub mod sessions;
 pub mod store;
@@ -168,7 +169,7 @@ impl Users {
         }
         let session = self
             .sessions
-            .issue(user, app, Method::Oidc, false, now)
+            .issue(user, app, Method::Oidc, false, None, now)
             .await?;
         let event = session_event(
             "session.login",
@@ -250,6 +251,136 @@ impl Users {
         );
         audit.append(event).await?;
         Ok(session)
+    }
+
+    /// Whether another login attempt from `ip` (and for `user_key`, when known) may be tried.
+    pub fn check_login(&self, ip: &str, user_key: Option<&str>, now: OffsetDateTime) -> Result<()> {
+        self.ip_failures
+            .check(ip, now)
+            .map_err(crate::limits::Refusal::into_error)?;
+        if let Some(key) = user_key {
+            self.user_failures
+                .check(key, now)
+                .map_err(crate::limits::Refusal::into_error)?;
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login (passkey or code) against `ip` and `user_key` and returns the one
+    /// answer every failure gets; the refusal is audited in aggregate.
+    pub fn login_failed(
+        &self,
+        audit: &AuditLog,
+        ip: &str,
+        user_key: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Error {
+        self.ip_failures.fail(ip, now);
+        if let Some(key) = user_key {
+            self.user_failures.fail(key, now);
+        }
+        audit.note_flood(ip, "login_failed", now);
+        Error::LoginFailed
+    }
+
+    /// Starts a session for `user` with `app` and audits it (`session.login`); a session whose
+    /// login cannot be audited is ended again and the error returned. A disabled or unknown
+    /// user gets [`Error::LoginFailed`].
+    #[allow(clippy::too_many_arguments, reason = "who, for which app, how, when")]
+    pub async fn begin_session(
+        &self,
+        audit: &AuditLog,
+        app: &AppRecord,
+        user: Uuid,
+        method: Method,
+        user_verified: bool,
+        credential_id: Option<&str>,
+        via: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        if store::user_disabled(&self.store, user).await? != Some(false) {
+            return Err(Error::LoginFailed);
+        }
+        let session = self
+            .sessions
+            .issue(user, app, method, user_verified, credential_id, now)
+            .await?;
+        let event = session_event(
+            "session.login",
+            &app.id,
+            user,
+            request_id,
+            serde_json::json!({
+                "method": method.as_str(),
+                "via": via,
+                "credential_id": credential_id,
+                "user_verified": user_verified,
+                "session_id": session.id,
+                "expires_at": crate::audit::event::format_time(session.expires_at),
+            }),
+            now,
+        );
+        if let Err(error) = audit.append(event).await {
+            let _ = self.sessions.end(&session.token, &app.id, now).await;
+            return Err(error);
+        }
+        Ok(session)
+    }
+
+    /// Exchanges a hand-off login code for a session of `app` ([`handoff::consume_code`]).
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "who, with what, from where, when"
+    )]
+    pub async fn exchange_code(
+        &self,
+        audit: &AuditLog,
+        app: &AppRecord,
+        code: &str,
+        redirect_uri: &str,
+        ip: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        self.check_login(ip, None, now)?;
+        let grant = match handoff::consume_code(&self.store, &app.id, code, redirect_uri, now).await
+        {
+            Ok(g) => g,
+            Err(Error::LoginFailed) => return Err(self.login_failed(audit, ip, None, now)),
+            Err(other) => return Err(other),
+        };
+        let method = match grant.method.as_str() {
+            "oidc" => Method::Oidc,
+            _ => Method::Passkey,
+        };
+        self.begin_session(
+            audit,
+            app,
+            grant.user,
+            method,
+            grant.user_verified,
+            grant.credential_id.as_deref(),
+            "handoff",
+            request_id,
+            now,
+        )
+        .await
+    }
+
+    /// Revokes one of `user`'s passkeys ([`crate::passkeys::Passkeys::revoke`], audited first)
+    /// and ends every session established with it: at once in this process, within a second
+    /// in the others.
+    pub async fn revoke_passkey(
+        &self,
+        passkeys: &crate::passkeys::Passkeys,
+        user: Uuid,
+        credential_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<crate::passkeys::PasskeyInfo> {
+        let info = passkeys.revoke(user, credential_id, now).await?;
+        self.sessions.end_for_credential(credential_id, now).await?;
+        Ok(info)
     }
 
     /// Disables a user and ends their sessions ([`store::disable_user`]); this process sees it

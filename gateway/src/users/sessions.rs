@@ -66,6 +66,8 @@ pub struct Issued {
 pub struct ActiveSession {
     pub id: String,
     pub app_id: String,
+    /// The passkey the session was established with (its revocation ends the session).
+    pub credential_id: Option<String>,
     pub facts: SessionFacts,
 }
 
@@ -83,6 +85,7 @@ struct Stored {
     idle: Duration,
     ended: bool,
     user_disabled: bool,
+    credential_id: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +119,7 @@ impl Sessions {
         app: &AppRecord,
         method: Method,
         user_verified: bool,
+        credential_id: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Issued> {
         let token = new_session_token();
@@ -125,7 +129,7 @@ impl Sessions {
         let idle_secs = app.limits.session_idle.as_secs();
         let at = format_time(now);
         with_pool!(&self.store, pool => {
-            sqlx::query("INSERT INTO sessions (token_hash, id, user_id, app_id, method, user_verified, created_at, last_seen, expires_at, idle_secs) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
+            sqlx::query("INSERT INTO sessions (token_hash, id, user_id, app_id, method, user_verified, created_at, last_seen, expires_at, idle_secs, credential_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
                 .bind(hash.as_slice())
                 .bind(id.as_str())
                 .bind(user.to_string())
@@ -136,6 +140,7 @@ impl Sessions {
                 .bind(at.as_str())
                 .bind(format_time(expires_at))
                 .bind(i64::try_from(idle_secs).unwrap_or(i64::MAX))
+                .bind(credential_id)
                 .execute(pool)
                 .await
                 .map_err(db("starting a session"))?;
@@ -150,7 +155,7 @@ impl Sessions {
     }
 
     async fn load(&self, hash: &[u8; 32]) -> Result<Option<Stored>> {
-        const SQL: &str = "SELECT s.token_hash AS token_hash, s.id AS id, s.user_id AS user_id, s.app_id AS app_id, s.method AS method, s.user_verified AS user_verified, s.created_at AS created_at, s.last_seen AS last_seen, s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.ended_at AS ended_at, u.disabled AS disabled FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
+        const SQL: &str = "SELECT s.token_hash AS token_hash, s.id AS id, s.user_id AS user_id, s.app_id AS app_id, s.method AS method, s.user_verified AS user_verified, s.created_at AS created_at, s.last_seen AS last_seen, s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.ended_at AS ended_at, s.credential_id AS credential_id, u.disabled AS disabled FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = "reading a session";
@@ -177,6 +182,7 @@ impl Sessions {
                 idle: Duration::from_secs(u64::try_from(idle).unwrap_or(0)),
                 ended: ended.is_some(),
                 user_disabled: r.try_get("disabled").map_err(db(ctx))?,
+                credential_id: r.try_get("credential_id").map_err(db(ctx))?,
             }))
         })
     }
@@ -213,10 +219,25 @@ impl Sessions {
         app_id: &str,
         now: OffsetDateTime,
     ) -> Result<ActiveSession> {
+        self.resolve_for(token, Some(app_id), now).await
+    }
+
+    /// [`Sessions::resolve`] for whichever app the session was issued for: only for the
+    /// gateway's own page, whose cookie session carries the app the login began for.
+    pub async fn resolve_any(&self, token: &str, now: OffsetDateTime) -> Result<ActiveSession> {
+        self.resolve_for(token, None, now).await
+    }
+
+    async fn resolve_for(
+        &self,
+        token: &str,
+        app_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<ActiveSession> {
         let Some(row) = self.lookup(token).await? else {
             return Err(Error::SessionInvalid);
         };
-        if row.ended || row.user_disabled || row.app_id != app_id {
+        if row.ended || row.user_disabled || app_id.is_some_and(|a| row.app_id != a) {
             return Err(Error::SessionInvalid);
         }
         if now >= row.expires || now - row.last_seen > row.idle {
@@ -229,6 +250,7 @@ impl Sessions {
         Ok(ActiveSession {
             id: row.id.clone(),
             app_id: row.app_id.clone(),
+            credential_id: row.credential_id.clone(),
             facts: SessionFacts {
                 user: row.user,
                 method: row.method.clone(),
@@ -274,6 +296,22 @@ impl Sessions {
         });
         self.invalidate();
         Ok(session)
+    }
+
+    /// Ends every live session established with the passkey `credential_id` (it was revoked);
+    /// returns how many ended.
+    pub async fn end_for_credential(
+        &self,
+        credential_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<u64> {
+        let ended = with_pool!(&self.store, pool => {
+            sqlx::query("UPDATE sessions SET ended_at = $2 WHERE credential_id = $1 AND ended_at IS NULL")
+                .bind(credential_id).bind(format_time(now)).execute(pool).await
+                .map_err(db("ending a passkey's sessions"))?.rows_affected()
+        });
+        self.invalidate();
+        Ok(ended)
     }
 
     /// Forgets every cached lookup (after a change made through this process).

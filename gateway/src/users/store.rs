@@ -216,3 +216,24 @@ pub async fn disable_user(
     });
     get_user(store, id, now).await
 }
+
+/// Creates the user `id` with no identity yet (a first passkey registration). Already there:
+/// nothing happens. Returns whether it was created and whether it is disabled.
+pub async fn ensure_user(store: &Store, id: Uuid, now: OffsetDateTime) -> Result<(bool, bool)> {
+    let created = with_pool!(store, pool => {
+        sqlx::query("INSERT INTO users (id, created_at, disabled) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
+            .bind(id.to_string()).bind(format_time(now)).bind(false)
+            .execute(pool).await.map_err(db("creating a user"))?.rows_affected() == 1
+    });
+    let disabled = user_disabled(store, id).await?.unwrap_or(false);
+    Ok((created, disabled))
+}
+
+/// Whether the user is disabled; `None` when there is no such user.
+pub async fn user_disabled(store: &Store, id: Uuid) -> Result<Option<bool>> {
+    with_pool!(store, pool => {
+        let row = sqlx::query("SELECT disabled FROM users WHERE id = $1")
+            .bind(id.to_string()).fetch_optional(pool).await.map_err(db("reading a user"))?;
+        row.map(|r| r.try_get::<bool, _>("disabled")).transpose().map_err(db("reading a user"))
+    })
+}

@@ -178,6 +178,7 @@ pub async fn app_trusting(s: &AppState, issuer: &Issuer) -> (String, String) {
             session_ttl: std::time::Duration::from_secs(3600),
             session_idle: std::time::Duration::from_secs(600),
         },
+        redirect_uris: Vec::new(),
     };
     let (app, key) = identity::create_app(
         s.audit.store(),

@@ -1,0 +1,703 @@
+//! `/ui/api/…`: what the gateway's page calls, with the page's cookie session
+//! ([`super::page_session`]). Passkey registration and login (the gateway is the relying
+//! party), the person's passkeys and consents, the app hand-off, logout. Every state-changing
+//! call checks `Origin` and, once logged in, the CSRF token.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use uuid::Uuid;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
+use super::AppState;
+use super::client_ip::ClientIp;
+use super::error::ApiError;
+use super::page_session::{self, csrf_token};
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::audit::event::format_time;
+use crate::consent::{self, ConsentCtx};
+use crate::error::{Error, Result};
+use crate::identity::{self, Auditor, StoredApp};
+use crate::records::{AppRecord, PAGE_APP_ID};
+use crate::users::handoff::{self, CodeGrant};
+use crate::users::{ActiveSession, Issued, Method};
+
+type Answer = std::result::Result<Response, ApiError>;
+
+fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
+}
+
+fn ok(request_id: &str, mut body: serde_json::Value) -> Response {
+    if let Some(o) = body.as_object_mut() {
+        o.insert("request_id".to_owned(), request_id.into());
+    }
+    Json(body).into_response()
+}
+
+/// A JSON answer that also sets (or clears) the page's cookie.
+fn with_cookie(request_id: &str, body: serde_json::Value, cookie: header::HeaderValue) -> Response {
+    let mut res = ok(request_id, body);
+    res.headers_mut().insert(header::SET_COOKIE, cookie);
+    res
+}
+
+/// The app a page login or hand-off is for: a live app with the `sign` grant, or the page.
+async fn login_app(state: &AppState, app: Option<&str>) -> Result<(AppRecord, Option<StoredApp>)> {
+    match app {
+        None => Ok((AppRecord::gateway_page(), None)),
+        Some(PAGE_APP_ID) => Ok((AppRecord::gateway_page(), None)),
+        Some(id) => {
+            let stored = match identity::get_app(state.audit.store(), id).await {
+                Ok(a) => a,
+                Err(Error::NotFound) => {
+                    return Err(Error::InvalidRequest(format!("unknown app {id:?}")));
+                }
+                Err(e) => return Err(e),
+            };
+            if stored.revoked || stored.frozen || !stored.grants.iter().any(|g| g == "sign") {
+                return Err(Error::InvalidRequest(format!(
+                    "app {id:?} cannot take logins (revoked, frozen or without the sign grant)"
+                )));
+            }
+            Ok((stored.record(), Some(stored)))
+        }
+    }
+}
+
+fn app_json(app: &AppRecord) -> serde_json::Value {
+    serde_json::json!({"id": app.id, "name": app.name})
+}
+
+fn session_json(token: &str, s: &ActiveSession) -> serde_json::Value {
+    serde_json::json!({
+        "user": s.facts.user.to_string(),
+        "app": s.app_id,
+        "method": s.facts.method,
+        "user_verified": s.facts.user_verified,
+        "age_secs": s.facts.age_secs,
+        "csrf": csrf_token(token),
+    })
+}
+
+fn new_session_body(issued: &Issued, app: &AppRecord) -> serde_json::Value {
+    serde_json::json!({
+        "user": issued.user.to_string(),
+        "app": app.id,
+        "csrf": csrf_token(&issued.token),
+        "expires_at": format_time(issued.expires_at),
+    })
+}
+
+fn max_age(issued: &Issued, now: time::OffsetDateTime) -> u64 {
+    u64::try_from((issued.expires_at - now).whole_seconds()).unwrap_or(0)
+}
+
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (token, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    Ok(ok(&request_id, session_json(&token, &s)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterStart {}
+
+pub async fn register_start(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    page_session::check_origin(&state.page, &headers).map_err(fail)?;
+    let _: RegisterStart = json_body(&headers, body).map_err(fail)?;
+    // Logged in: a further passkey for this person (a backup device). Otherwise a new person.
+    let user = match page_session::current(&state, &headers)
+        .await
+        .map_err(fail)?
+    {
+        Some((token, s)) => {
+            page_session::check_csrf(&token, &headers).map_err(fail)?;
+            s.facts.user
+        }
+        None => Uuid::new_v4(),
+    };
+    let short = &user.simple().to_string()[..8];
+    let (ceremony_id, options) = state
+        .passkeys
+        .start_registration(
+            user,
+            &format!("parapet-{short}"),
+            &format!("Parapet user {short}"),
+            state.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+    Ok(ok(
+        &request_id,
+        serde_json::json!({
+            "ceremony_id": ceremony_id,
+            "user": user.to_string(),
+            "options": options,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterFinish {
+    ceremony_id: String,
+    /// The user `register/start` answered with (checked against the stored ceremony).
+    user: Option<String>,
+    credential: RegisterPublicKeyCredential,
+}
+
+pub async fn register_finish(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    page_session::check_origin(&state.page, &headers).map_err(fail)?;
+    let req: RegisterFinish = json_body(&headers, body).map_err(fail)?;
+    let now = state.clock.now();
+    let logged_in = page_session::current(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let user = match &logged_in {
+        Some((token, s)) => {
+            page_session::check_csrf(token, &headers).map_err(fail)?;
+            s.facts.user
+        }
+        None => {
+            let user = req
+                .user
+                .as_deref()
+                .and_then(|u| Uuid::parse_str(u).ok())
+                .ok_or_else(|| fail(Error::PasskeyCeremonyUnknown))?;
+            // Without a session only a new person registers: never a passkey for someone who
+            // exists already.
+            if crate::users::store::user_disabled(state.audit.store(), user)
+                .await
+                .map_err(fail)?
+                .is_some()
+            {
+                return Err(fail(Error::PasskeyCeremonyUnknown));
+            }
+            user
+        }
+    };
+    let info = state
+        .passkeys
+        .finish_registration(&req.ceremony_id, user, &req.credential, now)
+        .await
+        .map_err(fail)?;
+    if let Some((token, s)) = logged_in {
+        let mut body = session_json(&token, &s);
+        if let Some(o) = body.as_object_mut() {
+            o.insert("credential_id".to_owned(), info.credential_id.into());
+        }
+        return Ok(ok(&request_id, body));
+    }
+    crate::users::store::ensure_user(state.audit.store(), user, now)
+        .await
+        .map_err(fail)?;
+    let app = AppRecord::gateway_page();
+    let issued = state
+        .users
+        .begin_session(
+            &state.audit,
+            &app,
+            user,
+            Method::Passkey,
+            true,
+            Some(&info.credential_id),
+            "registration",
+            &request_id,
+            now,
+        )
+        .await
+        .map_err(fail)?;
+    let mut body = new_session_body(&issued, &app);
+    if let Some(o) = body.as_object_mut() {
+        o.insert("credential_id".to_owned(), info.credential_id.into());
+    }
+    let cookie = state
+        .page
+        .set_cookie(&issued.token, max_age(&issued, now))
+        .map_err(fail)?;
+    Ok(with_cookie(&request_id, body, cookie))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginStart {
+    user: String,
+    app: Option<String>,
+}
+
+pub async fn login_start(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    page_session::check_origin(&state.page, &headers).map_err(fail)?;
+    let req: LoginStart = json_body(&headers, body).map_err(fail)?;
+    let (ip, now) = (ip_of(ip), state.clock.now());
+    login_app(&state, req.app.as_deref()).await.map_err(fail)?;
+    let user_key = format!("passkey:{}", req.user.trim());
+    state
+        .users
+        .check_login(&ip, Some(&user_key), now)
+        .map_err(fail)?;
+    // An unknown user and a user without live passkeys get the answer a wrong credential gets.
+    let Ok(user) = Uuid::parse_str(req.user.trim()) else {
+        return Err(fail(state.users.login_failed(
+            &state.audit,
+            &ip,
+            Some(&user_key),
+            now,
+        )));
+    };
+    match state.passkeys.start_login(user, now).await {
+        Ok((ceremony_id, options)) => Ok(ok(
+            &request_id,
+            serde_json::json!({"ceremony_id": ceremony_id, "options": options}),
+        )),
+        Err(Error::NotFound | Error::PasskeyRejected | Error::PasskeyRevoked) => Err(fail(
+            state
+                .users
+                .login_failed(&state.audit, &ip, Some(&user_key), now),
+        )),
+        Err(other) => Err(fail(other)),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginFinish {
+    ceremony_id: String,
+    credential: PublicKeyCredential,
+    app: Option<String>,
+}
+
+pub async fn login_finish(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    page_session::check_origin(&state.page, &headers).map_err(fail)?;
+    let req: LoginFinish = json_body(&headers, body).map_err(fail)?;
+    let (ip, now) = (ip_of(ip), state.clock.now());
+    let (app, _) = login_app(&state, req.app.as_deref()).await.map_err(fail)?;
+    state.users.check_login(&ip, None, now).map_err(fail)?;
+    let outcome = match state
+        .passkeys
+        .finish_login(&req.ceremony_id, &req.credential, now)
+        .await
+    {
+        Ok(o) => o,
+        Err(
+            Error::PasskeyRejected
+            | Error::PasskeyRevoked
+            | Error::PasskeyCloneSuspected
+            | Error::NotFound,
+        ) => {
+            return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));
+        }
+        Err(other) => return Err(fail(other)),
+    };
+    let issued = match state
+        .users
+        .begin_session(
+            &state.audit,
+            &app,
+            outcome.user,
+            Method::Passkey,
+            outcome.user_verified,
+            Some(&outcome.credential_id),
+            "page",
+            &request_id,
+            now,
+        )
+        .await
+    {
+        Ok(i) => i,
+        Err(Error::LoginFailed) => {
+            let key = format!("passkey:{}", outcome.user);
+            return Err(fail(state.users.login_failed(
+                &state.audit,
+                &ip,
+                Some(&key),
+                now,
+            )));
+        }
+        Err(other) => return Err(fail(other)),
+    };
+    let cookie = state
+        .page
+        .set_cookie(&issued.token, max_age(&issued, now))
+        .map_err(fail)?;
+    Ok(with_cookie(
+        &request_id,
+        new_session_body(&issued, &app),
+        cookie,
+    ))
+}
+
+pub async fn passkeys(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let list = state.passkeys.list(s.facts.user).await.map_err(fail)?;
+    Ok(ok(&request_id, serde_json::json!({ "passkeys": list })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokePasskey {
+    credential_id: String,
+}
+
+pub async fn revoke_passkey(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: RevokePasskey = json_body(&headers, body).map_err(fail)?;
+    let revoked = state
+        .users
+        .revoke_passkey(
+            &state.passkeys,
+            s.facts.user,
+            &req.credential_id,
+            state.clock.now(),
+        )
+        .await
+        .map_err(fail)?;
+    let mut res = ok(&request_id, serde_json::json!({ "revoked": revoked }));
+    if s.credential_id.as_deref() == Some(req.credential_id.as_str()) {
+        // This very session was established with it: it has ended.
+        res.headers_mut()
+            .insert(header::SET_COOKIE, state.page.clear_cookie());
+    }
+    Ok(res)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AppQuery {
+    app: String,
+}
+
+async fn consent_view(
+    state: &AppState,
+    user: Uuid,
+    app_id: &str,
+) -> Result<(AppRecord, serde_json::Value)> {
+    let (app, _) = login_app(state, Some(app_id)).await?;
+    let policies = state.engine.current();
+    let view = consent::scopes_for(state.audit.store(), &policies, &app, Some(user)).await?;
+    let approved: Vec<&str> = view
+        .scopes
+        .iter()
+        .filter(|s| s.approved)
+        .map(|s| s.id.as_str())
+        .collect();
+    let body = serde_json::json!({
+        "app": app_json(&app),
+        "consent_hash": view.consent_hash,
+        "needs_consent": view.needs_consent,
+        "approved": approved,
+        "scopes": view.scopes,
+    });
+    Ok((app, body))
+}
+
+pub async fn consent_get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Query(q): Query<AppQuery>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let (_, body) = consent_view(&state, s.facts.user, &q.app)
+        .await
+        .map_err(fail)?;
+    Ok(ok(&request_id, body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    app: String,
+    #[serde(default)]
+    scopes: Vec<String>,
+    /// The hash the person was shown; absent: the current one.
+    consent_hash: Option<String>,
+}
+
+pub async fn consent_approve(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: Approve = json_body(&headers, body).map_err(fail)?;
+    let (app, _) = login_app(&state, Some(&req.app)).await.map_err(fail)?;
+    let policies = state.engine.current();
+    let hash = match req.consent_hash {
+        Some(h) => h,
+        None => policies.consent_hash(&app).map_err(fail)?,
+    };
+    let cx = ConsentCtx {
+        store: state.audit.store(),
+        auditor: Auditor::Log(&state.audit),
+        request_id: &request_id,
+        now: state.clock.now(),
+    };
+    let c = consent::approve_offered(&cx, &policies, &app, s.facts.user, &req.scopes, &hash)
+        .await
+        .map_err(fail)?;
+    Ok(ok(
+        &request_id,
+        serde_json::json!({"approved": c.scopes, "consent_hash": c.hash, "granted_at": c.granted_at}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeConsent {
+    app: String,
+}
+
+pub async fn consent_revoke(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: RevokeConsent = json_body(&headers, body).map_err(fail)?;
+    let cx = ConsentCtx {
+        store: state.audit.store(),
+        auditor: Auditor::Log(&state.audit),
+        request_id: &request_id,
+        now: state.clock.now(),
+    };
+    let revoked = consent::revoke(&cx, s.facts.user, &req.app)
+        .await
+        .map_err(fail)?;
+    Ok(ok(&request_id, serde_json::json!({ "revoked": revoked })))
+}
+
+pub async fn consents(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let policies = state.engine.current();
+    let mut out = Vec::new();
+    for c in consent::of_user(state.audit.store(), s.facts.user)
+        .await
+        .map_err(fail)?
+    {
+        let app = identity::get_app(state.audit.store(), &c.app).await.ok();
+        let name = app
+            .as_ref()
+            .map_or_else(|| c.app.clone(), |a| a.name.clone());
+        let needs = app
+            .and_then(|a| policies.consent_hash(&a.record()).ok())
+            .is_none_or(|h| h != c.hash);
+        out.push(serde_json::json!({
+            "app": {"id": c.app, "name": name},
+            "approved": c.scopes,
+            "granted_at": c.granted_at,
+            "needs_consent": needs,
+        }));
+    }
+    Ok(ok(&request_id, serde_json::json!({ "consents": out })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handoff {
+    app: String,
+    redirect_uri: String,
+    #[serde(default)]
+    state: String,
+}
+
+pub async fn handoff(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: Handoff = json_body(&headers, body).map_err(fail)?;
+    if s.app_id != req.app {
+        return Err(fail(Error::Forbidden(
+            "this login was for another app: log in again from the app",
+        )));
+    }
+    let (app, stored) = login_app(&state, Some(&req.app)).await.map_err(fail)?;
+    let registered = stored.is_some_and(|a| a.redirect_uris.contains(&req.redirect_uri));
+    if !registered {
+        return Err(fail(Error::InvalidRequest(
+            "redirect_uri is not registered for this app".to_owned(),
+        )));
+    }
+    if req.state.len() > 1000 {
+        return Err(fail(Error::InvalidRequest("state is too long".to_owned())));
+    }
+    let policies = state.engine.current();
+    let view = consent::scopes_for(state.audit.store(), &policies, &app, Some(s.facts.user))
+        .await
+        .map_err(fail)?;
+    if view.needs_consent {
+        return Err(fail(Error::ConsentRequired));
+    }
+    let grant = CodeGrant {
+        user: s.facts.user,
+        method: s.facts.method.clone(),
+        user_verified: s.facts.user_verified,
+        credential_id: s.credential_id.clone(),
+    };
+    let code = handoff::issue_code(
+        state.audit.store(),
+        &app.id,
+        &req.redirect_uri,
+        &grant,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    let mut url = url::Url::parse(&req.redirect_uri)
+        .map_err(|_| fail(Error::InvalidRequest("redirect_uri".to_owned())))?;
+    url.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &req.state);
+    Ok(ok(
+        &request_id,
+        serde_json::json!({ "redirect": url.as_str() }),
+    ))
+}
+
+pub async fn logout(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let clear = state.page.clear_cookie();
+    let Ok((token, s)) = page_session::required_for_change(&state, &headers).await else {
+        // Nothing (valid) to end: just forget the cookie.
+        return Ok(with_cookie(
+            &request_id,
+            serde_json::json!({"logged_out": true}),
+            clear,
+        ));
+    };
+    // Only the id matters here; the app may have been revoked since the login.
+    let app = AppRecord {
+        id: s.app_id.clone(),
+        ..AppRecord::gateway_page()
+    };
+    state
+        .users
+        .logout(&state.audit, &app, &token, &request_id, state.clock.now())
+        .await
+        .map_err(fail)?;
+    Ok(with_cookie(
+        &request_id,
+        serde_json::json!({"logged_out": true}),
+        clear,
+    ))
+}

@@ -1,0 +1,510 @@
+//! The page's API and the app hand-off, through the whole HTTP stack with a software passkey:
+//! registration of a new person, a backup passkey, login for an app, consent, the one-time code
+//! and its exchange (wrong app, wrong redirect URI, reuse, expiry), `Origin` and CSRF checks,
+//! revocation ending sessions, and failures that all look alike.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    reason = "tests"
+)]
+
+mod users_support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use parapet_gateway::clock::Clock;
+use parapet_gateway::http::{AppState, app};
+use parapet_gateway::identity::{self, Auditor, NewApp};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use users_support::{Answer, authorize_body, call, events, gateway, op};
+use webauthn_authenticator_rs::prelude::{
+    CreationChallengeResponse, RequestChallengeResponse, Url, WebauthnAuthenticator,
+};
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+const ORIGIN: &str = "http://localhost:8080";
+const REDIRECT: &str = "https://checkout.example/callback";
+
+/// A browser: the page's cookie, and a software passkey per device.
+struct Browser {
+    s: Arc<AppState>,
+    cookie: Option<String>,
+    csrf: Option<String>,
+    origin: String,
+}
+
+impl Browser {
+    fn new(s: &Arc<AppState>) -> Browser {
+        Browser {
+            s: s.clone(),
+            cookie: None,
+            csrf: None,
+            origin: ORIGIN.to_owned(),
+        }
+    }
+
+    async fn call(&mut self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("origin", self.origin.as_str());
+        if let Some(c) = &self.cookie {
+            b = b.header("cookie", format!("parapet_session={c}"));
+        }
+        if let Some(t) = &self.csrf {
+            b = b.header("x-csrf-token", t.as_str());
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut req = b.body(body).unwrap();
+        let peer: SocketAddr = "10.1.2.3:50000".parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let res = app(self.s.clone()).oneshot(req).await.unwrap();
+        let status = res.status();
+        if let Some(set) = res.headers().get("set-cookie") {
+            let set = set.to_str().unwrap();
+            assert!(
+                set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+                "{set}"
+            );
+            let value = set
+                .split(';')
+                .next()
+                .unwrap()
+                .trim_start_matches("parapet_session=");
+            self.cookie = (!value.is_empty()).then(|| value.to_owned());
+        }
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if let Some(c) = body["csrf"].as_str() {
+            self.csrf = Some(c.to_owned());
+        }
+        Answer { status, body, text }
+    }
+
+    async fn register(&mut self, device: &mut SoftPasskey) -> Answer {
+        let a = self
+            .call("POST", "/ui/api/register/start", Some(json!({})))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let ccr: CreationChallengeResponse =
+            serde_json::from_value(a.body["options"].clone()).unwrap();
+        let cred = device
+            .do_registration(Url::parse(ORIGIN).unwrap(), ccr)
+            .unwrap();
+        self.call(
+            "POST",
+            "/ui/api/register/finish",
+            Some(json!({
+                "ceremony_id": a.body["ceremony_id"],
+                "user": a.body["user"],
+                "credential": cred,
+            })),
+        )
+        .await
+    }
+
+    async fn login(&mut self, device: &mut SoftPasskey, user: &str, app: Option<&str>) -> Answer {
+        let a = self
+            .call(
+                "POST",
+                "/ui/api/login/start",
+                Some(json!({"user": user, "app": app})),
+            )
+            .await;
+        if a.status != StatusCode::OK {
+            return a;
+        }
+        let rcr: RequestChallengeResponse =
+            serde_json::from_value(a.body["options"].clone()).unwrap();
+        let cred = device
+            .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+            .unwrap();
+        self.call(
+            "POST",
+            "/ui/api/login/finish",
+            Some(json!({"ceremony_id": a.body["ceremony_id"], "credential": cred, "app": app})),
+        )
+        .await
+    }
+
+    async fn handoff(&mut self, app: &str, redirect: &str) -> Answer {
+        self.call(
+            "POST",
+            "/ui/api/handoff",
+            Some(json!({"app": app, "redirect_uri": redirect, "state": "st-1"})),
+        )
+        .await
+    }
+}
+
+fn device() -> SoftPasskey {
+    SoftPasskey::new(true)
+}
+
+/// An app with the `sign` grant and the redirect URI [`REDIRECT`].
+async fn checkout(s: &AppState, name: &str) -> (String, String) {
+    let (app, key) = identity::create_app(
+        s.audit.store(),
+        Auditor::Log(&s.audit),
+        &op(),
+        &NewApp {
+            name: name.to_owned(),
+            grants: vec!["sign".to_owned()],
+            redirect_uris: vec![REDIRECT.to_owned()],
+            ..NewApp::default()
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    (app.id, key)
+}
+
+fn code_of(redirect: &Value) -> String {
+    let url = Url::parse(redirect.as_str().unwrap()).unwrap();
+    assert_eq!(
+        url.as_str().split('?').next().unwrap(),
+        REDIRECT,
+        "{redirect}"
+    );
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "st-1");
+    q["code"].clone()
+}
+
+async fn exchange(s: &Arc<AppState>, key: &str, code: &str, redirect: &str) -> Answer {
+    call(
+        s,
+        "POST",
+        "/v1/sessions/exchange",
+        key,
+        None,
+        Some(json!({"code": code, "redirect_uri": redirect})),
+    )
+    .await
+}
+
+/// Registers a new person with one passkey and logs them in for `app` with consent to the
+/// required scopes; returns the browser, the device and the user id.
+async fn person_logged_in_for(s: &Arc<AppState>, app: &str) -> (Browser, SoftPasskey, String) {
+    let mut b = Browser::new(s);
+    let mut d = device();
+    let r = b.register(&mut d).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let user = r.body["user"].as_str().unwrap().to_owned();
+    let l = b.login(&mut d, &user, Some(app)).await;
+    assert_eq!(l.status, StatusCode::OK, "{}", l.text);
+    let c = b
+        .call("POST", "/ui/api/consent", Some(json!({"app": app})))
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    (b, d, user)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_person_registers_logs_in_for_an_app_consents_and_the_app_gets_a_session() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, clock) = gateway(data.path()).await;
+    let (app_id, key) = checkout(&s, "Checkout").await;
+    let (_, other_key) = checkout(&s, "Other shop").await;
+
+    // Registration makes the person and logs them in on the page.
+    let mut b = Browser::new(&s);
+    let mut phone = device();
+    let r = b.register(&mut phone).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let user = r.body["user"].as_str().unwrap().to_owned();
+    let me = b.call("GET", "/ui/api/me", None).await;
+    assert_eq!(me.body["user"], user.as_str(), "{}", me.text);
+    assert_eq!(me.body["method"], "passkey");
+
+    // A backup passkey on a second device, then log out.
+    let mut laptop = device();
+    let r2 = b.register(&mut laptop).await;
+    assert_eq!(r2.status, StatusCode::OK, "{}", r2.text);
+    assert_eq!(
+        r2.body["user"],
+        user.as_str(),
+        "a backup joins the same person"
+    );
+    let list = b.call("GET", "/ui/api/passkeys", None).await;
+    assert_eq!(list.body["passkeys"].as_array().unwrap().len(), 2);
+    let out = b.call("POST", "/ui/api/logout", Some(json!({}))).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.text);
+    assert!(b.cookie.is_none());
+    assert_eq!(
+        b.call("GET", "/ui/api/me", None).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // The hand-off: log in with the backup device for the app; consent comes first.
+    let l = b.login(&mut laptop, &user, Some(&app_id)).await;
+    assert_eq!(l.status, StatusCode::OK, "{}", l.text);
+    assert_eq!(l.body["app"], app_id.as_str());
+    let h = b.handoff(&app_id, REDIRECT).await;
+    assert_eq!(h.status, StatusCode::FORBIDDEN, "{}", h.text);
+    assert_eq!(h.body["code"], "consent_required");
+    let view = b
+        .call("GET", &format!("/ui/api/consent?app={app_id}"), None)
+        .await;
+    assert_eq!(view.body["needs_consent"], true, "{}", view.text);
+    assert_eq!(view.body["app"]["name"], "Checkout");
+    let ok = b
+        .call(
+            "POST",
+            "/ui/api/consent",
+            Some(json!({"app": app_id, "scopes": [], "consent_hash": view.body["consent_hash"]})),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body["approved"], json!(["basic"]));
+
+    // A redirect URI the app did not register is refused.
+    let bad = b.handoff(&app_id, "https://evil.example/callback").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+
+    // Wrong app: the code is burnt too.
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let wrong_app = exchange(&s, &other_key, &code, REDIRECT).await;
+    assert_eq!(
+        wrong_app.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        wrong_app.text
+    );
+    assert_eq!(wrong_app.body["code"], "login_failed");
+    assert_eq!(
+        exchange(&s, &key, &code, REDIRECT).await.body["code"],
+        "login_failed"
+    );
+    // Wrong redirect URI.
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let wrong_uri = exchange(&s, &key, &code, "https://checkout.example/other").await;
+    assert_eq!(wrong_uri.body["code"], "login_failed", "{}", wrong_uri.text);
+    // Expired.
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    clock.advance(61);
+    assert_eq!(
+        exchange(&s, &key, &code, REDIRECT).await.body["code"],
+        "login_failed"
+    );
+    // The good exchange, once.
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let good = exchange(&s, &key, &code, REDIRECT).await;
+    assert_eq!(good.status, StatusCode::OK, "{}", good.text);
+    assert_eq!(good.body["user_id"], user.as_str());
+    let token = good.body["session_token"].as_str().unwrap().to_owned();
+    let again = exchange(&s, &key, &code, REDIRECT).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.text);
+
+    // The app acts for the person; another app's key cannot use the session.
+    let d = call(
+        &s,
+        "POST",
+        "/v1/authorize",
+        &key,
+        Some(&token),
+        Some(authorize_body()),
+    )
+    .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.text);
+    assert_eq!(d.body["decision"], "allow", "{}", d.text);
+    let other = call(
+        &s,
+        "POST",
+        "/v1/authorize",
+        &other_key,
+        Some(&token),
+        Some(authorize_body()),
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED, "{}", other.text);
+    assert_eq!(other.body["code"], "session_invalid");
+    let consent = call(&s, "GET", "/v1/consent", &key, Some(&token), None).await;
+    assert_eq!(consent.body["needs_consent"], false, "{}", consent.text);
+
+    // Everything above is in the audit log; no token, code or credential material is.
+    s.audit.flush_flood(clock.now(), true).await;
+    let all = events(&s).await;
+    let actions: Vec<String> = all
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect();
+    for want in [
+        "passkey.register",
+        "passkey.login",
+        "session.login",
+        "session.logout",
+        "approve",
+    ] {
+        assert!(actions.iter().any(|a| a == want), "{want} in {actions:?}");
+    }
+    let logins: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["action"] == "session.login" && e["app"] == app_id.as_str())
+        .collect();
+    assert!(logins.iter().any(|e| e["request"]["via"] == "handoff"));
+    let text = users_support::audit_text(&s).await;
+    for secret in [token.as_str(), code.as_str(), b.cookie.as_deref().unwrap()] {
+        assert!(!text.contains(secret), "a secret reached the audit log");
+    }
+    assert!(
+        text.contains("login_failed"),
+        "failed exchanges are counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_changes_need_the_page_origin_and_the_csrf_token() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    let (app_id, _) = checkout(&s, "Checkout").await;
+    let (mut b, _d, _) = person_logged_in_for(&s, &app_id).await;
+    let body = json!({"app": app_id});
+    let good_csrf = b.csrf.clone();
+
+    b.origin = "https://evil.example".to_owned();
+    let a = b
+        .call("POST", "/ui/api/consent/revoke", Some(body.clone()))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    b.origin = ORIGIN.to_owned();
+    b.csrf = None;
+    let a = b
+        .call("POST", "/ui/api/consent/revoke", Some(body.clone()))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    b.csrf = Some("0".repeat(64));
+    let a = b
+        .call("POST", "/ui/api/consent/revoke", Some(body.clone()))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    b.csrf = good_csrf;
+    let a = b.call("POST", "/ui/api/consent/revoke", Some(body)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["revoked"], true);
+    // Reads need the cookie only; without it nothing is shown.
+    b.cookie = None;
+    let a = b.call("GET", "/ui/api/passkeys", None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_passkey_ends_the_sessions_it_established_including_the_apps() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    let (app_id, key) = checkout(&s, "Checkout").await;
+    let (mut b, _d, _user) = person_logged_in_for(&s, &app_id).await;
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let token = exchange(&s, &key, &code, REDIRECT).await.body["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ok = call(&s, "GET", "/v1/consent", &key, Some(&token), None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+
+    let list = b.call("GET", "/ui/api/passkeys", None).await;
+    let cred = list.body["passkeys"][0]["credential_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .call(
+            "POST",
+            "/ui/api/passkeys/revoke",
+            Some(json!({"credential_id": cred})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(b.cookie.is_none(), "the page's own session ended with it");
+    let gone = call(&s, "GET", "/v1/consent", &key, Some(&token), None).await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED, "{}", gone.text);
+    assert_eq!(gone.body["code"], "session_invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_person_and_a_wrong_passkey_get_the_same_answer() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    let mut b = Browser::new(&s);
+    let mut mine = device();
+    let user = b.register(&mut mine).await.body["user"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.call("POST", "/ui/api/logout", Some(json!({}))).await;
+
+    let unknown = b
+        .login(&mut device(), &uuid::Uuid::new_v4().to_string(), None)
+        .await;
+    let not_a_uuid = b.login(&mut device(), "alice@example.com", None).await;
+    // A passkey of someone else: the authenticator has no credential for this challenge.
+    let start = b
+        .call("POST", "/ui/api/login/start", Some(json!({"user": user})))
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.text);
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(start.body["options"].clone()).unwrap();
+    let mut stranger = device();
+    let (_, their_options) = {
+        let mut other = Browser::new(&s);
+        let r = other.register(&mut stranger).await;
+        let them = r.body["user"].as_str().unwrap().to_owned();
+        other.call("POST", "/ui/api/logout", Some(json!({}))).await;
+        let a = other
+            .call("POST", "/ui/api/login/start", Some(json!({"user": them})))
+            .await;
+        (
+            a.body["ceremony_id"].clone(),
+            serde_json::from_value::<RequestChallengeResponse>(a.body["options"].clone()).unwrap(),
+        )
+    };
+    // The stranger answers their own challenge, presented to this person's ceremony.
+    let cred = stranger
+        .do_authentication(Url::parse(ORIGIN).unwrap(), their_options)
+        .unwrap();
+    drop(rcr);
+    let wrong = b
+        .call(
+            "POST",
+            "/ui/api/login/finish",
+            Some(json!({"ceremony_id": start.body["ceremony_id"], "credential": cred})),
+        )
+        .await;
+    for a in [&unknown, &not_a_uuid, &wrong] {
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+        assert_eq!(a.body["code"], "login_failed", "{}", a.text);
+        assert_eq!(a.body["message"], unknown.body["message"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_a_strict_content_security_policy() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    for path in [
+        "/ui/",
+        "/ui/login?app=x&redirect_uri=y&state=z",
+        "/ui/app.js",
+    ] {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let res = app(s.clone()).oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let csp = res.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+    }
+}
