@@ -297,6 +297,7 @@
     const cred = await createCredential(start.options);
     const done = await api('POST', '/ui/api/register/finish', {
       ceremony_id: start.ceremony_id,
+      user: start.user,
       credential: registrationJSON(cred),
     });
     if (done.csrf) state.csrf = done.csrf;
@@ -328,10 +329,9 @@
     if (state.handoff) body.app = state.handoff.app;
     const start = await api('POST', '/ui/api/login/start', body);
     const cred = await getCredential(start.options);
-    const done = await api('POST', '/ui/api/login/finish', {
-      ceremony_id: start.ceremony_id,
-      credential: assertionJSON(cred),
-    });
+    const finish = { ceremony_id: start.ceremony_id, credential: assertionJSON(cred) };
+    if (body.app) finish.app = body.app;
+    const done = await api('POST', '/ui/api/login/finish', finish);
     if (done.csrf) state.csrf = done.csrf;
     rememberUser(idOf(done.user) || user);
     state.justRegistered = false;

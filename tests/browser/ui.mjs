@@ -11,6 +11,7 @@
 //
 // Exit code 0 when every step passed, 1 otherwise, 2 on bad inputs. One line per step.
 
+import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const TIMEOUT = Number(process.env.PARAPET_UI_TIMEOUT_MS || 15000);
@@ -35,21 +36,15 @@ if (new URL(BASE).hostname !== 'localhost') {
   process.exit(2);
 }
 
-const AUTHORIZE_BODY = {
-  wallet: { address: '0x1111111111111111111111111111111111111111' },
-  chain_id: 1,
-  transaction: {
-    type: 'eip1559',
-    chain_id: 1,
-    nonce: 0,
-    to: '0x2222222222222222222222222222222222222222',
-    value: '10000000000000000',
-    gas_limit: 21000,
-    max_fee_per_gas: '30000000000',
-    max_priority_fee_per_gas: '1000000000',
-    input: '0x',
-  },
-};
+// A 0.01 ETH EIP-1559 transfer as eth_signTransaction fields (the `transaction_request` form of
+// POST /v1/authorize; `transaction` takes the raw RLP hex instead).
+const NFT_APPROVE_ALL_BODY = JSON.parse(
+  readFileSync(new URL('../fixtures/good/nft-approve-all.json', import.meta.url), 'utf8'),
+);
+// A small USDC transfer (unsigned EIP-1559 transaction), the repository's shared fixture.
+const AUTHORIZE_BODY = JSON.parse(
+  readFileSync(new URL('../fixtures/good/erc20-transfer-usdc-small.json', import.meta.url), 'utf8'),
+);
 
 const AUTHENTICATOR = {
   protocol: 'ctap2',
@@ -278,7 +273,9 @@ async function main() {
     const ex = await call('POST', '/v1/sessions/exchange', { headers: auth, body: { code: state.code, redirect_uri: REDIRECT_URI } });
     assert(ex.status === 200, `POST /v1/sessions/exchange answered ${ex.status}: ${ex.text}`);
     assert(ex.json && typeof ex.json.session_token === 'string' && ex.json.session_token, `exchange answer has no session_token: ${ex.text}`);
-    assert(String(ex.json.user) === state.user, `exchange names user ${ex.json.user}, expected ${state.user}`);
+    // The contract says `user`; the /v1 session answers name it `user_id`.
+    const exUser = ex.json.user ?? ex.json.user_id;
+    assert(String(exUser) === state.user, `exchange names user ${exUser}, expected ${state.user}: ${ex.text}`);
     const again = await call('POST', '/v1/sessions/exchange', { headers: auth, body: { code: state.code, redirect_uri: REDIRECT_URI } });
     assert(again.status >= 400 && again.status < 500, `exchanging the same code twice answered ${again.status}, expected 4xx: ${again.text}`);
     const az = await call('POST', '/v1/authorize', {
@@ -287,8 +284,17 @@ async function main() {
     });
     assert(az.status === 200, `POST /v1/authorize answered ${az.status}: ${az.text}`);
     assert(az.json && typeof az.json.decision !== 'undefined', `POST /v1/authorize answer has no decision: ${az.text}`);
-    const d = typeof az.json.decision === 'object' ? JSON.stringify(az.json.decision) : az.json.decision;
-    return `second exchange ${again.status} (${again.json && again.json.code}), decision ${d}`;
+    assert(az.json.decision === 'allow', `a small USDC transfer in the approved scope was not allowed: ${az.text}`);
+    // Only the required scopes were approved: an NFT operator approval (scope nft_operators)
+    // is denied as not approved, not as not permitted.
+    const nft = await call('POST', '/v1/authorize', {
+      headers: { ...auth, 'Parapet-Session': ex.json.session_token },
+      body: NFT_APPROVE_ALL_BODY,
+    });
+    assert(nft.status === 200 && nft.json && nft.json.decision === 'deny', `setApprovalForAll answered ${nft.status}: ${nft.text}`);
+    const missing = nft.json.scope_not_approved || [];
+    assert(missing.includes('nft_operators'), `setApprovalForAll deny does not name nft_operators: ${nft.text}`);
+    return `second exchange ${again.status} (${again.json && again.json.code}), transfer allow, NFT operator deny scope_not_approved [${missing.join(', ')}]`;
   });
 
   await step(5, 'revoke a passkey on the page, then log out', async () => {
