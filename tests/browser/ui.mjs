@@ -36,8 +36,7 @@ if (new URL(BASE).hostname !== 'localhost') {
   process.exit(2);
 }
 
-// A 0.01 ETH EIP-1559 transfer as eth_signTransaction fields (the `transaction_request` form of
-// POST /v1/authorize; `transaction` takes the raw RLP hex instead).
+// An ERC-721 setApprovalForAll (needs the optional scope nft_operators), a shared fixture.
 const NFT_APPROVE_ALL_BODY = JSON.parse(
   readFileSync(new URL('../fixtures/good/nft-approve-all.json', import.meta.url), 'utf8'),
 );
