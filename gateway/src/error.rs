@@ -37,6 +37,10 @@ pub enum Error {
     /// The key is valid but lacks the grant the route needs.
     #[error("this key lacks the {0} grant")]
     Forbidden(&'static str),
+    /// A call to the gateway's page API that the page's own rules refuse (origin, CSRF token,
+    /// a login for another app); the text says which.
+    #[error("{0}")]
+    PageRefused(&'static str),
     #[error("this app is frozen")]
     AppFrozen,
     #[error("not found")]
@@ -130,7 +134,7 @@ impl Error {
             Error::InvalidMessage(_) => "invalid_message",
             Error::InvalidAddress(_) => "invalid_address",
             Error::Unauthorized => "unauthorized",
-            Error::Forbidden(_) => "forbidden",
+            Error::Forbidden(_) | Error::PageRefused(_) => "forbidden",
             Error::AppFrozen => "app_frozen",
             Error::NotFound => "not_found",
             Error::SessionInvalid => "session_invalid",
@@ -169,9 +173,10 @@ impl Error {
             | Error::SessionExpired
             | Error::LoginFailed => StatusCode::UNAUTHORIZED,
             Error::PasskeyAlreadyRegistered | Error::IdentityInUse => StatusCode::CONFLICT,
-            Error::Forbidden(_) | Error::AppFrozen | Error::ConsentRequired => {
-                StatusCode::FORBIDDEN
-            }
+            Error::Forbidden(_)
+            | Error::PageRefused(_)
+            | Error::AppFrozen
+            | Error::ConsentRequired => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

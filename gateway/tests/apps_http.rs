@@ -171,6 +171,7 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/sessions/oidc/link", "sign"),
     ("POST", "/v1/sessions/logout", "sign"),
     ("POST", "/v1/sessions/exchange", "sign"),
+    ("POST", "/v1/sessions/page-link", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),

@@ -508,3 +508,91 @@ async fn the_page_is_served_with_a_strict_content_security_policy() {
         assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_is_for_the_app_it_was_started_for_whatever_the_finish_says() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    let (app_a, _) = checkout(&s, "Checkout").await;
+    let (app_b, _) = checkout(&s, "Other shop").await;
+    let mut b = Browser::new(&s);
+    let mut d = device();
+    let user = b.register(&mut d).await.body["user"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let start = b
+        .call(
+            "POST",
+            "/ui/api/login/start",
+            Some(json!({"user": user, "app": app_a})),
+        )
+        .await;
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(start.body["options"].clone()).unwrap();
+    let cred = d
+        .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+        .unwrap();
+    let fin = b
+        .call(
+            "POST",
+            "/ui/api/login/finish",
+            Some(
+                json!({"ceremony_id": start.body["ceremony_id"], "credential": cred, "app": app_b}),
+            ),
+        )
+        .await;
+    assert_eq!(fin.status, StatusCode::OK, "{}", fin.text);
+    assert_eq!(fin.body["app"], app_a.as_str());
+    let h = b.handoff(&app_b, REDIRECT).await;
+    assert_eq!(h.status, StatusCode::FORBIDDEN, "{}", h.text);
+    assert_eq!(
+        h.body["message"],
+        "this login was for another app: log in again from the app"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oidc_user_opens_the_page_with_a_one_time_link_and_adds_a_passkey() {
+    let data = tempfile::tempdir().unwrap();
+    let issuer = users_support::Issuer::start().await;
+    let (s, _clock) = gateway(data.path()).await;
+    let (_app, key) = users_support::app_trusting(&s, &issuer).await;
+    let (token, user) = users_support::login_ok(&s, &key, &issuer, "alice").await;
+
+    let link = call(
+        &s,
+        "POST",
+        "/v1/sessions/page-link",
+        &key,
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(link.status, StatusCode::OK, "{}", link.text);
+    let url = link.body["url"].as_str().unwrap();
+    let code = url.split("link=").nth(1).unwrap().to_owned();
+    let mut b = Browser::new(&s);
+    let opened = b
+        .call("POST", "/ui/api/link", Some(json!({"code": code})))
+        .await;
+    assert_eq!(opened.status, StatusCode::OK, "{}", opened.text);
+    assert_eq!(opened.body["user"], user.as_str());
+    let me = b.call("GET", "/ui/api/me", None).await;
+    assert_eq!(me.body["method"], "oidc", "{}", me.text);
+    // The link works once.
+    let again = Browser::new(&s)
+        .call("POST", "/ui/api/link", Some(json!({"code": code})))
+        .await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.text);
+
+    // The passkey joins the OIDC user, who can then log in with it.
+    let mut d = device();
+    let r = b.register(&mut d).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["user"], user.as_str());
+    b.call("POST", "/ui/api/logout", Some(json!({}))).await;
+    let l = b.login(&mut d, &user, None).await;
+    assert_eq!(l.status, StatusCode::OK, "{}", l.text);
+    assert_eq!(l.body["user"], user.as_str());
+}

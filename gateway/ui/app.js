@@ -577,6 +577,22 @@
     return { app, redirect_uri: redirectUri, state: q.get('state') || '' };
   }
 
+  // An app's one-time link (`/ui/?link=pc_…`, from POST /v1/sessions/page-link) opens the page
+  // logged in as its user, e.g. to add a passkey after an OIDC login. The code leaves the address
+  // bar at once.
+  async function redeemLink() {
+    const q = new URLSearchParams(window.location.search);
+    const code = q.get('link');
+    if (!code) return;
+    q.delete('link');
+    const rest = q.toString();
+    window.history.replaceState(null, '', window.location.pathname + (rest ? `?${rest}` : ''));
+    const done = await api('POST', '/ui/api/link', { code });
+    if (done.csrf) state.csrf = done.csrf;
+    rememberUser(idOf(done.user));
+    setStatus('You are logged in. Add a passkey to log in with it next time.', 'ok');
+  }
+
   async function start() {
     $('#login-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(login); });
     $('#register').addEventListener('click', () => action(register));
@@ -595,6 +611,7 @@
     $('#user-id').value = rememberedUser();
 
     await action(async () => {
+      await redeemLink();
       await loadMe();
       if (state.me && state.handoff) {
         await continueHandoff();

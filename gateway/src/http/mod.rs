@@ -121,6 +121,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/oidc/link"),
     ("post", "/v1/sessions/logout"),
     ("post", "/v1/sessions/exchange"),
+    ("post", "/v1/sessions/page-link"),
     ("get", "/v1/consent"),
     ("post", "/v1/consent"),
     ("post", "/v1/consent/revoke"),
@@ -172,6 +173,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             post(users_routes::exchange).route_layer(grant("sign")),
         )
         .route(
+            "/v1/sessions/page-link",
+            post(users_routes::page_link).route_layer(grant("sign")),
+        )
+        .route(
             "/v1/consent",
             get(users_routes::consent_get)
                 .post(users_routes::consent_approve)
@@ -215,6 +220,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ui/api/consents", get(page_api::consents))
         .route("/ui/api/handoff", post(page_api::handoff))
         .route("/ui/api/logout", post(page_api::logout))
+        .route("/ui/api/link", post(page_api::link))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             client_ip::limit_ip,

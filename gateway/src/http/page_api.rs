@@ -274,7 +274,7 @@ pub async fn login_start(
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: LoginStart = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_of(ip), state.clock.now());
-    login_app(&state, req.app.as_deref()).await.map_err(fail)?;
+    let (app, _) = login_app(&state, req.app.as_deref()).await.map_err(fail)?;
     let user_key = format!("passkey:{}", req.user.trim());
     state
         .users
@@ -289,7 +289,11 @@ pub async fn login_start(
             now,
         )));
     };
-    match state.passkeys.start_login(user, now).await {
+    match state
+        .passkeys
+        .start_login_for(user, Some(&app.id), now)
+        .await
+    {
         Ok((ceremony_id, options)) => Ok(ok(
             &request_id,
             serde_json::json!({"ceremony_id": ceremony_id, "options": options}),
@@ -308,7 +312,9 @@ pub async fn login_start(
 pub struct LoginFinish {
     ceremony_id: String,
     credential: PublicKeyCredential,
-    app: Option<String>,
+    /// Ignored: the app is the one the login was started for. Accepted so that a page may send it.
+    #[serde(default, rename = "app")]
+    _app: Option<String>,
 }
 
 pub async fn login_finish(
@@ -325,7 +331,6 @@ pub async fn login_finish(
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: LoginFinish = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_of(ip), state.clock.now());
-    let (app, _) = login_app(&state, req.app.as_deref()).await.map_err(fail)?;
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let outcome = match state
         .passkeys
@@ -343,6 +348,10 @@ pub async fn login_finish(
         }
         Err(other) => return Err(fail(other)),
     };
+    // The app the login was started for, as stored with the ceremony; it must still take logins.
+    let (app, _) = login_app(&state, outcome.context.as_deref())
+        .await
+        .map_err(fail)?;
     let issued = match state
         .users
         .begin_session(
@@ -620,7 +629,7 @@ pub async fn handoff(
         .map_err(fail)?;
     let req: Handoff = json_body(&headers, body).map_err(fail)?;
     if s.app_id != req.app {
-        return Err(fail(Error::Forbidden(
+        return Err(fail(Error::PageRefused(
             "this login was for another app: log in again from the app",
         )));
     }
@@ -699,5 +708,42 @@ pub async fn logout(
         &request_id,
         serde_json::json!({"logged_out": true}),
         clear,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    code: String,
+}
+
+/// Opens the page as the user an app's `POST /v1/sessions/page-link` named (one-time code).
+pub async fn link(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    page_session::check_origin(&state.page, &headers).map_err(fail)?;
+    let req: Link = json_body(&headers, body).map_err(fail)?;
+    let now = state.clock.now();
+    let issued = state
+        .users
+        .redeem_page_link(&state.audit, &req.code, &ip_of(ip), &request_id, now)
+        .await
+        .map_err(fail)?;
+    let cookie = state
+        .page
+        .set_cookie(&issued.token, max_age(&issued, now))
+        .map_err(fail)?;
+    Ok(with_cookie(
+        &request_id,
+        new_session_body(&issued, &AppRecord::gateway_page()),
+        cookie,
     ))
 }

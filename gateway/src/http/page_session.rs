@@ -83,7 +83,7 @@ pub fn check_origin(settings: &PageSettings, headers: &HeaderMap) -> Result<()> 
     if settings.origins.iter().any(|o| o == origin) {
         Ok(())
     } else {
-        Err(Error::Forbidden(
+        Err(Error::PageRefused(
             "cross-origin request refused: call from the gateway's page",
         ))
     }
@@ -99,7 +99,7 @@ pub fn check_csrf(session_token: &str, headers: &HeaderMap) -> Result<()> {
     if bool::from(sent.as_bytes().ct_eq(want.as_bytes())) {
         Ok(())
     } else {
-        Err(Error::Forbidden("missing or wrong CSRF token"))
+        Err(Error::PageRefused("missing or wrong CSRF token"))
     }
 }
 

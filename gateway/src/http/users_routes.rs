@@ -385,3 +385,43 @@ pub async fn consent_revoke(
         .map_err(fail)?;
     Ok(Json(serde_json::json!({"revoked": revoked, "request_id": request_id})).into_response())
 }
+
+/// A one-time link that opens the gateway's page logged in as the session's user, so that a
+/// person who logged in through OIDC can add a passkey (and then log in with it). The app shows
+/// or opens `url` (relative to the gateway) in the person's browser within 60 s.
+pub async fn page_link(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let fail = |error: Error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let session = user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let now = state.clock.now();
+    let grant = users::handoff::CodeGrant {
+        user: session.facts.user,
+        method: session.facts.method.clone(),
+        user_verified: session.facts.user_verified,
+        credential_id: session.credential_id.clone(),
+    };
+    let code = users::handoff::issue_code(
+        state.audit.store(),
+        crate::records::PAGE_APP_ID,
+        users::handoff::PAGE_LINK,
+        &grant,
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Json(serde_json::json!({
+        "url": format!("/ui/?link={code}"),
+        "expires_at": format_time(now + users::handoff::CODE_TTL),
+        "request_id": request_id,
+    }))
+    .into_response())
+}

@@ -165,6 +165,15 @@ pub struct LoginOutcome {
     pub user_verified: bool,
     /// The signature counter the authenticator sent.
     pub counter: u32,
+    /// What the login was started for ([`Passkeys::start_login_for`]).
+    pub context: Option<String>,
+}
+
+/// A login ceremony as stored: webauthn-rs's state and what the login is for.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct LoginState {
+    auth: PasskeyAuthentication,
+    context: Option<String>,
 }
 
 /// The two ceremonies, as stored.
@@ -328,6 +337,18 @@ impl Passkeys {
         user: Uuid,
         now: OffsetDateTime,
     ) -> Result<(String, RequestChallengeResponse)> {
+        self.start_login_for(user, None, now).await
+    }
+
+    /// [`Passkeys::start_login`] bound to `context` (the app a page login is for), which
+    /// [`Passkeys::finish_login`] returns from the stored ceremony: the finishing request
+    /// cannot choose it.
+    pub async fn start_login_for(
+        &self,
+        user: Uuid,
+        context: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(String, RequestChallengeResponse)> {
         let live = store::credentials_of(&self.store, &user.to_string())
             .await?
             .into_iter()
@@ -344,7 +365,18 @@ impl Passkeys {
             .start_passkey_authentication(&live)
             .map_err(|e| Error::Internal(format!("starting a passkey login: {e}")))?;
         let id = self
-            .save_ceremony(Kind::Login, user, &to_json("a login", &state)?, now)
+            .save_ceremony(
+                Kind::Login,
+                user,
+                &to_json(
+                    "a login",
+                    &LoginState {
+                        auth: state,
+                        context: context.map(str::to_owned),
+                    },
+                )?,
+                now,
+            )
             .await?;
         Ok((id, rcr))
     }
@@ -357,7 +389,13 @@ impl Passkeys {
         response: &PublicKeyCredential,
         now: OffsetDateTime,
     ) -> Result<LoginOutcome> {
-        let (user, state): (Uuid, PasskeyAuthentication) = self
+        let (
+            user,
+            LoginState {
+                auth: state,
+                context,
+            },
+        ): (Uuid, LoginState) = self
             .take_ceremony(ceremony_id, Kind::Login, None, now)
             .await?;
         let flood_key = format!("user:{user}");
@@ -422,6 +460,7 @@ impl Passkeys {
             credential_id,
             user_verified: result.user_verified(),
             counter: result.counter(),
+            context,
         })
     }
 

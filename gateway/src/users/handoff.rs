@@ -19,6 +19,10 @@ use crate::audit::event::{format_time, parse_time};
 use crate::error::{Error, Result};
 use crate::identity::key_hash;
 
+/// The redirect URI link codes are bound to: they are redeemed by the gateway's own page, never
+/// sent to an app.
+pub const PAGE_LINK: &str = "parapet:page-link";
+
 /// How long a login code can be exchanged.
 pub const CODE_TTL: Duration = Duration::from_secs(60);
 

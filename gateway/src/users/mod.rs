@@ -383,6 +383,27 @@ impl Users {
         Ok(info)
     }
 
+    /// Redeems a page link code ([`handoff::PAGE_LINK`]) for a session of the gateway's page.
+    pub async fn redeem_page_link(
+        &self,
+        audit: &AuditLog,
+        code: &str,
+        ip: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        self.exchange_code(
+            audit,
+            &AppRecord::gateway_page(),
+            code,
+            handoff::PAGE_LINK,
+            ip,
+            request_id,
+            now,
+        )
+        .await
+    }
+
     /// Disables a user and ends their sessions ([`store::disable_user`]); this process sees it
     /// at once, others within a second.
     pub async fn disable(
