@@ -3,6 +3,7 @@
 
 mod apps_cmd;
 mod audit_cmd;
+mod device_cmd;
 mod users_cmd;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +60,11 @@ enum Command {
     Hsm {
         #[command(subcommand)]
         command: HsmCommand,
+    },
+    /// The device side: pair this machine with your account, show what it is paired as.
+    Device {
+        #[command(subcommand)]
+        command: device_cmd::DeviceCommand,
     },
     /// Decide one request file (the /v1/authorize body) against the policy set, without a server.
     Decide {
@@ -159,6 +165,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
             command: HsmCommand::Init { json },
         } => hsm_init(json, &config),
         Command::Users { command } => users_cmd::run(command, &config),
+        Command::Device { command } => device_cmd::run(command),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
 }

@@ -8,6 +8,7 @@ pub mod consent;
 pub mod custody;
 mod db;
 pub mod decode;
+pub mod devices;
 pub mod error;
 pub mod facts;
 pub mod http;

@@ -172,12 +172,17 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/sessions/logout", "sign"),
     ("POST", "/v1/sessions/exchange", "sign"),
     ("POST", "/v1/sessions/page-link", "sign"),
+    ("GET", "/v1/devices", "sign"),
+    ("POST", "/v1/devices/{id}/revoke", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),
     ("GET", "/v1/admin/users", "admin"),
     ("POST", "/v1/admin/users/{id}/disable", "admin"),
 ];
+
+/// `/v1` routes that take no app key: their credential is a pairing code or a device token.
+const KEYLESS: &[(&str, &str)] = &[("POST", "/v1/devices/pair"), ("GET", "/v1/device")];
 
 #[test]
 fn the_table_covers_every_v1_route() {
@@ -186,9 +191,13 @@ fn the_table_covers_every_v1_route() {
         .filter(|(_, p)| p.starts_with("/v1/"))
         .map(|(m, p)| (m.to_uppercase(), (*p).to_owned()))
         .collect();
-    assert_eq!(v1.len(), V1.len());
+    assert_eq!(v1.len(), V1.len() + KEYLESS.len());
     for (m, p) in v1 {
-        assert!(V1.iter().any(|(tm, tp, _)| *tm == m && *tp == p), "{m} {p}");
+        assert!(
+            V1.iter().any(|(tm, tp, _)| *tm == m && *tp == p)
+                || KEYLESS.iter().any(|(tm, tp)| *tm == m && *tp == p),
+            "{m} {p}"
+        );
     }
 }
 
@@ -235,7 +244,8 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                         st == StatusCode::OK
                             || ((path.starts_with("/v1/sessions/")
                                 || path.starts_with("/v1/admin/users/")
-                                || path.starts_with("/v1/consent"))
+                                || path.starts_with("/v1/consent")
+                                || path.starts_with("/v1/devices"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),
                         "{method} {path} with {other}: {body}"

@@ -596,3 +596,122 @@ async fn an_oidc_user_opens_the_page_with_a_one_time_link_and_adds_a_passkey() {
     assert_eq!(l.status, StatusCode::OK, "{}", l.text);
     assert_eq!(l.body["user"], user.as_str());
 }
+
+async fn device_call(s: &Arc<AppState>, path: &str, auth: Option<&str>) -> Answer {
+    let mut b = Request::builder().uri(path);
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    let mut req = b.body(Body::empty()).unwrap();
+    let peer: SocketAddr = "10.1.2.4:50000".parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer));
+    let res = app(s.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn pair(s: &Arc<AppState>, code: &str) -> Answer {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/v1/devices/pair")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"code": code, "name": "laptop"}).to_string(),
+        ))
+        .unwrap();
+    let peer: SocketAddr = "10.1.2.4:50000".parse().unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer));
+    let res = app(s.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_pairs_with_a_one_time_code_and_is_listed_and_revocable() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, clock) = gateway(data.path()).await;
+    let (app_id, key) = checkout(&s, "Checkout").await;
+    let (mut b, _d, user) = person_logged_in_for(&s, &app_id).await;
+
+    let code = b
+        .call("POST", "/ui/api/devices/pair-code", Some(json!({})))
+        .await;
+    assert_eq!(code.status, StatusCode::OK, "{}", code.text);
+    let code = code.body["code"].as_str().unwrap().to_owned();
+    // Typed in lower case with spaces, it still works, once.
+    let typed = code.to_lowercase().replace('-', " ");
+    let paired = pair(&s, &typed).await;
+    assert_eq!(paired.status, StatusCode::OK, "{}", paired.text);
+    assert_eq!(paired.body["user_id"], user.as_str());
+    let token = paired.body["device_token"].as_str().unwrap().to_owned();
+    let device_id = paired.body["device_id"].as_str().unwrap().to_owned();
+    assert_eq!(pair(&s, &code).await.body["code"], "login_failed");
+
+    let me = device_call(&s, "/v1/device", Some(&format!("Device {token}"))).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.text);
+    assert_eq!(me.body["device_id"], device_id.as_str());
+    for wrong in [format!("Bearer {token}"), "Device pd_0".to_owned()] {
+        let a = device_call(&s, "/v1/device", Some(&wrong)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{wrong}: {}", a.text);
+    }
+    let in_query = device_call(&s, &format!("/v1/device?token={token}"), None).await;
+    assert_eq!(
+        in_query.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        in_query.text
+    );
+
+    // An expired code does nothing.
+    let late = b
+        .call("POST", "/ui/api/devices/pair-code", Some(json!({})))
+        .await;
+    clock.advance(601);
+    let late = pair(&s, late.body["code"].as_str().unwrap()).await;
+    assert_eq!(late.status, StatusCode::UNAUTHORIZED, "{}", late.text);
+
+    // Listed on the page and through the app; revoked through the app.
+    let listed = b.call("GET", "/ui/api/devices", None).await;
+    assert_eq!(listed.body["devices"][0]["device_id"], device_id.as_str());
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let session = exchange(&s, &key, &code, REDIRECT).await.body["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let api = call(&s, "GET", "/v1/devices", &key, Some(&session), None).await;
+    assert_eq!(
+        api.body["devices"].as_array().unwrap().len(),
+        1,
+        "{}",
+        api.text
+    );
+    let r = call(
+        &s,
+        "POST",
+        &format!("/v1/devices/{device_id}/revoke"),
+        &key,
+        Some(&session),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let gone = device_call(&s, "/v1/device", Some(&format!("Device {token}"))).await;
+    assert_eq!(gone.status, StatusCode::UNAUTHORIZED, "{}", gone.text);
+
+    let text = users_support::audit_text(&s).await;
+    assert!(text.contains("device.pair") && text.contains("device.revoke"));
+    assert!(
+        !text.contains(&token),
+        "a device token reached the audit log"
+    );
+}

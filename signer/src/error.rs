@@ -36,6 +36,15 @@ pub enum Error {
     #[error("key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
 
+    // ---- the device's file ----
+    /// The device file could not be read, written or parsed (the message names the file,
+    /// never its contents).
+    #[error("device file: {0}")]
+    DeviceFile(String),
+    /// Wrong passphrase, or the file was altered.
+    #[error("the device file did not open: wrong passphrase or a damaged file")]
+    DeviceFileLocked,
+
     // ---- custody: sealing ----
     /// Sealing requires associated data (the wallet and epoch a share belongs to).
     #[error("associated data must not be empty")]

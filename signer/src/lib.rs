@@ -3,6 +3,7 @@
 //! one small trait, so that the protocol library can be replaced without touching the gateway.
 
 pub mod custody;
+pub mod device;
 mod error;
 pub mod mpc;
 

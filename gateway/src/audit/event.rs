@@ -35,6 +35,9 @@ pub enum EventKind {
     /// `session.logout` or `session.link`; `user` the user; `request` the method, issuer and
     /// session id (never a token, ID token or nonce).
     Session,
+    /// A device paired or revoked: `action` is `device.pair` or `device.revoke`, `user` the
+    /// owner, `request` the device id and name (never its token or a pairing code).
+    Device,
 }
 
 impl EventKind {
@@ -47,6 +50,7 @@ impl EventKind {
             EventKind::Passkey => "passkey",
             EventKind::Consent => "consent",
             EventKind::Session => "session",
+            EventKind::Device => "device",
         }
     }
 }

@@ -4,6 +4,7 @@ mod apps_routes;
 mod audit_routes;
 pub mod auth;
 pub mod client_ip;
+mod device_routes;
 pub mod error;
 pub mod openapi;
 mod page_api;
@@ -122,6 +123,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/logout"),
     ("post", "/v1/sessions/exchange"),
     ("post", "/v1/sessions/page-link"),
+    ("post", "/v1/devices/pair"),
+    ("get", "/v1/device"),
+    ("get", "/v1/devices"),
+    ("post", "/v1/devices/{id}/revoke"),
     ("get", "/v1/consent"),
     ("post", "/v1/consent"),
     ("post", "/v1/consent/revoke"),
@@ -176,6 +181,16 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/v1/sessions/page-link",
             post(users_routes::page_link).route_layer(grant("sign")),
         )
+        .route("/v1/devices/pair", post(device_routes::pair))
+        .route("/v1/device", get(device_routes::me))
+        .route(
+            "/v1/devices",
+            get(device_routes::list).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/devices/{id}/revoke",
+            post(device_routes::revoke).route_layer(grant("sign")),
+        )
         .route(
             "/v1/consent",
             get(users_routes::consent_get)
@@ -221,6 +236,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ui/api/handoff", post(page_api::handoff))
         .route("/ui/api/logout", post(page_api::logout))
         .route("/ui/api/link", post(page_api::link))
+        .route("/ui/api/devices", get(page_api::devices))
+        .route("/ui/api/devices/pair-code", post(page_api::pairing_code))
+        .route("/ui/api/devices/revoke", post(page_api::revoke_device))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             client_ip::limit_ip,

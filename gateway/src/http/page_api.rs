@@ -747,3 +747,77 @@ pub async fn link(
         cookie,
     ))
 }
+
+pub async fn devices(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let list = crate::devices::list(state.audit.store(), s.facts.user)
+        .await
+        .map_err(fail)?;
+    Ok(ok(&request_id, serde_json::json!({ "devices": list })))
+}
+
+/// A one-time pairing code for a new device: `parapet device pair --gateway URL CODE`.
+pub async fn pairing_code(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let (code, expires) =
+        crate::devices::issue_pairing_code(state.audit.store(), s.facts.user, state.clock.now())
+            .await
+            .map_err(fail)?;
+    Ok(ok(
+        &request_id,
+        serde_json::json!({"code": code, "expires_at": format_time(expires)}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeDevice {
+    device_id: String,
+}
+
+pub async fn revoke_device(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: RevokeDevice = json_body(&headers, body).map_err(fail)?;
+    let device = crate::devices::revoke(
+        state.audit.store(),
+        Auditor::Log(&state.audit),
+        s.facts.user,
+        &req.device_id,
+        &request_id,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(ok(&request_id, serde_json::json!({ "revoked": device })))
+}

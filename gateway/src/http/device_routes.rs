@@ -1,0 +1,172 @@
+//! Devices over the API: pairing (the one-time code is the credential), the device's own view
+//! (`Authorization: Device <token>`), and the session user's list and revocation (app key +
+//! session).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::Caller;
+use super::client_ip::ClientIp;
+use super::error::ApiError;
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::devices::{self, Device};
+use crate::error::Error;
+use crate::identity::Auditor;
+
+type Answer = Result<Response, ApiError>;
+
+fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
+    ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
+}
+
+/// The device the request's `Authorization: Device <token>` names.
+pub(super) async fn device_of(state: &AppState, headers: &HeaderMap) -> Result<Device, Error> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(devices::token_from_header)
+        .ok_or(Error::Unauthorized)?;
+    match devices::authenticate(state.audit.store(), token, state.clock.now()).await {
+        Err(Error::Database(e)) => {
+            tracing::warn!(error = %e, "device lookup failed");
+            Err(Error::StoreUnavailable)
+        }
+        other => other,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    code: String,
+    name: String,
+}
+
+pub async fn pair(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let req: Pair = json_body(&headers, body).map_err(fail)?;
+    let (ip, now) = (ip_of(ip), state.clock.now());
+    state.users.check_login(&ip, None, now).map_err(fail)?;
+    let (device, token) = match devices::pair(
+        state.audit.store(),
+        Auditor::Log(&state.audit),
+        &req.code,
+        &req.name,
+        &request_id,
+        now,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(Error::LoginFailed) => {
+            return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));
+        }
+        Err(other) => return Err(fail(other)),
+    };
+    tracing::info!(device_id = %device.device_id, user = %device.user_id, "device paired");
+    Ok(Json(serde_json::json!({
+        "device_id": device.device_id,
+        "device_token": token,
+        "user_id": device.user_id.to_string(),
+        "name": device.name,
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+pub async fn me(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let device = device_of(&state, &headers)
+        .await
+        .map_err(|error| ApiError {
+            error,
+            request_id: request_id.clone(),
+        })?;
+    let mut out = serde_json::to_value(&device).unwrap_or_default();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("request_id".to_owned(), request_id.into());
+    }
+    Ok(Json(out).into_response())
+}
+
+async fn session_user(
+    state: &AppState,
+    caller: &crate::records::AppRecord,
+    headers: &HeaderMap,
+) -> Result<uuid::Uuid, Error> {
+    let token = super::users_routes::session_token(headers).ok_or(Error::SessionInvalid)?;
+    Ok(state
+        .users
+        .sessions
+        .resolve(token, &caller.id, state.clock.now())
+        .await?
+        .facts
+        .user)
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let user = session_user(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let list = devices::list(state.audit.store(), user)
+        .await
+        .map_err(fail)?;
+    Ok(Json(serde_json::json!({"devices": list, "request_id": request_id})).into_response())
+}
+
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = |error| ApiError {
+        error,
+        request_id: request_id.clone(),
+    };
+    let user = session_user(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let device = devices::revoke(
+        state.audit.store(),
+        Auditor::Log(&state.audit),
+        user,
+        &id,
+        &request_id,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Json(serde_json::json!({"revoked": device, "request_id": request_id})).into_response())
+}

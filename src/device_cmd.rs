@@ -1,0 +1,177 @@
+//! `parapet device …`: the device side. `pair` trades a one-time code from the page for a device
+//! token and keeps it in the device's passphrase-encrypted file (Argon2id + AES-256-GCM); `show`
+//! asks the gateway who this device is. The token travels only in `Authorization: Device …`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use parapet_signer::device::{DeviceSecrets, file};
+use serde_json::Value;
+
+#[derive(Subcommand)]
+pub enum DeviceCommand {
+    /// Pair this machine with your account: make a code on the gateway's page (Devices → Pair a
+    /// device), then run this within 10 minutes.
+    Pair {
+        /// The gateway's base URL, e.g. https://wallet.example.com.
+        #[arg(long)]
+        gateway: String,
+        /// The pairing code shown on the page (XXXX-XXXX-XXXX).
+        code: String,
+        /// A name for this device, shown on the page.
+        #[arg(long, default_value = "parapet CLI")]
+        name: String,
+        #[command(flatten)]
+        file: FileArgs,
+    },
+    /// Show which user and device this file is paired as (asks the gateway).
+    Show {
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct FileArgs {
+    /// The device file (default: $PARAPET_DEVICE_FILE, else ~/.config/parapet/device.json).
+    #[arg(long = "device-file", env = "PARAPET_DEVICE_FILE")]
+    path: Option<PathBuf>,
+}
+
+impl FileArgs {
+    fn path(&self) -> Result<PathBuf> {
+        if let Some(p) = &self.path {
+            return Ok(p.clone());
+        }
+        let home = std::env::var_os("HOME").context("HOME is not set; pass --device-file")?;
+        Ok(PathBuf::from(home).join(".config/parapet/device.json"))
+    }
+}
+
+/// The passphrase: `PARAPET_DEVICE_PASSPHRASE` (for scripts), else asked on the terminal
+/// without echo (twice when a new file is made).
+fn passphrase(confirm: bool) -> Result<String> {
+    if let Ok(p) = std::env::var("PARAPET_DEVICE_PASSPHRASE") {
+        return Ok(p);
+    }
+    let p =
+        rpassword::prompt_password("Device file passphrase: ").context("reading the passphrase")?;
+    if confirm {
+        let again = rpassword::prompt_password("Repeat the passphrase: ")
+            .context("reading the passphrase")?;
+        if again != p {
+            bail!("the passphrases differ");
+        }
+    }
+    Ok(p)
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// A string field of a JSON answer.
+fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// The gateway's error `message` (or the status) for a refused call.
+fn refusal(status: u16, body: &Value) -> String {
+    text(body, "message").map_or_else(|| format!("HTTP {status}"), str::to_owned)
+}
+
+pub fn run(command: DeviceCommand) -> Result<ExitCode> {
+    match command {
+        DeviceCommand::Pair {
+            gateway,
+            code,
+            name,
+            file,
+        } => pair(&gateway, &code, &name, &file.path()?),
+        DeviceCommand::Show { file, json } => show(&file.path()?, json),
+    }
+}
+
+fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> {
+    if path.exists() {
+        bail!(
+            "{} exists already: this machine is paired (use another --device-file to pair again)",
+            path.display()
+        );
+    }
+    let gateway = gateway.trim_end_matches('/');
+    let passphrase = passphrase(true)?;
+    if passphrase.chars().count() < file::MIN_PASSPHRASE_CHARS {
+        bail!(
+            "the passphrase must have at least {} characters",
+            file::MIN_PASSPHRASE_CHARS
+        );
+    }
+    let mut res = agent()
+        .post(&format!("{gateway}/v1/devices/pair"))
+        .send_json(serde_json::json!({"code": code, "name": name}))
+        .with_context(|| format!("reaching {gateway}"))?;
+    let status = res.status().as_u16();
+    let body: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    if status != 200 {
+        bail!("pairing refused: {}", refusal(status, &body));
+    }
+    let field = |k: &str| -> Result<String> {
+        text(&body, k)
+            .map(str::to_owned)
+            .with_context(|| format!("the gateway's answer has no {k}"))
+    };
+    let secrets = DeviceSecrets {
+        gateway: gateway.to_owned(),
+        device_id: field("device_id")?,
+        user: field("user_id")?,
+        device_token: field("device_token")?,
+        shares: Default::default(),
+    };
+    file::save(path, &secrets, &passphrase)?;
+    println!(
+        "paired as device {} of user {}; device file {}",
+        secrets.device_id,
+        secrets.user,
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(path: &Path, json: bool) -> Result<ExitCode> {
+    let secrets = file::load(path, &passphrase(false)?)?;
+    let mut res = agent()
+        .get(&format!("{}/v1/device", secrets.gateway))
+        .header("authorization", &format!("Device {}", secrets.device_token))
+        .call()
+        .with_context(|| format!("reaching {}", secrets.gateway))?;
+    let status = res.status().as_u16();
+    let body: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    if status != 200 {
+        bail!(
+            "the gateway refused this device: {}",
+            refusal(status, &body)
+        );
+    }
+    if json {
+        println!("{body}");
+    } else {
+        println!(
+            "device {} ({}) of user {} at {}; wallets in this file: {}",
+            text(&body, "device_id").unwrap_or("?"),
+            text(&body, "name").unwrap_or("?"),
+            text(&body, "user_id").unwrap_or("?"),
+            secrets.gateway,
+            secrets.shares.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
