@@ -2,7 +2,7 @@
 //! origin, creates an app with a redirect URI through the CLI, and runs `tests/browser/ui.mjs`
 //! (headless Chromium driven by `playwright-core`, with a DevTools virtual authenticator):
 //! register, a backup passkey, log in through the app hand-off, approve only the required
-//! scopes, exchange the code, decide, revoke a passkey, log out.
+//! scopes, exchange the code, decide, pair and remove a device, revoke a passkey, log out.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser`. Without them the test says so and
 //! passes, unless `PARAPET_REQUIRE_BROWSER=1` (CI sets it), when it fails instead.
@@ -167,6 +167,8 @@ fn register_hand_off_consent_and_revoke_in_chromium() {
         "session.login",
         "session.logout",
         "approve",
+        "device.pair",
+        "device.revoke",
     ] {
         assert!(
             actions.iter().any(|a| a == action),

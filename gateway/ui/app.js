@@ -497,12 +497,49 @@
 
   async function renderAccount() {
     if (!state.me || state.handoff) return;
-    const [pk, cs] = await Promise.all([
+    const [pk, cs, dv] = await Promise.all([
       api('GET', '/ui/api/passkeys'),
       api('GET', '/ui/api/consents'),
+      api('GET', '/ui/api/devices'),
     ]);
     renderPasskeys(Array.isArray(pk.passkeys) ? pk.passkeys : []);
     renderConsents(Array.isArray(cs.consents) ? cs.consents : []);
+    renderDevices(Array.isArray(dv.devices) ? dv.devices : []);
+  }
+
+  function renderDevices(devices) {
+    const list = $('#devices');
+    list.replaceChildren();
+    for (const d of devices) {
+      const revoked = !!d.revoked_at;
+      const row = el('li', { class: revoked ? 'device revoked' : 'device', 'data-device-id': d.device_id },
+        el('div', { class: 'row-main' },
+          el('strong', { text: d.name }), ' ', el('code', { class: 'muted', text: d.device_id }),
+          revoked ? el('span', { class: 'badge revoked-badge', text: 'revoked' }) : null),
+        el('dl', { class: 'facts' },
+          el('dt', { text: 'Paired' }), el('dd', {}, timeEl(d.created_at)),
+          el('dt', { text: 'Last seen' }), el('dd', {}, timeEl(d.last_seen))));
+      if (!revoked) {
+        const btn = el('button', { type: 'button', class: 'revoke-device secondary', 'data-device-id': d.device_id, text: 'Remove' });
+        btn.setAttribute('aria-label', `Remove device ${d.name}`);
+        btn.addEventListener('click', () => action(async () => {
+          if (!window.confirm(`Remove ${d.name}? It will no longer be able to sign.`)) return;
+          await api('POST', '/ui/api/devices/revoke', { device_id: d.device_id });
+          setStatus('Device removed.', 'ok');
+          await renderAccount();
+        }));
+        row.append(btn);
+      }
+      list.append(row);
+    }
+    if (!devices.length) list.append(el('li', { class: 'muted', text: 'No devices yet.' }));
+  }
+
+  async function pairDevice() {
+    const res = await api('POST', '/ui/api/devices/pair-code', {});
+    $('#pairing-command').textContent = `parapet device pair --gateway ${window.location.origin} ${res.code}`;
+    $('#pairing').hidden = false;
+    setStatus('Pairing code made: it works once, for 10 minutes.', 'ok');
   }
 
   function renderPasskeys(passkeys) {
@@ -597,6 +634,7 @@
     $('#login-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(login); });
     $('#register').addEventListener('click', () => action(register));
     $('#add-passkey').addEventListener('click', () => action(register));
+    $('#pair-device').addEventListener('click', () => action(pairDevice));
     $('#logout').addEventListener('click', () => action(logout));
     $('#consent-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(approveConsent); });
     $('#cancel').addEventListener('click', (ev) => {

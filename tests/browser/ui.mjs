@@ -228,7 +228,31 @@ async function main() {
     return '2 passkeys listed';
   });
 
-  await step(3, 'log out, then log in through the app hand-off and consent', async () => {
+  await step(3, 'pair a device with a code from the page, then remove it', async () => {
+    await page.click('#pair-device');
+    await waitFor(page, 'pairing command', '#pairing:not([hidden]) #pairing-command:not(:empty)');
+    const command = (await page.textContent('#pairing-command')).trim();
+    const code = command.split(' ').pop();
+    assert(/^[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{4}$/.test(code), `no pairing code in "${command}"`);
+    // The device's side of `parapet device pair`.
+    const paired = await call('POST', '/v1/devices/pair', { body: { code, name: 'browser-test device' } });
+    assert(paired.status === 200 && paired.json && paired.json.device_token, `pairing answered ${paired.status}: ${paired.text}`);
+    assert(paired.json.user_id === state.user, `the device was paired to ${paired.json.user_id}, not ${state.user}`);
+    const auth = { Authorization: `Device ${paired.json.device_token}` };
+    const me = await call('GET', '/v1/device', { headers: auth });
+    assert(me.status === 200, `GET /v1/device answered ${me.status}: ${me.text}`);
+    await page.reload();
+    await waitReady(page);
+    const row = `#devices li[data-device-id="${paired.json.device_id}"]`;
+    await waitFor(page, 'the paired device in the list', row);
+    await page.click(`${row} button.revoke-device`);
+    await waitFor(page, 'the device shown as removed', `#devices li.revoked[data-device-id="${paired.json.device_id}"]`);
+    const after = await call('GET', '/v1/device', { headers: auth });
+    assert(after.status === 401, `a removed device still answers ${after.status}: ${after.text}`);
+    return `device ${paired.json.device_id.slice(0, 12)}… paired, listed, removed`;
+  });
+
+  await step(4, 'log out, then log in through the app hand-off and consent', async () => {
     await page.click('#logout');
     await waitFor(page, 'after logout', '#view-anon #login');
     const me = await pageGet(page, '/ui/api/me');
@@ -267,7 +291,7 @@ async function main() {
     return `${scopes.length} scopes offered, approved required [${required.join(', ')}]`;
   });
 
-  await step(4, 'exchange the code and authorize as the app (Node)', async () => {
+  await step(5, 'exchange the code and authorize as the app (Node)', async () => {
     const auth = { Authorization: `Bearer ${APP_KEY}` };
     const ex = await call('POST', '/v1/sessions/exchange', { headers: auth, body: { code: state.code, redirect_uri: REDIRECT_URI } });
     assert(ex.status === 200, `POST /v1/sessions/exchange answered ${ex.status}: ${ex.text}`);
@@ -296,7 +320,7 @@ async function main() {
     return `second exchange ${again.status} (${again.json && again.json.code}), transfer allow, NFT operator deny scope_not_approved [${missing.join(', ')}]`;
   });
 
-  await step(5, 'revoke a passkey on the page, then log out', async () => {
+  await step(6, 'revoke a passkey on the page, then log out', async () => {
     await page.goto(`${BASE}/ui/`);
     await waitReady(page);
     await waitFor(page, 'account view', '#view-user #current-user:not(:empty)');
@@ -341,5 +365,5 @@ try {
   if (browser) await browser.close().catch(() => {});
 }
 const passed = results.filter((r) => r.ok).length;
-console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/5 steps in ${Date.now() - started} ms`);
+console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/6 steps in ${Date.now() - started} ms`);
 process.exit(failed ? 1 : 0);
