@@ -87,10 +87,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let req: CreateApp = json_body(&headers, body).map_err(fail)?;
     let defaults = AppLimits::default();
     let new = NewApp {
@@ -209,10 +206,7 @@ pub async fn act(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     check_id(&id).map_err(fail)?;
     let actor = actor(&caller, &request_id);
     let auditor = Auditor::Log(&state.audit);
@@ -306,9 +300,6 @@ pub async fn act(
     Ok(with_request_id(app.to_json(), &request_id))
 }
 
-fn with_request_id(mut out: serde_json::Value, request_id: &str) -> Response {
-    if let Some(o) = out.as_object_mut() {
-        o.insert("request_id".to_owned(), request_id.into());
-    }
-    Json(out).into_response()
+fn with_request_id(out: serde_json::Value, request_id: &str) -> Response {
+    super::error::json_answer(out, request_id)
 }

@@ -44,10 +44,7 @@ pub async fn events(
     Extension(caller): Extension<Caller>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let Query(q) = query.map_err(|e| fail(Error::InvalidRequest(e.body_text())))?;
     let filter = Filter {
         from: q.from,

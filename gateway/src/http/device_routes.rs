@@ -58,10 +58,7 @@ pub async fn pair(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let req: Pair = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_of(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
@@ -131,10 +128,7 @@ pub async fn list(
     Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let user = session_user(&state, &caller, &headers)
         .await
         .map_err(fail)?;
@@ -151,10 +145,7 @@ pub async fn revoke(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let user = session_user(&state, &caller, &headers)
         .await
         .map_err(fail)?;

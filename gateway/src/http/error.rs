@@ -14,6 +14,24 @@ pub struct ApiError {
     pub request_id: String,
 }
 
+impl ApiError {
+    /// What a handler maps its errors with: every answer names the request it answers.
+    pub fn of(request_id: &str) -> impl Fn(Error) -> ApiError + Copy + '_ {
+        move |error| ApiError {
+            error,
+            request_id: request_id.to_owned(),
+        }
+    }
+}
+
+/// A JSON object answer with the request id added, as every `/v1` and page answer has it.
+pub fn json_answer(mut body: serde_json::Value, request_id: &str) -> Response {
+    if let Some(o) = body.as_object_mut() {
+        o.insert("request_id".to_owned(), request_id.into());
+    }
+    Json(body).into_response()
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     code: &'static str,

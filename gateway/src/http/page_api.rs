@@ -5,12 +5,11 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
@@ -35,11 +34,8 @@ fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
     ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
 }
 
-fn ok(request_id: &str, mut body: serde_json::Value) -> Response {
-    if let Some(o) = body.as_object_mut() {
-        o.insert("request_id".to_owned(), request_id.into());
-    }
-    Json(body).into_response()
+fn ok(request_id: &str, body: serde_json::Value) -> Response {
+    super::error::json_answer(body, request_id)
 }
 
 /// A JSON answer that also sets (or clears) the page's cookie.
@@ -105,10 +101,7 @@ pub async fn me(
     ReqId(request_id): ReqId,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (token, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
@@ -125,10 +118,7 @@ pub async fn register_start(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let _: RegisterStart = json_body(&headers, body).map_err(fail)?;
     // Logged in: a further passkey for this person (a backup device). Otherwise a new person.
@@ -178,10 +168,7 @@ pub async fn register_finish(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: RegisterFinish = json_body(&headers, body).map_err(fail)?;
     let now = state.clock.now();
@@ -267,10 +254,7 @@ pub async fn login_start(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: LoginStart = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_of(ip), state.clock.now());
@@ -324,10 +308,7 @@ pub async fn login_finish(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: LoginFinish = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_of(ip), state.clock.now());
@@ -395,10 +376,7 @@ pub async fn passkeys(
     ReqId(request_id): ReqId,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
@@ -418,10 +396,7 @@ pub async fn revoke_passkey(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;
@@ -480,10 +455,7 @@ pub async fn consent_get(
     Query(q): Query<AppQuery>,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
@@ -509,10 +481,7 @@ pub async fn consent_approve(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;
@@ -550,10 +519,7 @@ pub async fn consent_revoke(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;
@@ -575,10 +541,7 @@ pub async fn consents(
     ReqId(request_id): ReqId,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
@@ -620,10 +583,7 @@ pub async fn handoff(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;
@@ -681,10 +641,7 @@ pub async fn logout(
     ReqId(request_id): ReqId,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let clear = state.page.clear_cookie();
     let Ok((token, s)) = page_session::required_for_change(&state, &headers).await else {
         // Nothing (valid) to end: just forget the cookie.
@@ -725,10 +682,7 @@ pub async fn link(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: Link = json_body(&headers, body).map_err(fail)?;
     let now = state.clock.now();
@@ -753,10 +707,7 @@ pub async fn devices(
     ReqId(request_id): ReqId,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
@@ -772,10 +723,7 @@ pub async fn pairing_code(
     ReqId(request_id): ReqId,
     headers: HeaderMap,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;
@@ -801,10 +749,7 @@ pub async fn revoke_device(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let fail = |error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;

@@ -92,10 +92,7 @@ pub async fn authorize(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let policies = state.engine.current();
     let now = state.clock.now();
     // The user's session, when the app acts for one: valid for this app, or refused before

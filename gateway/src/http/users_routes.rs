@@ -70,10 +70,7 @@ pub async fn oidc_login(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let req: IdToken = json_body(&headers, body).map_err(fail)?;
     let login = state
         .users
@@ -106,10 +103,7 @@ pub async fn oidc_link(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let Some(session) = session_token(&headers) else {
         return Err(fail(Error::SessionInvalid));
     };
@@ -143,10 +137,7 @@ pub async fn logout(
     Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let Some(session) = session_token(&headers) else {
         return Err(fail(Error::SessionInvalid));
     };
@@ -189,10 +180,7 @@ pub async fn disable(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let id = uuid::Uuid::parse_str(&id)
         .map_err(|_| fail(Error::InvalidRequest("not a user id (a UUID)".to_owned())))?;
     let actor = Actor {
@@ -229,10 +217,7 @@ pub async fn exchange(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let req: Exchange = json_body(&headers, body).map_err(fail)?;
     let issued = state
         .users
@@ -280,10 +265,7 @@ pub async fn consent_get(
     Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let session = user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;
@@ -325,10 +307,7 @@ pub async fn consent_approve(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let session = user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;
@@ -367,10 +346,7 @@ pub async fn consent_revoke(
     Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let session = user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;
@@ -395,10 +371,7 @@ pub async fn page_link(
     Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let fail = |error: Error| ApiError {
-        error,
-        request_id: request_id.clone(),
-    };
+    let fail = ApiError::of(&request_id);
     let session = user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;

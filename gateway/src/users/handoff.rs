@@ -12,10 +12,9 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db;
-use super::store::with_pool;
 use crate::audit::Store;
 use crate::audit::event::{format_time, parse_time};
+use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
 use crate::identity::key_hash;
 

@@ -31,10 +31,6 @@ pub const USER_FAILURES: u32 = 10;
 pub const IP_FAILURES: u32 = 30;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
-pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |e| Error::Database(format!("{context}: {e}"))
-}
-
 /// Users, sessions and OIDC logins of one process.
 #[derive(Debug)]
 pub struct Users {

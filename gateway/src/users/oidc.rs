@@ -19,10 +19,9 @@ use parking_lot::Mutex;
 use sqlx::Row;
 use time::OffsetDateTime;
 
-use super::db;
-use super::store::with_pool;
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
+use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
 use crate::identity::{Actor, Auditor, key_hash};
 

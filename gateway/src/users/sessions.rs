@@ -17,10 +17,9 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db;
-use super::store::with_pool;
 use crate::audit::Store;
 use crate::audit::event::{format_time, parse_time};
+use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
 use crate::identity::{CACHE_MAX, CACHE_TTL, key_hash};
 use crate::records::{AppRecord, SessionFacts};

@@ -6,9 +6,9 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::db;
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
+use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
 use crate::identity::{Actor, Auditor};
 
@@ -41,16 +41,6 @@ impl StoredUser {
         })
     }
 }
-
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            Store::Sqlite($pool) => $body,
-            Store::Postgres($pool) => $body,
-        }
-    };
-}
-pub(crate) use with_pool;
 
 fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| Error::Database("a stored user id is not a UUID".to_owned()))
