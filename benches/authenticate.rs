@@ -2,7 +2,7 @@
 //! app lookup (the steady state), a negatively cached unknown key (a flood of one bad key), a
 //! lookup that reaches SQLite (the first request after the cache entry expired), and the whole
 //! admission path of `/v1/authorize` — IP limit, key lookup, app limit, wallet limit — allowed
-//! and refused. Run: `cargo bench --bench authenticate`.
+//! and refused; and resolving a user's session, cached and from SQLite. Run: `cargo bench --bench authenticate`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
 
 use std::hint::black_box;
@@ -83,6 +83,42 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("refused by the app limit", |b| {
         b.iter(|| black_box(shut.check_app(&app.id, None).unwrap_err()))
+    });
+
+    // A user's session next to the key: the steady state (cached), and a lookup that reaches
+    // SQLite (the first use after the cache entry expired).
+    let user = uuid::Uuid::new_v4();
+    rt.block_on(parapet_gateway::users::store::ensure_user(
+        &store, user, now,
+    ))
+    .unwrap();
+    let users = parapet_gateway::users::Users::new(store.clone());
+    let session = rt
+        .block_on(users.sessions.issue(
+            user,
+            &app,
+            parapet_gateway::users::Method::Passkey,
+            true,
+            None,
+            now,
+        ))
+        .unwrap();
+    g.bench_function("session, cached", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(users.sessions.resolve(&session.token, &app.id, now))
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("session, SQLite lookup", |b| {
+        b.iter(|| {
+            users.sessions.invalidate();
+            black_box(
+                rt.block_on(users.sessions.resolve(&session.token, &app.id, now))
+                    .unwrap(),
+            )
+        })
     });
     g.finish();
 }
