@@ -273,9 +273,19 @@ async fn a_new_person_registers_logs_in_for_an_app_consents_and_the_app_gets_a_s
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
     assert_eq!(ok.body["approved"], json!(["basic"]));
 
-    // A redirect URI the app did not register is refused.
+    // A redirect URI the app did not register is refused, before the consent screen too.
     let bad = b.handoff(&app_id, "https://evil.example/callback").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    let early = b
+        .call(
+            "GET",
+            &format!(
+                "/ui/api/consent?app={app_id}&redirect_uri=https%3A%2F%2Fevil.example%2Fcallback"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(early.status, StatusCode::BAD_REQUEST, "{}", early.text);
 
     // Wrong app: the code is burnt too.
     let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);

@@ -382,7 +382,9 @@
       setStatus('Log in with your passkey to continue to the app.', 'info');
       return;
     }
-    const view = await api('GET', `/ui/api/consent?app=${encodeURIComponent(state.handoff.app)}`);
+    // The return address is checked before anything is shown or saved.
+    const view = await api('GET', `/ui/api/consent?app=${encodeURIComponent(state.handoff.app)}`
+      + `&redirect_uri=${encodeURIComponent(state.handoff.redirect_uri)}`);
     if (view.needs_consent === false) {
       await finishHandoff();
       return;

@@ -423,6 +423,20 @@ pub async fn revoke_passkey(
 #[derive(Debug, Deserialize)]
 pub struct AppQuery {
     app: String,
+    /// During a hand-off: the address the app wants the person sent back to, checked before
+    /// the consent screen is shown (an unregistered one ends the hand-off with nothing saved).
+    redirect_uri: Option<String>,
+}
+
+/// Refuses a redirect URI `app` has not registered (exact match).
+fn check_redirect(stored: Option<&StoredApp>, redirect_uri: &str) -> Result<()> {
+    if stored.is_some_and(|a| a.redirect_uris.iter().any(|u| u == redirect_uri)) {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(
+            "redirect_uri is not registered for this app".to_owned(),
+        ))
+    }
 }
 
 async fn consent_view(
@@ -459,6 +473,10 @@ pub async fn consent_get(
     let (_, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
+    if let Some(uri) = &q.redirect_uri {
+        let (_, stored) = login_app(&state, Some(&q.app)).await.map_err(fail)?;
+        check_redirect(stored.as_ref(), uri).map_err(fail)?;
+    }
     let (_, body) = consent_view(&state, s.facts.user, &q.app)
         .await
         .map_err(fail)?;
@@ -594,12 +612,7 @@ pub async fn handoff(
         )));
     }
     let (app, stored) = login_app(&state, Some(&req.app)).await.map_err(fail)?;
-    let registered = stored.is_some_and(|a| a.redirect_uris.contains(&req.redirect_uri));
-    if !registered {
-        return Err(fail(Error::InvalidRequest(
-            "redirect_uri is not registered for this app".to_owned(),
-        )));
-    }
+    check_redirect(stored.as_ref(), &req.redirect_uri).map_err(fail)?;
     if req.state.len() > 1000 {
         return Err(fail(Error::InvalidRequest("state is too long".to_owned())));
     }
