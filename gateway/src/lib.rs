@@ -26,5 +26,6 @@ pub mod secret_file;
 pub mod server;
 pub mod tls;
 pub mod users;
+pub mod wallets;
 
 pub use error::{Error, Result};

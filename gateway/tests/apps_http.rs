@@ -174,6 +174,9 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/sessions/page-link", "sign"),
     ("GET", "/v1/devices", "sign"),
     ("POST", "/v1/devices/{id}/revoke", "sign"),
+    ("GET", "/v1/wallets", "sign"),
+    ("GET", "/v1/wallets/{address}", "sign"),
+    ("POST", "/v1/admin/wallets/{address}/update", "admin"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),
@@ -245,7 +248,9 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                             || ((path.starts_with("/v1/sessions/")
                                 || path.starts_with("/v1/admin/users/")
                                 || path.starts_with("/v1/consent")
-                                || path.starts_with("/v1/devices"))
+                                || path.starts_with("/v1/devices")
+                                || path.starts_with("/v1/wallets")
+                                || path.starts_with("/v1/admin/wallets/"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),
                         "{method} {path} with {other}: {body}"

@@ -38,6 +38,9 @@ pub enum EventKind {
     /// A device paired or revoked: `action` is `device.pair` or `device.revoke`, `user` the
     /// owner, `request` the device id and name (never its token or a pairing code).
     Device,
+    /// A wallet created (`wallet.create`): `user` the owner, `request` the address, device and
+    /// epoch (never a share).
+    Wallet,
 }
 
 impl EventKind {
@@ -51,6 +54,7 @@ impl EventKind {
             EventKind::Consent => "consent",
             EventKind::Session => "session",
             EventKind::Device => "device",
+            EventKind::Wallet => "wallet",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod request_id;
 mod routes;
 mod ui;
 mod users_routes;
+mod wallet_routes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -127,6 +128,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/device"),
     ("get", "/v1/devices"),
     ("post", "/v1/devices/{id}/revoke"),
+    ("get", "/v1/wallets"),
+    ("get", "/v1/wallets/{address}"),
+    ("post", "/v1/admin/wallets/{address}/update"),
     ("get", "/v1/consent"),
     ("post", "/v1/consent"),
     ("post", "/v1/consent/revoke"),
@@ -190,6 +194,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/devices/{id}/revoke",
             post(device_routes::revoke).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/wallets",
+            get(wallet_routes::list).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/wallets/{address}",
+            get(wallet_routes::get).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/admin/wallets/{address}/update",
+            post(wallet_routes::update).route_layer(grant("admin")),
         )
         .route(
             "/v1/consent",

@@ -178,6 +178,19 @@ pub async fn authorize(
         state.audit.note_flood(&key, "rate_limited", now);
         return Err(fail(refusal.into_error()));
     }
+    // A wallet the gateway has a record of is described by the record (owner, admin labels and
+    // groups, frozen); request labels count only for addresses it has no record of (dry runs).
+    let wallet = match crate::wallets::get(state.audit.store(), &req.wallet.address).await {
+        Ok(Some(stored)) => match stored.record() {
+            Ok(w) => w,
+            Err(e) => return Err(refuse(Some(&req), e).await),
+        },
+        Ok(None) => wallet,
+        Err(error) => {
+            tracing::warn!(%error, "reading a wallet record failed");
+            return Err(fail(Error::StoreUnavailable));
+        }
+    };
     // The user's approved scopes for this app (only `basic` without a user or a current
     // consent): the permits of other scopes do not count for them.
     let scopes = match &session {

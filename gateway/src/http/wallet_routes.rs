@@ -1,0 +1,130 @@
+//! Wallets over the API: the session user's wallets and one wallet (its owner, or any admin
+//! key), and the admin changes (labels, groups, frozen, `refresh_required`). Ownership is checked
+//! here, in code, never left to an id being hard to guess.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, json_answer};
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::error::Error;
+use crate::identity::{Actor, Auditor};
+use crate::wallets::{self, WalletUpdate};
+
+type Answer = Result<Response, ApiError>;
+
+async fn session_user(
+    state: &AppState,
+    caller: &crate::records::AppRecord,
+    headers: &HeaderMap,
+) -> Result<uuid::Uuid, Error> {
+    let token = super::users_routes::session_token(headers).ok_or(Error::SessionInvalid)?;
+    Ok(state
+        .users
+        .sessions
+        .resolve(token, &caller.id, state.clock.now())
+        .await?
+        .facts
+        .user)
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = session_user(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let list: Vec<_> = wallets::of_owner(state.audit.store(), user)
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(wallets::StoredWallet::to_json)
+        .collect();
+    Ok(json_answer(
+        serde_json::json!({ "wallets": list }),
+        &request_id,
+    ))
+}
+
+/// One wallet: for an admin key, any; otherwise only with the owner's session. Someone else's
+/// wallet and no wallet at all get the same 404.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let admin = caller.grants.iter().any(|g| g == "admin");
+    let user = if admin {
+        None
+    } else {
+        Some(
+            session_user(&state, &caller, &headers)
+                .await
+                .map_err(fail)?,
+        )
+    };
+    let wallet = wallets::get(state.audit.store(), &address)
+        .await
+        .map_err(fail)?
+        .filter(|w| user.is_none_or(|u| u == w.owner))
+        .ok_or_else(|| fail(Error::NotFound))?;
+    Ok(json_answer(wallet.to_json(), &request_id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    labels: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
+    frozen: Option<bool>,
+    #[serde(default)]
+    refresh_required: bool,
+}
+
+pub async fn update(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let req: Update = json_body(&headers, body).map_err(fail)?;
+    let actor = Actor {
+        who: caller.id.clone(),
+        request_id: request_id.clone(),
+    };
+    let wallet = wallets::update(
+        state.audit.store(),
+        Auditor::Log(&state.audit),
+        &actor,
+        &address,
+        &WalletUpdate {
+            labels: req.labels,
+            groups: req.groups,
+            frozen: req.frozen,
+            refresh_required: req.refresh_required,
+        },
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(json_answer(wallet.to_json(), &request_id))
+}
