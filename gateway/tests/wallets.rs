@@ -11,51 +11,19 @@
 mod users_support;
 
 use http::StatusCode;
-use parapet_gateway::http::AppState;
 use parapet_gateway::identity::{self, Auditor, NewApp};
-use parapet_gateway::users::oidc::{self, JwksSource, TrustedIssuer};
 use parapet_gateway::wallets::{self, StoredWallet};
 use serde_json::json;
-use users_support::{AUD, Issuer, authorize_body, call, gateway, login_ok, op};
-
-/// An app with only the `sign` grant (not an operator) that trusts `issuer`.
-async fn sign_only_app_trusting(s: &AppState, issuer: &Issuer) -> (String, String) {
-    let (app, key) = identity::create_app(
-        s.audit.store(),
-        Auditor::Log(&s.audit),
-        &op(),
-        &NewApp {
-            name: "Checkout".to_owned(),
-            grants: vec!["sign".to_owned()],
-            ..NewApp::default()
-        },
-        time::OffsetDateTime::now_utc(),
-    )
-    .await
-    .unwrap();
-    oidc::set_issuer(
-        s.audit.store(),
-        Auditor::Log(&s.audit),
-        &op(),
-        &TrustedIssuer {
-            app_id: app.id.clone(),
-            issuer: issuer.url.clone(),
-            audiences: vec![AUD.to_owned()],
-            jwks: JwksSource::Url(issuer.jwks_url.clone()),
-        },
-        time::OffsetDateTime::now_utc(),
-    )
-    .await
-    .unwrap();
-    (app.id, key)
-}
+use users_support::{
+    Issuer, app_with_grants_trusting, authorize_body, call, gateway, login_ok, op,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_record_is_its_owners_and_decides_with_the_admins_labels() {
     let data = tempfile::tempdir().unwrap();
     let issuer = Issuer::start().await;
     let (s, _clock) = gateway(data.path()).await;
-    let (_app, key) = sign_only_app_trusting(&s, &issuer).await;
+    let (_app, key) = app_with_grants_trusting(&s, &issuer, &["sign"]).await;
     let (alice, alice_id) = login_ok(&s, &key, &issuer, "alice").await;
     let (bob, _) = login_ok(&s, &key, &issuer, "bob").await;
 

@@ -96,6 +96,15 @@ pub async fn limit_ip(
     next.run(req).await
 }
 
+/// The client's address in the form failure limits and flood events key by; `unknown` when the
+/// IP middleware did not run.
+pub(super) fn ip_key(ip: Option<axum::extract::Extension<ClientIp>>) -> String {
+    ip.map_or_else(
+        || "unknown".to_owned(),
+        |axum::extract::Extension(ip)| ip.key(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

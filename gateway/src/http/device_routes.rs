@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::client_ip::ClientIp;
+use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::request_id::ReqId;
 use super::routes::json_body;
@@ -23,10 +23,6 @@ use crate::error::Error;
 use crate::identity::Auditor;
 
 type Answer = Result<Response, ApiError>;
-
-fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
-}
 
 /// The device the request's `Authorization: Device <token>` names.
 pub(super) async fn device_of(state: &AppState, headers: &HeaderMap) -> Result<Device, Error> {
@@ -60,7 +56,7 @@ pub async fn pair(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let req: Pair = json_body(&headers, body).map_err(fail)?;
-    let (ip, now) = (ip_of(ip), state.clock.now());
+    let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let (device, token) = match devices::pair(
         state.audit.store(),
@@ -107,21 +103,6 @@ pub async fn me(
     Ok(Json(out).into_response())
 }
 
-async fn session_user(
-    state: &AppState,
-    caller: &crate::records::AppRecord,
-    headers: &HeaderMap,
-) -> Result<uuid::Uuid, Error> {
-    let token = super::users_routes::session_token(headers).ok_or(Error::SessionInvalid)?;
-    Ok(state
-        .users
-        .sessions
-        .resolve(token, &caller.id, state.clock.now())
-        .await?
-        .facts
-        .user)
-}
-
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -129,9 +110,11 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = session_user(&state, &caller, &headers)
+    let user = super::users_routes::user_session(&state, &caller, &headers)
         .await
-        .map_err(fail)?;
+        .map_err(fail)?
+        .facts
+        .user;
     let list = devices::list(state.audit.store(), user)
         .await
         .map_err(fail)?;
@@ -146,9 +129,11 @@ pub async fn revoke(
     headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = session_user(&state, &caller, &headers)
+    let user = super::users_routes::user_session(&state, &caller, &headers)
         .await
-        .map_err(fail)?;
+        .map_err(fail)?
+        .facts
+        .user;
     let device = devices::revoke(
         state.audit.store(),
         Auditor::Log(&state.audit),

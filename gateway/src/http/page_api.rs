@@ -15,7 +15,7 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::AppState;
-use super::client_ip::ClientIp;
+use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::page_session::{self, csrf_token};
 use super::request_id::ReqId;
@@ -29,10 +29,6 @@ use crate::users::handoff::{self, CodeGrant};
 use crate::users::{ActiveSession, Issued, Method};
 
 type Answer = std::result::Result<Response, ApiError>;
-
-fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
-}
 
 fn ok(request_id: &str, body: serde_json::Value) -> Response {
     super::error::json_answer(body, request_id)
@@ -257,7 +253,7 @@ pub async fn login_start(
     let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: LoginStart = json_body(&headers, body).map_err(fail)?;
-    let (ip, now) = (ip_of(ip), state.clock.now());
+    let (ip, now) = (ip_key(ip), state.clock.now());
     let (app, _) = login_app(&state, req.app.as_deref()).await.map_err(fail)?;
     let user_key = format!("passkey:{}", req.user.trim());
     state
@@ -311,7 +307,7 @@ pub async fn login_finish(
     let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let req: LoginFinish = json_body(&headers, body).map_err(fail)?;
-    let (ip, now) = (ip_of(ip), state.clock.now());
+    let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let outcome = match state
         .passkeys
@@ -701,7 +697,7 @@ pub async fn link(
     let now = state.clock.now();
     let issued = state
         .users
-        .redeem_page_link(&state.audit, &req.code, &ip_of(ip), &request_id, now)
+        .redeem_page_link(&state.audit, &req.code, &ip_key(ip), &request_id, now)
         .await
         .map_err(fail)?;
     let cookie = state

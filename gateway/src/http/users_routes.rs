@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::client_ip::ClientIp;
+use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::request_id::ReqId;
 use super::routes::json_body;
@@ -36,10 +36,6 @@ pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
 #[serde(deny_unknown_fields)]
 pub struct IdToken {
     id_token: String,
-}
-
-fn ip_of(ip: Option<Extension<ClientIp>>) -> String {
-    ip.map_or_else(|| "unknown".to_owned(), |Extension(ip)| ip.key())
 }
 
 pub async fn nonce(
@@ -77,7 +73,7 @@ pub async fn oidc_login(
         .login_oidc(
             &state.audit,
             &caller,
-            &ip_of(ip),
+            &ip_key(ip),
             &req.id_token,
             &request_id,
             state.clock.now(),
@@ -114,7 +110,7 @@ pub async fn oidc_link(
             &state.audit,
             &caller,
             session,
-            &ip_of(ip),
+            &ip_key(ip),
             &req.id_token,
             &request_id,
             state.clock.now(),
@@ -226,7 +222,7 @@ pub async fn exchange(
             &caller,
             &req.code,
             &req.redirect_uri,
-            &ip_of(ip),
+            &ip_key(ip),
             &request_id,
             state.clock.now(),
         )
@@ -244,7 +240,7 @@ pub async fn exchange(
 }
 
 /// The caller's user's live session for this app, required.
-async fn user_session(
+pub(super) async fn user_session(
     state: &AppState,
     caller: &crate::records::AppRecord,
     headers: &HeaderMap,

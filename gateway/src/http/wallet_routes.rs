@@ -22,21 +22,6 @@ use crate::wallets::{self, WalletUpdate};
 
 type Answer = Result<Response, ApiError>;
 
-async fn session_user(
-    state: &AppState,
-    caller: &crate::records::AppRecord,
-    headers: &HeaderMap,
-) -> Result<uuid::Uuid, Error> {
-    let token = super::users_routes::session_token(headers).ok_or(Error::SessionInvalid)?;
-    Ok(state
-        .users
-        .sessions
-        .resolve(token, &caller.id, state.clock.now())
-        .await?
-        .facts
-        .user)
-}
-
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -44,9 +29,11 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = session_user(&state, &caller, &headers)
+    let user = super::users_routes::user_session(&state, &caller, &headers)
         .await
-        .map_err(fail)?;
+        .map_err(fail)?
+        .facts
+        .user;
     let list: Vec<_> = wallets::of_owner(state.audit.store(), user)
         .await
         .map_err(fail)?
@@ -74,9 +61,11 @@ pub async fn get(
         None
     } else {
         Some(
-            session_user(&state, &caller, &headers)
+            super::users_routes::user_session(&state, &caller, &headers)
                 .await
-                .map_err(fail)?,
+                .map_err(fail)?
+                .facts
+                .user,
         )
     };
     let wallet = wallets::get(state.audit.store(), &address)

@@ -169,9 +169,18 @@ pub async fn gateway_with(
 
 /// Creates an app (grants sign and admin; 10 min idle, 1 h absolute) that trusts `issuer`.
 pub async fn app_trusting(s: &AppState, issuer: &Issuer) -> (String, String) {
+    app_with_grants_trusting(s, issuer, &["sign", "admin"]).await
+}
+
+/// [`app_trusting`] with the given grants only.
+pub async fn app_with_grants_trusting(
+    s: &AppState,
+    issuer: &Issuer,
+    grants: &[&str],
+) -> (String, String) {
     let new = NewApp {
         name: "Checkout".to_owned(),
-        grants: vec!["sign".to_owned(), "admin".to_owned()],
+        grants: grants.iter().map(|g| (*g).to_owned()).collect(),
         groups: Vec::new(),
         limits: AppLimits {
             rate: None,
