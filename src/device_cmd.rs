@@ -43,7 +43,7 @@ pub struct FileArgs {
 }
 
 impl FileArgs {
-    fn path(&self) -> Result<PathBuf> {
+    pub fn path(&self) -> Result<PathBuf> {
         if let Some(p) = &self.path {
             return Ok(p.clone());
         }
@@ -54,7 +54,7 @@ impl FileArgs {
 
 /// The passphrase: `PARAPET_DEVICE_PASSPHRASE` (for scripts), else asked on the terminal
 /// without echo (twice when a new file is made).
-fn passphrase(confirm: bool) -> Result<String> {
+pub fn passphrase(confirm: bool) -> Result<String> {
     if let Ok(p) = std::env::var("PARAPET_DEVICE_PASSPHRASE") {
         return Ok(p);
     }
@@ -70,7 +70,7 @@ fn passphrase(confirm: bool) -> Result<String> {
     Ok(p)
 }
 
-fn agent() -> ureq::Agent {
+pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(std::time::Duration::from_secs(30)))
@@ -79,12 +79,12 @@ fn agent() -> ureq::Agent {
 }
 
 /// A string field of a JSON answer.
-fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
 /// The gateway's error `message` (or the status) for a refused call.
-fn refusal(status: u16, body: &Value) -> String {
+pub fn refusal(status: u16, body: &Value) -> String {
     text(body, "message").map_or_else(|| format!("HTTP {status}"), str::to_owned)
 }
 

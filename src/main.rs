@@ -5,6 +5,7 @@ mod apps_cmd;
 mod audit_cmd;
 mod device_cmd;
 mod users_cmd;
+mod wallet_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -65,6 +66,11 @@ enum Command {
     Device {
         #[command(subcommand)]
         command: device_cmd::DeviceCommand,
+    },
+    /// The device's wallets: create one with the gateway, sign with one, list them.
+    Wallet {
+        #[command(subcommand)]
+        command: wallet_cmd::WalletCommand,
     },
     /// Decide one request file (the /v1/authorize body) against the policy set, without a server.
     Decide {
@@ -166,6 +172,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
         } => hsm_init(json, &config),
         Command::Users { command } => users_cmd::run(command, &config),
         Command::Device { command } => device_cmd::run(command),
+        Command::Wallet { command } => wallet_cmd::run(command),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
 }

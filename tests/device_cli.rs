@@ -175,3 +175,238 @@ fn a_device_pairs_from_the_cli_and_keeps_its_token_encrypted() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+fn parapet(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_parapet"));
+    c.args(args).current_dir(dir);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
+    use alloy::consensus::TxEnvelope;
+    use alloy::consensus::transaction::SignerRecoverable;
+    use alloy::eips::eip2718::Decodable2718;
+    use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
+
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["policies", "schemas"] {
+        std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let origin = format!("http://localhost:{port}");
+    let base = format!("http://127.0.0.1:{port}");
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("PARAPET_LISTEN", format!("127.0.0.1:{port}"))
+            .env("PARAPET_WEBAUTHN_ORIGINS", &origin)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("{base}/healthz")).call().is_err() {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // An app that sends its users to the gateway's page to log in.
+    let redirect = "http://localhost:9/callback";
+    let app = ok_json(&parapet(
+        dir.path(),
+        &[
+            "apps",
+            "create",
+            "--name",
+            "Shop",
+            "--grants",
+            "sign",
+            "--redirect-uri",
+            redirect,
+            "--json",
+        ],
+        &[],
+    ));
+    let (app_id, api_key) = (
+        app["app_id"].as_str().unwrap(),
+        app["api_key"].as_str().unwrap(),
+    );
+
+    // A person registers a passkey, pairs this machine, then logs in to the app with the passkey.
+    let mut passkey = SoftPasskey::new(true);
+    let (_, start, _) = page_post(&base, &origin, "/ui/api/register/start", None, json!({}));
+    let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+    let cred = passkey
+        .do_registration(Url::parse(&origin).unwrap(), ccr)
+        .unwrap();
+    let (status, done, cookie) = page_post(
+        &base,
+        &origin,
+        "/ui/api/register/finish",
+        None,
+        json!({"ceremony_id": start["ceremony_id"], "user": start["user"], "credential": cred}),
+    );
+    assert_eq!(status, 200, "{done}");
+    let user = done["user"].as_str().unwrap().to_owned();
+    let page = (cookie.unwrap(), done["csrf"].as_str().unwrap().to_owned());
+    let (_, code, _) = page_post(
+        &base,
+        &origin,
+        "/ui/api/devices/pair-code",
+        Some(&page),
+        json!({}),
+    );
+    let file = dir.path().join("device.json");
+    let pass = "a long passphrase";
+    let out = device(
+        &["pair", "--gateway", &base, code["code"].as_str().unwrap()],
+        &file,
+        pass,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (_, start, _) = page_post(
+        &base,
+        &origin,
+        "/ui/api/login/start",
+        None,
+        json!({"user": user, "app": app_id}),
+    );
+    let rcr: RequestChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+    let assertion = passkey
+        .do_authentication(Url::parse(&origin).unwrap(), rcr)
+        .unwrap();
+    let (status, login, cookie) = page_post(
+        &base,
+        &origin,
+        "/ui/api/login/finish",
+        None,
+        json!({"ceremony_id": start["ceremony_id"], "credential": assertion, "app": app_id}),
+    );
+    assert_eq!(status, 200, "{login}");
+    let page = (cookie.unwrap(), login["csrf"].as_str().unwrap().to_owned());
+    let (status, c, _) = page_post(
+        &base,
+        &origin,
+        "/ui/api/consent",
+        Some(&page),
+        json!({"app": app_id}),
+    );
+    assert_eq!(status, 200, "{c}");
+    let (status, h, _) = page_post(
+        &base,
+        &origin,
+        "/ui/api/handoff",
+        Some(&page),
+        json!({"app": app_id, "redirect_uri": redirect, "state": "s"}),
+    );
+    assert_eq!(status, 200, "{h}");
+    let login_code = h["redirect"]
+        .as_str()
+        .unwrap()
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("code="))
+        .unwrap()
+        .to_owned();
+    let mut res = ureq::post(&format!("{base}/v1/sessions/exchange"))
+        .header("authorization", &format!("Bearer {api_key}"))
+        .send_json(json!({"code": login_code, "redirect_uri": redirect}))
+        .unwrap();
+    let exchanged: Value = res.body_mut().read_json().unwrap();
+    let session = exchanged["session_token"].as_str().unwrap().to_owned();
+
+    // The device makes a wallet; its share stays in the encrypted file.
+    let wallet_cmd = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_parapet"));
+        c.arg("wallet")
+            .args(args)
+            .arg("--device-file")
+            .arg(&file)
+            .env("PARAPET_DEVICE_PASSPHRASE", pass)
+            .env("PARAPET_API_KEY", api_key)
+            .env("PARAPET_SESSION", &session);
+        c.output().unwrap()
+    };
+    let created = ok_json(&wallet_cmd(&["create", "--json"]));
+    let address = created["address"].as_str().unwrap().to_owned();
+    let listed = ok_json(&wallet_cmd(&["list", "--json"]));
+    assert_eq!(listed["wallets"], json!([address]));
+    let stored = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !stored.contains(&address[2..]),
+        "the file shows its wallets in clear"
+    );
+
+    // A transaction: submitted with the app's key and the session, co-signed in a ceremony,
+    // and the signed transaction recovers to the wallet.
+    let mut body: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("tests/fixtures/good/erc20-transfer-usdc-small.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    body.as_object_mut().unwrap().remove("wallet");
+    let tx_file = dir.path().join("tx.json");
+    std::fs::write(&tx_file, body.to_string()).unwrap();
+    let signed = ok_json(&wallet_cmd(&[
+        "sign",
+        "--wallet",
+        &address,
+        tx_file.to_str().unwrap(),
+        "--json",
+    ]));
+    let raw = hex::decode(
+        signed["signed_transaction"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .unwrap();
+    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+    assert_eq!(format!("{:#x}", tx.recover_signer().unwrap()), address);
+    assert_eq!(signed["tx_hash"], format!("{:#x}", tx.tx_hash()));
+
+    // A personal_sign message the same way.
+    let msg_file = dir.path().join("msg.json");
+    std::fs::write(
+        &msg_file,
+        json!({"chain_id": 1, "message": "hello"}).to_string(),
+    )
+    .unwrap();
+    let signed = ok_json(&wallet_cmd(&[
+        "sign",
+        "--wallet",
+        &address,
+        msg_file.to_str().unwrap(),
+        "--json",
+    ]));
+    let r: alloy::primitives::U256 = signed["signature"]["r"].as_str().unwrap().parse().unwrap();
+    let s: alloy::primitives::U256 = signed["signature"]["s"].as_str().unwrap().parse().unwrap();
+    let sig =
+        alloy::primitives::Signature::new(r, s, signed["signature"]["y_parity"].as_bool().unwrap());
+    assert_eq!(
+        format!("{:#x}", sig.recover_address_from_msg("hello").unwrap()),
+        address
+    );
+}

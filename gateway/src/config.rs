@@ -31,6 +31,7 @@ struct FileConfig {
     audit_timeout_ms: Option<u64>,
     audit_checkpoint_every: Option<u64>,
     audit_checkpoint_interval_secs: Option<u64>,
+    signing_request_ttl_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     allow_plain_http: Option<bool>,
@@ -125,6 +126,9 @@ pub struct Config {
     pub audit_checkpoint_every: u64,
     /// …or this often, whichever comes first.
     pub audit_checkpoint_interval: Duration,
+    /// How long an authorized signing request waits for its ceremony before it expires and
+    /// its velocity reservation is released (DESIGN §6).
+    pub signing_request_ttl: Duration,
     /// TLS certificate chain and private key (PEM). Both or neither; with them, `serve`
     /// terminates TLS itself and reloads both on `SIGHUP`.
     pub tls: Option<TlsPaths>,
@@ -170,6 +174,7 @@ impl std::fmt::Debug for Config {
             .field("audit_timeout", &self.audit_timeout)
             .field("audit_checkpoint_every", &self.audit_checkpoint_every)
             .field("audit_checkpoint_interval", &self.audit_checkpoint_interval)
+            .field("signing_request_ttl", &self.signing_request_ttl)
             .field("tls", &self.tls)
             .field("allow_plain_http", &self.allow_plain_http)
             .field("static_token", &self.static_token)
@@ -302,6 +307,11 @@ impl Config {
                 None => Ok(from_file.unwrap_or(default)),
             }
         };
+        let signing_request_ttl = number(
+            "PARAPET_SIGNING_REQUEST_TTL_SECS",
+            file.signing_request_ttl_secs,
+            300,
+        )?;
         let audit_timeout_ms = number(
             "PARAPET_AUDIT_TIMEOUT_MS",
             file.audit_timeout_ms,
@@ -452,6 +462,7 @@ impl Config {
             audit_timeout: Duration::from_millis(audit_timeout_ms.max(1)),
             audit_checkpoint_every,
             audit_checkpoint_interval: Duration::from_secs(audit_checkpoint_interval.max(1)),
+            signing_request_ttl: Duration::from_secs(signing_request_ttl.max(1)),
             tls,
             allow_plain_http,
             static_token,

@@ -91,6 +91,36 @@ pub enum Error {
     PasskeyCloneSuspected,
     #[error("this passkey is already registered")]
     PasskeyAlreadyRegistered,
+    /// The operation needs a passkey (a step-up, or creating a wallet) and the user has none.
+    #[error("register a passkey first: this operation is approved with one")]
+    PasskeyRequired,
+    /// Signing requests must carry an `Idempotency-Key` header.
+    #[error("missing Idempotency-Key header (1 to 255 printable ASCII characters)")]
+    IdempotencyKeyRequired,
+    /// The key was used with another body for this app and wallet within 24 hours.
+    #[error("this Idempotency-Key was used with another request body")]
+    IdempotencyConflict,
+    /// The first request with this key is still being decided; retry shortly.
+    #[error("a request with this Idempotency-Key is in progress; retry shortly")]
+    IdempotencyInProgress,
+    /// Cedar denied the request; the decision is in the body.
+    #[error("denied by policy")]
+    PolicyDenied,
+    /// An admin marked the wallet; its owner must refresh it before it signs again.
+    #[error("this wallet must be refreshed by its owner before it signs again")]
+    RefreshRequired,
+    /// The signing request cannot be signed now (denied, expired, signed, failed, in progress).
+    #[error("signing request is {0}")]
+    NotSignable(String),
+    /// The device is not the one that holds this wallet's other share.
+    #[error("this device does not hold a share of this wallet")]
+    DeviceNotAllowed,
+    /// The other party broke the protocol, sent something out of place or left; nothing was
+    /// signed or stored.
+    #[error("ceremony failed: {0}")]
+    CeremonyFailed(String),
+    #[error("ceremony timed out")]
+    CeremonyTimeout,
 
     // ---- the gateway's side ----
     #[error("request timed out")]
@@ -152,6 +182,16 @@ impl Error {
             Error::PasskeyRevoked => "passkey_revoked",
             Error::PasskeyCloneSuspected => "passkey_clone_suspected",
             Error::PasskeyAlreadyRegistered => "passkey_already_registered",
+            Error::PasskeyRequired => "passkey_required",
+            Error::IdempotencyKeyRequired => "idempotency_key_required",
+            Error::IdempotencyConflict => "idempotency_conflict",
+            Error::IdempotencyInProgress => "idempotency_in_progress",
+            Error::PolicyDenied => "policy_denied",
+            Error::RefreshRequired => "refresh_required",
+            Error::NotSignable(_) => "not_signable",
+            Error::DeviceNotAllowed => "device_not_allowed",
+            Error::CeremonyFailed(_) => "ceremony_failed",
+            Error::CeremonyTimeout => "ceremony_timeout",
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
@@ -172,11 +212,20 @@ impl Error {
             | Error::SessionInvalid
             | Error::SessionExpired
             | Error::LoginFailed => StatusCode::UNAUTHORIZED,
-            Error::PasskeyAlreadyRegistered | Error::IdentityInUse => StatusCode::CONFLICT,
+            Error::PasskeyAlreadyRegistered
+            | Error::IdentityInUse
+            | Error::IdempotencyConflict
+            | Error::IdempotencyInProgress
+            | Error::RefreshRequired
+            | Error::NotSignable(_) => StatusCode::CONFLICT,
             Error::Forbidden(_)
             | Error::PageRefused(_)
             | Error::AppFrozen
-            | Error::ConsentRequired => StatusCode::FORBIDDEN,
+            | Error::ConsentRequired
+            | Error::PasskeyRequired
+            | Error::PolicyDenied
+            | Error::DeviceNotAllowed => StatusCode::FORBIDDEN,
+            Error::CeremonyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

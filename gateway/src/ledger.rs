@@ -78,28 +78,38 @@ impl Ledger for MemoryLedger {
         token: Option<Address>,
         now: OffsetDateTime,
     ) -> VelocityTotals {
-        let day = now - Duration::hours(24);
-        let hour = now - Duration::hours(1);
         let mut t = VelocityTotals::zero();
-        for e in self
-            .entries
-            .read()
-            .iter()
-            .filter(|e| e.wallet == wallet && e.chain_id == chain_id)
-        {
-            if e.at > day && e.at <= now {
-                t.native_24h = t.native_24h.saturating_add(e.native);
-                if let (Some((c, amount)), Some(asked)) = (e.token, token)
-                    && c == asked
-                {
-                    t.token_24h = t.token_24h.saturating_add(amount);
-                }
-            }
-            if e.at > hour && e.at <= now {
-                t.count_1h = t.count_1h.saturating_add(1);
+        add_entries(&mut t, &self.entries.read(), wallet, chain_id, token, now);
+        t
+    }
+}
+
+/// Adds the entries of `wallet` on `chain_id` that fall in each rolling window to `t`.
+pub fn add_entries(
+    t: &mut VelocityTotals,
+    entries: &[LedgerEntry],
+    wallet: Address,
+    chain_id: i64,
+    token: Option<Address>,
+    now: OffsetDateTime,
+) {
+    let day = now - Duration::hours(24);
+    let hour = now - Duration::hours(1);
+    for e in entries
+        .iter()
+        .filter(|e| e.wallet == wallet && e.chain_id == chain_id)
+    {
+        if e.at > day && e.at <= now {
+            t.native_24h = t.native_24h.saturating_add(e.native);
+            if let (Some((c, amount)), Some(asked)) = (e.token, token)
+                && c == asked
+            {
+                t.token_24h = t.token_24h.saturating_add(amount);
             }
         }
-        t
+        if e.at > hour && e.at <= now {
+            t.count_1h = t.count_1h.saturating_add(1);
+        }
     }
 }
 

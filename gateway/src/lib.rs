@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod consent;
+pub mod cosign;
 pub mod custody;
 mod db;
 pub mod decode;

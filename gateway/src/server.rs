@@ -90,6 +90,7 @@ pub async fn build_state_with_clock(
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
     let passkeys =
         crate::passkeys::Passkeys::new(&config.webauthn, audit.store().clone(), audit.clone())?;
+    let audit_store = &audit.store().clone();
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),
@@ -108,6 +109,8 @@ pub async fn build_state_with_clock(
         passkeys,
         page: crate::http::page_session::PageSettings::from_origins(&config.webauthn.origins),
         personal_data,
+        wallet_locks: crate::cosign::velocity::WalletLocks::new(audit_store),
+        signing_request_ttl: config.signing_request_ttl,
     }))
 }
 

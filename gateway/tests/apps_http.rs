@@ -177,6 +177,8 @@ const V1: &[(&str, &str, &str)] = &[
     ("GET", "/v1/wallets", "sign"),
     ("GET", "/v1/wallets/{address}", "sign"),
     ("POST", "/v1/admin/wallets/{address}/update", "admin"),
+    ("POST", "/v1/wallets/{address}/sign", "sign"),
+    ("GET", "/v1/signing-requests/{id}", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),
@@ -185,7 +187,13 @@ const V1: &[(&str, &str, &str)] = &[
 ];
 
 /// `/v1` routes that take no app key: their credential is a pairing code or a device token.
-const KEYLESS: &[(&str, &str)] = &[("POST", "/v1/devices/pair"), ("GET", "/v1/device")];
+const KEYLESS: &[(&str, &str)] = &[
+    ("POST", "/v1/devices/pair"),
+    ("GET", "/v1/device"),
+    ("GET", "/v1/device/keygen"),
+    ("GET", "/v1/device/signing-requests/{id}"),
+    ("GET", "/v1/signing-requests/{id}/ceremony"),
+];
 
 #[test]
 fn the_table_covers_every_v1_route() {
@@ -250,6 +258,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                                 || path.starts_with("/v1/consent")
                                 || path.starts_with("/v1/devices")
                                 || path.starts_with("/v1/wallets")
+                                || path.starts_with("/v1/signing-requests/")
                                 || path.starts_with("/v1/admin/wallets/"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),

@@ -95,6 +95,15 @@ pub enum Error {
     /// A signature failed the final independent check.
     #[error("signature rejected: {0}")]
     SignatureInvalid(&'static str),
+    /// The connection to the other party failed or closed before the ceremony ended.
+    #[error("ceremony connection: {0}")]
+    Transport(String),
+    /// The other party sent nothing for longer than the ceremony allows.
+    #[error("the ceremony timed out")]
+    CeremonyTimeout,
+    /// The gateway refused or ended the ceremony, with its error code and message.
+    #[error("{message} ({code})")]
+    Refused { code: String, message: String },
 }
 
 /// Shorthand used throughout the crate.

@@ -41,6 +41,10 @@ pub enum EventKind {
     /// A wallet created (`wallet.create`): `user` the owner, `request` the address, device and
     /// epoch (never a share).
     Wallet,
+    /// A signing request's ceremony ended: `action` is `signature.released` (with the digest and
+    /// the signature in `request`) or `signature.failed` (with the reason, and whether the
+    /// gateway's final message had left, i.e. whether the amount stays counted).
+    Signature,
 }
 
 impl EventKind {
@@ -55,6 +59,7 @@ impl EventKind {
             EventKind::Session => "session",
             EventKind::Device => "device",
             EventKind::Wallet => "wallet",
+            EventKind::Signature => "signature",
         }
     }
 }

@@ -106,8 +106,21 @@ impl AuditLog {
     /// [`Error::AuditUnavailable`] when it cannot be committed within the configured timeout;
     /// the caller must then not act on (or return) the decision.
     pub async fn append(&self, event: AuditEvent) -> Result<Appended> {
+        self.append_with(event, None).await
+    }
+
+    /// [`AuditLog::append`], committing `attached` in the same transaction as the event.
+    pub async fn append_with(
+        &self,
+        event: AuditEvent,
+        attached: Option<store::Attachment>,
+    ) -> Result<Appended> {
         let (ack, rx) = oneshot::channel();
-        let job = writer::Job { event, ack };
+        let job = writer::Job {
+            event,
+            attached,
+            ack,
+        };
         let wait = async {
             self.tx
                 .send(job)

@@ -326,6 +326,17 @@ impl Store {
     /// that batches from several processes serialise on one chain; on SQLite `BEGIN IMMEDIATE`
     /// takes the write lock before the head is read.
     pub async fn append_batch(&self, events: &[AuditEvent]) -> Result<Vec<(i64, Vec<u8>)>> {
+        self.append_batch_with(events, &[]).await
+    }
+
+    /// [`Store::append_batch`], also inserting `attached` rows in the same transaction: a
+    /// signing request (its velocity reservation) commits with its decision's event or not at
+    /// all.
+    pub async fn append_batch_with(
+        &self,
+        events: &[AuditEvent],
+        attached: &[&Attachment],
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
         let rows = match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool
@@ -339,6 +350,9 @@ impl Store {
                         .execute(&mut *tx)
                         .await
                         .map_err(db("inserting an event"))?;
+                }
+                for a in attached {
+                    a.insert_sqlite(&mut tx).await?;
                 }
                 tx.commit().await.map_err(db("committing a batch"))?;
                 rows
@@ -399,6 +413,9 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .map_err(db("inserting a batch"))?;
+                for a in attached {
+                    a.insert_postgres(&mut tx).await?;
+                }
                 tx.commit().await.map_err(db("committing a batch"))?;
                 rows
             }
@@ -656,4 +673,35 @@ where
         .bind(r.cols.digest.clone())
         .bind(r.cols.policy_version.clone())
         .bind(r.cols.policy_ids.clone())
+}
+
+/// A row that must commit together with an audit event.
+#[derive(Debug, Clone)]
+pub enum Attachment {
+    /// A signing request: the decision's reservation (DESIGN §6).
+    SigningRequest(Box<crate::cosign::signing::SigningRequest>),
+}
+
+impl Attachment {
+    async fn insert_sqlite(&self, tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
+        match self {
+            Attachment::SigningRequest(r) => {
+                crate::cosign::signing::insert_request!(&mut **tx, r)
+                    .await
+                    .map_err(db("inserting a signing request"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn insert_postgres(&self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
+        match self {
+            Attachment::SigningRequest(r) => {
+                crate::cosign::signing::insert_request!(&mut **tx, r)
+                    .await
+                    .map_err(db("inserting a signing request"))?;
+            }
+        }
+        Ok(())
+    }
 }

@@ -90,6 +90,7 @@ impl Health {
 
 pub(crate) struct Job {
     pub event: AuditEvent,
+    pub attached: Option<super::store::Attachment>,
     pub ack: oneshot::Sender<Result<(i64, Vec<u8>)>>,
 }
 
@@ -167,11 +168,21 @@ impl Writer {
     }
 
     async fn commit(&self, batch: Vec<Job>, cp: &mut CheckpointState) {
-        let (events, acks): (Vec<AuditEvent>, Vec<_>) =
-            batch.into_iter().map(|j| (j.event, j.ack)).unzip();
+        let mut attached = Vec::new();
+        let (events, acks): (Vec<AuditEvent>, Vec<_>) = batch
+            .into_iter()
+            .map(|j| {
+                attached.extend(j.attached);
+                (j.event, j.ack)
+            })
+            .unzip();
+        let attached: Vec<&super::store::Attachment> = attached.iter().collect();
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.opts.append_timeout, self.store.append_batch(&events)).await;
+        let result = tokio::time::timeout(
+            self.opts.append_timeout,
+            self.store.append_batch_with(&events, &attached),
+        )
+        .await;
         let h = &self.health;
         match result {
             Ok(Ok(links)) => {

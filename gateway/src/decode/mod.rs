@@ -33,6 +33,29 @@ use crate::error::{Error, Result};
 use crate::facts::{Action, Decoded, Facts};
 use crate::request::Payload;
 
+/// The transaction a transaction payload describes, signed with `(r, s, y_parity)`: its
+/// EIP-2718 encoding and its hash. `None` for payloads that are not transactions.
+pub fn signed_transaction(
+    payload: Payload<'_>,
+    chain_id: u64,
+    wallet: Address,
+    r: [u8; 32],
+    s: [u8; 32],
+    y_parity: bool,
+) -> Result<Option<(Vec<u8>, alloy::primitives::B256)>> {
+    use alloy::consensus::{EthereumTxEnvelope, SignableTransaction, TxEip4844};
+    use alloy::eips::eip2718::Encodable2718;
+    use alloy::primitives::{Signature, U256};
+    let tx = match payload {
+        Payload::Transaction(text) => raw_tx::parse(&hex::decode_0x(text)?)?.tx,
+        Payload::TransactionRequest(json) => tx_request::parse(json, chain_id, wallet)?,
+        _ => return Ok(None),
+    };
+    let signature = Signature::new(U256::from_be_bytes(r), U256::from_be_bytes(s), y_parity);
+    let envelope: EthereumTxEnvelope<TxEip4844> = tx.into_signed(signature).into();
+    Ok(Some((envelope.encoded_2718(), *envelope.tx_hash())))
+}
+
 /// Decodes one payload for `wallet` on `chain_id`.
 pub fn decode(
     payload: Payload<'_>,

@@ -3,6 +3,7 @@
 mod apps_routes;
 mod audit_routes;
 pub mod auth;
+pub mod ceremony_routes;
 pub mod client_ip;
 mod device_routes;
 pub mod error;
@@ -11,6 +12,7 @@ mod page_api;
 pub mod page_session;
 pub mod request_id;
 mod routes;
+mod signing_routes;
 mod ui;
 mod users_routes;
 mod wallet_routes;
@@ -71,6 +73,10 @@ pub struct AppState {
     pub passkeys: crate::passkeys::Passkeys,
     /// The page's origins and cookie settings.
     pub page: page_session::PageSettings,
+    /// Per-wallet locks for velocity reservations.
+    pub wallet_locks: crate::cosign::velocity::WalletLocks,
+    /// How long an authorized signing request waits for its ceremony.
+    pub signing_request_ttl: Duration,
 }
 
 impl AppState {
@@ -126,6 +132,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/sessions/page-link"),
     ("post", "/v1/devices/pair"),
     ("get", "/v1/device"),
+    ("get", "/v1/device/keygen"),
+    ("get", "/v1/device/signing-requests/{id}"),
+    ("post", "/v1/wallets/{address}/sign"),
+    ("get", "/v1/signing-requests/{id}"),
+    ("get", "/v1/signing-requests/{id}/ceremony"),
     ("get", "/v1/devices"),
     ("post", "/v1/devices/{id}/revoke"),
     ("get", "/v1/wallets"),
@@ -187,6 +198,23 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/v1/devices/pair", post(device_routes::pair))
         .route("/v1/device", get(device_routes::me))
+        .route("/v1/device/keygen", get(ceremony_routes::keygen))
+        .route(
+            "/v1/device/signing-requests/{id}",
+            get(signing_routes::device_get),
+        )
+        .route(
+            "/v1/signing-requests/{id}/ceremony",
+            get(signing_routes::ceremony),
+        )
+        .route(
+            "/v1/wallets/{address}/sign",
+            post(signing_routes::sign).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/signing-requests/{id}",
+            get(signing_routes::get).route_layer(grant("sign")),
+        )
         .route(
             "/v1/devices",
             get(device_routes::list).route_layer(grant("sign")),

@@ -230,10 +230,26 @@ pub async fn call(
     session: Option<&str>,
     body: Option<Value>,
 ) -> Answer {
+    call_with(s, method, path, key, session, &[], body).await
+}
+
+/// [`call`] with more headers.
+pub async fn call_with(
+    s: &Arc<AppState>,
+    method: &str,
+    path: &str,
+    key: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Answer {
     let mut b = Request::builder()
         .method(method)
         .uri(path)
         .header("authorization", format!("Bearer {key}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
     if let Some(t) = session {
         b = b.header("parapet-session", t);
     }

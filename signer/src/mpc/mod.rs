@@ -19,6 +19,8 @@
 //! address before a ceremony returns it.
 
 mod dkls;
+pub mod drive;
+pub mod wire;
 
 pub use dkls::Dkls23;
 

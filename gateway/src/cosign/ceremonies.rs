@@ -1,0 +1,61 @@
+//! The record of every ceremony (DESIGN §6): its execution id is stored under a primary key
+//! before the first protocol message, so an id can never serve two ceremonies; how it ended is
+//! written when it ends.
+
+use parapet_signer::mpc::SessionId;
+use time::OffsetDateTime;
+
+use super::stamp;
+use crate::audit::Store;
+use crate::db::{db, with_pool};
+use crate::error::{Error, Result};
+
+/// What a ceremony is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Begin<'a> {
+    pub kind: &'a str,
+    pub device_id: &'a str,
+    pub wallet: Option<&'a str>,
+    pub signing_request: Option<&'a str>,
+}
+
+/// Records a new ceremony; refuses an execution id that was ever used.
+pub async fn begin(
+    store: &Store,
+    execution: &SessionId,
+    what: Begin<'_>,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let id = hex::encode(execution.as_bytes());
+    let done = with_pool!(store, pool => {
+        sqlx::query("INSERT INTO ceremonies (execution_id, kind, device_id, wallet, signing_request, started_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (execution_id) DO NOTHING")
+            .bind(id.as_str())
+            .bind(what.kind)
+            .bind(what.device_id)
+            .bind(what.wallet)
+            .bind(what.signing_request)
+            .bind(stamp(now))
+            .execute(pool).await.map_err(db("recording a ceremony"))?.rows_affected()
+    });
+    if done != 1 {
+        return Err(Error::Internal(
+            "a ceremony execution id came up twice".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// Records how a ceremony ended (`ok`, or the error code).
+pub async fn end(store: &Store, execution: &SessionId, outcome: &str, now: OffsetDateTime) {
+    let id = hex::encode(execution.as_bytes());
+    let r = with_pool!(store, pool => {
+        sqlx::query("UPDATE ceremonies SET ended_at = $2, outcome = $3 WHERE execution_id = $1 AND ended_at IS NULL")
+            .bind(id.as_str())
+            .bind(stamp(now))
+            .bind(outcome)
+            .execute(pool).await.map(|_| ())
+    });
+    if let Err(error) = r {
+        tracing::warn!(%error, "recording the end of a ceremony failed");
+    }
+}

@@ -1,0 +1,107 @@
+//! The gateway's MPC party (DESIGN §6, §8): key generation with a paired device, signing
+//! requests and their ceremonies, and the velocity reservations they hold. Everything here runs
+//! over a [`Channel`] (the ceremony WebSocket in production), so it is testable without HTTP.
+
+pub mod ceremonies;
+pub mod idempotency;
+pub mod keygen;
+pub mod sign;
+pub mod signing;
+pub mod velocity;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parapet_signer::custody::Custody;
+use parapet_signer::mpc::drive::Transport;
+use parapet_signer::mpc::wire::Control;
+use time::OffsetDateTime;
+
+use crate::audit::AuditLog;
+use crate::error::Error;
+
+/// How long the gateway waits for any one message from the device.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The connection to the device: protocol messages ([`Transport`]) and control messages.
+pub trait Channel: Transport {
+    fn control(
+        &mut self,
+        control: &Control,
+    ) -> impl std::future::Future<Output = parapet_signer::Result<()>> + Send;
+    fn expect_control(
+        &mut self,
+    ) -> impl std::future::Future<Output = parapet_signer::Result<Control>> + Send;
+}
+
+/// What a ceremony needs from the gateway.
+#[derive(Clone)]
+pub struct Cosigner {
+    pub audit: Arc<AuditLog>,
+    pub custody: Arc<dyn Custody>,
+}
+
+impl std::fmt::Debug for Cosigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cosigner").finish_non_exhaustive()
+    }
+}
+
+/// Maps the signer crate's errors: what the device did wrong is the caller's fault
+/// (`ceremony_failed`), custody failures are the HSM's.
+pub fn from_signer(e: parapet_signer::Error) -> Error {
+    use parapet_signer::Error as S;
+    match e {
+        S::CeremonyTimeout => Error::CeremonyTimeout,
+        S::Refused { code, message } => {
+            Error::CeremonyFailed(format!("the device ended the ceremony: {message} ({code})"))
+        }
+        e @ (S::Transport(_)
+        | S::MessageMalformed
+        | S::WrongCeremony
+        | S::WrongSession
+        | S::UnexpectedRound { .. }
+        | S::WrongParty
+        | S::NotStarted
+        | S::CeremonyOver
+        | S::Protocol { .. }
+        | S::SignatureInvalid(_)) => Error::CeremonyFailed(e.to_string()),
+        other => Error::HsmUnavailable(other.to_string()),
+    }
+}
+
+/// Seals `plaintext` with custody off the async runtime (an HSM call blocks).
+pub async fn seal(
+    custody: &Arc<dyn Custody>,
+    plaintext: zeroize::Zeroizing<Vec<u8>>,
+    aad: Vec<u8>,
+) -> Result<Vec<u8>, Error> {
+    let custody = custody.clone();
+    tokio::task::spawn_blocking(move || custody.seal(&plaintext, &aad))
+        .await
+        .map_err(|e| Error::Internal(format!("sealing task: {e}")))?
+        .map_err(|e| Error::HsmUnavailable(e.to_string()))
+}
+
+/// Opens a sealed share with custody off the async runtime.
+pub async fn open(
+    custody: &Arc<dyn Custody>,
+    sealed: Vec<u8>,
+    aad: Vec<u8>,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let custody = custody.clone();
+    tokio::task::spawn_blocking(move || custody.open(&sealed, &aad))
+        .await
+        .map_err(|e| Error::Internal(format!("opening task: {e}")))?
+        .map_err(|e| Error::HsmUnavailable(e.to_string()))
+}
+
+/// `0x` + lower-case hex.
+pub fn hex0x(bytes: &[u8]) -> String {
+    format!("0x{}", hex::encode(bytes))
+}
+
+/// The time, for records.
+pub fn stamp(now: OffsetDateTime) -> String {
+    crate::audit::event::format_time(now)
+}

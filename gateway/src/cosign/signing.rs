@@ -1,0 +1,270 @@
+//! Signing requests (DESIGN §6) as stored. A request moves `authorized → signing → signed |
+//! failed` or `authorized → expired` (or ends `denied`); every move is one conditional UPDATE,
+//! so two ceremonies cannot both take a request, and an expired one is never signed.
+//!
+//! A request is also its own velocity reservation: it counts while `authorized` or `signing`
+//! and unexpired, and for good once signed or once the gateway's final protocol message left
+//! (`final_sent`), since after that the device can finish the signature alone.
+
+use alloy::primitives::{Address, U256};
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+use super::stamp;
+use crate::audit::Store;
+use crate::db::{RowLike, db, with_pool};
+use crate::error::{Error, Result};
+use crate::ledger::LedgerEntry;
+
+/// One signing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningRequest {
+    /// The request id of the decision that created it (UUIDv7).
+    pub id: String,
+    pub app_id: String,
+    /// Lower-case 0x address.
+    pub wallet: String,
+    pub owner: Uuid,
+    pub chain_id: i64,
+    pub action: String,
+    /// 0x hex: the one digest the ceremony may sign.
+    pub digest: String,
+    /// The wallet's epoch when it was authorized; a ceremony uses only that epoch's share.
+    pub epoch: i64,
+    /// The request body as received (canonical JSON, the wallet added).
+    pub body: String,
+    /// The decision as `/v1/authorize` shows it.
+    pub outcome: String,
+    pub state: String,
+    /// Native value, wei, decimal.
+    pub native: String,
+    /// The token contract and amount (base units, decimal) of an `erc20_transfer`.
+    pub token: Option<String>,
+    pub token_amount: Option<String>,
+    pub final_sent: bool,
+    /// `r ‖ s ‖ v` hex once signed.
+    pub signature: Option<String>,
+    pub failure: Option<String>,
+    pub created_at: String,
+    pub expires_at: String,
+    pub updated_at: String,
+}
+
+pub const DENIED: &str = "denied";
+pub const AUTHORIZED: &str = "authorized";
+pub const SIGNING: &str = "signing";
+pub const SIGNED: &str = "signed";
+pub const FAILED: &str = "failed";
+pub const EXPIRED: &str = "expired";
+
+impl SigningRequest {
+    /// The state as of `now`: an authorized request past its expiry is expired.
+    pub fn state_at(&self, now: OffsetDateTime) -> &str {
+        if self.state == AUTHORIZED && self.expires_at <= stamp(now) {
+            EXPIRED
+        } else {
+            &self.state
+        }
+    }
+
+    /// `GET /v1/signing-requests/{id}`'s shape (without signed transaction fields).
+    pub fn to_json(&self, now: OffsetDateTime) -> serde_json::Value {
+        let decision: serde_json::Value =
+            serde_json::from_str(&self.outcome).unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "id": self.id,
+            "app": self.app_id,
+            "wallet": self.wallet,
+            "owner": self.owner.to_string(),
+            "chain_id": self.chain_id.to_string(),
+            "action": self.action,
+            "digest": self.digest,
+            "state": self.state_at(now),
+            "decision": decision,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        })
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, app_id, wallet, owner, chain_id, action, digest, epoch, body, outcome, state, native, token, token_amount, final_sent, signature, failure, created_at, expires_at, updated_at"
+    };
+}
+
+fn row(r: &impl RowLike) -> std::result::Result<SigningRequest, sqlx::Error> {
+    Ok(SigningRequest {
+        id: r.text("id")?,
+        app_id: r.text("app_id")?,
+        wallet: r.text("wallet")?,
+        owner: Uuid::parse_str(&r.text("owner")?).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        chain_id: r.int("chain_id")?,
+        action: r.text("action")?,
+        digest: r.text("digest")?,
+        epoch: r.int("epoch")?,
+        body: r.text("body")?,
+        outcome: r.text("outcome")?,
+        state: r.text("state")?,
+        native: r.text("native")?,
+        token: r.opt_text("token")?,
+        token_amount: r.opt_text("token_amount")?,
+        final_sent: r.flag("final_sent")?,
+        signature: r.opt_text("signature")?,
+        failure: r.opt_text("failure")?,
+        created_at: r.text("created_at")?,
+        expires_at: r.text("expires_at")?,
+        updated_at: r.text("updated_at")?,
+    })
+}
+
+/// Inserts a request inside the caller's transaction (the audit batch that commits its
+/// decision), so that there is no reservation without its event and no event without it.
+macro_rules! insert_request {
+    ($conn:expr, $r:expr) => {
+        sqlx::query("INSERT INTO signing_requests (id, app_id, wallet, owner, chain_id, action, digest, epoch, body, outcome, state, native, token, token_amount, final_sent, signature, failure, created_at, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)")
+            .bind($r.id.as_str())
+            .bind($r.app_id.as_str())
+            .bind($r.wallet.as_str())
+            .bind($r.owner.to_string())
+            .bind($r.chain_id)
+            .bind($r.action.as_str())
+            .bind($r.digest.as_str())
+            .bind($r.epoch)
+            .bind($r.body.as_str())
+            .bind($r.outcome.as_str())
+            .bind($r.state.as_str())
+            .bind($r.native.as_str())
+            .bind($r.token.as_deref())
+            .bind($r.token_amount.as_deref())
+            .bind($r.final_sent)
+            .bind($r.signature.as_deref())
+            .bind($r.failure.as_deref())
+            .bind($r.created_at.as_str())
+            .bind($r.expires_at.as_str())
+            .bind($r.updated_at.as_str())
+            .execute($conn)
+    };
+}
+pub(crate) use insert_request;
+
+/// The request with this id.
+pub async fn get(store: &Store, id: &str) -> Result<Option<SigningRequest>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM signing_requests WHERE id = $1"
+    );
+    with_pool!(store, pool => {
+        let r = sqlx::query(SQL).bind(id).fetch_optional(pool).await.map_err(db("reading a signing request"))?;
+        r.as_ref().map(row).transpose().map_err(db("reading a signing request"))
+    })
+}
+
+/// The owner's requests that wait for them (authorized and unexpired, or signing), newest first.
+pub async fn pending_of(
+    store: &Store,
+    owner: Uuid,
+    now: OffsetDateTime,
+) -> Result<Vec<SigningRequest>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        columns!(),
+        " FROM signing_requests WHERE owner = $1 AND ((state = $2 AND expires_at > $3) OR state = $4) ORDER BY created_at DESC LIMIT 100"
+    );
+    with_pool!(store, pool => {
+        let rows = sqlx::query(SQL).bind(owner.to_string()).bind(AUTHORIZED).bind(stamp(now)).bind(SIGNING)
+            .fetch_all(pool).await.map_err(db("listing signing requests"))?;
+        rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing signing requests"))
+    })
+}
+
+/// Takes an authorized, unexpired request for a ceremony (`signing`, expiring at `deadline`).
+/// Exactly one caller wins; everyone else gets `NotSignable` with the state they found.
+pub async fn take_for_ceremony(
+    store: &Store,
+    id: &str,
+    now: OffsetDateTime,
+    deadline: OffsetDateTime,
+) -> Result<SigningRequest> {
+    let taken = with_pool!(store, pool => {
+        sqlx::query("UPDATE signing_requests SET state = $2, expires_at = $3, updated_at = $4 WHERE id = $1 AND state = $5 AND expires_at > $4")
+            .bind(id).bind(SIGNING).bind(stamp(deadline)).bind(stamp(now)).bind(AUTHORIZED)
+            .execute(pool).await.map_err(db("taking a signing request"))?.rows_affected()
+    });
+    let request = get(store, id).await?.ok_or(Error::NotFound)?;
+    if taken != 1 {
+        return Err(Error::NotSignable(request.state_at(now).to_owned()));
+    }
+    Ok(request)
+}
+
+/// Notes that the gateway's final protocol message is about to leave: from now on the amount
+/// counts whatever happens.
+pub async fn mark_final_sent(
+    store: &Store,
+    id: &str,
+    signature: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    with_pool!(store, pool => {
+        sqlx::query("UPDATE signing_requests SET final_sent = $2, signature = $3, state = $4, updated_at = $5 WHERE id = $1 AND state = $6")
+            .bind(id).bind(true).bind(signature).bind(SIGNED).bind(stamp(now)).bind(SIGNING)
+            .execute(pool).await.map_err(db("recording a signature"))?;
+    });
+    Ok(())
+}
+
+/// Ends a ceremony without a signature: the request is `failed`, and its reservation is
+/// released unless the final message had left.
+pub async fn mark_failed(store: &Store, id: &str, reason: &str, now: OffsetDateTime) -> Result<()> {
+    with_pool!(store, pool => {
+        sqlx::query("UPDATE signing_requests SET state = $2, failure = $3, updated_at = $4 WHERE id = $1 AND state = $5")
+            .bind(id).bind(FAILED).bind(reason).bind(stamp(now)).bind(SIGNING)
+            .execute(pool).await.map_err(db("recording a failed ceremony"))?;
+    });
+    Ok(())
+}
+
+/// `(chain_id, created_at, native, token, token_amount)`.
+type ReservedRow = (i64, String, String, Option<String>, Option<String>);
+
+/// What `wallet` signed or holds reserved over the last 24 hours, as ledger entries (all chains
+/// and tokens; the ledger filters).
+pub async fn reserved(
+    store: &Store,
+    wallet: Address,
+    now: OffsetDateTime,
+) -> Result<Vec<LedgerEntry>> {
+    let since = stamp(now - Duration::hours(24));
+    let address = format!("{wallet:#x}");
+    let rows: Vec<ReservedRow> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT chain_id, created_at, native, token, token_amount FROM signing_requests WHERE wallet = $1 AND created_at > $2 AND (state = $3 OR final_sent = $4 OR (state IN ($5, $6) AND expires_at > $7))")
+            .bind(address.as_str()).bind(since.as_str()).bind(SIGNED).bind(true).bind(AUTHORIZED).bind(SIGNING).bind(stamp(now))
+            .fetch_all(pool).await.map_err(db("reading velocity"))?
+    });
+    let mut out = Vec::with_capacity(rows.len());
+    for (chain_id, at, native, token, amount) in rows {
+        let at = OffsetDateTime::parse(&at, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| Error::Database(format!("bad time in signing_requests: {e}")))?;
+        // An unreadable amount counts as the largest: velocity must never read low.
+        let amount_of = |s: &str| s.parse::<U256>().unwrap_or(U256::MAX);
+        let token = match (token, amount) {
+            (Some(t), Some(a)) => Some((crate::pipeline::parse_address(&t)?, amount_of(&a))),
+            _ => None,
+        };
+        out.push(LedgerEntry {
+            wallet,
+            chain_id,
+            at,
+            native: amount_of(&native),
+            token,
+        });
+    }
+    Ok(out)
+}
+
+/// A new request id.
+pub fn new_id() -> String {
+    Uuid::now_v7().to_string()
+}

@@ -1,0 +1,391 @@
+//! Signing requests over HTTP (DESIGN §6): `POST /v1/wallets/{address}/sign` (app key, the
+//! owner's session, an `Idempotency-Key`), `GET /v1/signing-requests/{id}` (the creating app or
+//! the owner), `GET /v1/device/signing-requests/{id}` (the owner's device) and the ceremony
+//! WebSocket. The decision, with its reservation, is committed to the audit log before the
+//! answer; the ceremony signs only what was committed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, json_answer};
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::audit::record as audit_record;
+use crate::audit::store::Attachment;
+use crate::cosign::idempotency::{self, Claim};
+use crate::cosign::signing::{self, AUTHORIZED, DENIED, SigningRequest};
+use crate::cosign::velocity::Snapshot;
+use crate::cosign::{hex0x, stamp};
+use crate::error::Error;
+use crate::facts::{Action, Facts};
+use crate::pipeline;
+use crate::records::AppRecord;
+use crate::request::AuthorizeRequest;
+use crate::users::ActiveSession;
+use crate::wallets::{self, StoredWallet};
+
+type Answer = Result<Response, ApiError>;
+
+fn store_down(error: Error) -> Error {
+    match error {
+        Error::Database(e) => {
+            tracing::warn!(error = %e, "signing request store");
+            Error::StoreUnavailable
+        }
+        other => other,
+    }
+}
+
+/// The answer for a request: 201 with the request when authorized, 403 `policy_denied` with
+/// the decision when denied (the same for a retry with the same Idempotency-Key).
+fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Response {
+    let mut body = r.to_json(state.clock.now());
+    if r.state == DENIED {
+        let out = serde_json::json!({
+            "code": Error::PolicyDenied.code(),
+            "message": Error::PolicyDenied.to_string(),
+            "request_id": request_id,
+            "signing_request": r.id,
+            "decision": body.get_mut("decision").map(Value::take),
+        });
+        return (StatusCode::FORBIDDEN, axum::Json(out)).into_response();
+    }
+    set(&mut body, "request_id", Value::from(request_id));
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+fn set(body: &mut Value, key: &str, value: Value) {
+    if let Some(o) = body.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
+pub async fn sign(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let session = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(|e| fail(store_down(e)))?;
+    let user = session.facts.user;
+    if let Err(refusal) = state.limits.check_user(user) {
+        state.metrics.count_rate_limited(refusal.limiter);
+        return Err(fail(refusal.into_error()));
+    }
+    let key = idempotency::check_key(headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
+        .map_err(fail)?
+        .to_owned();
+    let raw: Value = json_body(&headers, body).map_err(fail)?;
+    if raw.get("wallet").is_some() {
+        return Err(fail(Error::InvalidRequest(
+            "the path names the wallet: remove the wallet field".to_owned(),
+        )));
+    }
+    let canonical = serde_json_canonicalizer::to_vec(&raw)
+        .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
+    let body_hash = hex::encode(Sha256::digest(&canonical));
+    // Someone else's wallet and no wallet look the same.
+    let wallet = wallets::get(state.audit.store(), &address)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .filter(|w| w.owner == user)
+        .ok_or_else(|| fail(Error::NotFound))?;
+    if wallet.refresh_required {
+        return Err(fail(Error::RefreshRequired));
+    }
+    let parsed = pipeline::parse_address(&wallet.address).map_err(fail)?;
+    if let Err(refusal) = state.limits.check_wallet(parsed.into_array()) {
+        state.metrics.count_rate_limited(refusal.limiter);
+        return Err(fail(refusal.into_error()));
+    }
+    let mut with_wallet = raw;
+    if let Some(o) = with_wallet.as_object_mut() {
+        o.insert(
+            "wallet".to_owned(),
+            serde_json::json!({ "address": wallet.address }),
+        );
+    }
+    let req: AuthorizeRequest = serde_json::from_value(with_wallet.clone())
+        .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
+    let now = state.clock.now();
+    let scope = (caller.id.as_str(), wallet.address.as_str());
+    let claim = idempotency::claim(
+        state.audit.store(),
+        scope,
+        &key,
+        &body_hash,
+        &request_id,
+        now,
+    )
+    .await
+    .map_err(|e| fail(store_down(e)))?;
+    if let Claim::Existing {
+        body_hash: earlier,
+        request_id: earlier_id,
+    } = claim
+    {
+        if earlier != body_hash {
+            return Err(fail(Error::IdempotencyConflict));
+        }
+        return match signing::get(state.audit.store(), &earlier_id)
+            .await
+            .map_err(|e| fail(store_down(e)))?
+        {
+            Some(r) => Ok(answer(&state, &r, &request_id)),
+            None => Err(fail(Error::IdempotencyInProgress)),
+        };
+    }
+    let decided = decide_and_reserve(
+        &state,
+        &caller,
+        &session,
+        &wallet,
+        &req,
+        &with_wallet,
+        &request_id,
+    )
+    .await;
+    match decided {
+        Ok(r) => Ok(answer(&state, &r, &request_id)),
+        Err(error) => {
+            idempotency::release(state.audit.store(), scope, &key, &request_id).await;
+            Err(fail(error))
+        }
+    }
+}
+
+/// What a decided request reserves: native value always, the token amount of an ERC-20
+/// transfer.
+fn reservation(facts: &Facts) -> (String, Option<String>, Option<String>) {
+    let native = facts
+        .decoded
+        .value
+        .as_ref()
+        .map_or_else(|| "0".to_owned(), |a| a.raw.clone());
+    match (&facts.decoded.token, facts.action) {
+        (Some(t), Action::Erc20Transfer) => (
+            native,
+            Some(format!("{:#x}", t.contract)),
+            Some(t.amount.raw.clone()),
+        ),
+        _ => (native, None, None),
+    }
+}
+
+/// Under the wallet's lock: reads velocity, decides, and commits the decision's event with the
+/// request (its reservation) in one transaction.
+async fn decide_and_reserve(
+    state: &AppState,
+    caller: &AppRecord,
+    session: &ActiveSession,
+    wallet: &StoredWallet,
+    req: &AuthorizeRequest,
+    body: &Value,
+    request_id: &str,
+) -> Result<SigningRequest, Error> {
+    let store = state.audit.store();
+    let policies = state.engine.current();
+    let guard = state.wallet_locks.lock(store, &wallet.address).await?;
+    let now = state.clock.now();
+    let record = wallet.record()?;
+    let entries = signing::reserved(store, record.address, now)
+        .await
+        .map_err(store_down)?;
+    let ledger = Snapshot {
+        entries,
+        local: state.ledger.as_ref(),
+    };
+    let scopes =
+        crate::consent::approved_scopes(store, &policies, caller, Some(session.facts.user))
+            .await
+            .map_err(store_down)?;
+    state
+        .audit
+        .ensure_policy_version(policies.version(), policies.files(), now)
+        .await?;
+    let evaluated = pipeline::evaluate_for(
+        &policies,
+        &ledger,
+        caller,
+        &record,
+        req,
+        Some(&session.facts),
+        &scopes,
+        now,
+    );
+    let (facts, outcome) = match evaluated {
+        Ok(ok) => ok,
+        Err(error) => {
+            let mut event = audit_record::refusal(
+                now,
+                request_id,
+                &caller.id,
+                Some(req),
+                policies.version(),
+                &error,
+            );
+            event.user = Some(session.facts.user.to_string());
+            state.audit.append(event).await?;
+            guard.release().await;
+            return Err(error);
+        }
+    };
+    let allowed = outcome.decision == "allow";
+    let (native, token, token_amount) = reservation(&facts);
+    let ttl = time::Duration::try_from(state.signing_request_ttl)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let request = SigningRequest {
+        id: request_id.to_owned(),
+        app_id: caller.id.clone(),
+        wallet: wallet.address.clone(),
+        owner: wallet.owner,
+        chain_id: facts.decoded.chain_id,
+        action: outcome.action.as_str().to_owned(),
+        digest: hex0x(facts.digest.as_slice()),
+        epoch: wallet.epoch,
+        body: serde_json_canonicalizer::to_string(body)
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?,
+        outcome: serde_json::to_string(&outcome).map_err(|e| Error::Internal(e.to_string()))?,
+        state: if allowed { AUTHORIZED } else { DENIED }.to_owned(),
+        native,
+        token,
+        token_amount,
+        final_sent: false,
+        signature: None,
+        failure: None,
+        created_at: stamp(now),
+        expires_at: stamp(now + ttl),
+        updated_at: stamp(now),
+    };
+    let mut event = audit_record::decision(now, request_id, &caller.id, req, &outcome);
+    event.user = Some(session.facts.user.to_string());
+    let committed = state
+        .audit
+        .append_with(
+            event,
+            Some(Attachment::SigningRequest(Box::new(request.clone()))),
+        )
+        .await;
+    guard.release().await;
+    committed?;
+    let counter = if allowed {
+        &state.metrics.decisions_allow
+    } else {
+        &state.metrics.decisions_deny
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    tracing::info!(request_id, decision = outcome.decision, action = outcome.action.as_str(), wallet = %wallet.address, "signing request");
+    Ok(request)
+}
+
+/// The request with its signature and, for transactions, the signed transaction and its hash.
+fn full_view(state: &AppState, r: &SigningRequest) -> Value {
+    let mut body = r.to_json(state.clock.now());
+    let Some(rsv) = r.signature.as_deref().and_then(|s| hex::decode(s).ok()) else {
+        return body;
+    };
+    let (Some(rb), Some(sb), Some(&v)) = (rsv.get(..32), rsv.get(32..64), rsv.get(64)) else {
+        return body;
+    };
+    let (mut rr, mut ss) = ([0u8; 32], [0u8; 32]);
+    rr.copy_from_slice(rb);
+    ss.copy_from_slice(sb);
+    let y_parity = v == 28;
+    set(
+        &mut body,
+        "signature",
+        serde_json::json!({
+            "r": hex0x(&rr), "s": hex0x(&ss), "y_parity": y_parity,
+            "rsv": hex0x(&rsv),
+        }),
+    );
+    let signed = serde_json::from_str::<AuthorizeRequest>(&r.body)
+        .ok()
+        .and_then(|req| {
+            let wallet = pipeline::parse_address(&r.wallet).ok()?;
+            let payload = req.payload().ok()?;
+            crate::decode::signed_transaction(payload, req.chain_id, wallet, rr, ss, y_parity)
+                .map_err(|error| tracing::warn!(%error, "rebuilding a signed transaction"))
+                .ok()
+                .flatten()
+        });
+    if let Some((raw, hash)) = signed {
+        set(&mut body, "signed_transaction", Value::from(hex0x(&raw)));
+        set(&mut body, "tx_hash", Value::from(format!("{hash:#x}")));
+    }
+    body
+}
+
+/// `GET /v1/signing-requests/{id}`: the creating app, or the owner through any app.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let r = signing::get(state.audit.store(), &id)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let allowed = if r.app_id == caller.id {
+        true
+    } else {
+        match super::users_routes::user_session(&state, &caller, &headers).await {
+            Ok(s) => s.facts.user == r.owner,
+            Err(_) => false,
+        }
+    };
+    if !allowed {
+        return Err(fail(Error::NotFound));
+    }
+    Ok(json_answer(full_view(&state, &r), &request_id))
+}
+
+/// `GET /v1/device/signing-requests/{id}`: the owner's device.
+pub async fn device_get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = super::device_routes::device_of(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let r = signing::get(state.audit.store(), &id)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .filter(|r| r.owner == device.user_id)
+        .ok_or_else(|| fail(Error::NotFound))?;
+    Ok(json_answer(full_view(&state, &r), &request_id))
+}
+
+/// `GET /v1/signing-requests/{id}/ceremony`: the owner's device joins the signing ceremony.
+pub async fn ceremony(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Answer {
+    super::ceremony_routes::signing(state, &request_id, id, &headers, ws)
+}

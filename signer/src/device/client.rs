@@ -1,0 +1,218 @@
+//! The device's side of the ceremony WebSocket (DESIGN §2, §6): connects with its device token
+//! in the `Authorization` header, runs key generation or signing with its share, and checks
+//! what the gateway claims against what its own party computed.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::mpc::drive::{self, Transport};
+use crate::mpc::wire::{Control, bytes32};
+use crate::mpc::{Dkls23, KeyShare, RecoverableSignature, Role, SessionId, ThresholdEcdsa};
+use crate::{Error, Result};
+
+/// How long the device waits for any one message from the gateway.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One ceremony connection to the gateway.
+pub struct Connection {
+    ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+fn transport<E: std::fmt::Display>(e: E) -> Error {
+    Error::Transport(e.to_string())
+}
+
+/// The WebSocket URL of `path` on the gateway at `base` (http → ws, https → wss).
+pub fn ws_url(base: &str, path: &str) -> Result<String> {
+    let base = base.trim_end_matches('/');
+    let url = if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}{path}")
+    } else if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}{path}")
+    } else {
+        return Err(Error::Transport(format!(
+            "gateway URL {base:?} must start with https:// or http://"
+        )));
+    };
+    Ok(url)
+}
+
+impl Connection {
+    /// Opens `url` with `Authorization: Device <token>`.
+    pub async fn open(url: &str, device_token: &str) -> Result<Connection> {
+        let mut request = url.into_client_request().map_err(transport)?;
+        let value = HeaderValue::from_str(&format!("Device {device_token}"))
+            .map_err(|_| Error::Transport("the device token is not a valid header".into()))?;
+        request.headers_mut().insert("authorization", value);
+        let (ws, _) = tokio::time::timeout(STEP_TIMEOUT, tokio_tungstenite::connect_async(request))
+            .await
+            .map_err(|_| Error::CeremonyTimeout)?
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(res) => Error::Refused {
+                    code: format!("http_{}", res.status().as_u16()),
+                    message: String::from_utf8_lossy(res.body().as_deref().unwrap_or_default())
+                        .into_owned(),
+                },
+                other => transport(other),
+            })?;
+        Ok(Connection { ws })
+    }
+
+    /// Sends a control message.
+    pub async fn control(&mut self, control: &Control) -> Result<()> {
+        let text = serde_json::to_string(control).map_err(transport)?;
+        self.ws.send(Frame::text(text)).await.map_err(transport)
+    }
+
+    /// The next control message; an `error` from the gateway becomes [`Error::Refused`].
+    pub async fn expect_control(&mut self) -> Result<Control> {
+        loop {
+            let frame = tokio::time::timeout(STEP_TIMEOUT, self.ws.next())
+                .await
+                .map_err(|_| Error::CeremonyTimeout)?
+                .ok_or_else(|| Error::Transport("the gateway closed the connection".into()))?
+                .map_err(transport)?;
+            match frame {
+                Frame::Text(text) => return parse_control(&text),
+                Frame::Binary(_) => {
+                    return Err(Error::Transport(
+                        "a protocol message where a control message was due".into(),
+                    ));
+                }
+                Frame::Close(_) => {
+                    return Err(Error::Transport("the gateway closed the connection".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+fn parse_control(text: &str) -> Result<Control> {
+    let control: Control = serde_json::from_str(text)
+        .map_err(|e| Error::Transport(format!("bad control message: {e}")))?;
+    match control {
+        Control::Error { code, message } => Err(Error::Refused { code, message }),
+        other => Ok(other),
+    }
+}
+
+impl Transport for Connection {
+    async fn send(&mut self, message: Vec<u8>) -> Result<()> {
+        self.ws
+            .send(Frame::binary(message))
+            .await
+            .map_err(transport)
+    }
+
+    async fn recv(&mut self) -> Result<Vec<u8>> {
+        loop {
+            let frame = self
+                .ws
+                .next()
+                .await
+                .ok_or_else(|| Error::Transport("the gateway closed the connection".into()))?
+                .map_err(transport)?;
+            match frame {
+                Frame::Binary(bytes) => return Ok(bytes.to_vec()),
+                Frame::Text(text) => {
+                    parse_control(&text)?;
+                    return Err(Error::Transport(
+                        "a control message in the middle of the protocol".into(),
+                    ));
+                }
+                Frame::Close(_) => {
+                    return Err(Error::Transport("the gateway closed the connection".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn session_of(session: &str) -> Result<SessionId> {
+    bytes32(session)
+        .map(SessionId)
+        .ok_or_else(|| Error::Transport("bad execution id from the gateway".into()))
+}
+
+/// Key generation with the gateway at `base`: runs the device's party, hands the new share to
+/// `store` (which must keep it durably before returning), then waits for the gateway to commit
+/// the wallet. Returns the share (its address is the wallet's).
+pub async fn keygen(
+    base: &str,
+    device_token: &str,
+    store: impl FnOnce(&KeyShare) -> Result<()>,
+) -> Result<KeyShare> {
+    let mut conn = Connection::open(&ws_url(base, "/v1/device/keygen")?, device_token).await?;
+    let session = match conn.expect_control().await? {
+        Control::Start {
+            ceremony, session, ..
+        } if ceremony == "keygen" => session_of(&session)?,
+        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+    };
+    let ceremony = Dkls23.keygen(Role::Device, session)?;
+    let (last, share) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
+    drive::send_all(&mut conn, last).await?;
+    store(&share)?;
+    let address = format!("0x{}", hex::encode(share.address()));
+    conn.control(&Control::Stored {
+        address: address.clone(),
+    })
+    .await?;
+    match conn.expect_control().await? {
+        Control::Done {
+            address: Some(a), ..
+        } if a == address => {}
+        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+    }
+    conn.close().await;
+    Ok(share)
+}
+
+/// Joins signing request `request_id`'s ceremony with `share`. The gateway announces the digest
+/// it was authorized to sign; the device signs that digest and checks the gateway's result
+/// against its own.
+pub async fn sign(
+    base: &str,
+    device_token: &str,
+    request_id: &str,
+    share: &KeyShare,
+) -> Result<([u8; 32], RecoverableSignature)> {
+    let path = format!("/v1/signing-requests/{request_id}/ceremony");
+    let mut conn = Connection::open(&ws_url(base, &path)?, device_token).await?;
+    let (session, digest) = match conn.expect_control().await? {
+        Control::Start {
+            ceremony,
+            session,
+            digest: Some(digest),
+            ..
+        } if ceremony == "sign" => (
+            session_of(&session)?,
+            bytes32(&digest)
+                .ok_or_else(|| Error::Transport("bad digest from the gateway".into()))?,
+        ),
+        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+    };
+    let ceremony = Dkls23.sign(Role::Device, session, share, digest)?;
+    let (last, signature) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
+    drive::send_all(&mut conn, last).await?;
+    match conn.expect_control().await? {
+        Control::Done {
+            signature: Some(s), ..
+        } if s == (&signature).into() => {}
+        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+    }
+    conn.close().await;
+    Ok((digest, signature))
+}
