@@ -112,6 +112,12 @@ pub enum Error {
     /// The signing request cannot be signed now (denied, expired, signed, failed, in progress).
     #[error("signing request is {0}")]
     NotSignable(String),
+    /// The request needs the owner's passkey confirmation first (the body carries the options).
+    #[error("this request needs the wallet owner's passkey confirmation (step-up)")]
+    StepUpRequired,
+    /// The passkey assertion was made for another request or operation, or by someone else.
+    #[error("this passkey assertion is not bound to this request")]
+    StepUpMismatch,
     /// The device is not the one that holds this wallet's other share.
     #[error("this device does not hold a share of this wallet")]
     DeviceNotAllowed,
@@ -190,6 +196,8 @@ impl Error {
             Error::RefreshRequired => "refresh_required",
             Error::NotSignable(_) => "not_signable",
             Error::DeviceNotAllowed => "device_not_allowed",
+            Error::StepUpRequired => "step_up_required",
+            Error::StepUpMismatch => "step_up_mismatch",
             Error::CeremonyFailed(_) => "ceremony_failed",
             Error::CeremonyTimeout => "ceremony_timeout",
             Error::Timeout => "timeout",
@@ -224,7 +232,9 @@ impl Error {
             | Error::ConsentRequired
             | Error::PasskeyRequired
             | Error::PolicyDenied
-            | Error::DeviceNotAllowed => StatusCode::FORBIDDEN,
+            | Error::DeviceNotAllowed
+            | Error::StepUpRequired
+            | Error::StepUpMismatch => StatusCode::FORBIDDEN,
             Error::CeremonyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -35,6 +35,9 @@ pub struct Outcome {
     pub entities: serde_json::Value,
     #[serde(skip)]
     pub timings: StageTimings,
+    /// A deny that only `@step_up` forbids caused, without errors (DESIGN §6).
+    #[serde(skip)]
+    pub step_up_may_help: bool,
 }
 
 /// How long each stage took, for metrics.
@@ -102,6 +105,28 @@ pub fn evaluate_for(
     scopes: &[String],
     now: OffsetDateTime,
 ) -> Result<(Facts, Outcome)> {
+    evaluate_stepped(
+        policies, ledger, app, wallet, req, session, scopes, false, now,
+    )
+}
+
+/// [`evaluate_for`] with `context.step_up` set as given: true only when a step-up assertion is
+/// bound to this very request (DESIGN §6).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the stages' inputs, each distinct"
+)]
+pub fn evaluate_stepped(
+    policies: &LoadedPolicies,
+    ledger: &dyn Ledger,
+    app: &AppRecord,
+    wallet: &WalletRecord,
+    req: &AuthorizeRequest,
+    session: Option<&SessionFacts>,
+    scopes: &[String],
+    step_up: bool,
+    now: OffsetDateTime,
+) -> Result<(Facts, Outcome)> {
     let payload = req.payload()?;
     let started = std::time::Instant::now();
     let facts = decode::decode(payload, req.chain_id, wallet.address, policies.registry())?;
@@ -115,10 +140,11 @@ pub fn evaluate_for(
         facts: &facts,
         velocity: &velocity,
         session,
-        step_up: false,
+        step_up,
         scopes,
         now,
     });
+    let step_up_may_help = policies.step_up_may_help(&decision);
     let timings = StageTimings {
         decode: decoded_at - started,
         policy: decoded_at.elapsed(),
@@ -136,6 +162,7 @@ pub fn evaluate_for(
         cedar_request: decision.cedar_request,
         entities: decision.entities,
         timings,
+        step_up_may_help,
     };
     Ok((facts, outcome))
 }

@@ -179,6 +179,7 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/admin/wallets/{address}/update", "admin"),
     ("POST", "/v1/wallets/{address}/sign", "sign"),
     ("GET", "/v1/signing-requests/{id}", "sign"),
+    ("POST", "/v1/signing-requests/{id}/step-up", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),

@@ -40,6 +40,7 @@ struct User {
     session: String,
     id: String,
     device_token: String,
+    passkey: Option<SoftPasskey>,
 }
 
 struct World {
@@ -77,19 +78,22 @@ async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
     let (session, id) = login_ok(&w.s, &w.key, &w.issuer, sub).await;
     let uuid: uuid::Uuid = id.parse().unwrap();
     let now = time::OffsetDateTime::now_utc();
+    let mut passkey = None;
     if with_passkey {
         let (ceremony, ccr) =
             w.s.passkeys
                 .start_registration(uuid, sub, sub, now)
                 .await
                 .unwrap();
-        let cred = SoftPasskey::new(true)
+        let mut authenticator = SoftPasskey::new(true);
+        let cred = authenticator
             .do_registration(Url::parse("http://localhost:8080").unwrap(), ccr)
             .unwrap();
         w.s.passkeys
             .finish_registration(&ceremony, uuid, &cred, now)
             .await
             .unwrap();
+        passkey = Some(authenticator);
     }
     let (code, _) = devices::issue_pairing_code(w.s.audit.store(), uuid, now)
         .await
@@ -108,6 +112,7 @@ async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
         session,
         id,
         device_token,
+        passkey,
     }
 }
 
@@ -456,4 +461,258 @@ async fn concurrent_requests_reserve_exactly_what_fits_under_the_velocity_cap() 
         }
         db.drop_pg().await;
     }
+}
+
+/// The owner's passkey assertion for the step-up options in a `step_up_required` answer.
+fn assert_step_up(u: &mut User, answer: &Value) -> Value {
+    let rcr: webauthn_authenticator_rs::prelude::RequestChallengeResponse =
+        serde_json::from_value(answer["step_up"]["options"].clone()).unwrap();
+    let credential = u
+        .passkey
+        .as_mut()
+        .unwrap()
+        .do_authentication(Url::parse("http://localhost:8080").unwrap(), rcr)
+        .unwrap();
+    json!({"ceremony_id": answer["step_up"]["ceremony_id"], "credential": credential})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_up_lifts_the_deny_of_its_own_request_only_once() {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let w = world().await;
+    let mut alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+
+    // Above 5 native the shipped @step_up forbid denies; the owner's passkey may lift it.
+    let a = submit(&w, &alice, &address, "a", native_transfer(1, 6 * ETH)).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert_eq!(a.body["code"], "step_up_required");
+    let b = submit(&w, &alice, &address, "b", native_transfer(2, 6 * ETH)).await;
+    assert_eq!(b.body["code"], "step_up_required", "{}", b.text);
+    let (id_a, id_b) = (
+        a.body["signing_request"].as_str().unwrap().to_owned(),
+        b.body["signing_request"].as_str().unwrap().to_owned(),
+    );
+    let alice_session = alice.session.clone();
+    let step = |id: &str, body: Value| {
+        let (s, key, session) = (w.s.clone(), w.key.clone(), alice_session.clone());
+        let path = format!("/v1/signing-requests/{id}/step-up");
+        async move { call(&s, "POST", &path, &key, Some(&session), Some(body)).await }
+    };
+
+    // An assertion made for A is worthless for B.
+    let for_a = assert_step_up(&mut alice, &a.body);
+    let crossed = step(&id_b, for_a).await;
+    assert_eq!(crossed.status, StatusCode::FORBIDDEN, "{}", crossed.text);
+    assert_eq!(crossed.body["code"], "step_up_mismatch");
+    let pending = call(
+        &w.s,
+        "GET",
+        &format!("/v1/signing-requests/{id_b}"),
+        &w.key,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(pending.body["state"], "pending_step_up");
+
+    // A retry of A gets fresh options; the assertion for them authorizes A, once.
+    let again = submit(&w, &alice, &address, "a", native_transfer(1, 6 * ETH)).await;
+    assert_eq!(again.body["code"], "step_up_required", "{}", again.text);
+    assert_eq!(again.body["signing_request"], id_a.as_str());
+    let for_a = assert_step_up(&mut alice, &again.body);
+    let ok = step(&id_a, for_a.clone()).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    assert_eq!(ok.body["state"], "authorized");
+    assert_eq!(ok.body["decision"]["facts"]["step_up"], true);
+    let replay = step(&id_a, for_a).await;
+    assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.text);
+
+    let (_, signature) = client::sign(&w.base, &alice.device_token, &id_a, &share)
+        .await
+        .unwrap();
+    let digest = bytes32(ok.body["digest"].as_str().unwrap()).unwrap();
+    parapet_signer::mpc::verify_signature(share.public_key(), share.address(), &digest, &signature)
+        .unwrap();
+    // B was never stepped up: its device cannot sign it.
+    match client::sign(&w.base, &alice.device_token, &id_b, &share).await {
+        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
+        other => panic!("B was signed: {other:?}"),
+    }
+}
+
+/// The `native_24h` velocity (wei) the decision of a fresh request for `wei` saw.
+async fn native_velocity_after(
+    w: &World,
+    u: &User,
+    address: &str,
+    key: &str,
+    nonce: u64,
+    wei: u128,
+) -> u128 {
+    let a = submit(w, u, address, key, native_transfer(nonce, wei)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    a.body["decision"]["facts"]["velocity"]["native_24h"]["raw"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+async fn wait_until_not_signing(w: &World, id: &str) -> Value {
+    for _ in 0..100 {
+        let got = call(
+            &w.s,
+            "GET",
+            &format!("/v1/signing-requests/{id}"),
+            &w.key,
+            None,
+            None,
+        )
+        .await;
+        if got.body["state"] != "signing" {
+            return got.body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the request stayed in signing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_ceremony_keeps_its_amount_only_once_the_final_message_left() {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+
+    // Dropped before the protocol ran: failed, and the amount is released.
+    let a = submit(&w, &alice, &address, "a", native_transfer(1, 2 * ETH)).await;
+    let id = a.body["id"].as_str().unwrap().to_owned();
+    let url = ws_url(&w.base, &format!("/v1/signing-requests/{id}/ceremony")).unwrap();
+    let mut conn = Connection::open(&url, &alice.device_token).await.unwrap();
+    assert!(matches!(
+        conn.expect_control().await.unwrap(),
+        Control::Start { .. }
+    ));
+    drop(conn);
+    assert_eq!(wait_until_not_signing(&w, &id).await["state"], "failed");
+    assert_eq!(
+        native_velocity_after(&w, &alice, &address, "b", 2, ETH).await,
+        ETH
+    );
+
+    // Dropped after the gateway's final message: the device could finish the signature alone,
+    // so the amount stays counted (and the request is signed).
+    let c = submit(&w, &alice, &address, "c", native_transfer(3, 3 * ETH)).await;
+    let id = c.body["id"].as_str().unwrap().to_owned();
+    let url = ws_url(&w.base, &format!("/v1/signing-requests/{id}/ceremony")).unwrap();
+    let mut conn = Connection::open(&url, &alice.device_token).await.unwrap();
+    let Control::Start {
+        session, digest, ..
+    } = conn.expect_control().await.unwrap()
+    else {
+        panic!("no start");
+    };
+    let ceremony = Dkls23
+        .sign(
+            Role::Device,
+            SessionId(bytes32(&session).unwrap()),
+            &share,
+            bytes32(&digest.unwrap()).unwrap(),
+        )
+        .unwrap();
+    let (_, signature) = drive::run(ceremony, &mut conn, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(conn);
+    let got = wait_until_not_signing(&w, &id).await;
+    assert_eq!(got["state"], "signed");
+    assert_eq!(
+        got["signature"]["r"],
+        format!("0x{}", hex::encode(signature.r))
+    );
+    // 1 (b, authorized) + 3 (c, signed) + 1 (this one).
+    assert_eq!(
+        native_velocity_after(&w, &alice, &address, "d", 4, ETH).await,
+        5 * ETH
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_or_out_of_place_messages_end_the_ceremony_without_a_signature() {
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    for (n, attack) in ["replay", "tamper", "control"].into_iter().enumerate() {
+        let a = submit(&w, &alice, &address, attack, native_transfer(n as u64, 1)).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        let id = a.body["id"].as_str().unwrap().to_owned();
+        let url = ws_url(&w.base, &format!("/v1/signing-requests/{id}/ceremony")).unwrap();
+        let mut conn = Connection::open(&url, &alice.device_token).await.unwrap();
+        let Control::Start {
+            session, digest, ..
+        } = conn.expect_control().await.unwrap()
+        else {
+            panic!("no start");
+        };
+        let mut ceremony = Dkls23
+            .sign(
+                Role::Device,
+                SessionId(bytes32(&session).unwrap()),
+                &share,
+                bytes32(&digest.unwrap()).unwrap(),
+            )
+            .unwrap();
+        let first = ceremony.start().unwrap();
+        use parapet_signer::mpc::drive::Transport;
+        match attack {
+            "replay" => {
+                for m in first.iter().chain(first.iter()) {
+                    conn.send(m.clone()).await.unwrap();
+                }
+            }
+            "tamper" => {
+                for m in &first {
+                    let mut bad = m.clone();
+                    let last = bad.len() - 1;
+                    bad[last] ^= 0x01;
+                    conn.send(bad).await.unwrap();
+                }
+            }
+            _ => conn
+                .control(&Control::Stored {
+                    address: address.clone(),
+                })
+                .await
+                .unwrap(),
+        }
+        // The gateway ends the ceremony with an error and no signature.
+        let end = loop {
+            match conn.expect_control().await {
+                Err(parapet_signer::Error::Transport(t)) if t.contains("protocol message") => {
+                    // a protocol message from the gateway's round 1 still in flight
+                    continue;
+                }
+                other => break other,
+            }
+        };
+        assert!(
+            matches!(end, Err(parapet_signer::Error::Refused { ref code, .. }) if code == "ceremony_failed"),
+            "{attack}: {end:?}"
+        );
+        let got = wait_until_not_signing(&w, &id).await;
+        assert_eq!(got["state"], "failed", "{attack}");
+        assert!(got.get("signature").is_none());
+    }
+    let log = events(&w.s).await;
+    assert_eq!(
+        log.iter()
+            .filter(|e| e["action"] == "signature.failed")
+            .count(),
+        3
+    );
+    assert!(!log.iter().any(|e| e["action"] == "signature.released"));
 }

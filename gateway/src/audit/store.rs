@@ -680,6 +680,9 @@ where
 pub enum Attachment {
     /// A signing request: the decision's reservation (DESIGN §6).
     SigningRequest(Box<crate::cosign::signing::SigningRequest>),
+    /// A request pending step-up becomes authorized (its reservation from now on): `(id, the
+    /// new decision JSON, expires_at, now)`.
+    SteppedUp(Box<(String, String, String, String)>),
 }
 
 impl Attachment {
@@ -689,6 +692,11 @@ impl Attachment {
                 crate::cosign::signing::insert_request!(&mut **tx, r)
                     .await
                     .map_err(db("inserting a signing request"))?;
+            }
+            Attachment::SteppedUp(s) => {
+                crate::cosign::signing::authorize_stepped!(&mut **tx, s)
+                    .await
+                    .map_err(db("authorizing a stepped-up request"))?;
             }
         }
         Ok(())
@@ -700,6 +708,11 @@ impl Attachment {
                 crate::cosign::signing::insert_request!(&mut **tx, r)
                     .await
                     .map_err(db("inserting a signing request"))?;
+            }
+            Attachment::SteppedUp(s) => {
+                crate::cosign::signing::authorize_stepped!(&mut **tx, s)
+                    .await
+                    .map_err(db("authorizing a stepped-up request"))?;
             }
         }
         Ok(())

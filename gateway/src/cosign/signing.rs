@@ -51,6 +51,7 @@ pub struct SigningRequest {
 }
 
 pub const DENIED: &str = "denied";
+pub const PENDING_STEP_UP: &str = "pending_step_up";
 pub const AUTHORIZED: &str = "authorized";
 pub const SIGNING: &str = "signing";
 pub const SIGNED: &str = "signed";
@@ -58,9 +59,12 @@ pub const FAILED: &str = "failed";
 pub const EXPIRED: &str = "expired";
 
 impl SigningRequest {
-    /// The state as of `now`: an authorized request past its expiry is expired.
+    /// The state as of `now`: an authorized (or step-up pending) request past its expiry is
+    /// expired.
     pub fn state_at(&self, now: OffsetDateTime) -> &str {
-        if self.state == AUTHORIZED && self.expires_at <= stamp(now) {
+        if (self.state == AUTHORIZED || self.state == PENDING_STEP_UP)
+            && self.expires_at <= stamp(now)
+        {
             EXPIRED
         } else {
             &self.state
@@ -147,6 +151,26 @@ macro_rules! insert_request {
     };
 }
 pub(crate) use insert_request;
+
+/// Moves a request from pending step-up to authorized inside the caller's transaction (the
+/// audit batch with the stepped-up decision). `$s` is `(id, outcome, expires_at, now)`.
+macro_rules! authorize_stepped {
+    ($conn:expr, $s:expr) => {
+        sqlx::query("UPDATE signing_requests SET state = 'authorized', outcome = $2, expires_at = $3, updated_at = $4 WHERE id = $1 AND state = 'pending_step_up' AND expires_at > $4")
+            .bind($s.0.as_str())
+            .bind($s.1.as_str())
+            .bind($s.2.as_str())
+            .bind($s.3.as_str())
+            .execute($conn)
+    };
+}
+pub(crate) use authorize_stepped;
+
+/// The context a step-up passkey ceremony is started with: the request and its digest, so that
+/// an assertion made for one request is worthless for any other.
+pub fn step_up_context(r: &SigningRequest) -> String {
+    format!("step-up:{}:{}", r.id, r.digest)
+}
 
 /// The request with this id.
 pub async fn get(store: &Store, id: &str) -> Result<Option<SigningRequest>> {

@@ -137,6 +137,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/wallets/{address}/sign"),
     ("get", "/v1/signing-requests/{id}"),
     ("get", "/v1/signing-requests/{id}/ceremony"),
+    ("post", "/v1/signing-requests/{id}/step-up"),
     ("get", "/v1/devices"),
     ("post", "/v1/devices/{id}/revoke"),
     ("get", "/v1/wallets"),
@@ -214,6 +215,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/signing-requests/{id}",
             get(signing_routes::get).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/signing-requests/{id}/step-up",
+            post(signing_routes::step_up).route_layer(grant("sign")),
         )
         .route(
             "/v1/devices",

@@ -25,13 +25,13 @@ use super::routes::json_body;
 use crate::audit::record as audit_record;
 use crate::audit::store::Attachment;
 use crate::cosign::idempotency::{self, Claim};
-use crate::cosign::signing::{self, AUTHORIZED, DENIED, SigningRequest};
-use crate::cosign::velocity::Snapshot;
+use crate::cosign::signing::{self, AUTHORIZED, DENIED, PENDING_STEP_UP, SigningRequest};
+use crate::cosign::velocity::{Snapshot, WalletGuard};
 use crate::cosign::{hex0x, stamp};
 use crate::error::Error;
 use crate::facts::{Action, Facts};
-use crate::pipeline;
-use crate::records::AppRecord;
+use crate::pipeline::{self, Outcome};
+use crate::records::{AppRecord, SessionFacts};
 use crate::request::AuthorizeRequest;
 use crate::users::ActiveSession;
 use crate::wallets::{self, StoredWallet};
@@ -48,22 +48,57 @@ fn store_down(error: Error) -> Error {
     }
 }
 
-/// The answer for a request: 201 with the request when authorized, 403 `policy_denied` with
-/// the decision when denied (the same for a retry with the same Idempotency-Key).
-fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Response {
-    let mut body = r.to_json(state.clock.now());
-    if r.state == DENIED {
-        let out = serde_json::json!({
-            "code": Error::PolicyDenied.code(),
-            "message": Error::PolicyDenied.to_string(),
+/// The answer for a request: 201 with the request when authorized; 403 `policy_denied` with the
+/// decision when denied; 403 `step_up_required` with fresh WebAuthn options bound to this
+/// request when the owner's passkey can lift the deny (or `passkey_required` when they have
+/// none). A retry with the same Idempotency-Key gets the same answer.
+async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Response {
+    let now = state.clock.now();
+    let mut body = r.to_json(now);
+    let refusal = |error: Error, extra: Vec<(&str, Value)>, body: &mut Value| {
+        let mut out = serde_json::json!({
+            "code": error.code(),
+            "message": error.to_string(),
             "request_id": request_id,
             "signing_request": r.id,
             "decision": body.get_mut("decision").map(Value::take),
         });
-        return (StatusCode::FORBIDDEN, axum::Json(out)).into_response();
+        for (k, v) in extra {
+            set(&mut out, k, v);
+        }
+        (error.status(), axum::Json(out)).into_response()
+    };
+    match r.state_at(now) {
+        DENIED => refusal(Error::PolicyDenied, Vec::new(), &mut body),
+        PENDING_STEP_UP => {
+            match state
+                .passkeys
+                .start_login_for(r.owner, Some(&signing::step_up_context(r)), now)
+                .await
+            {
+                Ok((ceremony_id, options)) => refusal(
+                    Error::StepUpRequired,
+                    vec![(
+                        "step_up",
+                        serde_json::json!({"ceremony_id": ceremony_id, "options": options}),
+                    )],
+                    &mut body,
+                ),
+                Err(Error::PasskeyRejected) => {
+                    refusal(Error::PasskeyRequired, Vec::new(), &mut body)
+                }
+                Err(error) => ApiError {
+                    error: store_down(error),
+                    request_id: request_id.to_owned(),
+                }
+                .into_response(),
+            }
+        }
+        _ => {
+            set(&mut body, "request_id", Value::from(request_id));
+            (StatusCode::CREATED, axum::Json(body)).into_response()
+        }
     }
-    set(&mut body, "request_id", Value::from(request_id));
-    (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
 fn set(body: &mut Value, key: &str, value: Value) {
@@ -148,7 +183,7 @@ pub async fn sign(
             .await
             .map_err(|e| fail(store_down(e)))?
         {
-            Some(r) => Ok(answer(&state, &r, &request_id)),
+            Some(r) => Ok(answer(&state, &r, &request_id).await),
             None => Err(fail(Error::IdempotencyInProgress)),
         };
     }
@@ -163,7 +198,7 @@ pub async fn sign(
     )
     .await;
     match decided {
-        Ok(r) => Ok(answer(&state, &r, &request_id)),
+        Ok(r) => Ok(answer(&state, &r, &request_id).await),
         Err(error) => {
             idempotency::release(state.audit.store(), scope, &key, &request_id).await;
             Err(fail(error))
@@ -189,17 +224,28 @@ fn reservation(facts: &Facts) -> (String, Option<String>, Option<String>) {
     }
 }
 
-/// Under the wallet's lock: reads velocity, decides, and commits the decision's event with the
-/// request (its reservation) in one transaction.
-async fn decide_and_reserve(
-    state: &AppState,
+/// A decision taken under the wallet's lock; the lock is held until the caller committed the
+/// decision's event (and with it the reservation) and released it.
+struct Locked<'a> {
+    guard: WalletGuard<'a>,
+    facts: Facts,
+    outcome: Outcome,
+    /// For a deny that only `@step_up` forbids caused: the decision with `step_up: true`.
+    with_step_up: Option<Outcome>,
+    now: time::OffsetDateTime,
+}
+
+/// Takes the wallet's lock, reads velocity (signed and reserved, from the database), decides.
+/// An input the decoder refuses is audited as a refusal and returned as the error.
+async fn decide_locked<'a>(
+    state: &'a AppState,
     caller: &AppRecord,
-    session: &ActiveSession,
+    session: &SessionFacts,
     wallet: &StoredWallet,
     req: &AuthorizeRequest,
-    body: &Value,
     request_id: &str,
-) -> Result<SigningRequest, Error> {
+    step_up: bool,
+) -> Result<Locked<'a>, Error> {
     let store = state.audit.store();
     let policies = state.engine.current();
     let guard = state.wallet_locks.lock(store, &wallet.address).await?;
@@ -212,25 +258,27 @@ async fn decide_and_reserve(
         entries,
         local: state.ledger.as_ref(),
     };
-    let scopes =
-        crate::consent::approved_scopes(store, &policies, caller, Some(session.facts.user))
-            .await
-            .map_err(store_down)?;
+    let scopes = crate::consent::approved_scopes(store, &policies, caller, Some(session.user))
+        .await
+        .map_err(store_down)?;
     state
         .audit
         .ensure_policy_version(policies.version(), policies.files(), now)
         .await?;
-    let evaluated = pipeline::evaluate_for(
-        &policies,
-        &ledger,
-        caller,
-        &record,
-        req,
-        Some(&session.facts),
-        &scopes,
-        now,
-    );
-    let (facts, outcome) = match evaluated {
+    let evaluate = |step_up: bool| {
+        pipeline::evaluate_stepped(
+            &policies,
+            &ledger,
+            caller,
+            &record,
+            req,
+            Some(session),
+            &scopes,
+            step_up,
+            now,
+        )
+    };
+    let (facts, outcome) = match evaluate(step_up) {
         Ok(ok) => ok,
         Err(error) => {
             let mut event = audit_record::refusal(
@@ -241,14 +289,70 @@ async fn decide_and_reserve(
                 policies.version(),
                 &error,
             );
-            event.user = Some(session.facts.user.to_string());
+            event.user = Some(session.user.to_string());
             state.audit.append(event).await?;
             guard.release().await;
             return Err(error);
         }
     };
-    let allowed = outcome.decision == "allow";
-    let (native, token, token_amount) = reservation(&facts);
+    let with_step_up = if !step_up && outcome.step_up_may_help {
+        evaluate(true).ok().map(|(_, o)| o)
+    } else {
+        None
+    };
+    Ok(Locked {
+        guard,
+        facts,
+        outcome,
+        with_step_up,
+        now,
+    })
+}
+
+fn count(state: &AppState, outcome: &Outcome) {
+    let counter = if outcome.decision == "allow" {
+        &state.metrics.decisions_allow
+    } else {
+        &state.metrics.decisions_deny
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Decides a new request and commits the decision's event with the request (its reservation,
+/// when authorized) in one transaction. A deny that the owner's passkey can lift becomes a
+/// request pending step-up.
+async fn decide_and_reserve(
+    state: &AppState,
+    caller: &AppRecord,
+    session: &ActiveSession,
+    wallet: &StoredWallet,
+    req: &AuthorizeRequest,
+    body: &Value,
+    request_id: &str,
+) -> Result<SigningRequest, Error> {
+    let locked = decide_locked(
+        state,
+        caller,
+        &session.facts,
+        wallet,
+        req,
+        request_id,
+        false,
+    )
+    .await?;
+    let (facts, outcome, now) = (&locked.facts, &locked.outcome, locked.now);
+    let request_state = if outcome.decision == "allow" {
+        AUTHORIZED
+    } else if locked
+        .with_step_up
+        .as_ref()
+        .is_some_and(|o| o.decision == "allow")
+    {
+        PENDING_STEP_UP
+    } else {
+        DENIED
+    };
+    let (native, token, token_amount) = reservation(facts);
     let ttl = time::Duration::try_from(state.signing_request_ttl)
         .map_err(|e| Error::Config(e.to_string()))?;
     let request = SigningRequest {
@@ -262,8 +366,8 @@ async fn decide_and_reserve(
         epoch: wallet.epoch,
         body: serde_json_canonicalizer::to_string(body)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?,
-        outcome: serde_json::to_string(&outcome).map_err(|e| Error::Internal(e.to_string()))?,
-        state: if allowed { AUTHORIZED } else { DENIED }.to_owned(),
+        outcome: serde_json::to_string(outcome).map_err(|e| Error::Internal(e.to_string()))?,
+        state: request_state.to_owned(),
         native,
         token,
         token_amount,
@@ -274,7 +378,7 @@ async fn decide_and_reserve(
         expires_at: stamp(now + ttl),
         updated_at: stamp(now),
     };
-    let mut event = audit_record::decision(now, request_id, &caller.id, req, &outcome);
+    let mut event = audit_record::decision(now, request_id, &caller.id, req, outcome);
     event.user = Some(session.facts.user.to_string());
     let committed = state
         .audit
@@ -283,15 +387,10 @@ async fn decide_and_reserve(
             Some(Attachment::SigningRequest(Box::new(request.clone()))),
         )
         .await;
-    guard.release().await;
+    locked.guard.release().await;
     committed?;
-    let counter = if allowed {
-        &state.metrics.decisions_allow
-    } else {
-        &state.metrics.decisions_deny
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
-    tracing::info!(request_id, decision = outcome.decision, action = outcome.action.as_str(), wallet = %wallet.address, "signing request");
+    count(state, &locked.outcome);
+    tracing::info!(request_id, decision = locked.outcome.decision, state = request_state, action = locked.outcome.action.as_str(), wallet = %wallet.address, "signing request");
     Ok(request)
 }
 
@@ -388,4 +487,104 @@ pub async fn ceremony(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Answer {
     super::ceremony_routes::signing(state, &request_id, id, &headers, ws)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUp {
+    ceremony_id: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+}
+
+/// `POST /v1/signing-requests/{id}/step-up`: the owner's passkey assertion, made for this
+/// request's step-up ceremony (bound to its id and digest, single-use, expiring), lets the
+/// request be decided again with `context.step_up = true`. An allow authorizes it (the
+/// reservation commits with the decision's event); anything else answers as a deny.
+pub async fn step_up(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let session = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(|e| fail(store_down(e)))?;
+    let req: StepUp = json_body(&headers, body).map_err(fail)?;
+    let store = state.audit.store();
+    let r = signing::get(store, &id)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .filter(|r| r.owner == session.facts.user)
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let now = state.clock.now();
+    if r.state_at(now) != PENDING_STEP_UP {
+        return Err(fail(Error::NotSignable(r.state_at(now).to_owned())));
+    }
+    let login = state
+        .passkeys
+        .finish_login(&req.ceremony_id, &req.credential, now)
+        .await
+        .map_err(|e| fail(store_down(e)))?;
+    if login.user != r.owner
+        || !login.user_verified
+        || login.context.as_deref() != Some(signing::step_up_context(&r).as_str())
+    {
+        tracing::warn!(signing_request = %r.id, "a step-up assertion for something else");
+        return Err(fail(Error::StepUpMismatch));
+    }
+    let wallet = wallets::get(store, &r.wallet)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let parsed: AuthorizeRequest = serde_json::from_str(&r.body)
+        .map_err(|e| fail(Error::Internal(format!("a stored request body: {e}"))))?;
+    let locked = decide_locked(
+        &state,
+        &caller,
+        &session.facts,
+        &wallet,
+        &parsed,
+        &request_id,
+        true,
+    )
+    .await
+    .map_err(fail)?;
+    let (outcome, now) = (&locked.outcome, locked.now);
+    let allowed = outcome.decision == "allow" && hex0x(locked.facts.digest.as_slice()) == r.digest;
+    let ttl = time::Duration::try_from(state.signing_request_ttl)
+        .map_err(|e| fail(Error::Config(e.to_string())))?;
+    let mut event = audit_record::decision(now, &request_id, &caller.id, &parsed, outcome);
+    event.user = Some(session.facts.user.to_string());
+    let decision_json =
+        serde_json::to_string(outcome).map_err(|e| fail(Error::Internal(e.to_string())))?;
+    let attached = allowed.then(|| {
+        Attachment::SteppedUp(Box::new((
+            r.id.clone(),
+            decision_json,
+            stamp(now + ttl),
+            stamp(now),
+        )))
+    });
+    let committed = state.audit.append_with(event, attached).await;
+    locked.guard.release().await;
+    committed.map_err(fail)?;
+    count(&state, outcome);
+    if !allowed {
+        let out = serde_json::json!({
+            "code": Error::PolicyDenied.code(),
+            "message": Error::PolicyDenied.to_string(),
+            "request_id": request_id,
+            "signing_request": r.id,
+            "decision": outcome,
+        });
+        return Ok((StatusCode::FORBIDDEN, axum::Json(out)).into_response());
+    }
+    let r = signing::get(store, &id)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .ok_or_else(|| fail(Error::NotFound))?;
+    Ok(answer(&state, &r, &request_id).await)
 }
