@@ -132,6 +132,8 @@ fn register_hand_off_consent_and_revoke_in_chromium() {
         .env("PARAPET_APP_KEY", app["api_key"].as_str().unwrap())
         .env("PARAPET_REDIRECT_URI", &redirect)
         .env("PARAPET_CHROMIUM", chromium())
+        .env("PARAPET_BIN", env!("CARGO_BIN_EXE_parapet"))
+        .env("PARAPET_DEVICE_FILE", dir.path().join("device.json"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);

@@ -716,3 +716,158 @@ async fn replayed_or_out_of_place_messages_end_the_ceremony_without_a_signature(
     );
     assert!(!log.iter().any(|e| e["action"] == "signature.released"));
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Every transaction type, a personal_sign message and EIP-712 typed data, signed through the
+/// gateway and checked with alloy. With `PARAPET_SIGNATURES_OUT` set, the results are written
+/// there for `tests/eth_verify/verify.py` to check again with Python's eth-account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_payload_kind_is_signed_and_verifies_with_alloy() {
+    use alloy_dyn_abi::TypedData;
+    let policies = tempfile::tempdir().unwrap();
+    copy_dir(&users_support::root().join("policies"), policies.path());
+    let policies_dir = policies.path().display().to_string();
+    let w = world_with(&[("PARAPET_POLICIES_DIR", policies_dir.as_str())]).await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    let wallet: Address = address.parse().unwrap();
+    let fixture = |name: &str| {
+        let text = std::fs::read_to_string(
+            users_support::root().join(format!("tests/fixtures/good/{name}.json")),
+        )
+        .unwrap();
+        let mut v: Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("wallet");
+        v
+    };
+    // The 7702 fixture delegates to a contract the shipped list does not trust: trust it here.
+    let dry = call(
+        &w.s,
+        "POST",
+        "/v1/authorize",
+        &w.key,
+        None,
+        Some({
+            let mut v = fixture("tx-7702-unknown-delegate");
+            v["wallet"] = json!({"address": address});
+            v
+        }),
+    )
+    .await;
+    let delegates = dry.body["facts"]["delegates"].as_array().unwrap().clone();
+    let entities: Vec<Value> = delegates
+        .iter()
+        .map(|d| {
+            json!({"uid": {"type": "Parapet::Address", "id": d}, "attrs": {},
+                   "parents": [{"type": "Parapet::AddressList", "id": "trusted_delegates"}]})
+        })
+        .collect();
+    std::fs::write(
+        policies.path().join("entities/test-delegates.json"),
+        serde_json::to_string(&entities).unwrap(),
+    )
+    .unwrap();
+    w.s.reload_policies("test").await.unwrap();
+
+    let cases = [
+        ("legacy", "tx-legacy-eip155-native"),
+        ("eip2930", "tx-2930-native-access-list"),
+        ("eip1559", "tx-1559-native-small"),
+        ("eip4844", "tx-4844-blob"),
+        ("eip7702", "tx-7702-unknown-delegate"),
+        ("personal_sign", "message-utf8"),
+        ("typed_data", "typed-data-mail"),
+    ];
+    let mut results = Vec::new();
+    for (n, (kind, name)) in cases.into_iter().enumerate() {
+        let body = fixture(name);
+        let created = submit(&w, &alice, &address, &format!("k-{n}"), body.clone()).await;
+        assert_eq!(
+            created.status,
+            StatusCode::CREATED,
+            "{kind}: {}",
+            created.text
+        );
+        let id = created.body["id"].as_str().unwrap();
+        client::sign(&w.base, &alice.device_token, id, &share)
+            .await
+            .unwrap();
+        let got = call(
+            &w.s,
+            "GET",
+            &format!("/v1/signing-requests/{id}"),
+            &w.key,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(got.body["state"], "signed", "{kind}: {}", got.text);
+        let sig = Signature::new(
+            got.body["signature"]["r"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            got.body["signature"]["s"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            got.body["signature"]["y_parity"].as_bool().unwrap(),
+        );
+        match kind {
+            "personal_sign" => {
+                let text = body["message"].as_str().unwrap();
+                assert_eq!(sig.recover_address_from_msg(text).unwrap(), wallet);
+            }
+            "typed_data" => {
+                let typed: TypedData = serde_json::from_value(body["typed_data"].clone())
+                    .or_else(|_| serde_json::from_str(body["typed_data"].as_str().unwrap()))
+                    .unwrap();
+                let hash = typed.eip712_signing_hash().unwrap();
+                assert_eq!(format!("{hash:#x}"), got.body["digest"].as_str().unwrap());
+                assert_eq!(sig.recover_address_from_prehash(&hash).unwrap(), wallet);
+            }
+            _ => {
+                let raw = hex::decode(
+                    got.body["signed_transaction"]
+                        .as_str()
+                        .unwrap()
+                        .trim_start_matches("0x"),
+                )
+                .unwrap();
+                let tx = alloy::consensus::TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+                assert_eq!(tx.recover_signer().unwrap(), wallet, "{kind}");
+                assert_eq!(
+                    format!("{:#x}", tx.tx_hash()),
+                    got.body["tx_hash"].as_str().unwrap()
+                );
+            }
+        }
+        results.push(json!({
+            "kind": kind,
+            "address": address,
+            "payload": body,
+            "digest": got.body["digest"],
+            "signature": got.body["signature"],
+            "signed_transaction": got.body.get("signed_transaction"),
+            "tx_hash": got.body.get("tx_hash"),
+        }));
+    }
+    if let Ok(out) = std::env::var("PARAPET_SIGNATURES_OUT") {
+        std::fs::write(out, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    }
+}

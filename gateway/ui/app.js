@@ -499,14 +499,98 @@
 
   async function renderAccount() {
     if (!state.me || state.handoff) return;
-    const [pk, cs, dv] = await Promise.all([
+    const [pk, cs, dv, wl, sr] = await Promise.all([
       api('GET', '/ui/api/passkeys'),
       api('GET', '/ui/api/consents'),
       api('GET', '/ui/api/devices'),
+      api('GET', '/ui/api/wallets'),
+      api('GET', '/ui/api/signing-requests'),
     ]);
     renderPasskeys(Array.isArray(pk.passkeys) ? pk.passkeys : []);
     renderConsents(Array.isArray(cs.consents) ? cs.consents : []);
     renderDevices(Array.isArray(dv.devices) ? dv.devices : []);
+    renderWallets(Array.isArray(wl.wallets) ? wl.wallets : []);
+    renderSigningRequests(Array.isArray(sr.signing_requests) ? sr.signing_requests : []);
+  }
+
+  function renderWallets(wallets) {
+    const list = $('#wallets');
+    list.replaceChildren();
+    for (const w of wallets) {
+      list.append(el('li', { class: 'wallet', 'data-address': w.address },
+        el('div', { class: 'row-main' },
+          el('code', { text: w.address }),
+          w.frozen ? el('span', { class: 'badge revoked-badge', text: 'frozen' }) : null,
+          w.refresh_required ? el('span', { class: 'badge', text: 'refresh required' }) : null),
+        el('dl', { class: 'facts' },
+          el('dt', { text: 'Created' }), el('dd', {}, timeEl(w.created_at)),
+          el('dt', { text: 'Key epoch' }), el('dd', { text: String(w.epoch) }))));
+    }
+    if (!wallets.length) list.append(el('li', { class: 'muted', text: 'No wallets yet.' }));
+  }
+
+  // Nano-units (1.0 = 1000000000) as a decimal, exactly.
+  function nanoAmount(a) {
+    if (!a || typeof a.scaled !== 'number') return '';
+    const n = BigInt(a.scaled);
+    const whole = n / 1000000000n;
+    const frac = (n % 1000000000n).toString().padStart(9, '0').replace(/0+$/, '');
+    return (a.saturated ? '≥ ' : '') + whole.toString() + (frac ? '.' + frac : '');
+  }
+
+  // What a request does, from the facts its decision saw: action, recipient, amount with symbol.
+  function describe(facts, action) {
+    const out = [];
+    if (facts.token) {
+      out.push(['Amount', `${nanoAmount(facts.token.amount)} ${facts.token.symbol || '(unknown token)'}`]);
+      out.push([action === 'erc20_approve' || action === 'permit' ? 'Spender' : 'Recipient', facts.token.counterparty]);
+    } else if (facts.value) {
+      out.push(['Amount', `${nanoAmount(facts.value)} native`]);
+      if (facts.to) out.push(['Recipient', facts.to]);
+    } else if (facts.to) {
+      out.push(['To', facts.to]);
+    }
+    if (facts.message) out.push(['Message', `${facts.message.len} bytes (${facts.message.encoding})`]);
+    if (facts.typed_data) out.push(['Typed data', `${facts.typed_data.primary_type} for ${facts.typed_data.domain_name || facts.typed_data.verifying_contract || 'an unnamed domain'}`]);
+    out.push(['Chain', String(facts.chain_id)]);
+    return out;
+  }
+
+  function renderSigningRequests(requests) {
+    const list = $('#signing-requests');
+    list.replaceChildren();
+    for (const r of requests) {
+      const decision = r.decision || {};
+      const facts = decision.facts || {};
+      const reasons = (decision.determining_policies || []).map((p) => p.reason).join('; ');
+      const dl = el('dl', { class: 'facts' });
+      for (const [k, v] of describe(facts, r.action)) {
+        dl.append(el('dt', { text: k }), el('dd', {}, el('code', { text: v })));
+      }
+      dl.append(el('dt', { text: 'Wallet' }), el('dd', {}, el('code', { text: r.wallet })));
+      dl.append(el('dt', { text: 'Expires' }), el('dd', {}, timeEl(r.expires_at)));
+      const row = el('li', { class: 'signing-request', 'data-request-id': r.id, 'data-state': r.state },
+        el('div', { class: 'row-main' },
+          el('strong', { text: (r.action || '').replace(/_/g, ' ') }), ' ',
+          el('span', { class: 'badge', text: r.state === 'pending_step_up' ? 'needs your approval' : 'waiting for your device' })),
+        dl);
+      if (r.state === 'pending_step_up') {
+        if (reasons) row.append(el('p', { class: 'hint', text: `Why: ${reasons}` }));
+        const btn = el('button', { type: 'button', class: 'approve-request', 'data-request-id': r.id, text: 'Approve with passkey' });
+        btn.addEventListener('click', () => action(async () => {
+          const start = await api('POST', '/ui/api/signing-requests/step-up/start', { id: r.id });
+          const cred = await getCredential(start.options);
+          await api('POST', '/ui/api/signing-requests/step-up/finish', {
+            id: r.id, ceremony_id: start.ceremony_id, credential: assertionJSON(cred),
+          });
+          setStatus('Approved: your device can now sign it.', 'ok');
+          await renderAccount();
+        }));
+        row.append(btn);
+      }
+      list.append(row);
+    }
+    if (!requests.length) list.append(el('li', { class: 'muted', text: 'Nothing is waiting for you.' }));
   }
 
   function renderDevices(devices) {

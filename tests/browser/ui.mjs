@@ -11,6 +11,7 @@
 //
 // Exit code 0 when every step passed, 1 otherwise, 2 on bad inputs. One line per step.
 
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
@@ -296,6 +297,7 @@ async function main() {
     const ex = await call('POST', '/v1/sessions/exchange', { headers: auth, body: { code: state.code, redirect_uri: REDIRECT_URI } });
     assert(ex.status === 200, `POST /v1/sessions/exchange answered ${ex.status}: ${ex.text}`);
     assert(ex.json && typeof ex.json.session_token === 'string' && ex.json.session_token, `exchange answer has no session_token: ${ex.text}`);
+    state.session = ex.json.session_token;
     // The contract says `user`; the /v1 session answers name it `user_id`.
     const exUser = ex.json.user ?? ex.json.user_id;
     assert(String(exUser) === state.user, `exchange names user ${exUser}, expected ${state.user}: ${ex.text}`);
@@ -320,7 +322,51 @@ async function main() {
     return `second exchange ${again.status} (${again.json && again.json.code}), transfer allow, NFT operator deny scope_not_approved [${missing.join(', ')}]`;
   });
 
-  await step(6, 'revoke a passkey on the page, then log out', async () => {
+  await step(6, 'a device makes a wallet; a large transfer is approved with a passkey on the page and signed', async () => {
+    const bin = need('PARAPET_BIN');
+    const file = need('PARAPET_DEVICE_FILE');
+    const env = { ...process.env, PARAPET_DEVICE_PASSPHRASE: 'browser test passphrase', PARAPET_DEVICE_FILE: file };
+    const cli = (args) => execFileSync(bin, args, { env, encoding: 'utf8', timeout: TIMEOUT * 2 });
+    await page.goto(`${BASE}/ui/`);
+    await waitReady(page);
+    await page.click('#pair-device');
+    await waitFor(page, 'pairing command', '#pairing:not([hidden]) #pairing-command:not(:empty)');
+    const code = (await page.textContent('#pairing-command')).trim().split(' ').pop();
+    cli(['device', 'pair', '--gateway', BASE, code, '--name', 'browser-test laptop']);
+    const address = JSON.parse(cli(['wallet', 'create', '--json'])).address;
+    assert(/^0x[0-9a-f]{40}$/.test(address), `wallet create printed ${address}`);
+    // 6 native in one transaction: the shipped @step_up forbid asks for the owner's passkey.
+    const body = {
+      chain_id: 1,
+      transaction_request: {
+        type: '0x2', chainId: '0x1', nonce: '0x1', gas: '0x5208', maxFeePerGas: '0x6fc23ac00',
+        maxPriorityFeePerGas: '0x3b9aca00', to: '0x2222222222222222222222222222222222222222',
+        value: '0x' + (6n * 10n ** 18n).toString(16), data: '0x',
+      },
+    };
+    const auth = { Authorization: `Bearer ${APP_KEY}`, 'Parapet-Session': state.session };
+    const sign = await call('POST', `/v1/wallets/${address}/sign`, { headers: { ...auth, 'Idempotency-Key': 'browser-1' }, body });
+    assert(sign.status === 403 && sign.json && sign.json.code === 'step_up_required', `sign answered ${sign.status}: ${sign.text}`);
+    const id = sign.json.signing_request;
+    await page.reload();
+    await waitReady(page);
+    await waitFor(page, 'the wallet in the list', `#wallets li[data-address="${address}"]`);
+    const row = `#signing-requests li[data-request-id="${id}"]`;
+    await waitFor(page, 'the request waiting for approval', `${row} button.approve-request`);
+    const shown = await page.textContent(row);
+    assert(shown.includes('6 native') && shown.includes('0x2222222222222222222222222222222222222222'), `the request shows "${shown}"`);
+    await page.click(`${row} button.approve-request`);
+    await waitFor(page, 'the request approved', `${row}[data-state="authorized"]`);
+    const got = await call('GET', `/v1/signing-requests/${id}`, { headers: { Authorization: `Bearer ${APP_KEY}` } });
+    assert(got.status === 200 && got.json.state === 'authorized' && got.json.decision.facts.step_up === true, `after approval: ${got.status} ${got.text}`);
+    const signed = JSON.parse(cli(['wallet', 'sign', '--wallet', address, '--request', id, '--json']));
+    assert(/^0x[0-9a-f]+$/.test(signed.signed_transaction || ''), `wallet sign printed ${JSON.stringify(signed)}`);
+    const done = await call('GET', `/v1/signing-requests/${id}`, { headers: { Authorization: `Bearer ${APP_KEY}` } });
+    assert(done.json.state === 'signed' && done.json.tx_hash === signed.tx_hash, `after signing: ${done.text}`);
+    return `wallet ${address.slice(0, 10)}…, request approved on the page, signed ${signed.tx_hash.slice(0, 12)}…`;
+  });
+
+  await step(7, 'revoke a passkey on the page, then log out', async () => {
     await page.goto(`${BASE}/ui/`);
     await waitReady(page);
     await waitFor(page, 'account view', '#view-user #current-user:not(:empty)');
@@ -365,5 +411,5 @@ try {
   if (browser) await browser.close().catch(() => {});
 }
 const passed = results.filter((r) => r.ok).length;
-console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/6 steps in ${Date.now() - started} ms`);
+console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/7 steps in ${Date.now() - started} ms`);
 process.exit(failed ? 1 : 0);

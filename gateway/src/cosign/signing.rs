@@ -185,7 +185,8 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<SigningRequest>> {
     })
 }
 
-/// The owner's requests that wait for them (authorized and unexpired, or signing), newest first.
+/// The owner's requests that wait for them (pending step-up or authorized, unexpired; or
+/// signing), newest first.
 pub async fn pending_of(
     store: &Store,
     owner: Uuid,
@@ -194,10 +195,10 @@ pub async fn pending_of(
     const SQL: &str = concat!(
         "SELECT ",
         columns!(),
-        " FROM signing_requests WHERE owner = $1 AND ((state = $2 AND expires_at > $3) OR state = $4) ORDER BY created_at DESC LIMIT 100"
+        " FROM signing_requests WHERE owner = $1 AND ((state IN ($2, $5) AND expires_at > $3) OR state = $4) ORDER BY created_at DESC LIMIT 100"
     );
     with_pool!(store, pool => {
-        let rows = sqlx::query(SQL).bind(owner.to_string()).bind(AUTHORIZED).bind(stamp(now)).bind(SIGNING)
+        let rows = sqlx::query(SQL).bind(owner.to_string()).bind(AUTHORIZED).bind(stamp(now)).bind(SIGNING).bind(PENDING_STEP_UP)
             .fetch_all(pool).await.map_err(db("listing signing requests"))?;
         rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing signing requests"))
     })

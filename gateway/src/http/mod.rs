@@ -12,7 +12,7 @@ mod page_api;
 pub mod page_session;
 pub mod request_id;
 mod routes;
-mod signing_routes;
+pub(crate) mod signing_routes;
 mod ui;
 mod users_routes;
 mod wallet_routes;
@@ -288,6 +288,16 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ui/api/devices", get(page_api::devices))
         .route("/ui/api/devices/pair-code", post(page_api::pairing_code))
         .route("/ui/api/devices/revoke", post(page_api::revoke_device))
+        .route("/ui/api/wallets", get(page_api::wallets))
+        .route("/ui/api/signing-requests", get(page_api::signing_requests))
+        .route(
+            "/ui/api/signing-requests/step-up/start",
+            post(page_api::step_up_start),
+        )
+        .route(
+            "/ui/api/signing-requests/step-up/finish",
+            post(page_api::step_up_finish),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             client_ip::limit_ip,

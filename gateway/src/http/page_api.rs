@@ -775,3 +775,96 @@ pub async fn revoke_device(
     .map_err(fail)?;
     Ok(ok(&request_id, serde_json::json!({ "revoked": device })))
 }
+
+/// The person's wallets.
+pub async fn wallets(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let list: Vec<_> = crate::wallets::of_owner(state.audit.store(), s.facts.user)
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(crate::wallets::StoredWallet::to_json)
+        .collect();
+    Ok(ok(&request_id, serde_json::json!({ "wallets": list })))
+}
+
+/// The person's signing requests that wait for them: approval with a passkey (step-up) or
+/// their device's ceremony; with the decoded facts the decision saw.
+pub async fn signing_requests(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let list = super::signing_routes::pending_of(&state, s.facts.user)
+        .await
+        .map_err(fail)?;
+    Ok(ok(
+        &request_id,
+        serde_json::json!({ "signing_requests": list }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpStart {
+    id: String,
+}
+
+pub async fn step_up_start(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: StepUpStart = json_body(&headers, body).map_err(fail)?;
+    let started = super::signing_routes::start_step_up(&state, s.facts.user, &req.id)
+        .await
+        .map_err(fail)?;
+    Ok(ok(&request_id, started))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpFinish {
+    id: String,
+    ceremony_id: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+}
+
+pub async fn step_up_finish(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: StepUpFinish = json_body(&headers, body).map_err(fail)?;
+    super::signing_routes::complete_step_up(
+        &state,
+        &s.facts,
+        &req.id,
+        &req.ceremony_id,
+        &req.credential,
+        &request_id,
+    )
+    .await
+    .map_err(fail)
+}

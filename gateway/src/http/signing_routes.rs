@@ -513,53 +513,108 @@ pub async fn step_up(
         .await
         .map_err(|e| fail(store_down(e)))?;
     let req: StepUp = json_body(&headers, body).map_err(fail)?;
-    let store = state.audit.store();
-    let r = signing::get(store, &id)
+    complete_step_up(
+        &state,
+        &session.facts,
+        &id,
+        &req.ceremony_id,
+        &req.credential,
+        &request_id,
+    )
+    .await
+    .map_err(fail)
+}
+
+/// The owner's pending requests for the page: id, app, wallet, state, the decoded facts and the
+/// decision's reasons.
+pub async fn pending_of(state: &AppState, user: uuid::Uuid) -> Result<Value, Error> {
+    let now = state.clock.now();
+    let list = signing::pending_of(state.audit.store(), user, now)
         .await
-        .map_err(|e| fail(store_down(e)))?
-        .filter(|r| r.owner == session.facts.user)
-        .ok_or_else(|| fail(Error::NotFound))?;
+        .map_err(store_down)?;
+    Ok(Value::Array(list.iter().map(|r| r.to_json(now)).collect()))
+}
+
+/// Starts the owner's step-up ceremony for a pending request (the page's "Approve").
+pub async fn start_step_up(state: &AppState, user: uuid::Uuid, id: &str) -> Result<Value, Error> {
+    let now = state.clock.now();
+    let r = signing::get(state.audit.store(), id)
+        .await
+        .map_err(store_down)?
+        .filter(|r| r.owner == user)
+        .ok_or(Error::NotFound)?;
+    if r.state_at(now) != PENDING_STEP_UP {
+        return Err(Error::NotSignable(r.state_at(now).to_owned()));
+    }
+    match state
+        .passkeys
+        .start_login_for(user, Some(&signing::step_up_context(&r)), now)
+        .await
+    {
+        Ok((ceremony_id, options)) => {
+            Ok(serde_json::json!({"ceremony_id": ceremony_id, "options": options}))
+        }
+        Err(Error::PasskeyRejected) => Err(Error::PasskeyRequired),
+        Err(e) => Err(store_down(e)),
+    }
+}
+
+/// Checks the assertion is the owner's, for this request's step-up ceremony, then decides the
+/// request again with `step_up: true` as its creating app; an allow authorizes it.
+pub async fn complete_step_up(
+    state: &AppState,
+    session: &SessionFacts,
+    id: &str,
+    ceremony_id: &str,
+    credential: &webauthn_rs::prelude::PublicKeyCredential,
+    request_id: &str,
+) -> Result<Response, Error> {
+    let store = state.audit.store();
+    let r = signing::get(store, id)
+        .await
+        .map_err(store_down)?
+        .filter(|r| r.owner == session.user)
+        .ok_or(Error::NotFound)?;
     let now = state.clock.now();
     if r.state_at(now) != PENDING_STEP_UP {
-        return Err(fail(Error::NotSignable(r.state_at(now).to_owned())));
+        return Err(Error::NotSignable(r.state_at(now).to_owned()));
     }
     let login = state
         .passkeys
-        .finish_login(&req.ceremony_id, &req.credential, now)
+        .finish_login(ceremony_id, credential, now)
         .await
-        .map_err(|e| fail(store_down(e)))?;
+        .map_err(store_down)?;
     if login.user != r.owner
         || !login.user_verified
         || login.context.as_deref() != Some(signing::step_up_context(&r).as_str())
     {
         tracing::warn!(signing_request = %r.id, "a step-up assertion for something else");
-        return Err(fail(Error::StepUpMismatch));
+        return Err(Error::StepUpMismatch);
     }
+    // The decision is the creating app's, whichever app (or the page) carried the assertion.
+    let app = if r.app_id == state.dev_app.id {
+        state.dev_app.clone()
+    } else {
+        crate::identity::get_app(store, &r.app_id)
+            .await
+            .map_err(store_down)?
+            .record()
+    };
     let wallet = wallets::get(store, &r.wallet)
         .await
-        .map_err(|e| fail(store_down(e)))?
-        .ok_or_else(|| fail(Error::NotFound))?;
+        .map_err(store_down)?
+        .ok_or(Error::NotFound)?;
     let parsed: AuthorizeRequest = serde_json::from_str(&r.body)
-        .map_err(|e| fail(Error::Internal(format!("a stored request body: {e}"))))?;
-    let locked = decide_locked(
-        &state,
-        &caller,
-        &session.facts,
-        &wallet,
-        &parsed,
-        &request_id,
-        true,
-    )
-    .await
-    .map_err(fail)?;
+        .map_err(|e| Error::Internal(format!("a stored request body: {e}")))?;
+    let locked = decide_locked(state, &app, session, &wallet, &parsed, request_id, true).await?;
     let (outcome, now) = (&locked.outcome, locked.now);
     let allowed = outcome.decision == "allow" && hex0x(locked.facts.digest.as_slice()) == r.digest;
     let ttl = time::Duration::try_from(state.signing_request_ttl)
-        .map_err(|e| fail(Error::Config(e.to_string())))?;
-    let mut event = audit_record::decision(now, &request_id, &caller.id, &parsed, outcome);
-    event.user = Some(session.facts.user.to_string());
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let mut event = audit_record::decision(now, request_id, &app.id, &parsed, outcome);
+    event.user = Some(session.user.to_string());
     let decision_json =
-        serde_json::to_string(outcome).map_err(|e| fail(Error::Internal(e.to_string())))?;
+        serde_json::to_string(outcome).map_err(|e| Error::Internal(e.to_string()))?;
     let attached = allowed.then(|| {
         Attachment::SteppedUp(Box::new((
             r.id.clone(),
@@ -570,8 +625,8 @@ pub async fn step_up(
     });
     let committed = state.audit.append_with(event, attached).await;
     locked.guard.release().await;
-    committed.map_err(fail)?;
-    count(&state, outcome);
+    committed?;
+    count(state, outcome);
     if !allowed {
         let out = serde_json::json!({
             "code": Error::PolicyDenied.code(),
@@ -582,9 +637,9 @@ pub async fn step_up(
         });
         return Ok((StatusCode::FORBIDDEN, axum::Json(out)).into_response());
     }
-    let r = signing::get(store, &id)
+    let r = signing::get(store, id)
         .await
-        .map_err(|e| fail(store_down(e)))?
-        .ok_or_else(|| fail(Error::NotFound))?;
-    Ok(answer(&state, &r, &request_id).await)
+        .map_err(store_down)?
+        .ok_or(Error::NotFound)?;
+    Ok(answer(state, &r, request_id).await)
 }
