@@ -49,6 +49,16 @@ pub enum WalletCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Refresh a wallet's shares with the gateway (same address, next epoch). The owner approves
+    /// the refresh with a passkey first (the app's POST /v1/wallets/{address}/refresh).
+    Refresh {
+        #[arg(long)]
+        wallet: String,
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the wallets whose device share this file holds.
     List {
         #[command(flatten)]
@@ -87,9 +97,11 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
             };
             sign(&path, &wallet, &request, json)
         }
+        WalletCommand::Refresh { wallet, file, json } => refresh(&file.path()?, &wallet, json),
         WalletCommand::List { file, json } => {
             let secrets = file::load(&file.path()?, &passphrase(false)?)?;
-            let wallets: Vec<&String> = secrets.shares.keys().collect();
+            let wallets: Vec<&String> =
+                secrets.shares.keys().filter(|k| !k.contains('#')).collect();
             if json {
                 println!("{}", serde_json::json!({ "wallets": wallets }));
             } else {
@@ -169,26 +181,54 @@ fn submit(
         .context("the gateway's answer has no signing request id")
 }
 
-fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode> {
-    let secrets = file::load(path, &passphrase(false)?)?;
-    let wallet = wallet.to_ascii_lowercase();
-    let share_hex = Zeroizing::new(
+/// The key under which a refreshed share waits, in the device file, for the gateway to confirm
+/// its epoch.
+fn pending_key(wallet: &str, epoch: i64) -> String {
+    format!("{wallet}#{epoch}")
+}
+
+fn share_of(secrets: &DeviceSecrets, key: &str) -> Result<KeyShare> {
+    let hex_share = Zeroizing::new(
         secrets
             .shares
-            .get(&wallet)
-            .with_context(|| format!("this device file holds no share of {wallet}"))?
+            .get(key)
+            .with_context(|| format!("this device file holds no share of {key}"))?
             .clone(),
     );
-    let bytes = Zeroizing::new(hex::decode(share_hex.as_str()).context("damaged share")?);
-    let share = KeyShare::from_bytes(&bytes)?;
+    let bytes = Zeroizing::new(hex::decode(hex_share.as_str()).context("damaged share")?);
+    Ok(KeyShare::from_bytes(&bytes)?)
+}
+
+fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode> {
+    let passphrase = Zeroizing::new(passphrase(false)?);
+    let mut secrets = file::load(path, &passphrase)?;
+    let wallet = wallet.to_ascii_lowercase();
+    // A refreshed share the gateway has committed (it signs with that epoch) becomes current.
+    let mut promoted = None;
     let (digest, signature) = runtime()?
-        .block_on(client::sign(
-            &secrets.gateway,
-            &secrets.device_token,
+        .block_on(client::sign_with(
+            &secrets.gateway.clone(),
+            &secrets.device_token.clone(),
             request,
-            &share,
+            |epoch| {
+                if let Some(e) = epoch
+                    && secrets.shares.contains_key(&pending_key(&wallet, e))
+                {
+                    promoted = Some(pending_key(&wallet, e));
+                    return share_of(&secrets, &pending_key(&wallet, e))
+                        .map_err(|e| parapet_signer::Error::DeviceFile(e.to_string()));
+                }
+                share_of(&secrets, &wallet)
+                    .map_err(|e| parapet_signer::Error::DeviceFile(e.to_string()))
+            },
         ))
         .context("the signing ceremony failed")?;
+    if let Some(key) = promoted
+        && let Some(share) = secrets.shares.remove(&key)
+    {
+        secrets.shares.insert(wallet.clone(), share);
+        file::save(path, &secrets, &passphrase)?;
+    }
     let mut res = agent()
         .get(&format!(
             "{}/v1/device/signing-requests/{request}",
@@ -217,6 +257,38 @@ fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode
         if let Some(tx) = out.get("signed_transaction").and_then(Value::as_str) {
             println!("signed transaction {tx}");
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn refresh(path: &Path, wallet: &str, json: bool) -> Result<ExitCode> {
+    let passphrase = Zeroizing::new(passphrase(false)?);
+    let mut secrets = file::load(path, &passphrase)?;
+    let wallet = wallet.to_ascii_lowercase();
+    let share = share_of(&secrets, &wallet)?;
+    let (gateway, token) = (secrets.gateway.clone(), secrets.device_token.clone());
+    // Phase 1: the new share is kept next to the current one until the gateway commits.
+    let result = runtime()?.block_on(client::refresh(&gateway, &token, &share, |new, epoch| {
+        secrets.shares.insert(
+            pending_key(&wallet, epoch),
+            hex::encode(new.to_bytes().as_slice()),
+        );
+        file::save(path, &secrets, &passphrase)
+    }));
+    let (_, epoch) =
+        result.context("the refresh with the gateway failed; the current share still signs")?;
+    // Phase 2 committed on the gateway: the new share is the current one.
+    if let Some(new) = secrets.shares.remove(&pending_key(&wallet, epoch)) {
+        secrets.shares.insert(wallet.clone(), new);
+    }
+    file::save(path, &secrets, &passphrase)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "address": wallet, "epoch": epoch })
+        );
+    } else {
+        println!("{wallet} refreshed to epoch {epoch}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -409,4 +409,60 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
         format!("{:#x}", sig.recover_address_from_msg("hello").unwrap()),
         address
     );
+
+    // A refresh: the app asks, the owner approves with the passkey, the device runs it; the
+    // same address signs with the new shares.
+    let post = |path: &str, body: Value| {
+        let mut res = ureq::post(&format!("{base}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("authorization", &format!("Bearer {api_key}"))
+            .header("parapet-session", &session)
+            .send_json(body)
+            .unwrap();
+        let status = res.status().as_u16();
+        (
+            status,
+            res.body_mut().read_json::<Value>().unwrap_or(Value::Null),
+        )
+    };
+    let (status, asked) = post(&format!("/v1/wallets/{address}/refresh"), json!({}));
+    assert_eq!(
+        (status, asked["code"].as_str()),
+        (403, Some("step_up_required")),
+        "{asked}"
+    );
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(asked["step_up"]["options"].clone()).unwrap();
+    let assertion = passkey
+        .do_authentication(Url::parse(&origin).unwrap(), rcr)
+        .unwrap();
+    let (status, approved) = post(
+        &format!(
+            "/v1/operations/{}/step-up",
+            asked["operation"].as_str().unwrap()
+        ),
+        json!({"ceremony_id": asked["step_up"]["ceremony_id"], "credential": assertion}),
+    );
+    assert_eq!(status, 200, "{approved}");
+    let refreshed = ok_json(&wallet_cmd(&["refresh", "--wallet", &address, "--json"]));
+    assert_eq!(refreshed["epoch"], 1);
+    let signed = ok_json(&wallet_cmd(&[
+        "sign",
+        "--wallet",
+        &address,
+        msg_file.to_str().unwrap(),
+        "--idempotency-key",
+        "after-refresh",
+        "--json",
+    ]));
+    let r: alloy::primitives::U256 = signed["signature"]["r"].as_str().unwrap().parse().unwrap();
+    let s: alloy::primitives::U256 = signed["signature"]["s"].as_str().unwrap().parse().unwrap();
+    let sig =
+        alloy::primitives::Signature::new(r, s, signed["signature"]["y_parity"].as_bool().unwrap());
+    assert_eq!(
+        format!("{:#x}", sig.recover_address_from_msg("hello").unwrap()),
+        address
+    );
 }

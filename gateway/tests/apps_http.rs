@@ -180,6 +180,8 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/wallets/{address}/sign", "sign"),
     ("GET", "/v1/signing-requests/{id}", "sign"),
     ("POST", "/v1/signing-requests/{id}/step-up", "sign"),
+    ("POST", "/v1/wallets/{address}/refresh", "sign"),
+    ("POST", "/v1/operations/{id}/step-up", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),
@@ -194,6 +196,7 @@ const KEYLESS: &[(&str, &str)] = &[
     ("GET", "/v1/device/keygen"),
     ("GET", "/v1/device/signing-requests/{id}"),
     ("GET", "/v1/signing-requests/{id}/ceremony"),
+    ("GET", "/v1/device/wallets/{address}/refresh"),
 ];
 
 #[test]
@@ -260,6 +263,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                                 || path.starts_with("/v1/devices")
                                 || path.starts_with("/v1/wallets")
                                 || path.starts_with("/v1/signing-requests/")
+                                || path.starts_with("/v1/operations/")
                                 || path.starts_with("/v1/admin/wallets/"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),

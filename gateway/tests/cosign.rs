@@ -871,3 +871,161 @@ async fn every_payload_kind_is_signed_and_verifies_with_alloy() {
         std::fs::write(out, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     }
 }
+
+/// Asks for a refresh of `address` and approves it with the owner's passkey.
+async fn approve_refresh(w: &World, u: &mut User, address: &str) -> String {
+    let asked = call(
+        &w.s,
+        "POST",
+        &format!("/v1/wallets/{address}/refresh"),
+        &w.key,
+        Some(&u.session),
+        None,
+    )
+    .await;
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let op = asked.body["operation"].as_str().unwrap().to_owned();
+    let assertion = assert_step_up(u, &asked.body);
+    let ok = call(
+        &w.s,
+        "POST",
+        &format!("/v1/operations/{op}/step-up"),
+        &w.key,
+        Some(&u.session),
+        Some(assertion),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    op
+}
+
+async fn sign_message(
+    w: &World,
+    u: &User,
+    address: &str,
+    key: &str,
+    share: &KeyShare,
+) -> Result<(), parapet_signer::Error> {
+    let a = submit(w, u, address, key, json!({"chain_id": 1, "message": key})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let id = a.body["id"].as_str().unwrap();
+    client::sign(&w.base, &u.device_token, id, share)
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_the_address_and_retires_the_old_shares() {
+    let w = world().await;
+    let mut alice = user(&w, "alice", true).await;
+    let old = new_wallet(&w, &alice).await;
+    let address = address_of(&old);
+
+    // Not approved: the device cannot refresh.
+    match client::refresh(&w.base, &alice.device_token, &old, |_, _| Ok(())).await {
+        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
+        other => panic!("an unapproved refresh ran: {other:?}"),
+    }
+    // An admin mark stops signing until the owner refreshes.
+    parapet_gateway::wallets::update(
+        w.s.audit.store(),
+        Auditor::Log(&w.s.audit),
+        &users_support::op(),
+        &address,
+        &parapet_gateway::wallets::WalletUpdate {
+            refresh_required: true,
+            ..Default::default()
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    let marked = submit(
+        &w,
+        &alice,
+        &address,
+        "marked",
+        json!({"chain_id": 1, "message": "x"}),
+    )
+    .await;
+    assert_eq!(marked.body["code"], "refresh_required", "{}", marked.text);
+
+    approve_refresh(&w, &mut alice, &address).await;
+    let (new, epoch) = client::refresh(&w.base, &alice.device_token, &old, |_, _| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!((address_of(&new), epoch), (address.clone(), 1));
+    let shown = call(
+        &w.s,
+        "GET",
+        &format!("/v1/wallets/{address}"),
+        &w.key,
+        Some(&alice.session),
+        None,
+    )
+    .await;
+    assert_eq!(shown.body["epoch"], 1);
+    assert_eq!(shown.body["refresh_required"], false);
+
+    // The new shares sign together; the old device share no longer does.
+    sign_message(&w, &alice, &address, "new", &new)
+        .await
+        .unwrap();
+    let stale = sign_message(&w, &alice, &address, "old", &old).await;
+    assert!(stale.is_err(), "the old share still signs: {stale:?}");
+    let log = events(&w.s).await;
+    assert!(log.iter().any(|e| e["action"] == "wallet.refresh"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_interrupted_between_the_phases_leaves_the_old_epoch_signing() {
+    let w = world().await;
+    let mut alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+
+    // The device stores its new share (phase 1) but never confirms: the gateway must not move.
+    approve_refresh(&w, &mut alice, &address).await;
+    let url = ws_url(&w.base, &format!("/v1/device/wallets/{address}/refresh")).unwrap();
+    let mut conn = Connection::open(&url, &alice.device_token).await.unwrap();
+    let Control::Start { session, .. } = conn.expect_control().await.unwrap() else {
+        panic!("no start");
+    };
+    let ceremony = Dkls23
+        .refresh(Role::Device, SessionId(bytes32(&session).unwrap()), &share)
+        .unwrap();
+    let (_, pending) = drive::run(ceremony, &mut conn, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    drop(conn);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let shown = call(
+        &w.s,
+        "GET",
+        &format!("/v1/wallets/{address}"),
+        &w.key,
+        Some(&alice.session),
+        None,
+    )
+    .await;
+    assert_eq!(shown.body["epoch"], 0, "{}", shown.text);
+    // The old shares still sign; the half-made new one does not.
+    sign_message(&w, &alice, &address, "after-interruption", &share)
+        .await
+        .unwrap();
+    assert!(
+        sign_message(&w, &alice, &address, "pending", &pending)
+            .await
+            .is_err()
+    );
+
+    // A new approval and a complete refresh then work from the old epoch.
+    approve_refresh(&w, &mut alice, &address).await;
+    let (new, epoch) = client::refresh(&w.base, &alice.device_token, &share, |_, _| Ok(()))
+        .await
+        .unwrap();
+    assert_eq!(epoch, 1);
+    sign_message(&w, &alice, &address, "refreshed", &new)
+        .await
+        .unwrap();
+}

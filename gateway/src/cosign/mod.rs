@@ -5,6 +5,7 @@
 pub mod ceremonies;
 pub mod idempotency;
 pub mod keygen;
+pub mod refresh;
 pub mod sign;
 pub mod signing;
 pub mod velocity;

@@ -253,3 +253,42 @@ pub fn signing(
         },
     )
 }
+
+/// The refresh ceremony of wallet `address` (see [`crate::cosign::refresh`]).
+pub fn refreshing(
+    state: Arc<AppState>,
+    request_id: &str,
+    address: String,
+    headers: &HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let rid = request_id.to_owned();
+    upgrade(
+        request_id,
+        headers,
+        ws,
+        move |mut channel, token| async move {
+            let device = match authenticate(&state, &mut channel, token).await {
+                Ok(d) => d,
+                Err(e) => return channel.fail(&e).await,
+            };
+            let clock = state.clock.clone();
+            let result = cosign::refresh::run(
+                &cosigner(&state),
+                &device,
+                &address,
+                &mut channel,
+                &rid,
+                move || clock.now(),
+            )
+            .await;
+            match result {
+                Ok(wallet) => {
+                    tracing::info!(wallet = %wallet.address, epoch = wallet.epoch, "wallet refreshed");
+                    channel.close().await;
+                }
+                Err(e) => channel.fail(&e).await,
+            }
+        },
+    )
+}

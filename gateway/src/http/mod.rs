@@ -10,6 +10,7 @@ pub mod error;
 pub mod openapi;
 mod page_api;
 pub mod page_session;
+mod refresh_routes;
 pub mod request_id;
 mod routes;
 pub(crate) mod signing_routes;
@@ -138,6 +139,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/signing-requests/{id}"),
     ("get", "/v1/signing-requests/{id}/ceremony"),
     ("post", "/v1/signing-requests/{id}/step-up"),
+    ("post", "/v1/wallets/{address}/refresh"),
+    ("post", "/v1/operations/{id}/step-up"),
+    ("get", "/v1/device/wallets/{address}/refresh"),
     ("get", "/v1/devices"),
     ("post", "/v1/devices/{id}/revoke"),
     ("get", "/v1/wallets"),
@@ -219,6 +223,18 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/signing-requests/{id}/step-up",
             post(signing_routes::step_up).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/wallets/{address}/refresh",
+            post(refresh_routes::start).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/operations/{id}/step-up",
+            post(refresh_routes::step_up).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/device/wallets/{address}/refresh",
+            get(refresh_routes::ceremony),
         )
         .route(
             "/v1/devices",

@@ -189,22 +189,39 @@ pub async fn sign(
     request_id: &str,
     share: &KeyShare,
 ) -> Result<([u8; 32], RecoverableSignature)> {
+    sign_with(base, device_token, request_id, |_| {
+        KeyShare::from_bytes(&share.to_bytes())
+    })
+    .await
+}
+
+/// [`sign`], with the share chosen once the gateway has said which epoch it signs with (a
+/// device that holds a refreshed share not yet confirmed picks it by its epoch).
+pub async fn sign_with(
+    base: &str,
+    device_token: &str,
+    request_id: &str,
+    choose: impl FnOnce(Option<i64>) -> Result<KeyShare>,
+) -> Result<([u8; 32], RecoverableSignature)> {
     let path = format!("/v1/signing-requests/{request_id}/ceremony");
     let mut conn = Connection::open(&ws_url(base, &path)?, device_token).await?;
-    let (session, digest) = match conn.expect_control().await? {
+    let (session, digest, epoch) = match conn.expect_control().await? {
         Control::Start {
             ceremony,
             session,
             digest: Some(digest),
+            epoch,
             ..
         } if ceremony == "sign" => (
             session_of(&session)?,
             bytes32(&digest)
                 .ok_or_else(|| Error::Transport("bad digest from the gateway".into()))?,
+            epoch,
         ),
         other => return Err(Error::Transport(format!("unexpected {other:?}"))),
     };
-    let ceremony = Dkls23.sign(Role::Device, session, share, digest)?;
+    let share = choose(epoch)?;
+    let ceremony = Dkls23.sign(Role::Device, session, &share, digest)?;
     let (last, signature) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
     drive::send_all(&mut conn, last).await?;
     match conn.expect_control().await? {
@@ -215,4 +232,46 @@ pub async fn sign(
     }
     conn.close().await;
     Ok((digest, signature))
+}
+
+/// Refreshes `share` of wallet `address` with the gateway (the owner approved the refresh with
+/// a passkey first). Two phases: the device hands the new share to `store_pending` (keep it next
+/// to the current one, not instead of it) and says so; the gateway then commits the new epoch and
+/// answers `done`. Returns the new share and its epoch; until `done` arrives the current share
+/// stays the one to use (the gateway may not have committed).
+pub async fn refresh(
+    base: &str,
+    device_token: &str,
+    share: &KeyShare,
+    store_pending: impl FnOnce(&KeyShare, i64) -> Result<()>,
+) -> Result<(KeyShare, i64)> {
+    let address = format!("0x{}", hex::encode(share.address()));
+    let path = format!("/v1/device/wallets/{address}/refresh");
+    let mut conn = Connection::open(&ws_url(base, &path)?, device_token).await?;
+    let (session, epoch) = match conn.expect_control().await? {
+        Control::Start {
+            ceremony,
+            session,
+            epoch: Some(epoch),
+            ..
+        } if ceremony == "refresh" => (session_of(&session)?, epoch),
+        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+    };
+    let ceremony = Dkls23.refresh(Role::Device, session, share)?;
+    let (last, new_share) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
+    drive::send_all(&mut conn, last).await?;
+    let next = epoch + 1;
+    store_pending(&new_share, next)?;
+    conn.control(&Control::Stored {
+        address: address.clone(),
+    })
+    .await?;
+    match conn.expect_control().await? {
+        Control::Done {
+            address: Some(a), ..
+        } if a == address => {}
+        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+    }
+    conn.close().await;
+    Ok((new_share, next))
 }

@@ -1,0 +1,139 @@
+//! Key refresh over HTTP (DESIGN §6): the owner asks for it and approves it with a passkey
+//! (`POST /v1/wallets/{address}/refresh`, then `POST /v1/operations/{id}/step-up`), and their
+//! device runs it (`/v1/device/wallets/{address}/refresh`, a WebSocket; see
+//! [`crate::cosign::refresh`]).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, json_answer};
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::audit::event::{AuditEvent, EventKind};
+use crate::cosign::refresh::{self, APPROVAL_TTL};
+use crate::error::Error;
+use crate::wallets;
+
+type Answer = Result<Response, ApiError>;
+
+/// `POST /v1/wallets/{address}/refresh`: records the refresh and answers `step_up_required`
+/// with passkey options bound to it (or `passkey_required`).
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let session = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let store = state.audit.store();
+    let wallet = wallets::get(store, &address)
+        .await
+        .map_err(fail)?
+        .filter(|w| w.owner == session.facts.user)
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let now = state.clock.now();
+    let op = refresh::create(store, &wallet, APPROVAL_TTL, now)
+        .await
+        .map_err(fail)?;
+    let (ceremony_id, options) = match state
+        .passkeys
+        .start_login_for(wallet.owner, Some(&refresh::step_up_context(&op)), now)
+        .await
+    {
+        Ok(x) => x,
+        Err(Error::PasskeyRejected) => return Err(fail(Error::PasskeyRequired)),
+        Err(e) => return Err(fail(e)),
+    };
+    let body = serde_json::json!({
+        "code": Error::StepUpRequired.code(),
+        "message": Error::StepUpRequired.to_string(),
+        "request_id": request_id,
+        "operation": op.id,
+        "step_up": {"ceremony_id": ceremony_id, "options": options},
+    });
+    Ok((Error::StepUpRequired.status(), axum::Json(body)).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUp {
+    ceremony_id: String,
+    credential: webauthn_rs::prelude::PublicKeyCredential,
+}
+
+/// `POST /v1/operations/{id}/step-up`: the owner's assertion for this operation's ceremony
+/// approves it (single-use; the device then has [`APPROVAL_TTL`] to run it).
+pub async fn step_up(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let session = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let req: StepUp = json_body(&headers, body).map_err(fail)?;
+    let store = state.audit.store();
+    let op = refresh::get(store, &id)
+        .await
+        .map_err(fail)?
+        .filter(|o| o.owner == session.facts.user)
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let now = state.clock.now();
+    let login = state
+        .passkeys
+        .finish_login(&req.ceremony_id, &req.credential, now)
+        .await
+        .map_err(fail)?;
+    if login.user != op.owner
+        || !login.user_verified
+        || login.context.as_deref() != Some(refresh::step_up_context(&op).as_str())
+    {
+        return Err(fail(Error::StepUpMismatch));
+    }
+    let mut e = AuditEvent::new(EventKind::Wallet, now, request_id.clone());
+    e.user = Some(op.owner.to_string());
+    e.app = Some(caller.id.clone());
+    e.wallet = Some(op.wallet.clone());
+    e.action = Some("wallet.refresh_approved".to_owned());
+    e.request = Some(serde_json::json!({"operation": op.id, "epoch": op.epoch}));
+    state.audit.append(e).await.map_err(fail)?;
+    let expires = now + APPROVAL_TTL;
+    if !refresh::transition(store, &op.id, "pending_step_up", "approved", expires, now)
+        .await
+        .map_err(fail)?
+    {
+        return Err(fail(Error::NotSignable(op.state)));
+    }
+    Ok(json_answer(
+        serde_json::json!({"operation": op.id, "state": "approved", "expires_at": crate::cosign::stamp(expires)}),
+        &request_id,
+    ))
+}
+
+/// `GET /v1/device/wallets/{address}/refresh`: the owner's device runs an approved refresh.
+pub async fn ceremony(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Answer {
+    super::ceremony_routes::refreshing(state, &request_id, address, &headers, ws)
+}
