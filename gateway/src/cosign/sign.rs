@@ -46,6 +46,10 @@ pub async fn run(
     if wallet.refresh_required {
         return Err(Error::RefreshRequired);
     }
+    // A freeze stops what was authorized before it, too.
+    if wallet.frozen {
+        return Err(Error::NotSignable("for a frozen wallet".to_owned()));
+    }
     if wallet.epoch != request.epoch {
         return Err(Error::NotSignable(
             "for a share epoch that has been refreshed".to_owned(),

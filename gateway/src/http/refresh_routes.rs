@@ -67,13 +67,6 @@ pub async fn start(
     Ok((Error::StepUpRequired.status(), axum::Json(body)).into_response())
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StepUp {
-    ceremony_id: String,
-    credential: webauthn_rs::prelude::PublicKeyCredential,
-}
-
 /// `POST /v1/operations/{id}/step-up`: the owner's assertion for this operation's ceremony
 /// approves it (single-use; the device then has [`APPROVAL_TTL`] to run it).
 pub async fn step_up(
@@ -88,7 +81,7 @@ pub async fn step_up(
     let session = super::users_routes::user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;
-    let req: StepUp = json_body(&headers, body).map_err(fail)?;
+    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
     let store = state.audit.store();
     let op = refresh::get(store, &id)
         .await
@@ -96,17 +89,17 @@ pub async fn step_up(
         .filter(|o| o.owner == session.facts.user)
         .ok_or_else(|| fail(Error::NotFound))?;
     let now = state.clock.now();
-    let login = state
+    state
         .passkeys
-        .finish_login(&req.ceremony_id, &req.credential, now)
+        .finish_step_up(
+            &req.ceremony_id,
+            &req.credential,
+            op.owner,
+            &refresh::step_up_context(&op),
+            now,
+        )
         .await
         .map_err(fail)?;
-    if login.user != op.owner
-        || !login.user_verified
-        || login.context.as_deref() != Some(refresh::step_up_context(&op).as_str())
-    {
-        return Err(fail(Error::StepUpMismatch));
-    }
     let mut e = AuditEvent::new(EventKind::Wallet, now, request_id.clone());
     e.user = Some(op.owner.to_string());
     e.app = Some(caller.id.clone());

@@ -489,11 +489,12 @@ pub async fn ceremony(
     super::ceremony_routes::signing(state, &request_id, id, &headers, ws)
 }
 
+/// A step-up assertion: the ceremony it answers and the authenticator's response.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepUp {
-    ceremony_id: String,
-    credential: webauthn_rs::prelude::PublicKeyCredential,
+    pub(super) ceremony_id: String,
+    pub(super) credential: webauthn_rs::prelude::PublicKeyCredential,
 }
 
 /// `POST /v1/signing-requests/{id}/step-up`: the owner's passkey assertion, made for this
@@ -579,18 +580,17 @@ pub async fn complete_step_up(
     if r.state_at(now) != PENDING_STEP_UP {
         return Err(Error::NotSignable(r.state_at(now).to_owned()));
     }
-    let login = state
+    state
         .passkeys
-        .finish_login(ceremony_id, credential, now)
+        .finish_step_up(
+            ceremony_id,
+            credential,
+            r.owner,
+            &signing::step_up_context(&r),
+            now,
+        )
         .await
         .map_err(store_down)?;
-    if login.user != r.owner
-        || !login.user_verified
-        || login.context.as_deref() != Some(signing::step_up_context(&r).as_str())
-    {
-        tracing::warn!(signing_request = %r.id, "a step-up assertion for something else");
-        return Err(Error::StepUpMismatch);
-    }
     // The decision is the creating app's, whichever app (or the page) carried the assertion.
     let app = if r.app_id == state.dev_app.id {
         state.dev_app.clone()

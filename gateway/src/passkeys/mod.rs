@@ -464,6 +464,27 @@ impl Passkeys {
         })
     }
 
+    /// Finishes a step-up: a login ceremony started with `context` for `owner` (a signing
+    /// request's id and digest, or an operation's kind, id, wallet and epoch), answered by the
+    /// owner with user verification. Anything else is `StepUpMismatch`: an assertion made for one
+    /// request or operation is worthless for another.
+    pub async fn finish_step_up(
+        &self,
+        ceremony_id: &str,
+        response: &PublicKeyCredential,
+        owner: Uuid,
+        context: &str,
+        now: OffsetDateTime,
+    ) -> Result<LoginOutcome> {
+        let login = self.finish_login(ceremony_id, response, now).await?;
+        if login.user != owner || !login.user_verified || login.context.as_deref() != Some(context)
+        {
+            tracing::warn!(%owner, "a step-up assertion for something else");
+            return Err(Error::StepUpMismatch);
+        }
+        Ok(login)
+    }
+
     /// The user's passkeys, revoked ones included, oldest first.
     pub async fn list(&self, user: Uuid) -> Result<Vec<PasskeyInfo>> {
         store::credentials_of(&self.store, &user.to_string())
