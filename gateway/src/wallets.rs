@@ -173,6 +173,15 @@ pub async fn get(store: &Store, address: &str) -> Result<Option<StoredWallet>> {
     })
 }
 
+/// The wallet at `address` if `user` owns it. Someone else's wallet and no wallet are the same
+/// `NotFound`, so that an address tells nobody whether it is ours.
+pub async fn owned_by(store: &Store, address: &str, user: Uuid) -> Result<StoredWallet> {
+    get(store, address)
+        .await?
+        .filter(|w| w.owner == user)
+        .ok_or(Error::NotFound)
+}
+
 /// `user`'s wallets, oldest first.
 pub async fn of_owner(store: &Store, user: Uuid) -> Result<Vec<StoredWallet>> {
     const SQL: &str = concat!(

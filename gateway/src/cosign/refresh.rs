@@ -156,10 +156,7 @@ pub async fn run(
     now: impl Fn() -> OffsetDateTime,
 ) -> Result<StoredWallet> {
     let store = cosigner.audit.store();
-    let wallet = wallets::get(store, address)
-        .await?
-        .filter(|w| w.owner == device.user_id)
-        .ok_or(Error::NotFound)?;
+    let wallet = wallets::owned_by(store, address, device.user_id).await?;
     if wallet.device_id != device.device_id {
         return Err(Error::DeviceNotAllowed);
     }

@@ -141,13 +141,7 @@ async fn authenticate(
             Err(_) => return Err(Error::CeremonyTimeout),
         },
     };
-    match devices::authenticate(state.audit.store(), &token, state.clock.now()).await {
-        Err(Error::Database(e)) => {
-            tracing::warn!(error = %e, "device lookup failed");
-            Err(Error::StoreUnavailable)
-        }
-        other => other,
-    }
+    super::device_routes::device_by_token(state, &token).await
 }
 
 fn cosigner(state: &AppState) -> Cosigner {

@@ -31,6 +31,12 @@ pub(super) async fn device_of(state: &AppState, headers: &HeaderMap) -> Result<D
         .and_then(|v| v.to_str().ok())
         .and_then(devices::token_from_header)
         .ok_or(Error::Unauthorized)?;
+    device_by_token(state, token).await
+}
+
+/// The live device with this token (however it arrived: a header, or the first message on a
+/// ceremony WebSocket); a store failure is `store_unavailable`.
+pub(super) async fn device_by_token(state: &AppState, token: &str) -> Result<Device, Error> {
     match devices::authenticate(state.audit.store(), token, state.clock.now()).await {
         Err(Error::Database(e)) => {
             tracing::warn!(error = %e, "device lookup failed");

@@ -39,30 +39,24 @@ pub async fn start(
         .await
         .map_err(fail)?;
     let store = state.audit.store();
-    let wallet = wallets::get(store, &address)
+    let wallet = wallets::owned_by(store, &address, session.facts.user)
         .await
-        .map_err(fail)?
-        .filter(|w| w.owner == session.facts.user)
-        .ok_or_else(|| fail(Error::NotFound))?;
+        .map_err(fail)?;
     let now = state.clock.now();
     let op = refresh::create(store, &wallet, APPROVAL_TTL, now)
         .await
         .map_err(fail)?;
-    let (ceremony_id, options) = match state
+    let step_up = state
         .passkeys
-        .start_login_for(wallet.owner, Some(&refresh::step_up_context(&op)), now)
+        .start_step_up(wallet.owner, &refresh::step_up_context(&op), now)
         .await
-    {
-        Ok(x) => x,
-        Err(Error::PasskeyRejected) => return Err(fail(Error::PasskeyRequired)),
-        Err(e) => return Err(fail(e)),
-    };
+        .map_err(fail)?;
     let body = serde_json::json!({
         "code": Error::StepUpRequired.code(),
         "message": Error::StepUpRequired.to_string(),
         "request_id": request_id,
         "operation": op.id,
-        "step_up": {"ceremony_id": ceremony_id, "options": options},
+        "step_up": step_up,
     });
     Ok((Error::StepUpRequired.status(), axum::Json(body)).into_response())
 }

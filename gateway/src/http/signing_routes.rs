@@ -56,35 +56,21 @@ async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Respo
     let now = state.clock.now();
     let mut body = r.to_json(now);
     let refusal = |error: Error, extra: Vec<(&str, Value)>, body: &mut Value| {
-        let mut out = serde_json::json!({
-            "code": error.code(),
-            "message": error.to_string(),
-            "request_id": request_id,
-            "signing_request": r.id,
-            "decision": body.get_mut("decision").map(Value::take),
-        });
-        for (k, v) in extra {
-            set(&mut out, k, v);
-        }
-        (error.status(), axum::Json(out)).into_response()
+        let decision = body.get_mut("decision").map(Value::take);
+        refused(&error, request_id, &r.id, decision, extra)
     };
     match r.state_at(now) {
         DENIED => refusal(Error::PolicyDenied, Vec::new(), &mut body),
         PENDING_STEP_UP => {
             match state
                 .passkeys
-                .start_login_for(r.owner, Some(&signing::step_up_context(r)), now)
+                .start_step_up(r.owner, &signing::step_up_context(r), now)
                 .await
             {
-                Ok((ceremony_id, options)) => refusal(
-                    Error::StepUpRequired,
-                    vec![(
-                        "step_up",
-                        serde_json::json!({"ceremony_id": ceremony_id, "options": options}),
-                    )],
-                    &mut body,
-                ),
-                Err(Error::PasskeyRejected) => {
+                Ok(step_up) => {
+                    refusal(Error::StepUpRequired, vec![("step_up", step_up)], &mut body)
+                }
+                Err(Error::PasskeyRequired) => {
                     refusal(Error::PasskeyRequired, Vec::new(), &mut body)
                 }
                 Err(error) => ApiError {
@@ -99,6 +85,28 @@ async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Respo
             (StatusCode::CREATED, axum::Json(body)).into_response()
         }
     }
+}
+
+/// A refusal of a signing request: the error's code and message, the request's id and the
+/// decision that refused it, plus `extra` fields.
+fn refused(
+    error: &Error,
+    request_id: &str,
+    signing_request: &str,
+    decision: Option<Value>,
+    extra: Vec<(&str, Value)>,
+) -> Response {
+    let mut out = serde_json::json!({
+        "code": error.code(),
+        "message": error.to_string(),
+        "request_id": request_id,
+        "signing_request": signing_request,
+        "decision": decision,
+    });
+    for (k, v) in extra {
+        set(&mut out, k, v);
+    }
+    (error.status(), axum::Json(out)).into_response()
 }
 
 fn set(body: &mut Value, key: &str, value: Value) {
@@ -136,12 +144,9 @@ pub async fn sign(
     let canonical = serde_json_canonicalizer::to_vec(&raw)
         .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
     let body_hash = hex::encode(Sha256::digest(&canonical));
-    // Someone else's wallet and no wallet look the same.
-    let wallet = wallets::get(state.audit.store(), &address)
+    let wallet = wallets::owned_by(state.audit.store(), &address, user)
         .await
-        .map_err(|e| fail(store_down(e)))?
-        .filter(|w| w.owner == user)
-        .ok_or_else(|| fail(Error::NotFound))?;
+        .map_err(|e| fail(store_down(e)))?;
     if wallet.refresh_required {
         return Err(fail(Error::RefreshRequired));
     }
@@ -547,17 +552,11 @@ pub async fn start_step_up(state: &AppState, user: uuid::Uuid, id: &str) -> Resu
     if r.state_at(now) != PENDING_STEP_UP {
         return Err(Error::NotSignable(r.state_at(now).to_owned()));
     }
-    match state
+    state
         .passkeys
-        .start_login_for(user, Some(&signing::step_up_context(&r)), now)
+        .start_step_up(user, &signing::step_up_context(&r), now)
         .await
-    {
-        Ok((ceremony_id, options)) => {
-            Ok(serde_json::json!({"ceremony_id": ceremony_id, "options": options}))
-        }
-        Err(Error::PasskeyRejected) => Err(Error::PasskeyRequired),
-        Err(e) => Err(store_down(e)),
-    }
+        .map_err(store_down)
 }
 
 /// Checks the assertion is the owner's, for this request's step-up ceremony, then decides the
@@ -628,14 +627,14 @@ pub async fn complete_step_up(
     committed?;
     count(state, outcome);
     if !allowed {
-        let out = serde_json::json!({
-            "code": Error::PolicyDenied.code(),
-            "message": Error::PolicyDenied.to_string(),
-            "request_id": request_id,
-            "signing_request": r.id,
-            "decision": outcome,
-        });
-        return Ok((StatusCode::FORBIDDEN, axum::Json(out)).into_response());
+        let decision = serde_json::to_value(outcome).ok();
+        return Ok(refused(
+            &Error::PolicyDenied,
+            request_id,
+            &r.id,
+            decision,
+            Vec::new(),
+        ));
     }
     let r = signing::get(store, id)
         .await

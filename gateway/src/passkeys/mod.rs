@@ -464,6 +464,24 @@ impl Passkeys {
         })
     }
 
+    /// Starts a step-up for `owner`, bound to `context` (see [`Passkeys::finish_step_up`]): the
+    /// ceremony id and the WebAuthn options as JSON. A user with no live passkey cannot step up:
+    /// `PasskeyRequired`.
+    pub async fn start_step_up(
+        &self,
+        owner: Uuid,
+        context: &str,
+        now: OffsetDateTime,
+    ) -> Result<serde_json::Value> {
+        match self.start_login_for(owner, Some(context), now).await {
+            Ok((ceremony_id, options)) => {
+                Ok(serde_json::json!({"ceremony_id": ceremony_id, "options": options}))
+            }
+            Err(Error::PasskeyRejected) => Err(Error::PasskeyRequired),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Finishes a step-up: a login ceremony started with `context` for `owner` (a signing
     /// request's id and digest, or an operation's kind, id, wallet and epoch), answered by the
     /// owner with user verification. Anything else is `StepUpMismatch`: an assertion made for one
