@@ -259,6 +259,23 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // The passphrase KDF the device pays to open its file (Argon2id 64 MiB, t = 3) before any
+    // ceremony; kept apart from the ceremony figures above.
+    let mut secrets = parapet_signer::device::file::DeviceSecrets::default();
+    secrets.shares.insert(
+        format!("0x{}", hex::encode(device_share.address())),
+        hex::encode(device_share.to_bytes().as_slice()),
+    );
+    let sealed = parapet_signer::device::file::seal(&secrets, "a long passphrase").unwrap();
+    let mut g = c.benchmark_group("device file");
+    g.sample_size(10);
+    g.bench_function("open (Argon2id + AES-GCM)", |b| {
+        b.iter(|| {
+            black_box(parapet_signer::device::file::open(&sealed, "a long passphrase").unwrap())
+        })
+    });
+    g.finish();
+
     // 100 ceremonies at once on 100 different wallets.
     let many: Vec<KeyShare> = (0..100)
         .map(|_| {

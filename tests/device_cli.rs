@@ -194,40 +194,67 @@ fn ok_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
-    use alloy::consensus::TxEnvelope;
-    use alloy::consensus::transaction::SignerRecoverable;
-    use alloy::eips::eip2718::Decodable2718;
+/// A running gateway and a person onboarded on it as the page and the CLI do it: an app that
+/// sends its users to the page, a paired device and an app session (and, returned beside it,
+/// the person's passkey).
+struct Person {
+    dir: tempfile::TempDir,
+    _server: Server,
+    base: String,
+    origin: String,
+    api_key: String,
+    session: String,
+    file: std::path::PathBuf,
+}
+
+const PASSPHRASE: &str = "a long passphrase";
+
+/// Starts `parapet serve` in `dir` on `port` with `env` and waits until it answers.
+fn serve(dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_parapet"));
+    c.arg("serve")
+        .current_dir(dir)
+        .env("PARAPET_LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "PARAPET_WEBAUTHN_ORIGINS",
+            format!("http://localhost:{port}"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let server = Server(c.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+        .call()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn onboard(env: &[(&str, &str)]) -> (Person, SoftPasskey) {
     use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
 
     let dir = tempfile::tempdir().unwrap();
     for d in ["policies", "schemas"] {
         std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
     }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let origin = format!("http://localhost:{port}");
     let base = format!("http://127.0.0.1:{port}");
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_parapet"))
-            .arg("serve")
-            .current_dir(dir.path())
-            .env("PARAPET_LISTEN", format!("127.0.0.1:{port}"))
-            .env("PARAPET_WEBAUTHN_ORIGINS", &origin)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ureq::get(&format!("{base}/healthz")).call().is_err() {
-        assert!(Instant::now() < deadline, "server did not come up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let server = serve(dir.path(), port, env);
     // An app that sends its users to the gateway's page to log in.
     let redirect = "http://localhost:9/callback";
     let app = ok_json(&parapet(
@@ -243,12 +270,13 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
             redirect,
             "--json",
         ],
-        &[],
+        env,
     ));
     let (app_id, api_key) = (
-        app["app_id"].as_str().unwrap(),
-        app["api_key"].as_str().unwrap(),
+        app["app_id"].as_str().unwrap().to_owned(),
+        app["api_key"].as_str().unwrap().to_owned(),
     );
+    let app_id = app_id.as_str();
 
     // A person registers a passkey, pairs this machine, then logs in to the app with the passkey.
     let mut passkey = SoftPasskey::new(true);
@@ -275,7 +303,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
         json!({}),
     );
     let file = dir.path().join("device.json");
-    let pass = "a long passphrase";
+    let pass = PASSPHRASE;
     let out = device(
         &["pair", "--gateway", &base, code["code"].as_str().unwrap()],
         &file,
@@ -336,24 +364,68 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
         .unwrap();
     let exchanged: Value = res.body_mut().read_json().unwrap();
     let session = exchanged["session_token"].as_str().unwrap().to_owned();
+    let person = Person {
+        dir,
+        _server: server,
+        base,
+        origin,
+        api_key,
+        session,
+        file,
+    };
+    (person, passkey)
+}
 
-    // The device makes a wallet; its share stays in the encrypted file.
-    let wallet_cmd = |args: &[&str]| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_parapet"));
-        c.arg("wallet")
+impl Person {
+    fn wallet(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .arg("wallet")
             .args(args)
             .arg("--device-file")
-            .arg(&file)
-            .env("PARAPET_DEVICE_PASSPHRASE", pass)
-            .env("PARAPET_API_KEY", api_key)
-            .env("PARAPET_SESSION", &session);
-        c.output().unwrap()
-    };
+            .arg(&self.file)
+            .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+            .env("PARAPET_API_KEY", &self.api_key)
+            .env("PARAPET_SESSION", &self.session)
+            .output()
+            .unwrap()
+    }
+
+    /// A POST with the app's key and the person's session.
+    fn post(&self, base: &str, path: &str, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
+        let mut req = ureq::post(&format!("{base}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .header("authorization", &format!("Bearer {}", self.api_key))
+            .header("parapet-session", &self.session);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut res = req.send_json(body).unwrap();
+        let status = res.status().as_u16();
+        (
+            status,
+            res.body_mut().read_json::<Value>().unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[test]
+fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
+    use alloy::consensus::TxEnvelope;
+    use alloy::consensus::transaction::SignerRecoverable;
+    use alloy::eips::eip2718::Decodable2718;
+    use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
+
+    let (p, mut passkey) = onboard(&[]);
+    let (dir, origin) = (p.dir.path().to_owned(), p.origin.clone());
+    // The device makes a wallet; its share stays in the encrypted file.
+    let wallet_cmd = |args: &[&str]| p.wallet(args);
     let created = ok_json(&wallet_cmd(&["create", "--json"]));
     let address = created["address"].as_str().unwrap().to_owned();
     let listed = ok_json(&wallet_cmd(&["list", "--json"]));
     assert_eq!(listed["wallets"], json!([address]));
-    let stored = std::fs::read_to_string(&file).unwrap();
+    let stored = std::fs::read_to_string(&p.file).unwrap();
     assert!(
         !stored.contains(&address[2..]),
         "the file shows its wallets in clear"
@@ -367,7 +439,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     )
     .unwrap();
     body.as_object_mut().unwrap().remove("wallet");
-    let tx_file = dir.path().join("tx.json");
+    let tx_file = dir.join("tx.json");
     std::fs::write(&tx_file, body.to_string()).unwrap();
     let signed = ok_json(&wallet_cmd(&[
         "sign",
@@ -388,7 +460,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     assert_eq!(signed["tx_hash"], format!("{:#x}", tx.tx_hash()));
 
     // A personal_sign message the same way.
-    let msg_file = dir.path().join("msg.json");
+    let msg_file = dir.join("msg.json");
     std::fs::write(
         &msg_file,
         json!({"chain_id": 1, "message": "hello"}).to_string(),
@@ -412,21 +484,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
 
     // A refresh: the app asks, the owner approves with the passkey, the device runs it; the
     // same address signs with the new shares.
-    let post = |path: &str, body: Value| {
-        let mut res = ureq::post(&format!("{base}{path}"))
-            .config()
-            .http_status_as_error(false)
-            .build()
-            .header("authorization", &format!("Bearer {api_key}"))
-            .header("parapet-session", &session)
-            .send_json(body)
-            .unwrap();
-        let status = res.status().as_u16();
-        (
-            status,
-            res.body_mut().read_json::<Value>().unwrap_or(Value::Null),
-        )
-    };
+    let post = |path: &str, body: Value| p.post(&p.base, path, &[], body);
     let (status, asked) = post(&format!("/v1/wallets/{address}/refresh"), json!({}));
     assert_eq!(
         (status, asked["code"].as_str()),
@@ -465,4 +523,149 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
         format!("{:#x}", sig.recover_address_from_msg("hello").unwrap()),
         address
     );
+}
+
+/// A fresh PostgreSQL database under `PARAPET_TEST_POSTGRES_URL` (dropped by the returned
+/// guard), or `None` when the variable is unset.
+fn postgres_database() -> Option<(String, PgDrop)> {
+    use sqlx::Connection;
+    let pg = std::env::var("PARAPET_TEST_POSTGRES_URL").ok()?;
+    let with_db = |db: &str| {
+        let (base, query) = pg
+            .split_once('?')
+            .map_or((pg.as_str(), ""), |(b, q)| (b, q));
+        let (server, _) = base.rsplit_once('/').unwrap();
+        format!("{server}/{db}?{query}")
+    };
+    let name = format!("parapet_p_{}", uuid::Uuid::new_v4().simple());
+    let admin = with_db("postgres");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    Some((with_db(&name), PgDrop { admin, name }))
+}
+
+struct PgDrop {
+    admin: String,
+    name: String,
+}
+
+impl Drop for PgDrop {
+    fn drop(&mut self) {
+        use sqlx::Connection;
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return;
+        };
+        rt.block_on(async {
+            if let Ok(mut c) = sqlx::PgConnection::connect(&self.admin).await {
+                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut c)
+                    .await;
+            }
+        });
+    }
+}
+
+fn native_transfer(nonce: u64, wei: u128) -> Value {
+    json!({
+        "chain_id": 1,
+        "transaction_request": {
+            "type": "0x2", "chainId": "0x1", "nonce": format!("{nonce:#x}"), "gas": "0x5208",
+            "maxFeePerGas": "0x6fc23ac00", "maxPriorityFeePerGas": "0x3b9aca00",
+            "to": "0x2222222222222222222222222222222222222222",
+            "value": format!("{wei:#x}"), "data": "0x"
+        }
+    })
+}
+
+/// Two `parapet serve` processes share one PostgreSQL database (and the key files); 100
+/// concurrent requests, split between them, each ask for 10 % of what remains under the shipped
+/// 24 h native cap. The per-wallet lock must hold across processes: exactly the 10 that fit are
+/// authorized.
+#[test]
+fn two_gateway_processes_on_one_postgres_reserve_exactly_what_fits() {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let Some((url, _guard)) = postgres_database() else {
+        eprintln!("PARAPET_TEST_POSTGRES_URL not set: the two-process velocity race is skipped");
+        return;
+    };
+    let fast = "100000/s burst 100000";
+    let env = [
+        ("PARAPET_DATABASE_URL", url.as_str()),
+        ("PARAPET_USER_RATE", fast),
+        ("PARAPET_WALLET_RATE", fast),
+        ("PARAPET_APP_RATE", fast),
+        ("PARAPET_IP_RATE", fast),
+    ];
+    let (p, _passkey) = onboard(&env);
+    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let address = created["address"].as_str().unwrap().to_owned();
+
+    // The second process: its own data directory (its own checkpoint file) holding copies of the
+    // first one's key files, as replicas behind a load balancer would.
+    let second_dir = tempfile::tempdir().unwrap();
+    for d in ["policies", "schemas"] {
+        std::os::unix::fs::symlink(root().join(d), second_dir.path().join(d)).unwrap();
+    }
+    let data = p.dir.path().join("data");
+    std::fs::create_dir(second_dir.path().join("data")).unwrap();
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().unwrap().is_file() && !name.starts_with("audit-checkpoints") {
+            std::fs::copy(entry.path(), second_dir.path().join("data").join(&name)).unwrap();
+        }
+    }
+    let second_port = free_port();
+    let _second = serve(second_dir.path(), second_port, &env);
+    let bases = [p.base.clone(), format!("http://127.0.0.1:{second_port}")];
+
+    let path = format!("/v1/wallets/{address}/sign");
+    for i in 0..10 {
+        let (status, body) = p.post(
+            &bases[i % 2],
+            &path,
+            &[("idempotency-key", &format!("seed-{i}"))],
+            native_transfer(i as u64, 5 * ETH),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let racers: Vec<_> = (0..100u64)
+            .map(|i| {
+                let (p, base, path) = (&p, &bases[i as usize % 2], &path);
+                s.spawn(move || {
+                    p.post(
+                        base,
+                        path,
+                        &[("idempotency-key", &format!("race-{i}"))],
+                        native_transfer(100 + i, 5 * ETH),
+                    )
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let (mut allowed, mut denied) = (0, 0);
+    for (status, body) in &answers {
+        match status {
+            201 => allowed += 1,
+            403 => {
+                assert_eq!(body["code"], "policy_denied", "{body}");
+                assert!(
+                    body.to_string().contains("forbid-native-velocity-24h"),
+                    "{body}"
+                );
+                denied += 1;
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!((allowed, denied), (10, 90));
 }
