@@ -24,7 +24,7 @@ use parapet_gateway::http::{AppState, app};
 use parapet_gateway::identity::{self, Actor, Auditor, NewApp};
 use parapet_gateway::users::sessions::Method;
 use parapet_signer::device::client;
-use parapet_signer::mpc::{Ceremony, Dkls23, KeyShare, Role, SessionId, Step, ThresholdEcdsa};
+use parapet_signer::mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, run_locally};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::Url;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -34,7 +34,18 @@ struct Setup {
     api_key: String,
     session: String,
     device_token: String,
+    user: String,
+    recovery: parapet_signer::recovery::RecoveryKeys,
     _data: tempfile::TempDir,
+}
+
+impl Setup {
+    fn target(&self) -> client::RecoveryTarget<'_> {
+        client::RecoveryTarget {
+            user: &self.user,
+            public_key: self.recovery.public_key(),
+        }
+    }
 }
 
 async fn setup() -> (Setup, Arc<AppState>) {
@@ -105,11 +116,28 @@ async fn setup() -> (Setup, Arc<AppState>) {
     let (code, _) = parapet_gateway::devices::issue_pairing_code(s.audit.store(), user, now)
         .await
         .unwrap();
-    let (_, device_token) = parapet_gateway::devices::pair(
+    let (device, device_token) = parapet_gateway::devices::pair(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &code,
         "bench",
+        "bench",
+        now,
+    )
+    .await
+    .unwrap();
+    let recovery = parapet_signer::recovery::RecoverySecret::generate()
+        .derive(&user.to_string())
+        .unwrap();
+    parapet_gateway::recovery::enrol(
+        &parapet_gateway::cosign::Cosigner {
+            audit: s.audit.clone(),
+            custody: s.custody.clone(),
+        },
+        &device,
+        recovery.public_key(),
+        zeroize::Zeroizing::new(*recovery.auth_key()),
+        &[],
         "bench",
         now,
     )
@@ -125,44 +153,12 @@ async fn setup() -> (Setup, Arc<AppState>) {
             api_key,
             session,
             device_token,
+            user: user.to_string(),
+            recovery,
             _data: data,
         },
         s,
     )
-}
-
-/// Both parties' ceremonies stepped in one thread, messages passed by hand.
-fn in_process<T>(
-    mut a: Box<dyn Ceremony<Output = T>>,
-    mut b: Box<dyn Ceremony<Output = T>>,
-) -> (T, T) {
-    let mut to_b = a.start().unwrap();
-    let mut to_a = b.start().unwrap();
-    let (mut out_a, mut out_b) = (None, None);
-    while out_a.is_none() || out_b.is_none() {
-        let (mut next_b, mut next_a) = (Vec::new(), Vec::new());
-        for m in std::mem::take(&mut to_a) {
-            match a.handle(&m).unwrap() {
-                Step::Send(v) => next_b.extend(v),
-                Step::Done { send, output } => {
-                    next_b.extend(send);
-                    out_a = Some(output);
-                }
-            }
-        }
-        for m in std::mem::take(&mut to_b) {
-            match b.handle(&m).unwrap() {
-                Step::Send(v) => next_a.extend(v),
-                Step::Done { send, output } => {
-                    next_a.extend(send);
-                    out_b = Some(output);
-                }
-            }
-        }
-        to_a.extend(next_a);
-        to_b.extend(next_b);
-    }
-    (out_a.unwrap(), out_b.unwrap())
 }
 
 fn sign_over_loopback(
@@ -198,15 +194,20 @@ fn bench(c: &mut Criterion) {
     g.bench_function("keygen over loopback (device + gateway)", |b| {
         b.iter(|| {
             black_box(
-                rt.block_on(client::keygen(&s.base, &s.device_token, |_| Ok(())))
-                    .unwrap(),
+                rt.block_on(client::keygen(
+                    &s.base,
+                    &s.device_token,
+                    s.target(),
+                    |_, _| Ok(()),
+                ))
+                .unwrap(),
             )
         })
     });
     g.bench_function("keygen in process (both parties)", |b| {
         b.iter(|| {
             let id = SessionId::random();
-            black_box(in_process(
+            black_box(run_locally(
                 Dkls23.keygen(Role::Device, id).unwrap(),
                 Dkls23.keygen(Role::Gateway, id).unwrap(),
             ))
@@ -218,16 +219,22 @@ fn bench(c: &mut Criterion) {
     // decides a benchmark request.
     let wallets: Vec<KeyShare> = (0..8)
         .map(|_| {
-            rt.block_on(client::keygen(&s.base, &s.device_token, |_| Ok(())))
-                .unwrap()
+            rt.block_on(client::keygen(
+                &s.base,
+                &s.device_token,
+                s.target(),
+                |_, _| Ok(()),
+            ))
+            .unwrap()
         })
         .collect();
     let (device_share, gateway_share) = {
         let id = SessionId::random();
-        in_process(
+        run_locally(
             Dkls23.keygen(Role::Device, id).unwrap(),
             Dkls23.keygen(Role::Gateway, id).unwrap(),
         )
+        .unwrap()
     };
     let counter = AtomicU64::new(0);
     let mut g = c.benchmark_group("sign");
@@ -243,7 +250,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let id = SessionId::random();
             let digest = [9u8; 32];
-            black_box(in_process(
+            black_box(run_locally(
                 Dkls23
                     .sign(Role::Device, id, &device_share, digest)
                     .unwrap(),
@@ -279,8 +286,13 @@ fn bench(c: &mut Criterion) {
     // 100 ceremonies at once on 100 different wallets.
     let many: Vec<KeyShare> = (0..100)
         .map(|_| {
-            rt.block_on(client::keygen(&s.base, &s.device_token, |_| Ok(())))
-                .unwrap()
+            rt.block_on(client::keygen(
+                &s.base,
+                &s.device_token,
+                s.target(),
+                |_, _| Ok(()),
+            ))
+            .unwrap()
         })
         .collect();
     let started = std::time::Instant::now();

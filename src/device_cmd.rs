@@ -135,6 +135,8 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
         user: field("user_id")?,
         device_token: field("device_token")?,
         shares: Default::default(),
+        recovery_public_key: None,
+        kits: Default::default(),
     };
     file::save(path, &secrets, &passphrase)?;
     println!(

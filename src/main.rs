@@ -4,6 +4,7 @@
 mod apps_cmd;
 mod audit_cmd;
 mod device_cmd;
+mod recovery_cmd;
 mod users_cmd;
 mod wallet_cmd;
 
@@ -71,6 +72,11 @@ enum Command {
     Wallet {
         #[command(subcommand)]
         command: wallet_cmd::WalletCommand,
+    },
+    /// Your recovery secret on this device: set it up, or check it and this device's kits.
+    Recovery {
+        #[command(subcommand)]
+        command: recovery_cmd::RecoveryCommand,
     },
     /// Decide one request file (the /v1/authorize body) against the policy set, without a server.
     Decide {
@@ -173,6 +179,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
         Command::Users { command } => users_cmd::run(command, &config),
         Command::Device { command } => device_cmd::run(command),
         Command::Wallet { command } => wallet_cmd::run(command),
+        Command::Recovery { command } => recovery_cmd::run(command),
         Command::Decide { file, now, json } => decide(&file, now.as_deref(), json, &config),
     }
 }

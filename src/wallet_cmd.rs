@@ -1,7 +1,10 @@
 //! `parapet wallet …`: the device's wallets. `create` runs key generation with the gateway and
 //! keeps the device's share in the passphrase-encrypted device file; `sign` submits a request
 //! (with the app's key and the user's session) and joins its ceremony, or joins one an app
-//! already created (`--request`); `list` shows the wallets in the file.
+//! already created (`--request`); `list` shows the wallets in the file. Every key generation
+//! and refresh also leaves the wallet's backup kit in the file (DESIGN §9): `kit` writes it out,
+//! `sign --offline --backup-kit` signs with it and no gateway, and `export-key` rebuilds the
+//! private key from it for a user who leaves.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,15 +12,18 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use parapet_signer::device::{DeviceSecrets, client, file};
-use parapet_signer::mpc::KeyShare;
+use parapet_signer::mpc::{Dkls23, KeyShare, ThresholdEcdsa, sign_locally};
+use parapet_signer::recovery::kit::BackupKit;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::device_cmd::{FileArgs, agent, passphrase, refusal, text};
+use crate::recovery_cmd::{self, share_of};
 
 #[derive(Subcommand)]
 pub enum WalletCommand {
     /// Create a wallet with the gateway (your account needs a passkey); prints its address.
+    /// Your first wallet also makes your recovery secret, shown once.
     Create {
         #[command(flatten)]
         file: FileArgs,
@@ -44,8 +50,37 @@ pub enum WalletCommand {
         /// Reuse an Idempotency-Key (default: a fresh one).
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Sign with the backup kit alone, both parties on this machine, no gateway (the exit
+        /// path; asks for the recovery secret). No policy is applied.
+        #[arg(long, requires = "backup_kit")]
+        offline: bool,
+        /// The backup kit file (`parapet wallet kit`) for --offline.
+        #[arg(long)]
+        backup_kit: Option<PathBuf>,
         #[command(flatten)]
         file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a wallet's current backup kit to a file: its two shares sealed to your recovery
+    /// key. With it and your recovery secret you can sign without the gateway.
+    Kit {
+        #[arg(long)]
+        wallet: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        file: FileArgs,
+    },
+    /// Rebuild a wallet's private key from its backup kit and your recovery secret, to import it
+    /// elsewhere. This ENDS the 2-of-2 protection for that wallet for good.
+    ExportKey {
+        #[arg(long)]
+        backup_kit: PathBuf,
+        /// The first confirmation; the second is typing the wallet's address (or
+        /// PARAPET_CONFIRM_EXPORT set to it).
+        #[arg(long)]
+        i_understand_this_ends_2_of_2: bool,
         #[arg(long)]
         json: bool,
     },
@@ -78,9 +113,16 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
             api_key,
             session,
             idempotency_key,
+            offline,
+            backup_kit,
             file,
             json,
         } => {
+            if offline {
+                let kit = backup_kit.context("--offline needs --backup-kit FILE")?;
+                let body = body.context("give the request body FILE")?;
+                return sign_offline(&wallet, &kit, &body, json);
+            }
             let path = file.path()?;
             let request = match request {
                 Some(r) => r,
@@ -98,6 +140,12 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
             sign(&path, &wallet, &request, json)
         }
         WalletCommand::Refresh { wallet, file, json } => refresh(&file.path()?, &wallet, json),
+        WalletCommand::Kit { wallet, out, file } => write_kit(&file.path()?, &wallet, &out),
+        WalletCommand::ExportKey {
+            backup_kit,
+            i_understand_this_ends_2_of_2,
+            json,
+        } => export_key(&backup_kit, i_understand_this_ends_2_of_2, json),
         WalletCommand::List { file, json } => {
             let secrets = file::load(&file.path()?, &passphrase(false)?)?;
             let wallets: Vec<&String> =
@@ -124,19 +172,50 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn create(path: &Path, json: bool) -> Result<ExitCode> {
     let passphrase = Zeroizing::new(passphrase(false)?);
     let mut secrets = file::load(path, &passphrase)?;
-    let (gateway, token) = (secrets.gateway.clone(), secrets.device_token.clone());
-    let share = runtime()?.block_on(client::keygen(&gateway, &token, |share: &KeyShare| {
-        let address = format!("0x{}", hex::encode(share.address()));
-        let bytes = share.to_bytes();
-        secrets
-            .shares
-            .insert(address, hex::encode(bytes.as_slice()));
-        file::save(path, &secrets, &passphrase)
-    }));
+    // The user's first wallet makes their recovery secret (or, on a new device, asks for it).
+    let setup = match secrets.recovery_public_key {
+        Some(_) => None,
+        None => Some(recovery_cmd::set_up(path, &mut secrets, &passphrase)?),
+    };
+    let recovery_key = recovery_cmd::public_key_of(&secrets)?;
+    let (gateway, token, user) = (
+        secrets.gateway.clone(),
+        secrets.device_token.clone(),
+        secrets.user.clone(),
+    );
+    let target = client::RecoveryTarget {
+        user: &user,
+        public_key: &recovery_key,
+    };
+    let share = runtime()?.block_on(client::keygen(
+        &gateway,
+        &token,
+        target,
+        |share: &KeyShare, kit: &BackupKit| {
+            let address = format!("0x{}", hex::encode(share.address()));
+            let bytes = share.to_bytes();
+            secrets
+                .shares
+                .insert(address.clone(), hex::encode(bytes.as_slice()));
+            secrets.kits.insert(address, kit.clone());
+            file::save(path, &secrets, &passphrase)
+        },
+    ));
     let share = share.context("key generation with the gateway failed")?;
     let address = format!("0x{}", hex::encode(share.address()));
+    if let Some(setup) = &setup
+        && !json
+    {
+        recovery_cmd::report_setup(setup, false);
+    }
     if json {
-        println!("{}", serde_json::json!({ "address": address }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "address": address,
+                "recovery_secret": setup.as_ref().and_then(|s| s.new_secret.as_ref()).map(|s| s.as_str()),
+            })
+        );
     } else {
         println!("{address}");
     }
@@ -187,18 +266,6 @@ fn pending_key(wallet: &str, epoch: i64) -> String {
     format!("{wallet}#{epoch}")
 }
 
-fn share_of(secrets: &DeviceSecrets, key: &str) -> Result<KeyShare> {
-    let hex_share = Zeroizing::new(
-        secrets
-            .shares
-            .get(key)
-            .with_context(|| format!("this device file holds no share of {key}"))?
-            .clone(),
-    );
-    let bytes = Zeroizing::new(hex::decode(hex_share.as_str()).context("damaged share")?);
-    Ok(KeyShare::from_bytes(&bytes)?)
-}
-
 fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode> {
     let passphrase = Zeroizing::new(passphrase(false)?);
     let mut secrets = file::load(path, &passphrase)?;
@@ -227,6 +294,9 @@ fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode
         && let Some(share) = secrets.shares.remove(&key)
     {
         secrets.shares.insert(wallet.clone(), share);
+        if let Some(kit) = secrets.kits.remove(&key) {
+            secrets.kits.insert(wallet.clone(), kit);
+        }
         file::save(path, &secrets, &passphrase)?;
     }
     let mut res = agent()
@@ -266,20 +336,42 @@ fn refresh(path: &Path, wallet: &str, json: bool) -> Result<ExitCode> {
     let mut secrets = file::load(path, &passphrase)?;
     let wallet = wallet.to_ascii_lowercase();
     let share = share_of(&secrets, &wallet)?;
-    let (gateway, token) = (secrets.gateway.clone(), secrets.device_token.clone());
-    // Phase 1: the new share is kept next to the current one until the gateway commits.
-    let result = runtime()?.block_on(client::refresh(&gateway, &token, &share, |new, epoch| {
-        secrets.shares.insert(
-            pending_key(&wallet, epoch),
-            hex::encode(new.to_bytes().as_slice()),
-        );
-        file::save(path, &secrets, &passphrase)
-    }));
+    let recovery_key = recovery_cmd::public_key_of(&secrets)?;
+    let (gateway, token, user) = (
+        secrets.gateway.clone(),
+        secrets.device_token.clone(),
+        secrets.user.clone(),
+    );
+    let target = client::RecoveryTarget {
+        user: &user,
+        public_key: &recovery_key,
+    };
+    // Phase 1: the new share and its kit are kept next to the current ones until the gateway
+    // commits.
+    let result = runtime()?.block_on(client::refresh(
+        &gateway,
+        &token,
+        &share,
+        target,
+        |new, epoch, kit| {
+            secrets.shares.insert(
+                pending_key(&wallet, epoch),
+                hex::encode(new.to_bytes().as_slice()),
+            );
+            secrets
+                .kits
+                .insert(pending_key(&wallet, epoch), kit.clone());
+            file::save(path, &secrets, &passphrase)
+        },
+    ));
     let (_, epoch) =
         result.context("the refresh with the gateway failed; the current share still signs")?;
     // Phase 2 committed on the gateway: the new share is the current one.
     if let Some(new) = secrets.shares.remove(&pending_key(&wallet, epoch)) {
         secrets.shares.insert(wallet.clone(), new);
+    }
+    if let Some(kit) = secrets.kits.remove(&pending_key(&wallet, epoch)) {
+        secrets.kits.insert(wallet.clone(), kit);
     }
     file::save(path, &secrets, &passphrase)?;
     if json {
@@ -289,6 +381,151 @@ fn refresh(path: &Path, wallet: &str, json: bool) -> Result<ExitCode> {
         );
     } else {
         println!("{wallet} refreshed to epoch {epoch}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_kit(path: &Path, wallet: &str, out: &Path) -> Result<ExitCode> {
+    let passphrase = Zeroizing::new(passphrase(false)?);
+    let secrets = file::load(path, &passphrase)?;
+    let wallet = wallet.to_ascii_lowercase();
+    let kit = secrets.kits.get(&wallet).with_context(|| {
+        format!("this device holds no kit for {wallet}: run `parapet recovery setup`")
+    })?;
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("creating {}", out.display()))?;
+    f.write_all(&kit.to_file()?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "wrote the epoch-{} kit of {wallet} to {}: keep it with your recovery secret",
+        kit.epoch,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a kit file and opens it with the recovery secret: both shares of its wallet.
+fn open_kit(path: &Path) -> Result<(BackupKit, KeyShare, KeyShare)> {
+    let kit = BackupKit::from_file(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let secret = recovery_cmd::ask_secret()?;
+    let keys = recovery_cmd::derive(&secret, &kit.user)?;
+    let (device, gateway) = kit
+        .open(&keys)
+        .context("the kit did not open with this recovery secret")?;
+    Ok((kit, device, gateway))
+}
+
+/// Signs a request body with a kit's two shares on this machine: the same digest and signed
+/// transaction the gateway would produce, with no gateway and no policy.
+fn sign_offline(wallet: &str, kit_path: &Path, body: &Path, json: bool) -> Result<ExitCode> {
+    let (kit, device, gateway) = open_kit(kit_path)?;
+    if kit.address != wallet.to_ascii_lowercase() {
+        bail!("the kit is for {}, not {wallet}", kit.address);
+    }
+    let mut request: Value = serde_json::from_slice(
+        &std::fs::read(body).with_context(|| format!("reading {}", body.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", body.display()))?;
+    let object = request
+        .as_object_mut()
+        .context("the request body is a JSON object")?;
+    if object.contains_key("wallet") {
+        bail!("the body names no wallet: the kit says which");
+    }
+    object.insert(
+        "wallet".to_owned(),
+        serde_json::json!({ "address": kit.address }),
+    );
+    let request: parapet_gateway::request::AuthorizeRequest =
+        serde_json::from_value(request).context("not a signing request body")?;
+    let address = parapet_gateway::pipeline::parse_address(&kit.address)?;
+    let facts = parapet_gateway::decode::decode(
+        request.payload()?,
+        request.chain_id,
+        address,
+        &parapet_gateway::decode::Registry::default(),
+    )?;
+    let digest: [u8; 32] = facts.digest.0;
+    let signature = sign_locally(&Dkls23, &device, &gateway, digest)?;
+    let signed = parapet_gateway::decode::signed_transaction(
+        request.payload()?,
+        request.chain_id,
+        address,
+        signature.r,
+        signature.s,
+        signature.y_parity(),
+    )?;
+    let out = serde_json::json!({
+        "digest": format!("0x{}", hex::encode(digest)),
+        "signature": {
+            "r": format!("0x{}", hex::encode(signature.r)),
+            "s": format!("0x{}", hex::encode(signature.s)),
+            "y_parity": signature.y_parity(),
+        },
+        "signed_transaction": signed.as_ref().map(|(raw, _)| format!("0x{}", hex::encode(raw))),
+        "tx_hash": signed.as_ref().map(|(_, hash)| format!("{hash:#x}")),
+        "offline": true,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!("signed 0x{} offline", hex::encode(digest));
+        println!("signature 0x{}", hex::encode(signature.to_rsv()));
+        if let Some(tx) = out.get("signed_transaction").and_then(Value::as_str) {
+            println!("signed transaction {tx}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn export_key(kit_path: &Path, understood: bool, json: bool) -> Result<ExitCode> {
+    if !understood {
+        bail!(
+            "export-key rebuilds the whole private key: anyone who sees it controls the wallet, \
+             and the gateway's policies no longer protect it. Add --i-understand-this-ends-2-of-2 \
+             to go on."
+        );
+    }
+    let (kit, device, gateway) = open_kit(kit_path)?;
+    let typed = match std::env::var("PARAPET_CONFIRM_EXPORT") {
+        Ok(v) => v,
+        Err(_) => {
+            eprint!(
+                "Type the wallet's address ({}) to export its key: ",
+                kit.address
+            );
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the confirmation")?;
+            line
+        }
+    };
+    if typed.trim().to_ascii_lowercase() != kit.address {
+        bail!("not confirmed: nothing was exported");
+    }
+    let key = Dkls23.export_key(&device, &gateway)?;
+    let key_hex = Zeroizing::new(format!("0x{}", hex::encode(key.as_ref())));
+    eprintln!(
+        "WARNING: this is the whole private key of {}. The 2-of-2 protection of this wallet has \
+         ended: move its funds or treat the key as exposed once it leaves this machine.",
+        kit.address
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"address": kit.address, "private_key": key_hex.as_str()})
+        );
+    } else {
+        println!("{}", key_hex.as_str());
     }
     Ok(ExitCode::SUCCESS)
 }

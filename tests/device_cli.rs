@@ -199,7 +199,7 @@ fn ok_json(out: &Output) -> Value {
 /// the person's passkey).
 struct Person {
     dir: tempfile::TempDir,
-    _server: Server,
+    server: Server,
     base: String,
     origin: String,
     api_key: String,
@@ -366,7 +366,7 @@ fn onboard(env: &[(&str, &str)]) -> (Person, SoftPasskey) {
     let session = exchanged["session_token"].as_str().unwrap().to_owned();
     let person = Person {
         dir,
-        _server: server,
+        server,
         base,
         origin,
         api_key,
@@ -417,12 +417,14 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     use alloy::eips::eip2718::Decodable2718;
     use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
 
-    let (p, mut passkey) = onboard(&[]);
+    let (mut p, mut passkey) = onboard(&[]);
     let (dir, origin) = (p.dir.path().to_owned(), p.origin.clone());
     // The device makes a wallet; its share stays in the encrypted file.
     let wallet_cmd = |args: &[&str]| p.wallet(args);
     let created = ok_json(&wallet_cmd(&["create", "--json"]));
     let address = created["address"].as_str().unwrap().to_owned();
+    // The first wallet made the recovery secret, shown once.
+    let recovery_secret = created["recovery_secret"].as_str().unwrap().to_owned();
     let listed = ok_json(&wallet_cmd(&["list", "--json"]));
     assert_eq!(listed["wallets"], json!([address]));
     let stored = std::fs::read_to_string(&p.file).unwrap();
@@ -521,6 +523,100 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
         alloy::primitives::Signature::new(r, s, signed["signature"]["y_parity"].as_bool().unwrap());
     assert_eq!(
         format!("{:#x}", sig.recover_address_from_msg("hello").unwrap()),
+        address
+    );
+
+    // The secret checks out, and the device's kit followed the refresh to epoch 1.
+    let with_secret = |args: &[&str], extra: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_parapet"));
+        c.args(args)
+            .arg("--json")
+            .env("PARAPET_DEVICE_FILE", &p.file)
+            .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+            .env("PARAPET_RECOVERY_SECRET", &recovery_secret);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let checked = ok_json(&with_secret(&["recovery", "check"], &[]));
+    assert_eq!(checked["ok"], true, "{checked}");
+    assert_eq!(checked["wallets"][0]["kit_epoch"], 1, "{checked}");
+    let other = parapet_signer::recovery::RecoverySecret::generate().written();
+    let wrong = with_secret(
+        &["recovery", "check"],
+        &[("PARAPET_RECOVERY_SECRET", other.as_str())],
+    );
+    assert!(!wrong.status.success());
+    let wrong: Value = serde_json::from_slice(&wrong.stdout).unwrap();
+    assert_eq!(wrong["secret_matches"], false, "{wrong}");
+    let kit = dir.join("kit.json");
+    let out = p.wallet(&["kit", "--wallet", &address, "--out", kit.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The gateway stops; the kit and the secret still sign, and the key can be taken out.
+    let _ = p.server.0.kill();
+    let _ = p.server.0.wait();
+    let offline = ok_json(&with_secret(
+        &[
+            "wallet",
+            "sign",
+            "--offline",
+            "--backup-kit",
+            kit.to_str().unwrap(),
+            "--wallet",
+            &address,
+            tx_file.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let raw = hex::decode(
+        offline["signed_transaction"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .unwrap();
+    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+    assert_eq!(format!("{:#x}", tx.recover_signer().unwrap()), address);
+
+    let export = |extra: &[(&str, &str)], flag: bool| {
+        let mut args = vec![
+            "wallet",
+            "export-key",
+            "--backup-kit",
+            kit.to_str().unwrap(),
+        ];
+        if flag {
+            args.push("--i-understand-this-ends-2-of-2");
+        }
+        with_secret(&args, extra)
+    };
+    assert!(
+        !export(&[("PARAPET_CONFIRM_EXPORT", &address)], false)
+            .status
+            .success()
+    );
+    assert!(
+        !export(&[("PARAPET_CONFIRM_EXPORT", "0xnot-it")], true)
+            .status
+            .success()
+    );
+    let exported = ok_json(&export(&[("PARAPET_CONFIRM_EXPORT", &address)], true));
+    let key = hex::decode(
+        exported["private_key"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .unwrap();
+    let key = k256::ecdsa::SigningKey::from_slice(&key).unwrap();
+    assert_eq!(
+        format!("{:#x}", alloy::primitives::Address::from_private_key(&key)),
         address
     );
 }

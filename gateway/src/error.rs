@@ -127,6 +127,17 @@ pub enum Error {
     CeremonyFailed(String),
     #[error("ceremony timed out")]
     CeremonyTimeout,
+    /// The user has no recovery secret yet: wallets are created only once one exists, so that
+    /// every share has a backup and a kit from the start (DESIGN §9).
+    #[error("set up a recovery secret first (parapet recovery setup)")]
+    RecoverySetupRequired,
+    /// The recovery secret (its auth key) does not match the user's; counted against the user
+    /// and the IP. The answer never says which factor of a recovery was wrong.
+    #[error("the recovery secret was not accepted")]
+    RecoverySecretRejected,
+    /// The device's recovery public key is not the user's.
+    #[error("the device's recovery key is not this user's")]
+    RecoveryKeyMismatch,
 
     // ---- the gateway's side ----
     #[error("request timed out")]
@@ -200,6 +211,9 @@ impl Error {
             Error::StepUpMismatch => "step_up_mismatch",
             Error::CeremonyFailed(_) => "ceremony_failed",
             Error::CeremonyTimeout => "ceremony_timeout",
+            Error::RecoverySetupRequired => "recovery_setup_required",
+            Error::RecoverySecretRejected => "recovery_secret_rejected",
+            Error::RecoveryKeyMismatch => "recovery_key_mismatch",
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
@@ -225,6 +239,8 @@ impl Error {
             | Error::IdempotencyConflict
             | Error::IdempotencyInProgress
             | Error::RefreshRequired
+            | Error::RecoverySetupRequired
+            | Error::RecoveryKeyMismatch
             | Error::NotSignable(_) => StatusCode::CONFLICT,
             Error::Forbidden(_)
             | Error::PageRefused(_)
@@ -234,7 +250,8 @@ impl Error {
             | Error::PolicyDenied
             | Error::DeviceNotAllowed
             | Error::StepUpRequired
-            | Error::StepUpMismatch => StatusCode::FORBIDDEN,
+            | Error::StepUpMismatch
+            | Error::RecoverySecretRejected => StatusCode::FORBIDDEN,
             Error::CeremonyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

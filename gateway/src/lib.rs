@@ -21,6 +21,7 @@ pub mod passkeys;
 pub mod pipeline;
 pub mod policy;
 pub mod records;
+pub mod recovery;
 pub mod request;
 pub mod sealing;
 pub mod secret_file;

@@ -114,6 +114,7 @@ pub async fn create(
     auditor: Auditor<'_>,
     wallet: &StoredWallet,
     sealed_share: &[u8],
+    device_backup: &[u8],
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<()> {
@@ -154,6 +155,12 @@ pub async fn create(
             .bind(false)
             .bind(format_time(now))
             .execute(&mut *tx).await.map_err(db("storing a gateway share"))?;
+        sqlx::query("INSERT INTO share_backups (wallet, epoch, sealed, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(wallet.address.as_str())
+            .bind(wallet.epoch)
+            .bind(device_backup)
+            .bind(format_time(now))
+            .execute(&mut *tx).await.map_err(db("storing a backup"))?;
         tx.commit().await.map_err(db("creating a wallet"))?;
     });
     Ok(())

@@ -28,6 +28,8 @@ use parapet_gateway::identity::Auditor;
 use parapet_signer::device::client::{self, Connection, ws_url};
 use parapet_signer::mpc::wire::{Control, bytes32};
 use parapet_signer::mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, drive};
+use parapet_signer::recovery::kit::BackupKit;
+use parapet_signer::recovery::{RecoveryKeys, RecoverySecret};
 use serde_json::{Value, json};
 use users_support::{
     Issuer, app_with_grants_trusting, call, call_with, events, gateway_with, login_ok,
@@ -41,6 +43,17 @@ struct User {
     id: String,
     device_token: String,
     passkey: Option<SoftPasskey>,
+    recovery: RecoveryKeys,
+}
+
+impl User {
+    /// The recovery key as this user's device file holds it.
+    fn target(&self) -> client::RecoveryTarget<'_> {
+        client::RecoveryTarget {
+            user: &self.id,
+            public_key: self.recovery.public_key(),
+        }
+    }
 }
 
 struct World {
@@ -98,7 +111,7 @@ async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
     let (code, _) = devices::issue_pairing_code(w.s.audit.store(), uuid, now)
         .await
         .unwrap();
-    let (_, device_token) = devices::pair(
+    let (device, device_token) = devices::pair(
         w.s.audit.store(),
         Auditor::Log(&w.s.audit),
         &code,
@@ -108,16 +121,33 @@ async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
     )
     .await
     .unwrap();
+    // Every user here has a recovery secret: wallets are made only once one exists.
+    let recovery = RecoverySecret::generate().derive(&id).unwrap();
+    parapet_gateway::recovery::enrol(
+        &parapet_gateway::cosign::Cosigner {
+            audit: w.s.audit.clone(),
+            custody: w.s.custody.clone(),
+        },
+        &device,
+        recovery.public_key(),
+        zeroize::Zeroizing::new(*recovery.auth_key()),
+        &[],
+        "req-recovery",
+        now,
+    )
+    .await
+    .unwrap();
     User {
         session,
         id,
         device_token,
         passkey,
+        recovery,
     }
 }
 
 async fn new_wallet(w: &World, u: &User) -> KeyShare {
-    client::keygen(&w.base, &u.device_token, |_| Ok(()))
+    client::keygen(&w.base, &u.device_token, u.target(), |_, _| Ok(()))
         .await
         .unwrap()
 }
@@ -286,7 +316,7 @@ async fn nobody_but_the_owner_and_their_device_reaches_a_wallet() {
     let address = address_of(&share);
 
     // Without a passkey there is no wallet.
-    match client::keygen(&w.base, &carol.device_token, |_| Ok(())).await {
+    match client::keygen(&w.base, &carol.device_token, carol.target(), |_, _| Ok(())).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "passkey_required"),
         other => panic!("carol got a wallet: {other:?}"),
     }
@@ -922,7 +952,15 @@ async fn a_refresh_keeps_the_address_and_retires_the_old_shares() {
     let address = address_of(&old);
 
     // Not approved: the device cannot refresh.
-    match client::refresh(&w.base, &alice.device_token, &old, |_, _| Ok(())).await {
+    match client::refresh(
+        &w.base,
+        &alice.device_token,
+        &old,
+        alice.target(),
+        |_, _, _| Ok(()),
+    )
+    .await
+    {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
         other => panic!("an unapproved refresh ran: {other:?}"),
     }
@@ -951,9 +989,15 @@ async fn a_refresh_keeps_the_address_and_retires_the_old_shares() {
     assert_eq!(marked.body["code"], "refresh_required", "{}", marked.text);
 
     approve_refresh(&w, &mut alice, &address).await;
-    let (new, epoch) = client::refresh(&w.base, &alice.device_token, &old, |_, _| Ok(()))
-        .await
-        .unwrap();
+    let (new, epoch) = client::refresh(
+        &w.base,
+        &alice.device_token,
+        &old,
+        alice.target(),
+        |_, _, _| Ok(()),
+    )
+    .await
+    .unwrap();
     assert_eq!((address_of(&new), epoch), (address.clone(), 1));
     let shown = call(
         &w.s,
@@ -997,6 +1041,25 @@ async fn a_refresh_interrupted_between_the_phases_leaves_the_old_epoch_signing()
     let (_, pending) = drive::run(ceremony, &mut conn, std::time::Duration::from_secs(10))
         .await
         .unwrap();
+    // The backup exchange of phase 1 completes: the gateway stores its pending share and the
+    // device's pending backup.
+    let sealed =
+        parapet_signer::recovery::kit::seal_device_share(alice.recovery.public_key(), &pending, 1)
+            .unwrap();
+    conn.control(&Control::Backup {
+        address: address.clone(),
+        epoch: 1,
+        recovery_public_key: alice.recovery.public_key().to_hex(),
+        device_share: hex::encode(sealed),
+    })
+    .await
+    .unwrap();
+    let Control::Kit { epoch: 1, .. } = conn.expect_control().await.unwrap() else {
+        panic!("no kit");
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let backups = recovery_status(&w, &alice).await;
+    assert_eq!(backups["wallets"][0]["backup_epochs"], json!([0, 1]));
     drop(conn);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let shown = call(
@@ -1021,11 +1084,168 @@ async fn a_refresh_interrupted_between_the_phases_leaves_the_old_epoch_signing()
 
     // A new approval and a complete refresh then work from the old epoch.
     approve_refresh(&w, &mut alice, &address).await;
-    let (new, epoch) = client::refresh(&w.base, &alice.device_token, &share, |_, _| Ok(()))
-        .await
-        .unwrap();
+    let (new, epoch) = client::refresh(
+        &w.base,
+        &alice.device_token,
+        &share,
+        alice.target(),
+        |_, _, _| Ok(()),
+    )
+    .await
+    .unwrap();
     assert_eq!(epoch, 1);
     sign_message(&w, &alice, &address, "refreshed", &new)
         .await
         .unwrap();
+}
+
+/// `GET /v1/device/recovery` as the user's device.
+async fn recovery_status(w: &World, u: &User) -> Value {
+    let a = call_with(
+        &w.s,
+        "GET",
+        "/v1/device/recovery",
+        "",
+        None,
+        &[("authorization", &format!("Device {}", u.device_token))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a.body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_wallet_gets_a_backup_and_a_kit_that_signs_without_the_gateway() {
+    let w = world().await;
+    let mut alice = user(&w, "alice", true).await;
+    let kits = std::sync::Mutex::new(Vec::<BackupKit>::new());
+    let share = client::keygen(&w.base, &alice.device_token, alice.target(), |_, kit| {
+        kits.lock().unwrap().push(kit.clone());
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let address = address_of(&share);
+    let kit = kits.lock().unwrap().pop().unwrap();
+    assert_eq!((kit.address.as_str(), kit.epoch), (address.as_str(), 0));
+
+    // The kit opens with the secret only, and its two shares sign and export with no gateway.
+    let (device, gateway) = kit.open(&alice.recovery).unwrap();
+    let digest = [0x42u8; 32];
+    let signature = parapet_signer::mpc::sign_locally(&Dkls23, &device, &gateway, digest).unwrap();
+    let sig = Signature::new(
+        U256::from_be_bytes(signature.r),
+        U256::from_be_bytes(signature.s),
+        signature.y_parity(),
+    );
+    assert_eq!(
+        format!(
+            "{:#x}",
+            sig.recover_address_from_prehash(&B256::from(digest))
+                .unwrap()
+        ),
+        address
+    );
+    let key = Dkls23.export_key(&device, &gateway).unwrap();
+    let exported = k256::ecdsa::SigningKey::from_slice(key.as_ref()).unwrap();
+    assert_eq!(
+        format!("{:#x}", Address::from_private_key(&exported)),
+        address
+    );
+    let stranger = RecoverySecret::generate().derive(&alice.id).unwrap();
+    assert!(kit.open(&stranger).is_err());
+
+    // The gateway keeps the device's backup of epoch 0, and the audit log names no envelope.
+    let status = recovery_status(&w, &alice).await;
+    assert_eq!(status["set_up"], true);
+    assert_eq!(status["public_key"], alice.recovery.public_key().to_hex());
+    assert_eq!(status["wallets"][0]["backup_epochs"], json!([0]));
+    let log = events(&w.s).await;
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(&kit.device_share[..64]));
+    assert!(!text.contains(&kit.gateway_share[..64]));
+    assert!(!text.contains(&hex::encode(alice.recovery.auth_key())));
+
+    // A refresh replaces both: a new kit for epoch 1, and only epoch 1's backup is kept.
+    approve_refresh(&w, &mut alice, &address).await;
+    let (_, epoch) = client::refresh(
+        &w.base,
+        &alice.device_token,
+        &share,
+        alice.target(),
+        |_, _, kit| {
+            kits.lock().unwrap().push(kit.clone());
+            Ok(())
+        },
+    )
+    .await
+    .unwrap();
+    let fresh = kits.lock().unwrap().pop().unwrap();
+    assert_eq!((epoch, fresh.epoch), (1, 1));
+    let (d1, g1) = fresh.open(&alice.recovery).unwrap();
+    parapet_signer::mpc::sign_locally(&Dkls23, &d1, &g1, digest).unwrap();
+    // The stale kit's gateway share no longer pairs with the new device share.
+    assert!(parapet_signer::mpc::sign_locally(&Dkls23, &d1, &gateway, digest).is_err());
+    assert_eq!(
+        recovery_status(&w, &alice).await["wallets"][0]["backup_epochs"],
+        json!([1])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_another_recovery_key_gets_no_wallet_and_no_kit() {
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let wrong = RecoverySecret::generate().derive(&alice.id).unwrap();
+    let target = client::RecoveryTarget {
+        user: &alice.id,
+        public_key: wrong.public_key(),
+    };
+    match client::keygen(&w.base, &alice.device_token, target, |_, _| Ok(())).await {
+        Err(parapet_signer::Error::Refused { code, .. }) => {
+            assert_eq!(code, "recovery_key_mismatch")
+        }
+        other => panic!("a wallet with a foreign recovery key: {other:?}"),
+    }
+    assert_eq!(recovery_status(&w, &alice).await["wallets"], json!([]));
+
+    // Setting up again needs the same secret: a wrong one is refused and audited.
+    let again = call_with(
+        &w.s,
+        "POST",
+        "/v1/device/recovery",
+        "",
+        None,
+        &[("authorization", &format!("Device {}", alice.device_token))],
+        Some(json!({
+            "public_key": wrong.public_key().to_hex(),
+            "auth_key": hex::encode(wrong.auth_key()),
+        })),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "{}", again.text);
+    assert_eq!(again.body["code"], "recovery_secret_rejected");
+    let checked = call_with(
+        &w.s,
+        "POST",
+        "/v1/device/recovery/check",
+        "",
+        None,
+        &[("authorization", &format!("Device {}", alice.device_token))],
+        Some(json!({"auth_key": hex::encode(alice.recovery.auth_key())})),
+    )
+    .await;
+    assert_eq!(checked.status, StatusCode::OK, "{}", checked.text);
+    assert_eq!(checked.body["matches"], true);
+    let log = events(&w.s).await;
+    assert!(
+        log.iter()
+            .any(|e| e["action"] == "recovery.secret_rejected")
+    );
+    assert!(
+        !serde_json::to_string(&log)
+            .unwrap()
+            .contains(&hex::encode(wrong.auth_key()))
+    );
 }

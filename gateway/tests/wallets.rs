@@ -48,6 +48,7 @@ async fn a_wallet_record_is_its_owners_and_decides_with_the_admins_labels() {
         Auditor::Log(&s.audit),
         &stored,
         b"sealed share bytes",
+        b"the device's sealed backup",
         "req-1",
         time::OffsetDateTime::now_utc(),
     )
@@ -59,6 +60,7 @@ async fn a_wallet_record_is_its_owners_and_decides_with_the_admins_labels() {
             Auditor::Log(&s.audit),
             &stored,
             b"x",
+            b"y",
             "req-2",
             time::OffsetDateTime::now_utc()
         )

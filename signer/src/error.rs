@@ -104,6 +104,21 @@ pub enum Error {
     /// The gateway refused or ended the ceremony, with its error code and message.
     #[error("{message} ({code})")]
     Refused { code: String, message: String },
+
+    // ---- recovery (DESIGN §9) ----
+    /// What the user typed is not a recovery secret: wrong length, characters or checksum.
+    #[error("that is not a recovery secret (check for a typo: the last characters are a checksum)")]
+    RecoverySecretMalformed,
+    /// A backup or kit envelope did not open: another user's secret, another wallet or epoch,
+    /// or damaged bytes (one error for all, as HPKE cannot tell them apart).
+    #[error("the backup did not open with this recovery secret")]
+    BackupUnreadable,
+    /// Any other recovery failure (the message names no secret).
+    #[error("recovery: {0}")]
+    Recovery(String),
+    /// Two shares that should belong to one wallet do not.
+    #[error("the two shares are not of the same wallet")]
+    ShareMismatch,
 }
 
 /// Shorthand used throughout the crate.

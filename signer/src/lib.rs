@@ -6,5 +6,6 @@ pub mod custody;
 pub mod device;
 mod error;
 pub mod mpc;
+pub mod recovery;
 
 pub use error::{Error, Result};

@@ -190,6 +190,12 @@ async function main() {
     await noErrorStatus(page, 'registration');
     const shown = (await page.textContent('#current-user')).trim();
     assert(/^[0-9a-f-]{36}$/i.test(shown), `the user id shown is not a UUID: "${shown}"`);
+    // The page shows the account first and says the id in #status right after (one await
+    // later): wait for it rather than read it at once.
+    await page.waitForFunction((id) => {
+      const s = document.querySelector('#status');
+      return s && !s.hidden && s.textContent.includes(id);
+    }, shown, { timeout: TIMEOUT }).catch(() => {});
     const status = await statusText(page);
     assert(status.includes(shown), `the status should tell the new user id, got "${status}"`);
     const stored = await page.evaluate(() => localStorage.getItem('parapet.user'));

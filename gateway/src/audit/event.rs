@@ -45,6 +45,10 @@ pub enum EventKind {
     /// the signature in `request`) or `signature.failed` (with the reason, and whether the
     /// gateway's final message had left, i.e. whether the amount stays counted).
     Signature,
+    /// A user's recovery secret set up (`recovery.setup`, with its public key and the wallets
+    /// whose backups came with it) or tried and refused (`recovery.check_failed`). Never the
+    /// secret, the auth key, a backup or a kit.
+    Recovery,
 }
 
 impl EventKind {
@@ -60,6 +64,7 @@ impl EventKind {
             EventKind::Device => "device",
             EventKind::Wallet => "wallet",
             EventKind::Signature => "signature",
+            EventKind::Recovery => "recovery",
         }
     }
 }

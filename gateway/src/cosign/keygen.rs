@@ -1,11 +1,13 @@
 //! Key generation with a paired device (DESIGN §8, §9): both parties run DKLs23's key
-//! generation; the device stores its share first and says so; the gateway seals its own share
+//! generation and exchange backups ([`super::backup`]; the user must have a recovery secret);
+//! the device stores its share and kit first and says so; the gateway seals its own share
 //! with custody (AAD = address, epoch 0) and commits the wallet (audited `wallet.create`), and
 //! only then answers `done`. An interruption anywhere before the commit leaves no wallet.
 
 use parapet_signer::custody::share_aad;
 use parapet_signer::mpc::wire::Control;
 use parapet_signer::mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, drive};
+use parapet_signer::recovery::RecoveryPublicKey;
 use time::OffsetDateTime;
 
 use super::ceremonies::{self, Begin};
@@ -24,6 +26,7 @@ pub async fn run(
     now: impl Fn() -> OffsetDateTime,
 ) -> Result<StoredWallet> {
     let store = cosigner.audit.store();
+    let users_key = crate::recovery::public_key_of(store, device.user_id).await?;
     let session = SessionId::random();
     ceremonies::begin(
         store,
@@ -37,7 +40,10 @@ pub async fn run(
         now(),
     )
     .await?;
-    let result = generate(cosigner, device, channel, session, request_id, &now).await;
+    let result = generate(
+        cosigner, device, &users_key, channel, session, request_id, &now,
+    )
+    .await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code(),
@@ -49,6 +55,7 @@ pub async fn run(
 async fn generate(
     cosigner: &Cosigner,
     device: &Device,
+    users_key: &RecoveryPublicKey,
     channel: &mut impl Channel,
     session: SessionId,
     request_id: &str,
@@ -69,12 +76,14 @@ async fn generate(
         .await
         .map_err(from_signer)?;
     drive::send_all(channel, last).await.map_err(from_signer)?;
+    let backup = super::backup::exchange(channel, users_key, &share, 0).await?;
     let address = hex0x(share.address());
     match channel.expect_control().await.map_err(from_signer)? {
         Control::Stored { address: a } if a == address => {}
         other => {
             return Err(Error::CeremonyFailed(format!(
-                "expected the device to confirm it stored its share of {address}, got {other:?}"
+                "expected the device to confirm it stored its share of {address}, got {}",
+                other.kind()
             )));
         }
     }
@@ -101,6 +110,7 @@ async fn generate(
         Auditor::Log(&cosigner.audit),
         &wallet,
         &sealed,
+        &backup,
         request_id,
         now(),
     )

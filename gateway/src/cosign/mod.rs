@@ -2,6 +2,7 @@
 //! requests and their ceremonies, and the velocity reservations they hold. Everything here runs
 //! over a [`Channel`] (the ceremony WebSocket in production), so it is testable without HTTP.
 
+pub mod backup;
 pub mod ceremonies;
 pub mod idempotency;
 pub mod keygen;

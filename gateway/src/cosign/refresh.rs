@@ -3,7 +3,8 @@
 //!
 //! The owner approves a refresh with a passkey (an `operations` row, bound to the wallet and its
 //! epoch); their device then runs the ceremony. Phase 1: the gateway seals its new share for
-//! epoch + 1 and stores it *pending*; the device stores its new share next to the current one and
+//! epoch + 1 and stores it *pending*, with the device's backup of its new share (the backup
+//! exchange, [`super::backup`]); the device stores its new share next to the current one and
 //! says `stored`. Phase 2: the gateway audits `wallet.refresh` and, in one transaction, advances
 //! the wallet's epoch, makes the new share current and deletes the old one, then says `done`.
 //! Until phase 2 commits, the old epoch is the valid one on both sides; once it has, only the new
@@ -160,6 +161,7 @@ pub async fn run(
     if wallet.device_id != device.device_id {
         return Err(Error::DeviceNotAllowed);
     }
+    let users_key = crate::recovery::public_key_of(store, device.user_id).await?;
     let op = take_approved(store, &wallet.address, wallet.epoch, now()).await?;
     let session = SessionId::random();
     ceremonies::begin(
@@ -174,7 +176,13 @@ pub async fn run(
         now(),
     )
     .await?;
-    let result = refresh(cosigner, &wallet, channel, session, &op, request_id, &now).await;
+    let job = Job {
+        wallet: &wallet,
+        users_key: &users_key,
+        session,
+        op: &op,
+    };
+    let result = refresh(cosigner, job, channel, request_id, &now).await;
     let outcome = match &result {
         Ok(_) => "ok",
         Err(e) => e.code(),
@@ -190,15 +198,29 @@ pub async fn run(
     result
 }
 
+/// What one refresh ceremony is about.
+struct Job<'a> {
+    wallet: &'a StoredWallet,
+    /// The user's recovery public key, which the device's backup must be sealed to.
+    users_key: &'a parapet_signer::recovery::RecoveryPublicKey,
+    session: SessionId,
+    /// The approved operation this ceremony carries out.
+    op: &'a str,
+}
+
 async fn refresh(
     cosigner: &Cosigner,
-    wallet: &StoredWallet,
+    job: Job<'_>,
     channel: &mut impl Channel,
-    session: SessionId,
-    op: &str,
     request_id: &str,
     now: &impl Fn() -> OffsetDateTime,
 ) -> Result<StoredWallet> {
+    let Job {
+        wallet,
+        users_key,
+        session,
+        op,
+    } = job;
     let store = cosigner.audit.store();
     let address = crate::pipeline::parse_address(&wallet.address)?.into_array();
     let old = wallet.epoch;
@@ -234,7 +256,9 @@ async fn refresh(
             "refresh changed the address".to_owned(),
         ));
     }
-    // Phase 1: the new share, pending; a leftover from an interrupted refresh is replaced.
+    let backup = super::backup::exchange(channel, users_key, &fresh, new).await?;
+    // Phase 1: the new share and the device's backup of its new share, pending; a leftover from
+    // an interrupted refresh is replaced.
     let sealed = super::seal(
         &cosigner.custody,
         fresh.to_bytes(),
@@ -250,13 +274,20 @@ async fn refresh(
         sqlx::query("INSERT INTO gateway_shares (address, epoch, sealed, pending, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(wallet.address.as_str()).bind(new).bind(sealed.as_slice()).bind(true).bind(stamp(now()))
             .execute(&mut *tx).await.map_err(db("storing a pending share"))?;
+        sqlx::query("DELETE FROM share_backups WHERE wallet = $1 AND epoch = $2")
+            .bind(wallet.address.as_str()).bind(new)
+            .execute(&mut *tx).await.map_err(db("storing a pending backup"))?;
+        sqlx::query("INSERT INTO share_backups (wallet, epoch, sealed, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(wallet.address.as_str()).bind(new).bind(backup.as_slice()).bind(stamp(now()))
+            .execute(&mut *tx).await.map_err(db("storing a pending backup"))?;
         tx.commit().await.map_err(db("storing a pending share"))?;
     });
     match channel.expect_control().await.map_err(from_signer)? {
         Control::Stored { address: a } if a == wallet.address => {}
         other => {
             return Err(Error::CeremonyFailed(format!(
-                "expected the device to confirm it stored its new share, got {other:?}"
+                "expected the device to confirm it stored its new share, got {}",
+                other.kind()
             )));
         }
     }
@@ -282,6 +313,9 @@ async fn refresh(
             .bind(wallet.address.as_str()).bind(new).bind(false)
             .execute(&mut *tx).await.map_err(db("committing a refresh"))?;
         sqlx::query("DELETE FROM gateway_shares WHERE address = $1 AND epoch = $2")
+            .bind(wallet.address.as_str()).bind(old)
+            .execute(&mut *tx).await.map_err(db("committing a refresh"))?;
+        sqlx::query("DELETE FROM share_backups WHERE wallet = $1 AND epoch = $2")
             .bind(wallet.address.as_str()).bind(old)
             .execute(&mut *tx).await.map_err(db("committing a refresh"))?;
         tx.commit().await.map_err(db("committing a refresh"))?;

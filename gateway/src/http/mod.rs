@@ -10,6 +10,7 @@ pub mod error;
 pub mod openapi;
 mod page_api;
 pub mod page_session;
+mod recovery_routes;
 mod refresh_routes;
 pub mod request_id;
 mod routes;
@@ -134,6 +135,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/devices/pair"),
     ("get", "/v1/device"),
     ("get", "/v1/device/keygen"),
+    ("get", "/v1/device/recovery"),
+    ("post", "/v1/device/recovery"),
+    ("post", "/v1/device/recovery/check"),
     ("get", "/v1/device/signing-requests/{id}"),
     ("post", "/v1/wallets/{address}/sign"),
     ("get", "/v1/signing-requests/{id}"),
@@ -204,6 +208,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/devices/pair", post(device_routes::pair))
         .route("/v1/device", get(device_routes::me))
         .route("/v1/device/keygen", get(ceremony_routes::keygen))
+        .route(
+            "/v1/device/recovery",
+            get(recovery_routes::status).post(recovery_routes::set_up),
+        )
+        .route("/v1/device/recovery/check", post(recovery_routes::check))
         .route(
             "/v1/device/signing-requests/{id}",
             get(signing_routes::device_get),

@@ -243,10 +243,11 @@ pub async fn call_with(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Answer {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {key}"));
+    let mut b = Request::builder().method(method).uri(path);
+    // An empty key leaves `authorization` to `headers` (a device's `Device <token>`).
+    if !key.is_empty() {
+        b = b.header("authorization", format!("Bearer {key}"));
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }

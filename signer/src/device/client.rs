@@ -13,6 +13,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::mpc::drive::{self, Transport};
 use crate::mpc::wire::{Control, bytes32};
 use crate::mpc::{Dkls23, KeyShare, RecoverableSignature, Role, SessionId, ThresholdEcdsa};
+use crate::recovery::RecoveryPublicKey;
+use crate::recovery::kit::{BackupKit, seal_device_share};
 use crate::{Error, Result};
 
 /// How long the device waits for any one message from the gateway.
@@ -146,25 +148,77 @@ fn session_of(session: &str) -> Result<SessionId> {
         .ok_or_else(|| Error::Transport("bad execution id from the gateway".into()))
 }
 
-/// Key generation with the gateway at `base`: runs the device's party, hands the new share to
-/// `store` (which must keep it durably before returning), then waits for the gateway to commit
-/// the wallet. Returns the share (its address is the wallet's).
+/// The user's recovery public key as the device's own file holds it (DESIGN §9: never one the
+/// gateway supplies), and the user it belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryTarget<'a> {
+    pub user: &'a str,
+    pub public_key: &'a RecoveryPublicKey,
+}
+
+/// After the protocol of a key generation or refresh: sends the device's new share sealed to
+/// the recovery key, receives the gateway's sealed the same way, and returns the new kit.
+async fn exchange_backup(
+    conn: &mut Connection,
+    recovery: RecoveryTarget<'_>,
+    share: &KeyShare,
+    epoch: i64,
+) -> Result<BackupKit> {
+    let address = format!("0x{}", hex::encode(share.address()));
+    let device_envelope = seal_device_share(recovery.public_key, share, epoch)?;
+    conn.control(&Control::Backup {
+        address: address.clone(),
+        epoch,
+        recovery_public_key: recovery.public_key.to_hex(),
+        device_share: hex::encode(&device_envelope),
+    })
+    .await?;
+    let gateway_envelope = match conn.expect_control().await? {
+        Control::Kit {
+            address: a,
+            epoch: e,
+            gateway_share,
+        } if a == address && e == epoch => hex::decode(gateway_share)
+            .map_err(|_| Error::Transport("a kit that is not hex".into()))?,
+        other => {
+            return Err(Error::Transport(format!(
+                "expected the gateway's kit, got {}",
+                other.kind()
+            )));
+        }
+    };
+    Ok(BackupKit::new(
+        recovery.user,
+        share,
+        epoch,
+        recovery.public_key,
+        &device_envelope,
+        &gateway_envelope,
+    ))
+}
+
+/// Key generation with the gateway at `base`: runs the device's party, exchanges the backups
+/// (DESIGN §9), hands the new share and its kit to `store` (which must keep both durably before
+/// returning), then waits for the gateway to commit the wallet. Returns the share (its address
+/// is the wallet's).
 pub async fn keygen(
     base: &str,
     device_token: &str,
-    store: impl FnOnce(&KeyShare) -> Result<()>,
+    recovery: RecoveryTarget<'_>,
+    store: impl FnOnce(&KeyShare, &BackupKit) -> Result<()>,
 ) -> Result<KeyShare> {
     let mut conn = Connection::open(&ws_url(base, "/v1/device/keygen")?, device_token).await?;
     let session = match conn.expect_control().await? {
         Control::Start {
             ceremony, session, ..
         } if ceremony == "keygen" => session_of(&session)?,
-        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+        other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     };
     let ceremony = Dkls23.keygen(Role::Device, session)?;
     let (last, share) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
     drive::send_all(&mut conn, last).await?;
-    store(&share)?;
+    let kit = exchange_backup(&mut conn, recovery, &share, 0).await?;
+    store(&share, &kit)?;
     let address = format!("0x{}", hex::encode(share.address()));
     conn.control(&Control::Stored {
         address: address.clone(),
@@ -174,7 +228,7 @@ pub async fn keygen(
         Control::Done {
             address: Some(a), ..
         } if a == address => {}
-        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+        other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     }
     conn.close().await;
     Ok(share)
@@ -218,7 +272,7 @@ pub async fn sign_with(
                 .ok_or_else(|| Error::Transport("bad digest from the gateway".into()))?,
             epoch,
         ),
-        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+        other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     };
     let share = choose(epoch)?;
     let ceremony = Dkls23.sign(Role::Device, session, &share, digest)?;
@@ -228,22 +282,23 @@ pub async fn sign_with(
         Control::Done {
             signature: Some(s), ..
         } if s == (&signature).into() => {}
-        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+        other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     }
     conn.close().await;
     Ok((digest, signature))
 }
 
 /// Refreshes `share` of wallet `address` with the gateway (the owner approved the refresh with
-/// a passkey first). Two phases: the device hands the new share to `store_pending` (keep it next
-/// to the current one, not instead of it) and says so; the gateway then commits the new epoch and
-/// answers `done`. Returns the new share and its epoch; until `done` arrives the current share
+/// a passkey first). Two phases: after the backup exchange, the device hands the new share and
+/// its kit to `store_pending` (keep them next to the current ones, not instead of them) and says
+/// so; the gateway then commits the new epoch and answers `done`. Returns the new share and its epoch; until `done` arrives the current share
 /// stays the one to use (the gateway may not have committed).
 pub async fn refresh(
     base: &str,
     device_token: &str,
     share: &KeyShare,
-    store_pending: impl FnOnce(&KeyShare, i64) -> Result<()>,
+    recovery: RecoveryTarget<'_>,
+    store_pending: impl FnOnce(&KeyShare, i64, &BackupKit) -> Result<()>,
 ) -> Result<(KeyShare, i64)> {
     let address = format!("0x{}", hex::encode(share.address()));
     let path = format!("/v1/device/wallets/{address}/refresh");
@@ -255,13 +310,14 @@ pub async fn refresh(
             epoch: Some(epoch),
             ..
         } if ceremony == "refresh" => (session_of(&session)?, epoch),
-        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+        other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     };
     let ceremony = Dkls23.refresh(Role::Device, session, share)?;
     let (last, new_share) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
     drive::send_all(&mut conn, last).await?;
     let next = epoch + 1;
-    store_pending(&new_share, next)?;
+    let kit = exchange_backup(&mut conn, recovery, &new_share, next).await?;
+    store_pending(&new_share, next, &kit)?;
     conn.control(&Control::Stored {
         address: address.clone(),
     })
@@ -270,7 +326,7 @@ pub async fn refresh(
         Control::Done {
             address: Some(a), ..
         } if a == address => {}
-        other => return Err(Error::Transport(format!("unexpected {other:?}"))),
+        other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     }
     conn.close().await;
     Ok((new_share, next))

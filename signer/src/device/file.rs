@@ -61,6 +61,14 @@ pub struct DeviceSecrets {
     /// them (hex).
     #[serde(default)]
     pub shares: std::collections::BTreeMap<String, String>,
+    /// The user's recovery public key (hex), kept here so that backups are always sealed to the
+    /// key the user's own secret derives, never to one the gateway supplies (DESIGN §9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_public_key: Option<String>,
+    /// Each wallet's current backup kit, under the same keys as `shares` (a refreshed wallet's
+    /// pending kit waits under `address#epoch` with its share).
+    #[serde(default)]
+    pub kits: std::collections::BTreeMap<String, crate::recovery::kit::BackupKit>,
 }
 
 impl std::fmt::Debug for DeviceSecrets {
@@ -220,13 +228,13 @@ mod tests {
     };
 
     fn secrets() -> DeviceSecrets {
-        DeviceSecrets {
-            gateway: "http://localhost:8080".to_owned(),
-            device_id: "dev_1".to_owned(),
-            user: "u".to_owned(),
-            device_token: "pd_secret".to_owned(),
-            shares: [("0xab".to_owned(), "00ff".to_owned())].into(),
-        }
+        let mut s = DeviceSecrets::default();
+        s.gateway = "http://localhost:8080".to_owned();
+        s.device_id = "dev_1".to_owned();
+        s.user = "u".to_owned();
+        s.device_token = "pd_secret".to_owned();
+        s.shares = [("0xab".to_owned(), "00ff".to_owned())].into();
+        s
     }
 
     #[test]

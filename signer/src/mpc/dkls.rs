@@ -106,6 +106,40 @@ impl ThresholdEcdsa for Dkls23 {
             state: RefreshState::Start,
         }))
     }
+
+    fn export_key(&self, device: &KeyShare, gateway: &KeyShare) -> Result<Zeroizing<[u8; 32]>> {
+        if device.public_key() != gateway.public_key() {
+            return Err(Error::ShareMismatch);
+        }
+        let a = open_share(device, Role::Device)?;
+        let b = open_share(gateway, Role::Gateway)?;
+        // The library has no export. Its shares are points of a degree-1 polynomial whose value
+        // at 0 is the key, so the key is their Lagrange interpolation at 0:
+        // x = λ_a·s_a + λ_b·s_b with λ_a = i_b / (i_b − i_a) and λ_b = i_a / (i_a − i_b).
+        let (ia, ib) = (
+            Scalar::from(u64::from(a.party_index.as_u8())),
+            Scalar::from(u64::from(b.party_index.as_u8())),
+        );
+        let inverse = |s: Scalar| -> Result<Scalar> {
+            Option::<Scalar>::from(s.invert()).ok_or(Error::ShareMismatch)
+        };
+        let la = ib * inverse(ib - ia)?;
+        let lb = ia * inverse(ia - ib)?;
+        let key = a.poly_point * la + b.poly_point * lb;
+        let public = (k256_dkls::ProjectivePoint::GENERATOR * key).to_affine();
+        if compressed(&public)? != *device.public_key() {
+            return Err(Error::ShareMismatch);
+        }
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(&key.to_bytes());
+        // Cross-check in k256 0.13 (the version alloy uses): the key's address is the wallet's.
+        let signing =
+            k256::ecdsa::SigningKey::from_slice(out.as_ref()).map_err(|_| Error::ShareMismatch)?;
+        if eth_address(signing.verifying_key()) != *device.address() {
+            return Err(Error::ShareMismatch);
+        }
+        Ok(out)
+    }
 }
 
 fn parameters() -> Result<Parameters> {

@@ -175,6 +175,75 @@ pub trait ThresholdEcdsa: Send + Sync {
         session: SessionId,
         share: &KeyShare,
     ) -> Result<Box<dyn Ceremony<Output = KeyShare>>>;
+
+    /// Rebuilds the wallet's private key from both shares: the exit path of a user who leaves
+    /// (`parapet wallet export-key`), run only on their machine. The result is checked against
+    /// the wallet's public key before it is returned; it ends the 2-of-2 protection for good.
+    fn export_key(&self, device: &KeyShare, gateway: &KeyShare) -> Result<Zeroizing<[u8; 32]>>;
+}
+
+/// Runs a signing ceremony with both shares in this process (the offline exit path: no gateway
+/// involved) and returns the verified signature.
+pub fn sign_locally(
+    scheme: &dyn ThresholdEcdsa,
+    device: &KeyShare,
+    gateway: &KeyShare,
+    digest: [u8; 32],
+) -> Result<RecoverableSignature> {
+    if device.public_key() != gateway.public_key() {
+        return Err(Error::ShareMismatch);
+    }
+    let session = SessionId::random();
+    let (a, _) = run_locally(
+        scheme.sign(Role::Device, session, device, digest)?,
+        scheme.sign(Role::Gateway, session, gateway, digest)?,
+    )?;
+    verify_signature(device.public_key(), device.address(), &digest, &a)?;
+    Ok(a)
+}
+
+/// Steps two parties' ceremonies against each other in one thread, passing messages by hand.
+pub fn run_locally<T>(
+    mut a: Box<dyn Ceremony<Output = T>>,
+    mut b: Box<dyn Ceremony<Output = T>>,
+) -> Result<(T, T)> {
+    let mut to_b = a.start()?;
+    let mut to_a = b.start()?;
+    let (mut out_a, mut out_b) = (None, None);
+    // Each round moves at least one message; a protocol that stalls is a bug, not a loop.
+    for _ in 0..64 {
+        if out_a.is_some() && out_b.is_some() {
+            break;
+        }
+        let (mut next_a, mut next_b) = (Vec::new(), Vec::new());
+        for m in std::mem::take(&mut to_a) {
+            match a.handle(&m)? {
+                Step::Send(v) => next_b.extend(v),
+                Step::Done { send, output } => {
+                    next_b.extend(send);
+                    out_a = Some(output);
+                }
+            }
+        }
+        for m in std::mem::take(&mut to_b) {
+            match b.handle(&m)? {
+                Step::Send(v) => next_a.extend(v),
+                Step::Done { send, output } => {
+                    next_a.extend(send);
+                    out_b = Some(output);
+                }
+            }
+        }
+        to_a.extend(next_a);
+        to_b.extend(next_b);
+    }
+    match (out_a, out_b) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Error::Protocol {
+            reason: "the local ceremony did not finish".to_owned(),
+            ban_counterparty: false,
+        }),
+    }
 }
 
 /// A party's key share: who holds it, the wallet's public key and address, and the protocol

@@ -6,9 +6,11 @@
 //!    `{"type":"auth","authorization":"Device pd_…"}` (never a query string);
 //! 2. gateway → device: `start` with the fresh execution id and what is being done;
 //! 3. binary frames both ways until the protocol ends;
-//! 4. key generation: the device stores its share and says `stored`; the gateway commits the
-//!    wallet and says `done`. Signing: the gateway sends its final protocol message, then `done`
-//!    with the verified signature.
+//! 4. key generation and refresh: the device sends `backup` (its new share sealed to the
+//!    recovery public key it holds, DESIGN §9); the gateway checks that key against the user's,
+//!    answers `kit` (its own new share sealed to the same key); the device stores its share and
+//!    the kit and says `stored`; the gateway commits and says `done`. Signing: the gateway sends
+//!    its final protocol message, then `done` with the verified signature.
 //!
 //! Either side may send `error` and close; the ceremony is then over with no output.
 
@@ -33,6 +35,21 @@ pub enum Control {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         epoch: Option<i64>,
     },
+    Backup {
+        address: String,
+        epoch: i64,
+        /// The recovery public key the device holds (hex): the gateway refuses one that is not
+        /// the user's, so a device and the gateway never disagree about it silently.
+        recovery_public_key: String,
+        /// The device's new share, HPKE-sealed to that key (hex).
+        device_share: String,
+    },
+    Kit {
+        address: String,
+        epoch: i64,
+        /// The gateway's new share, HPKE-sealed to the device's recovery public key (hex).
+        gateway_share: String,
+    },
     Stored {
         address: String,
     },
@@ -46,6 +63,22 @@ pub enum Control {
         code: String,
         message: String,
     },
+}
+
+impl Control {
+    /// The message's type, for errors and logs: never its contents (a `backup` or `kit` carries
+    /// sealed shares, which stay out of logs and the audit trail).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Control::Auth { .. } => "auth",
+            Control::Start { .. } => "start",
+            Control::Backup { .. } => "backup",
+            Control::Kit { .. } => "kit",
+            Control::Stored { .. } => "stored",
+            Control::Done { .. } => "done",
+            Control::Error { .. } => "error",
+        }
+    }
 }
 
 /// A signature as the API shows it.

@@ -1,0 +1,354 @@
+//! `parapet recovery …`: the user's recovery secret on this device (DESIGN §9). `setup` makes
+//! one the first time (shown once, to be written down) or takes the existing one on another
+//! device, hands the gateway the backups of this device's wallets and keeps their kits; `check`
+//! tells whether a secret is the user's and whether every kit on this device is current and
+//! opens, without opening a recovery.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::Subcommand;
+use parapet_signer::device::{DeviceSecrets, file};
+use parapet_signer::mpc::KeyShare;
+use parapet_signer::recovery::kit::{BackupKit, seal_device_share};
+use parapet_signer::recovery::{RecoveryKeys, RecoveryPublicKey, RecoverySecret};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::device_cmd::{FileArgs, agent, passphrase, refusal, text};
+
+#[derive(Subcommand)]
+pub enum RecoveryCommand {
+    /// Set up your recovery secret: the first time, make one and show it once; on another
+    /// device, type the one you have. Backs up this device's wallets and keeps their kits.
+    Setup {
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a recovery secret against your account, and this device's kits against the
+    /// wallets' current epochs, without opening a recovery.
+    Check {
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(command: RecoveryCommand) -> Result<ExitCode> {
+    match command {
+        RecoveryCommand::Setup { file, json } => {
+            let path = file.path()?;
+            let pass = Zeroizing::new(passphrase(false)?);
+            let mut secrets = file::load(&path, &pass)?;
+            let outcome = set_up(&path, &mut secrets, &pass)?;
+            report_setup(&outcome, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        RecoveryCommand::Check { file, json } => check(&file.path()?, json),
+    }
+}
+
+/// The recovery secret as the user types it: `PARAPET_RECOVERY_SECRET` (for scripts), else
+/// asked on the terminal without echo.
+pub fn ask_secret() -> Result<RecoverySecret> {
+    let typed = Zeroizing::new(match std::env::var("PARAPET_RECOVERY_SECRET") {
+        Ok(s) => s,
+        Err(_) => rpassword::prompt_password("Recovery secret: ")
+            .context("reading the recovery secret")?,
+    });
+    Ok(RecoverySecret::parse(&typed)?)
+}
+
+/// Derives the keys off the caller's thread budget: Argon2id with 64 MiB takes a moment.
+pub fn derive(secret: &RecoverySecret, user: &str) -> Result<RecoveryKeys> {
+    eprintln!("deriving keys from the recovery secret…");
+    Ok(secret.derive(user)?)
+}
+
+/// What `setup` did.
+pub struct SetUp {
+    /// The new secret, when this run made it (shown once, then gone).
+    pub new_secret: Option<Zeroizing<String>>,
+    pub public_key: RecoveryPublicKey,
+    pub wallets: Vec<String>,
+}
+
+fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
+    let mut res = agent()
+        .get(&format!("{}{path}", secrets.gateway))
+        .header("authorization", &format!("Device {}", secrets.device_token))
+        .call()
+        .with_context(|| format!("reaching {}", secrets.gateway))?;
+    let status = res.status().as_u16();
+    let body: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    if status != 200 {
+        bail!(
+            "the gateway refused: {} ({})",
+            refusal(status, &body),
+            text(&body, "code").unwrap_or("?")
+        );
+    }
+    Ok(body)
+}
+
+fn device_post(secrets: &DeviceSecrets, path: &str, body: &Value) -> Result<(u16, Value)> {
+    let mut res = agent()
+        .post(&format!("{}{path}", secrets.gateway))
+        .header("authorization", &format!("Device {}", secrets.device_token))
+        .send_json(body)
+        .with_context(|| format!("reaching {}", secrets.gateway))?;
+    let status = res.status().as_u16();
+    Ok((status, res.body_mut().read_json().unwrap_or(Value::Null)))
+}
+
+/// The share this file holds of `wallet` at the gateway's `epoch`: a refreshed share waiting
+/// under `address#epoch` is the current one once the gateway is at that epoch.
+pub fn current_share_key(secrets: &DeviceSecrets, wallet: &str, epoch: i64) -> String {
+    let pending = format!("{wallet}#{epoch}");
+    if secrets.shares.contains_key(&pending) {
+        pending
+    } else {
+        wallet.to_owned()
+    }
+}
+
+pub fn share_of(secrets: &DeviceSecrets, key: &str) -> Result<KeyShare> {
+    let hex_share = Zeroizing::new(
+        secrets
+            .shares
+            .get(key)
+            .with_context(|| format!("this device file holds no share of {key}"))?
+            .clone(),
+    );
+    let bytes = Zeroizing::new(hex::decode(hex_share.as_str()).context("damaged share")?);
+    Ok(KeyShare::from_bytes(&bytes)?)
+}
+
+/// Sets up (or joins) the user's recovery secret and saves the file with the public key and the
+/// kits of this device's wallets.
+pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<SetUp> {
+    let status = device_get(secrets, "/v1/device/recovery")?;
+    let existing = status.get("set_up").and_then(Value::as_bool) == Some(true);
+    let (secret, new_secret) = if existing {
+        eprintln!("Your account has a recovery secret: type it to add this device.");
+        (ask_secret()?, None)
+    } else {
+        let secret = RecoverySecret::generate();
+        let written = secret.written();
+        (secret, Some(written))
+    };
+    let keys = derive(&secret, &secrets.user)?;
+    let public_key = *keys.public_key();
+    if existing && text(&status, "public_key") != Some(public_key.to_hex().as_str()) {
+        bail!("that is not this account's recovery secret");
+    }
+    let mut held = Vec::new();
+    for w in status
+        .get("wallets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(address), Some(epoch)) =
+            (text(w, "address"), w.get("epoch").and_then(Value::as_i64))
+        else {
+            continue;
+        };
+        let key = current_share_key(secrets, address, epoch);
+        let share = share_of(secrets, &key)?;
+        let envelope = seal_device_share(&public_key, &share, epoch)?;
+        held.push((address.to_owned(), epoch, key, share, envelope));
+    }
+    let backups: Vec<Value> = held
+        .iter()
+        .map(|(a, e, _, _, env)| json!({"wallet": a, "epoch": e, "device_share": hex::encode(env)}))
+        .collect();
+    let (status_code, answer) = device_post(
+        secrets,
+        "/v1/device/recovery",
+        &json!({
+            "public_key": public_key.to_hex(),
+            "auth_key": hex::encode(keys.auth_key()),
+            "backups": backups,
+        }),
+    )?;
+    if status_code != 201 {
+        bail!(
+            "the gateway refused: {} ({})",
+            refusal(status_code, &answer),
+            text(&answer, "code").unwrap_or("?")
+        );
+    }
+    for kit in answer
+        .get("kits")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(wallet), Some(epoch), Some(gateway_share)) = (
+            text(kit, "wallet"),
+            kit.get("epoch").and_then(Value::as_i64),
+            text(kit, "gateway_share"),
+        ) else {
+            bail!("the gateway's answer has a malformed kit");
+        };
+        let Some((_, _, key, share, envelope)) =
+            held.iter().find(|(a, e, ..)| a == wallet && *e == epoch)
+        else {
+            bail!("the gateway sent a kit for {wallet}, which this device did not back up");
+        };
+        let gateway_envelope = hex::decode(gateway_share).context("a kit that is not hex")?;
+        let made = BackupKit::new(
+            &secrets.user,
+            share,
+            epoch,
+            &public_key,
+            envelope,
+            &gateway_envelope,
+        );
+        // The gateway's half must open with this secret and belong to this wallet.
+        made.open(&keys)
+            .with_context(|| format!("the gateway's kit for {wallet} does not open"))?;
+        secrets.kits.insert(key.clone(), made);
+    }
+    secrets.recovery_public_key = Some(public_key.to_hex());
+    file::save(path, secrets, pass)?;
+    Ok(SetUp {
+        new_secret,
+        public_key,
+        wallets: held.into_iter().map(|(a, ..)| a).collect(),
+    })
+}
+
+pub fn report_setup(outcome: &SetUp, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "recovery_secret": outcome.new_secret.as_ref().map(|s| s.as_str()),
+                "public_key": outcome.public_key.to_hex(),
+                "wallets": outcome.wallets,
+            })
+        );
+        return;
+    }
+    if let Some(secret) = &outcome.new_secret {
+        eprintln!();
+        eprintln!("YOUR RECOVERY SECRET (shown once; write it down and keep it offline):");
+        println!("{}", secret.as_str());
+        eprintln!();
+        eprintln!(
+            "It is the only way back into your wallets if you lose every device, and it opens \
+             your backup kits. Nobody, including the gateway, can recover it for you."
+        );
+    } else {
+        eprintln!("this device now holds your recovery public key and current kits");
+    }
+}
+
+/// The recovery public key this device's own file holds, or an error that says how to get it.
+pub fn public_key_of(secrets: &DeviceSecrets) -> Result<RecoveryPublicKey> {
+    let hex_key = secrets
+        .recovery_public_key
+        .as_deref()
+        .context("this device has no recovery key yet: run `parapet recovery setup`")?;
+    Ok(RecoveryPublicKey::from_hex(hex_key)?)
+}
+
+fn check(path: &Path, json: bool) -> Result<ExitCode> {
+    let pass = Zeroizing::new(passphrase(false)?);
+    let secrets = file::load(path, &pass)?;
+    let secret = ask_secret()?;
+    let keys = derive(&secret, &secrets.user)?;
+    let (status_code, answer) = device_post(
+        &secrets,
+        "/v1/device/recovery/check",
+        &json!({"auth_key": hex::encode(keys.auth_key())}),
+    )?;
+    let matches = status_code == 200;
+    if !matches && text(&answer, "code") != Some("recovery_secret_rejected") {
+        bail!(
+            "the gateway refused: {} ({})",
+            refusal(status_code, &answer),
+            text(&answer, "code").unwrap_or("?")
+        );
+    }
+    let file_key_matches =
+        secrets.recovery_public_key.as_deref() == Some(keys.public_key().to_hex().as_str());
+    let status = device_get(&secrets, "/v1/device/recovery")?;
+    let mut wallets = Vec::new();
+    for w in status
+        .get("wallets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(address), Some(epoch)) =
+            (text(w, "address"), w.get("epoch").and_then(Value::as_i64))
+        else {
+            continue;
+        };
+        let kit = secrets
+            .kits
+            .get(&current_share_key(&secrets, address, epoch));
+        let kit_epoch = kit.map(|k| k.epoch);
+        let opens = kit.is_some_and(|k| matches && k.open(&keys).is_ok());
+        wallets.push(json!({
+            "address": address,
+            "epoch": epoch,
+            "kit_epoch": kit_epoch,
+            "kit_current": kit_epoch == Some(epoch),
+            "kit_opens": opens,
+            "gateway_backup_current": w.get("backup_epochs").and_then(Value::as_array)
+                .is_some_and(|es| es.iter().any(|e| e.as_i64() == Some(epoch))),
+        }));
+    }
+    let all_good = matches
+        && file_key_matches
+        && wallets.iter().all(|w| {
+            w["kit_current"] == true
+                && w["kit_opens"] == true
+                && w["gateway_backup_current"] == true
+        });
+    if json {
+        println!(
+            "{}",
+            json!({
+                "secret_matches": matches,
+                "device_key_matches": file_key_matches,
+                "wallets": wallets,
+                "ok": all_good,
+            })
+        );
+    } else {
+        println!(
+            "recovery secret: {}",
+            if matches {
+                "matches your account"
+            } else {
+                "does NOT match your account"
+            }
+        );
+        for w in &wallets {
+            println!(
+                "{}: epoch {}, kit {}",
+                w["address"].as_str().unwrap_or("?"),
+                w["epoch"],
+                if w["kit_current"] == true && w["kit_opens"] == true {
+                    "current and opens"
+                } else {
+                    "STALE or missing: run `parapet recovery setup`"
+                }
+            );
+        }
+    }
+    Ok(if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
