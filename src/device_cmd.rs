@@ -137,6 +137,7 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
         shares: Default::default(),
         recovery_public_key: None,
         kits: Default::default(),
+        recovery_pending: None,
     };
     file::save(path, &secrets, &passphrase)?;
     println!(

@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use parapet_signer::device::{DeviceSecrets, file};
+use parapet_signer::device::file::PendingRecovery;
+use parapet_signer::device::{DeviceSecrets, client, file};
 use parapet_signer::mpc::KeyShare;
 use parapet_signer::recovery::kit::{BackupKit, seal_device_share};
 use parapet_signer::recovery::{RecoveryKeys, RecoveryPublicKey, RecoverySecret};
@@ -36,6 +37,32 @@ pub enum RecoveryCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Lost every device? Open a recovery from this new machine with your recovery secret. It
+    /// can be completed after the waiting period (48 h by default); your passkeys can cancel it.
+    Start {
+        /// The gateway's base URL.
+        #[arg(long)]
+        gateway: String,
+        /// Your user id, or the address of any of your wallets.
+        #[arg(long)]
+        user: String,
+        /// A name for this device.
+        #[arg(long, default_value = "recovered device")]
+        name: String,
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Complete the recovery this device opened, once the waiting period is over: every other
+    /// device, passkey and session is revoked, this device receives your wallets' backups and
+    /// refreshes every wallet (same addresses, new shares).
+    Complete {
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(command: RecoveryCommand) -> Result<ExitCode> {
@@ -49,6 +76,14 @@ pub fn run(command: RecoveryCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RecoveryCommand::Check { file, json } => check(&file.path()?, json),
+        RecoveryCommand::Start {
+            gateway,
+            user,
+            name,
+            file,
+            json,
+        } => start(&gateway, &user, &name, &file.path()?, json),
+        RecoveryCommand::Complete { file, json } => complete(&file.path()?, json),
     }
 }
 
@@ -351,4 +386,217 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Value)> {
+    let mut req = agent().post(url);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let mut res = req
+        .send_json(body)
+        .with_context(|| format!("reaching {url}"))?;
+    let status = res.status().as_u16();
+    Ok((status, res.body_mut().read_json().unwrap_or(Value::Null)))
+}
+
+fn refused(status: u16, body: &Value) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the gateway refused: {} ({})",
+        refusal(status, body),
+        text(body, "code").unwrap_or("?")
+    )
+}
+
+fn start(gateway: &str, who: &str, name: &str, path: &Path, json: bool) -> Result<ExitCode> {
+    if path.exists() {
+        bail!(
+            "{} exists already: recover into a new --device-file",
+            path.display()
+        );
+    }
+    let gateway = gateway.trim_end_matches('/');
+    let pass = Zeroizing::new(passphrase(true)?);
+    if pass.chars().count() < file::MIN_PASSPHRASE_CHARS {
+        bail!(
+            "the passphrase must have at least {} characters",
+            file::MIN_PASSPHRASE_CHARS
+        );
+    }
+    let (status, found) = post_json(
+        &format!("{gateway}/v1/recovery/identify"),
+        None,
+        &json!({ "user": who }),
+    )?;
+    if status != 200 {
+        return Err(refused(status, &found));
+    }
+    let user = text(&found, "user_id")
+        .context("the gateway's answer has no user_id")?
+        .to_owned();
+    let keys = derive(&ask_secret()?, &user)?;
+    let (status, opened) = post_json(
+        &format!("{gateway}/v1/recovery"),
+        None,
+        &json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": name}),
+    )?;
+    if status != 201 {
+        return Err(refused(status, &opened));
+    }
+    let field = |k: &str| -> Result<String> {
+        text(&opened, k)
+            .map(str::to_owned)
+            .with_context(|| format!("the gateway's answer has no {k}"))
+    };
+    let mut secrets = DeviceSecrets::default();
+    secrets.gateway = gateway.to_owned();
+    secrets.user = user;
+    secrets.recovery_public_key = Some(keys.public_key().to_hex());
+    secrets.recovery_pending = Some(PendingRecovery {
+        id: field("id")?,
+        token: field("recovery_token")?,
+        completable_at: field("completable_at")?,
+    });
+    file::save(path, &secrets, &pass)?;
+    let completable = field("completable_at")?;
+    if json {
+        println!(
+            "{}",
+            json!({"recovery": field("id")?, "user_id": secrets.user, "completable_at": completable})
+        );
+    } else {
+        println!(
+            "recovery opened; run `parapet recovery complete` after {completable}. Your passkeys can cancel it until then."
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn complete(path: &Path, json: bool) -> Result<ExitCode> {
+    let pass = Zeroizing::new(passphrase(false)?);
+    let mut secrets = file::load(path, &pass)?;
+    let pending = secrets
+        .recovery_pending
+        .clone()
+        .context("this device file has no open recovery: `parapet recovery start` first")?;
+    let (status, done) = post_json(
+        &format!("{}/v1/recovery/{}/complete", secrets.gateway, pending.id),
+        Some(&format!("Recovery {}", pending.token)),
+        &json!({}),
+    )?;
+    if status != 200 {
+        return Err(refused(status, &done));
+    }
+    let keys = derive(&ask_secret()?, &secrets.user)?;
+    if secrets.recovery_public_key.as_deref() != Some(keys.public_key().to_hex().as_str()) {
+        bail!("that is not the recovery secret this recovery was opened with");
+    }
+    secrets.device_token = text(&done, "device_token")
+        .context("no device_token in the answer")?
+        .to_owned();
+    secrets.device_id = text(&done, "device_id")
+        .context("no device_id in the answer")?
+        .to_owned();
+    secrets.recovery_pending = None;
+    let mut wallets = Vec::new();
+    for b in done
+        .get("backups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let (Some(wallet), Some(epoch), Some(sealed)) = (
+            text(b, "wallet"),
+            b.get("epoch").and_then(Value::as_i64),
+            text(b, "device_share"),
+        ) else {
+            bail!("the gateway's answer has a malformed backup");
+        };
+        let address = parapet_signer::recovery::kit::parse_address(wallet)?;
+        let share = parapet_signer::recovery::kit::open_share(
+            &keys,
+            parapet_signer::recovery::envelope::Contents::DeviceShare,
+            &address,
+            epoch,
+            sealed,
+        )
+        .with_context(|| format!("the backup of {wallet} did not open"))?;
+        secrets
+            .shares
+            .insert(wallet.to_owned(), hex::encode(share.to_bytes().as_slice()));
+        wallets.push((wallet.to_owned(), share));
+    }
+    // Saved before the refreshes: the device token and the recovered shares are what a retry
+    // of `wallet refresh` needs if one of them is interrupted.
+    file::save(path, &secrets, &pass)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let public_key = *keys.public_key();
+    let mut refreshed = Vec::new();
+    for (wallet, share) in &wallets {
+        let (gateway, token, user) = (
+            secrets.gateway.clone(),
+            secrets.device_token.clone(),
+            secrets.user.clone(),
+        );
+        let target = client::RecoveryTarget {
+            user: &user,
+            public_key: &public_key,
+        };
+        let mut kit_out = None;
+        let (new_share, epoch) = runtime
+            .block_on(client::refresh(
+                &gateway,
+                &token,
+                share,
+                target,
+                |_, _, kit| {
+                    kit_out = Some(kit.clone());
+                    Ok(())
+                },
+            ))
+            .with_context(|| {
+                format!(
+                    "refreshing {wallet} failed; run `parapet wallet refresh --wallet {wallet}`"
+                )
+            })?;
+        secrets
+            .shares
+            .insert(wallet.clone(), hex::encode(new_share.to_bytes().as_slice()));
+        if let Some(kit) = kit_out {
+            secrets.kits.insert(wallet.clone(), kit);
+        }
+        file::save(path, &secrets, &pass)?;
+        refreshed.push(json!({"address": wallet, "epoch": epoch}));
+    }
+    let link = done
+        .get("passkey_link")
+        .and_then(|l| text(l, "url"))
+        .map(|u| format!("{}{u}", secrets.gateway));
+    if json {
+        println!(
+            "{}",
+            json!({
+                "device_id": secrets.device_id,
+                "wallets": refreshed,
+                "without_backup": done.get("without_backup").cloned().unwrap_or(Value::Null),
+                "passkey_link": link,
+            })
+        );
+    } else {
+        println!("recovered; every other device, passkey and session is revoked");
+        for w in &refreshed {
+            println!(
+                "{} refreshed to epoch {}",
+                w["address"].as_str().unwrap_or("?"),
+                w["epoch"]
+            );
+        }
+        if let Some(link) = link {
+            println!("register a new passkey within a minute: {link}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

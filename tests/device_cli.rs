@@ -765,3 +765,109 @@ fn two_gateway_processes_on_one_postgres_reserve_exactly_what_fits() {
     }
     assert_eq!((allowed, denied), (10, 90));
 }
+
+/// A person loses their device: from a new machine, `recovery start` (by wallet address, with the
+/// recovery secret), the waiting period, `recovery complete`; the old device is refused, the new
+/// one holds refreshed shares and a current kit that signs without the gateway.
+#[test]
+fn a_lost_device_is_recovered_from_the_cli() {
+    use alloy::consensus::TxEnvelope;
+    use alloy::consensus::transaction::SignerRecoverable;
+    use alloy::eips::eip2718::Decodable2718;
+
+    let (p, _passkey) = onboard(&[("PARAPET_RECOVERY_DELAY_SECS", "3")]);
+    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let address = created["address"].as_str().unwrap().to_owned();
+    let secret = created["recovery_secret"].as_str().unwrap().to_owned();
+    let new_file = p.dir.path().join("new-device.json");
+    let cli = |args: &[&str], file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .args(args)
+            .arg("--json")
+            .env("PARAPET_DEVICE_FILE", file)
+            .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+            .env("PARAPET_RECOVERY_SECRET", &secret)
+            .output()
+            .unwrap()
+    };
+    let started = ok_json(&cli(
+        &[
+            "recovery",
+            "start",
+            "--gateway",
+            &p.base,
+            "--user",
+            &address,
+            "--name",
+            "new laptop",
+        ],
+        &new_file,
+    ));
+    assert!(started["completable_at"].is_string(), "{started}");
+    let early = cli(&["recovery", "complete"], &new_file);
+    assert!(!early.status.success());
+    assert!(
+        String::from_utf8_lossy(&early.stderr).contains("recovery_not_completable"),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(3200));
+    let done = ok_json(&cli(&["recovery", "complete"], &new_file));
+    assert_eq!(
+        done["wallets"],
+        json!([{"address": address, "epoch": 1}]),
+        "{done}"
+    );
+    assert!(
+        done["passkey_link"]
+            .as_str()
+            .unwrap()
+            .contains("/ui/?link=")
+    );
+
+    // The lost device's token is revoked.
+    let old = p.wallet(&["sign", "--wallet", &address, "--request", "x"]);
+    assert!(!old.status.success());
+    // The new device's kit is current and signs with no gateway involved.
+    let checked = ok_json(&cli(&["recovery", "check"], &new_file));
+    assert_eq!(checked["ok"], true, "{checked}");
+    let kit = p.dir.path().join("new-kit.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .args(["wallet", "kit", "--wallet", &address, "--out"])
+        .arg(&kit)
+        .env("PARAPET_DEVICE_FILE", &new_file)
+        .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tx_file = p.dir.path().join("native.json");
+    let mut body = native_transfer(0, 1_000_000_000);
+    body.as_object_mut().unwrap().remove("wallet");
+    std::fs::write(&tx_file, body.to_string()).unwrap();
+    let signed = ok_json(&cli(
+        &[
+            "wallet",
+            "sign",
+            "--offline",
+            "--backup-kit",
+            kit.to_str().unwrap(),
+            "--wallet",
+            &address,
+            tx_file.to_str().unwrap(),
+        ],
+        &new_file,
+    ));
+    let raw = hex::decode(
+        signed["signed_transaction"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+    )
+    .unwrap();
+    let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
+    assert_eq!(format!("{:#x}", tx.recover_signer().unwrap()), address);
+}

@@ -32,6 +32,7 @@ struct FileConfig {
     audit_checkpoint_every: Option<u64>,
     audit_checkpoint_interval_secs: Option<u64>,
     signing_request_ttl_secs: Option<u64>,
+    recovery_delay_secs: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     allow_plain_http: Option<bool>,
@@ -129,6 +130,9 @@ pub struct Config {
     /// How long an authorized signing request waits for its ceremony before it expires and
     /// its velocity reservation is released (DESIGN §6).
     pub signing_request_ttl: Duration,
+    /// How long an opened recovery waits before it can be completed (DESIGN §9), during which
+    /// the user can cancel it with a passkey. Default 48 h.
+    pub recovery_delay: Duration,
     /// TLS certificate chain and private key (PEM). Both or neither; with them, `serve`
     /// terminates TLS itself and reloads both on `SIGHUP`.
     pub tls: Option<TlsPaths>,
@@ -175,6 +179,7 @@ impl std::fmt::Debug for Config {
             .field("audit_checkpoint_every", &self.audit_checkpoint_every)
             .field("audit_checkpoint_interval", &self.audit_checkpoint_interval)
             .field("signing_request_ttl", &self.signing_request_ttl)
+            .field("recovery_delay", &self.recovery_delay)
             .field("tls", &self.tls)
             .field("allow_plain_http", &self.allow_plain_http)
             .field("static_token", &self.static_token)
@@ -311,6 +316,11 @@ impl Config {
             "PARAPET_SIGNING_REQUEST_TTL_SECS",
             file.signing_request_ttl_secs,
             300,
+        )?;
+        let recovery_delay = number(
+            "PARAPET_RECOVERY_DELAY_SECS",
+            file.recovery_delay_secs,
+            48 * 3600,
         )?;
         let audit_timeout_ms = number(
             "PARAPET_AUDIT_TIMEOUT_MS",
@@ -463,6 +473,7 @@ impl Config {
             audit_checkpoint_every,
             audit_checkpoint_interval: Duration::from_secs(audit_checkpoint_interval.max(1)),
             signing_request_ttl: Duration::from_secs(signing_request_ttl.max(1)),
+            recovery_delay: Duration::from_secs(recovery_delay),
             tls,
             allow_plain_http,
             static_token,

@@ -61,11 +61,11 @@ fn normalize_code(code: &str) -> String {
         .collect()
 }
 
-fn new_device_token() -> String {
+pub(crate) fn new_device_token() -> String {
     format!("pd_{}", hex::encode(rand::random::<[u8; 32]>()))
 }
 
-fn new_device_id() -> String {
+pub(crate) fn new_device_id() -> String {
     format!("dev_{}", hex::encode(rand::random::<[u8; 16]>()))
 }
 

@@ -135,6 +135,16 @@ pub enum Error {
     /// and the IP. The answer never says which factor of a recovery was wrong.
     #[error("the recovery secret was not accepted")]
     RecoverySecretRejected,
+    /// A recovery was refused: wrong secret or code, or no such user. The answer never says
+    /// which.
+    #[error("recovery refused")]
+    RecoveryRefused,
+    /// The user has an open recovery already.
+    #[error("a recovery is already open for this user")]
+    RecoveryInProgress,
+    /// The recovery cannot be completed or cancelled now (its delay has not passed, or it ended).
+    #[error("recovery not possible now: {0}")]
+    RecoveryNotCompletable(String),
     /// The device's recovery public key is not the user's.
     #[error("the device's recovery key is not this user's")]
     RecoveryKeyMismatch,
@@ -213,6 +223,9 @@ impl Error {
             Error::CeremonyTimeout => "ceremony_timeout",
             Error::RecoverySetupRequired => "recovery_setup_required",
             Error::RecoverySecretRejected => "recovery_secret_rejected",
+            Error::RecoveryRefused => "recovery_refused",
+            Error::RecoveryInProgress => "recovery_in_progress",
+            Error::RecoveryNotCompletable(_) => "recovery_not_completable",
             Error::RecoveryKeyMismatch => "recovery_key_mismatch",
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
@@ -241,6 +254,8 @@ impl Error {
             | Error::RefreshRequired
             | Error::RecoverySetupRequired
             | Error::RecoveryKeyMismatch
+            | Error::RecoveryInProgress
+            | Error::RecoveryNotCompletable(_)
             | Error::NotSignable(_) => StatusCode::CONFLICT,
             Error::Forbidden(_)
             | Error::PageRefused(_)
@@ -251,7 +266,8 @@ impl Error {
             | Error::DeviceNotAllowed
             | Error::StepUpRequired
             | Error::StepUpMismatch
-            | Error::RecoverySecretRejected => StatusCode::FORBIDDEN,
+            | Error::RecoverySecretRejected
+            | Error::RecoveryRefused => StatusCode::FORBIDDEN,
             Error::CeremonyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -111,6 +111,7 @@ pub async fn build_state_with_clock(
         personal_data,
         wallet_locks: crate::cosign::velocity::WalletLocks::new(audit_store),
         signing_request_ttl: config.signing_request_ttl,
+        recovery_delay: config.recovery_delay,
     }))
 }
 

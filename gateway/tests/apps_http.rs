@@ -182,6 +182,7 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/signing-requests/{id}/step-up", "sign"),
     ("POST", "/v1/wallets/{address}/refresh", "sign"),
     ("POST", "/v1/operations/{id}/step-up", "sign"),
+    ("POST", "/v1/recovery/{id}/cancel", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),
@@ -197,6 +198,10 @@ const KEYLESS: &[(&str, &str)] = &[
     ("GET", "/v1/device/recovery"),
     ("POST", "/v1/device/recovery"),
     ("POST", "/v1/device/recovery/check"),
+    ("POST", "/v1/recovery/identify"),
+    ("POST", "/v1/recovery"),
+    ("GET", "/v1/recovery/{id}"),
+    ("POST", "/v1/recovery/{id}/complete"),
     ("GET", "/v1/device/signing-requests/{id}"),
     ("GET", "/v1/signing-requests/{id}/ceremony"),
     ("GET", "/v1/device/wallets/{address}/refresh"),
@@ -267,6 +272,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                                 || path.starts_with("/v1/wallets")
                                 || path.starts_with("/v1/signing-requests/")
                                 || path.starts_with("/v1/operations/")
+                                || path.starts_with("/v1/recovery/")
                                 || path.starts_with("/v1/admin/wallets/"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),

@@ -58,6 +58,7 @@ impl User {
 
 struct World {
     s: Arc<AppState>,
+    clock: Arc<parapet_gateway::clock::OffsetClock>,
     key: String,
     base: String,
     issuer: Issuer,
@@ -71,7 +72,7 @@ async fn world() -> World {
 async fn world_with(extra: &[(&str, &str)]) -> World {
     let data = tempfile::tempdir().unwrap();
     let issuer = Issuer::start().await;
-    let (s, _clock) = gateway_with(data.path(), extra).await;
+    let (s, clock) = gateway_with(data.path(), extra).await;
     let (_app, key) = app_with_grants_trusting(&s, &issuer, &["sign"]).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -79,6 +80,7 @@ async fn world_with(extra: &[(&str, &str)]) -> World {
     tokio::spawn(async move { axum::serve(listener, service).await });
     World {
         s,
+        clock,
         key,
         base,
         issuer,
@@ -1248,4 +1250,303 @@ async fn a_device_with_another_recovery_key_gets_no_wallet_and_no_kit() {
             .unwrap()
             .contains(&hex::encode(wrong.auth_key()))
     );
+}
+
+/// A keyless POST (the recovery routes' credential is in the body or the header).
+async fn post_keyless(
+    w: &World,
+    path: &str,
+    auth: Option<&str>,
+    body: Value,
+) -> users_support::Answer {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    call_with(&w.s, "POST", path, "", None, &headers, Some(body)).await
+}
+
+async fn open_recovery(w: &World, user: &str, keys: &RecoveryKeys) -> users_support::Answer {
+    post_keyless(
+        w,
+        "/v1/recovery",
+        None,
+        json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": "new laptop"}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused() {
+    let w = world_with(&[("PARAPET_RECOVERY_DELAY_SECS", "300")]).await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+
+    // The new device knows only a wallet address; the gateway names the user.
+    let who = post_keyless(&w, "/v1/recovery/identify", None, json!({"user": address})).await;
+    assert_eq!(who.body["user_id"], alice.id, "{}", who.text);
+
+    // A wrong secret is refused, audited, and says nothing about why.
+    let wrong = RecoverySecret::generate().derive(&alice.id).unwrap();
+    let refused = open_recovery(&w, &alice.id, &wrong).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.body["code"], "recovery_refused");
+    let nobody = open_recovery(&w, &uuid::Uuid::new_v4().to_string(), &wrong).await;
+    assert_eq!(nobody.body["code"], "recovery_refused");
+
+    let opened = open_recovery(&w, &alice.id, &alice.recovery).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.text);
+    let (id, token) = (
+        opened.body["id"].as_str().unwrap().to_owned(),
+        opened.body["recovery_token"].as_str().unwrap().to_owned(),
+    );
+    let again = open_recovery(&w, &alice.id, &alice.recovery).await;
+    assert_eq!(again.body["code"], "recovery_in_progress", "{}", again.text);
+    let bearer = format!("Recovery {token}");
+    let early = post_keyless(
+        &w,
+        &format!("/v1/recovery/{id}/complete"),
+        Some(&bearer),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        early.body["code"], "recovery_not_completable",
+        "{}",
+        early.text
+    );
+    let stranger = post_keyless(
+        &w,
+        &format!("/v1/recovery/{id}/complete"),
+        Some("Recovery pr_00"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(stranger.status, StatusCode::UNAUTHORIZED);
+
+    // After the delay: completed; the backup comes back and only the secret opens it.
+    w.clock.advance(301);
+    let done = post_keyless(
+        &w,
+        &format!("/v1/recovery/{id}/complete"),
+        Some(&bearer),
+        json!({}),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    let new_token = done.body["device_token"].as_str().unwrap().to_owned();
+    let backup = &done.body["backups"][0];
+    assert_eq!(
+        (backup["wallet"].as_str(), backup["epoch"].as_i64()),
+        (Some(address.as_str()), Some(0))
+    );
+    let recovered = parapet_signer::recovery::kit::open_share(
+        &alice.recovery,
+        parapet_signer::recovery::envelope::Contents::DeviceShare,
+        share.address(),
+        0,
+        backup["device_share"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recovered.to_bytes().as_slice(), share.to_bytes().as_slice());
+    assert!(
+        parapet_signer::recovery::kit::open_share(
+            &wrong,
+            parapet_signer::recovery::envelope::Contents::DeviceShare,
+            share.address(),
+            0,
+            backup["device_share"].as_str().unwrap(),
+        )
+        .is_err()
+    );
+
+    // Every old credential is gone: device token, session, passkeys.
+    let old_device = call_with(
+        &w.s,
+        "GET",
+        "/v1/device",
+        "",
+        None,
+        &[("authorization", &format!("Device {}", alice.device_token))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        old_device.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        old_device.text
+    );
+    let old_session = call(
+        &w.s,
+        "GET",
+        "/v1/wallets",
+        &w.key,
+        Some(&alice.session),
+        None,
+    )
+    .await;
+    assert_eq!(
+        old_session.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        old_session.text
+    );
+    let uuid: uuid::Uuid = alice.id.parse().unwrap();
+    assert!(
+        w.s.passkeys
+            .list(uuid)
+            .await
+            .unwrap()
+            .iter()
+            .all(|p| p.revoked_at.is_some())
+    );
+
+    // No signing before the forced refresh, and the old device cannot run it.
+    let (session, _) = login_ok(&w.s, &w.key, &w.issuer, "alice").await;
+    let mut fresh = User {
+        session,
+        id: alice.id.clone(),
+        device_token: new_token.clone(),
+        passkey: None,
+        recovery: RecoverySecret::generate().derive("unused").unwrap(),
+    };
+    let blocked = submit(
+        &w,
+        &fresh,
+        &address,
+        "after-recovery",
+        json!({"chain_id": 1, "message": "x"}),
+    )
+    .await;
+    assert_eq!(blocked.body["code"], "refresh_required", "{}", blocked.text);
+    match client::refresh(
+        &w.base,
+        &alice.device_token,
+        &share,
+        alice.target(),
+        |_, _, _| Ok(()),
+    )
+    .await
+    {
+        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "unauthorized"),
+        other => panic!("the old device refreshed: {other:?}"),
+    }
+    let (new_share, epoch) = client::refresh(
+        &w.base,
+        &new_token,
+        &recovered,
+        alice.target(),
+        |_, _, _| Ok(()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(epoch, 1);
+    fresh.recovery = alice.recovery;
+    sign_message(&w, &fresh, &address, "recovered", &new_share)
+        .await
+        .unwrap();
+    // The lost device's share (epoch 0) never signs again, whoever holds it.
+    assert!(
+        sign_message(&w, &fresh, &address, "old-share", &share)
+            .await
+            .is_err()
+    );
+
+    let log = events(&w.s).await;
+    for action in [
+        "recovery.refused",
+        "recovery.open",
+        "recovery.complete",
+        "wallet.refresh",
+    ] {
+        assert!(
+            log.iter().any(|e| e["action"] == action),
+            "{action} not audited"
+        );
+    }
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(!text.contains(&hex::encode(fresh.recovery.auth_key())));
+    assert!(!text.contains(&token) && !text.contains(&new_token));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_cancelled_with_a_passkey_never_completes() {
+    let w = world_with(&[("PARAPET_RECOVERY_DELAY_SECS", "300")]).await;
+    let mut alice = user(&w, "alice", true).await;
+    new_wallet(&w, &alice).await;
+    let opened = open_recovery(&w, &alice.id, &alice.recovery).await;
+    let id = opened.body["id"].as_str().unwrap().to_owned();
+    let bearer = format!(
+        "Recovery {}",
+        opened.body["recovery_token"].as_str().unwrap()
+    );
+    let path = format!("/v1/recovery/{id}/cancel");
+    let asked = call(&w.s, "POST", &path, &w.key, Some(&alice.session), None).await;
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let assertion = assert_step_up(&mut alice, &asked.body);
+    let cancelled = call(
+        &w.s,
+        "POST",
+        &path,
+        &w.key,
+        Some(&alice.session),
+        Some(assertion.clone()),
+    )
+    .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text);
+    assert_eq!(cancelled.body["state"], "cancelled");
+    // The assertion is single-use, and the cancelled recovery cannot complete.
+    let replay = call(
+        &w.s,
+        "POST",
+        &path,
+        &w.key,
+        Some(&alice.session),
+        Some(assertion),
+    )
+    .await;
+    assert!(replay.status.is_client_error());
+    w.clock.advance(301);
+    let late = post_keyless(
+        &w,
+        &format!("/v1/recovery/{id}/complete"),
+        Some(&bearer),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        late.body["code"], "recovery_not_completable",
+        "{}",
+        late.text
+    );
+    assert!(
+        events(&w.s)
+            .await
+            .iter()
+            .any(|e| e["action"] == "recovery.cancel")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_the_recovery_secret_hits_the_limiter() {
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let mut codes = Vec::new();
+    for _ in 0..12 {
+        let guess = RecoverySecret::generate().derive(&alice.id).unwrap();
+        codes.push(open_recovery(&w, &alice.id, &guess).await.body["code"].clone());
+    }
+    assert!(
+        codes[..10].iter().all(|c| c == "recovery_refused"),
+        "{codes:?}"
+    );
+    assert_eq!(codes[11], "rate_limited", "{codes:?}");
+    // Even the right secret waits out the window.
+    let right = open_recovery(&w, &alice.id, &alice.recovery).await;
+    assert_eq!(right.body["code"], "rate_limited");
+    let refused = events(&w.s)
+        .await
+        .iter()
+        .filter(|e| e["action"] == "recovery.refused")
+        .count();
+    assert_eq!(refused, 10);
 }

@@ -79,6 +79,8 @@ pub struct AppState {
     pub wallet_locks: crate::cosign::velocity::WalletLocks,
     /// How long an authorized signing request waits for its ceremony.
     pub signing_request_ttl: Duration,
+    /// See [`crate::config::Config::recovery_delay`].
+    pub recovery_delay: Duration,
 }
 
 impl AppState {
@@ -138,6 +140,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/device/recovery"),
     ("post", "/v1/device/recovery"),
     ("post", "/v1/device/recovery/check"),
+    ("post", "/v1/recovery/identify"),
+    ("post", "/v1/recovery"),
+    ("get", "/v1/recovery/{id}"),
+    ("post", "/v1/recovery/{id}/complete"),
+    ("post", "/v1/recovery/{id}/cancel"),
     ("get", "/v1/device/signing-requests/{id}"),
     ("post", "/v1/wallets/{address}/sign"),
     ("get", "/v1/signing-requests/{id}"),
@@ -213,6 +220,17 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(recovery_routes::status).post(recovery_routes::set_up),
         )
         .route("/v1/device/recovery/check", post(recovery_routes::check))
+        .route("/v1/recovery/identify", post(recovery_routes::identify))
+        .route("/v1/recovery", post(recovery_routes::open))
+        .route("/v1/recovery/{id}", get(recovery_routes::get))
+        .route(
+            "/v1/recovery/{id}/complete",
+            post(recovery_routes::complete),
+        )
+        .route(
+            "/v1/recovery/{id}/cancel",
+            post(recovery_routes::cancel).route_layer(grant("sign")),
+        )
         .route(
             "/v1/device/signing-requests/{id}",
             get(signing_routes::device_get),

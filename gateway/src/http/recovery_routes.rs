@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use parapet_signer::recovery::RecoveryPublicKey;
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::AppState;
+use super::auth::Caller;
 use super::client_ip::{ClientIp, ip_key};
 use super::device_routes::device_of;
 use super::error::{ApiError, json_answer};
@@ -193,4 +194,240 @@ pub async fn check(
         serde_json::json!({ "matches": true, "public_key": stored.public_key.to_hex() }),
         &request_id,
     ))
+}
+
+// ---- the recovery flow (DESIGN §9) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identify {
+    user: String,
+}
+
+/// `POST /v1/recovery/identify`: the user id a recovering device derives its keys with, from
+/// the user id itself or any of the user's wallet addresses. Counted per IP like a failed login
+/// when nothing matches.
+pub async fn identify(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let req: Identify = json_body(&headers, body).map_err(fail)?;
+    let (ip, now) = (ip_key(ip), state.clock.now());
+    state.users.check_login(&ip, None, now).map_err(fail)?;
+    match recovery::flow::resolve_user(state.audit.store(), &req.user)
+        .await
+        .map_err(fail)?
+    {
+        Some(user) => Ok(json_answer(
+            serde_json::json!({ "user_id": user.to_string() }),
+            &request_id,
+        )),
+        None => {
+            let _ = state.users.login_failed(&state.audit, &ip, None, now);
+            Err(fail(Error::NotFound))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Open {
+    user_id: String,
+    auth_key: String,
+    device_name: String,
+}
+
+/// `POST /v1/recovery`: opens a recovery (no app key: the credential is the auth key). Wrong
+/// keys count per user and per IP, are audited, and all look alike (`recovery_refused`).
+pub async fn open(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let req: Open = json_body(&headers, body).map_err(fail)?;
+    let (ip, now) = (ip_key(ip), state.clock.now());
+    let user = uuid::Uuid::parse_str(req.user_id.trim())
+        .map_err(|_| fail(Error::InvalidRequest("user_id is a user id".to_owned())))?;
+    let user_key = format!("recovery:{user}");
+    state
+        .users
+        .check_login(&ip, Some(&user_key), now)
+        .map_err(fail)?;
+    let key = auth_key(&req.auth_key).map_err(fail)?;
+    let delay = time::Duration::try_from(state.recovery_delay)
+        .map_err(|e| fail(Error::Internal(format!("recovery delay: {e}"))))?;
+    match recovery::flow::open(
+        &state.audit,
+        user,
+        key,
+        &req.device_name,
+        delay,
+        &request_id,
+        now,
+    )
+    .await
+    {
+        Ok((r, token)) => {
+            let mut body = r.to_json(now);
+            if let Some(o) = body.as_object_mut() {
+                o.insert("recovery_token".to_owned(), token.into());
+            }
+            Ok((StatusCode::CREATED, json_answer(body, &request_id)).into_response())
+        }
+        Err(Error::RecoveryRefused) => {
+            let _ = state
+                .users
+                .login_failed(&state.audit, &ip, Some(&user_key), now);
+            let mut e = AuditEvent::new(EventKind::Recovery, now, request_id.clone());
+            e.user = Some(user.to_string());
+            e.action = Some("recovery.refused".to_owned());
+            e.request = Some(serde_json::json!({ "ip": ip }));
+            if let Err(error) = state.audit.append(e).await {
+                tracing::warn!(%error, "auditing a refused recovery");
+            }
+            Err(fail(Error::RecoveryRefused))
+        }
+        Err(other) => Err(fail(other)),
+    }
+}
+
+/// The recovery named by the path and the `Authorization: Recovery pr_…` header.
+async fn recovery_of(
+    state: &AppState,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<recovery::flow::Recovery, Error> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("recovery")
+                .then(|| rest.trim().to_owned())
+        })
+        .ok_or(Error::Unauthorized)?;
+    recovery::flow::by_token(state.audit.store(), id, &token).await
+}
+
+/// `GET /v1/recovery/{id}` for the device that opened it.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let r = recovery_of(&state, &id, &headers).await.map_err(fail)?;
+    Ok(json_answer(r.to_json(state.clock.now()), &request_id))
+}
+
+/// `POST /v1/recovery/{id}/complete` for the device that opened it, once the delay has passed.
+pub async fn complete(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let r = recovery_of(&state, &id, &headers).await.map_err(fail)?;
+    let now = state.clock.now();
+    let done = recovery::flow::complete(&state.audit, &r, &request_id, now)
+        .await
+        .map_err(fail)?;
+    state.users.sessions.invalidate();
+    // The new passkey is registered on the page: a one-time link logged in as the user.
+    let grant = crate::users::handoff::CodeGrant {
+        user: r.user_id,
+        method: "recovery".to_owned(),
+        user_verified: false,
+        credential_id: None,
+    };
+    let code = crate::users::handoff::issue_code(
+        state.audit.store(),
+        crate::records::PAGE_APP_ID,
+        crate::users::handoff::PAGE_LINK,
+        &grant,
+        now,
+    )
+    .await
+    .map_err(fail)?;
+    let backups: Vec<serde_json::Value> = done
+        .backups
+        .iter()
+        .map(|(wallet, epoch, sealed)| {
+            serde_json::json!({"wallet": wallet, "epoch": epoch, "device_share": hex::encode(sealed)})
+        })
+        .collect();
+    Ok(json_answer(
+        serde_json::json!({
+            "recovery": r.id,
+            "user_id": r.user_id.to_string(),
+            "device_id": done.device.device_id,
+            "device_token": done.device_token,
+            "backups": backups,
+            "without_backup": done.missing,
+            "passkey_link": {
+                "url": format!("/ui/?link={code}"),
+                "expires_at": crate::audit::event::format_time(now + crate::users::handoff::CODE_TTL),
+            },
+        }),
+        &request_id,
+    ))
+}
+
+/// `POST /v1/recovery/{id}/cancel` with the app key and the user's session: without a body,
+/// `403 step_up_required` with passkey options bound to this recovery; with the assertion
+/// (`{ceremony_id, credential}`), the recovery is cancelled.
+pub async fn cancel(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let session = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let user = session.facts.user;
+    let r = recovery::flow::of_user(state.audit.store(), user, &id)
+        .await
+        .map_err(fail)?;
+    let now = state.clock.now();
+    let context = recovery::flow::cancel_context(&r.id);
+    let empty = body.as_ref().map(|b| b.is_empty()).unwrap_or(false);
+    if empty {
+        let step_up = state
+            .passkeys
+            .start_step_up(user, &context, now)
+            .await
+            .map_err(fail)?;
+        let body = serde_json::json!({
+            "code": Error::StepUpRequired.code(),
+            "message": Error::StepUpRequired.to_string(),
+            "request_id": request_id,
+            "recovery": r.id,
+            "step_up": step_up,
+        });
+        return Ok((Error::StepUpRequired.status(), axum::Json(body)).into_response());
+    }
+    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
+    state
+        .passkeys
+        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
+        .await
+        .map_err(fail)?;
+    let cancelled = recovery::flow::cancel(&state.audit, &r, &request_id, now)
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(cancelled.to_json(now), &request_id))
 }

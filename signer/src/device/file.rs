@@ -69,6 +69,17 @@ pub struct DeviceSecrets {
     /// pending kit waits under `address#epoch` with its share).
     #[serde(default)]
     pub kits: std::collections::BTreeMap<String, crate::recovery::kit::BackupKit>,
+    /// A recovery this (new) device opened and will complete after the waiting period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_pending: Option<PendingRecovery>,
+}
+
+/// The recovery a device opened: its id and bearer token (a secret, kept only in this file).
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PendingRecovery {
+    pub id: String,
+    pub token: String,
+    pub completable_at: String,
 }
 
 impl std::fmt::Debug for DeviceSecrets {
@@ -87,6 +98,9 @@ impl Drop for DeviceSecrets {
         self.device_token.zeroize();
         for share in self.shares.values_mut() {
             share.zeroize();
+        }
+        if let Some(r) = self.recovery_pending.as_mut() {
+            r.token.zeroize();
         }
     }
 }

@@ -4,6 +4,8 @@
 //! themselves: each wallet's device share, HPKE-encrypted by the device to that public key, one
 //! per (wallet, epoch), released only by a completed recovery.
 
+pub mod flow;
+
 use argon2::{Algorithm, Argon2, Params, Version};
 use parapet_signer::recovery::RecoveryPublicKey;
 use subtle::ConstantTimeEq;
