@@ -583,6 +583,16 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     .unwrap();
     let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
     assert_eq!(format!("{:#x}", tx.recover_signer().unwrap()), address);
+    assert_eq!(offline["tx_hash"], format!("{:#x}", tx.tx_hash()));
+    // CI checks this signature again with Python's eth-account (tests/eth_verify/verify.py).
+    if let Ok(out) = std::env::var("PARAPET_SIGNATURES_OUT") {
+        let entry = json!([{
+            "kind": "eip1559", "address": address, "payload": body,
+            "digest": offline["digest"], "signature": offline["signature"],
+            "signed_transaction": offline["signed_transaction"], "tx_hash": offline["tx_hash"],
+        }]);
+        std::fs::write(format!("{out}.offline.json"), entry.to_string()).unwrap();
+    }
 
     let export = |extra: &[(&str, &str)], flag: bool| {
         let mut args = vec![

@@ -183,6 +183,8 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/wallets/{address}/refresh", "sign"),
     ("POST", "/v1/operations/{id}/step-up", "sign"),
     ("POST", "/v1/recovery/{id}/cancel", "sign"),
+    ("POST", "/v1/totp", "sign"),
+    ("POST", "/v1/totp/confirm", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),
@@ -273,6 +275,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                                 || path.starts_with("/v1/signing-requests/")
                                 || path.starts_with("/v1/operations/")
                                 || path.starts_with("/v1/recovery/")
+                                || path.starts_with("/v1/totp")
                                 || path.starts_with("/v1/admin/wallets/"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),

@@ -1550,3 +1550,83 @@ async fn guessing_the_recovery_secret_hits_the_limiter() {
         .count();
     assert_eq!(refused, 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_totp_is_enrolled_a_recovery_needs_a_fresh_code_used_once() {
+    let w = world_with(&[("PARAPET_RECOVERY_DELAY_SECS", "300")]).await;
+    let alice = user(&w, "alice", true).await;
+    let started = call(&w.s, "POST", "/v1/totp", &w.key, Some(&alice.session), None).await;
+    assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    let uri = started.body["otpauth_uri"].as_str().unwrap().to_owned();
+    let authenticator = totp_rs::Totp::from_url(&uri).unwrap();
+    let now = || u64::try_from(w.s.clock.now().unix_timestamp()).unwrap();
+    let code = authenticator.generate(now()).to_string();
+    let off_by_one: String = code
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                if c == '9' {
+                    '0'
+                } else {
+                    char::from(c as u8 + 1)
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    let confirm = |c: &str| {
+        call(
+            &w.s,
+            "POST",
+            "/v1/totp/confirm",
+            &w.key,
+            Some(&alice.session),
+            Some(json!({"code": c})),
+        )
+    };
+    assert_eq!(confirm(&off_by_one).await.status, StatusCode::BAD_REQUEST);
+    let ok = confirm(&code).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+
+    let open = |totp: Option<String>, keys: &RecoveryKeys| {
+        let mut body = json!({
+            "user_id": alice.id, "auth_key": hex::encode(keys.auth_key()), "device_name": "new",
+        });
+        if let Some(t) = totp {
+            body["totp"] = json!(t);
+        }
+        post_keyless(&w, "/v1/recovery", None, body)
+    };
+    // The right secret alone, or with the code already used to enrol: refused alike.
+    assert_eq!(
+        open(None, &alice.recovery).await.body["code"],
+        "recovery_refused"
+    );
+    assert_eq!(
+        open(Some(code.clone()), &alice.recovery).await.body["code"],
+        "recovery_refused"
+    );
+    // Next step: a wrong secret with a fresh code is refused and does not use the code up.
+    w.clock.advance(30);
+    let fresh = authenticator.generate(now()).to_string();
+    let wrong = RecoverySecret::generate().derive(&alice.id).unwrap();
+    assert_eq!(
+        open(Some(fresh.clone()), &wrong).await.body["code"],
+        "recovery_refused"
+    );
+    let opened = open(Some(fresh.clone()), &alice.recovery).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.text);
+
+    let log = serde_json::to_string(&events(&w.s).await).unwrap();
+    assert!(log.contains("totp.enrol"));
+    let seed = uri
+        .split("secret=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap();
+    assert!(!log.contains(seed));
+}

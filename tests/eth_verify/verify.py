@@ -7,7 +7,11 @@ Every signed transaction must recover to the wallet and hash to the gateway's tx
 message and typed-data signature must recover to the wallet from the payload alone (eth-account
 computes the digest itself, so the gateway's digest is checked too).
 
-Usage: python verify.py signatures.json
+The offline exit path is checked the same way: `tests/device_cli.rs` writes what
+`parapet wallet sign --offline` produced (both MPC parties run from the backup kit, no gateway)
+to a second file, given as a further argument.
+
+Usage: python verify.py signatures.json [offline.json ...]
 """
 
 import json
@@ -59,6 +63,12 @@ def main():
         raise SystemExit(f"expected {sorted(needed)}, got {sorted(kinds)}")
     for e in entries:
         check(e)
+    for extra in sys.argv[2:]:
+        more = json.load(open(extra))
+        if not more:
+            raise SystemExit(f"{extra} holds no signatures")
+        for e in more:
+            check(e)
 
 
 if __name__ == "__main__":

@@ -145,6 +145,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/recovery/{id}"),
     ("post", "/v1/recovery/{id}/complete"),
     ("post", "/v1/recovery/{id}/cancel"),
+    ("post", "/v1/totp"),
+    ("post", "/v1/totp/confirm"),
     ("get", "/v1/device/signing-requests/{id}"),
     ("post", "/v1/wallets/{address}/sign"),
     ("get", "/v1/signing-requests/{id}"),
@@ -230,6 +232,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/recovery/{id}/cancel",
             post(recovery_routes::cancel).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/totp",
+            post(recovery_routes::totp_start).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/totp/confirm",
+            post(recovery_routes::totp_confirm).route_layer(grant("sign")),
         )
         .route(
             "/v1/device/signing-requests/{id}",

@@ -238,6 +238,8 @@ pub async fn identify(
 pub struct Open {
     user_id: String,
     auth_key: String,
+    #[serde(default)]
+    totp: Option<String>,
     device_name: String,
 }
 
@@ -263,11 +265,16 @@ pub async fn open(
     let key = auth_key(&req.auth_key).map_err(fail)?;
     let delay = time::Duration::try_from(state.recovery_delay)
         .map_err(|e| fail(Error::Internal(format!("recovery delay: {e}"))))?;
+    let open = recovery::flow::OpenRequest {
+        user,
+        auth_key: key,
+        totp: req.totp.as_deref(),
+        device_name: &req.device_name,
+    };
     match recovery::flow::open(
         &state.audit,
-        user,
-        key,
-        &req.device_name,
+        &state.personal_data,
+        open,
         delay,
         &request_id,
         now,
@@ -430,4 +437,82 @@ pub async fn cancel(
         .await
         .map_err(fail)?;
     Ok(json_answer(cancelled.to_json(now), &request_id))
+}
+
+// ---- TOTP, the recovery's optional second factor ----
+
+/// `POST /v1/totp` with the app key and the user's session: starts enrolment and answers the
+/// `otpauth://` URI (shown once; the page draws it as a QR code). An active factor stays.
+pub async fn totp_start(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?
+        .facts
+        .user;
+    let uri = crate::users::totp::start(
+        state.audit.store(),
+        &state.personal_data,
+        user,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(json_answer(
+        serde_json::json!({ "otpauth_uri": uri.as_str() }),
+        &request_id,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotpCode {
+    code: String,
+}
+
+/// `POST /v1/totp/confirm` `{code}`: a first code from the authenticator app activates the
+/// factor (audited `totp.enrol`); from then on a recovery needs a code too.
+pub async fn totp_confirm(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?
+        .facts
+        .user;
+    let req: TotpCode = json_body(&headers, body).map_err(fail)?;
+    let now = state.clock.now();
+    if !crate::users::totp::confirm(
+        state.audit.store(),
+        &state.personal_data,
+        user,
+        &req.code,
+        now,
+    )
+    .await
+    .map_err(fail)?
+    {
+        return Err(fail(Error::InvalidRequest(
+            "that code does not match (or was used already): try the next one".to_owned(),
+        )));
+    }
+    let mut e = AuditEvent::new(EventKind::Recovery, now, request_id.clone());
+    e.user = Some(user.to_string());
+    e.app = Some(caller.id.clone());
+    e.action = Some("totp.enrol".to_owned());
+    state.audit.append(e).await.map_err(fail)?;
+    Ok(json_answer(
+        serde_json::json!({ "active": true }),
+        &request_id,
+    ))
 }

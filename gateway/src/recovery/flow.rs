@@ -117,18 +117,33 @@ fn event(action: &str, r: &Recovery, request_id: &str, now: OffsetDateTime) -> A
     e
 }
 
-/// Opens a recovery for `user` with the auth key of their recovery secret. A wrong key, a user
-/// without a secret and a disabled user are the same `recovery_refused`. Returns the recovery and
+/// What a recovering device presents.
+pub struct OpenRequest<'a> {
+    pub user: Uuid,
+    pub auth_key: Zeroizing<[u8; 32]>,
+    /// A current TOTP code: required once the user has an active factor.
+    pub totp: Option<&'a str>,
+    pub device_name: &'a str,
+}
+
+/// Opens a recovery for `user` with the auth key of their recovery secret (and a TOTP code when
+/// they enrolled one). A wrong key, a wrong or replayed code, a user without a secret and a
+/// disabled user are the same `recovery_refused`. Returns the recovery and
 /// the bearer token the opening device completes it with (stored hashed).
 pub async fn open(
     audit: &AuditLog,
-    user: Uuid,
-    auth_key: Zeroizing<[u8; 32]>,
-    device_name: &str,
+    personal_data: &crate::sealing::PersonalDataKey,
+    req: OpenRequest<'_>,
     delay: Duration,
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<(Recovery, String)> {
+    let OpenRequest {
+        user,
+        auth_key,
+        totp,
+        device_name,
+    } = req;
     let store = audit.store();
     let name = device_name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -143,6 +158,16 @@ pub async fn open(
         || crate::users::store::user_disabled(store, user).await? != Some(false)
     {
         return Err(Error::RecoveryRefused);
+    }
+    // The code is checked (and consumed) only after the secret matched, so that guesses of the
+    // secret cannot burn the user's codes.
+    if crate::users::totp::is_active(store, user).await? {
+        let Some(code) = totp else {
+            return Err(Error::RecoveryRefused);
+        };
+        if !crate::users::totp::verify(store, personal_data, user, code, now).await? {
+            return Err(Error::RecoveryRefused);
+        }
     }
     if open_of(store, user, now)
         .await?

@@ -7,6 +7,7 @@ pub mod handoff;
 pub mod oidc;
 pub mod sessions;
 pub mod store;
+pub mod totp;
 
 use std::time::Duration;
 
