@@ -140,6 +140,22 @@ fn device_post(secrets: &DeviceSecrets, path: &str, body: &Value) -> Result<(u16
     Ok((status, res.body_mut().read_json().unwrap_or(Value::Null)))
 }
 
+/// The wallets of `GET /v1/device/recovery`'s answer: each entry with its address and epoch.
+fn held_wallets(status: &Value) -> impl Iterator<Item = (&Value, &str, i64)> {
+    status
+        .get("wallets")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|w| {
+            Some((
+                w,
+                text(w, "address")?,
+                w.get("epoch").and_then(Value::as_i64)?,
+            ))
+        })
+}
+
 /// The share this file holds of `wallet` at the gateway's `epoch`: a refreshed share waiting
 /// under `address#epoch` is the current one once the gateway is at that epoch.
 pub fn current_share_key(secrets: &DeviceSecrets, wallet: &str, epoch: i64) -> String {
@@ -182,17 +198,7 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
         bail!("that is not this account's recovery secret");
     }
     let mut held = Vec::new();
-    for w in status
-        .get("wallets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(address), Some(epoch)) =
-            (text(w, "address"), w.get("epoch").and_then(Value::as_i64))
-        else {
-            continue;
-        };
+    for (_, address, epoch) in held_wallets(&status) {
         let key = current_share_key(secrets, address, epoch);
         let share = share_of(secrets, &key)?;
         let envelope = seal_device_share(&public_key, &share, epoch)?;
@@ -316,17 +322,7 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
         secrets.recovery_public_key.as_deref() == Some(keys.public_key().to_hex().as_str());
     let status = device_get(&secrets, "/v1/device/recovery")?;
     let mut wallets = Vec::new();
-    for w in status
-        .get("wallets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(address), Some(epoch)) =
-            (text(w, "address"), w.get("epoch").and_then(Value::as_i64))
-        else {
-            continue;
-        };
+    for (w, address, epoch) in held_wallets(&status) {
         let kit = secrets
             .kits
             .get(&current_share_key(&secrets, address, epoch));

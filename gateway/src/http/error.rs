@@ -24,6 +24,27 @@ impl ApiError {
     }
 }
 
+/// `403 step_up_required` for something the owner must approve with a passkey: the error's code
+/// and message, what is waiting (`(field, id)`, e.g. `("operation", …)`) and the passkey
+/// options of the ceremony bound to it.
+pub fn step_up_required(
+    request_id: &str,
+    waiting: (&str, &str),
+    step_up: serde_json::Value,
+) -> Response {
+    let error = crate::error::Error::StepUpRequired;
+    let mut body = serde_json::json!({
+        "code": error.code(),
+        "message": error.to_string(),
+        "request_id": request_id,
+        "step_up": step_up,
+    });
+    if let Some(o) = body.as_object_mut() {
+        o.insert(waiting.0.to_owned(), waiting.1.into());
+    }
+    (error.status(), Json(body)).into_response()
+}
+
 /// A JSON object answer with the request id added, as every `/v1` and page answer has it.
 pub fn json_answer(mut body: serde_json::Value, request_id: &str) -> Response {
     if let Some(o) = body.as_object_mut() {

@@ -97,7 +97,7 @@ pub async fn set_up(
     let device = device_of(&state, &headers).await.map_err(fail)?;
     let req: SetUp = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
-    let user_key = format!("recovery:{}", device.user_id);
+    let user_key = recovery::limiter_key(device.user_id);
     state
         .users
         .check_login(&ip, Some(&user_key), now)
@@ -176,7 +176,7 @@ pub async fn check(
     let device = device_of(&state, &headers).await.map_err(fail)?;
     let req: Check = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
-    let user_key = format!("recovery:{}", device.user_id);
+    let user_key = recovery::limiter_key(device.user_id);
     state
         .users
         .check_login(&ip, Some(&user_key), now)
@@ -257,7 +257,7 @@ pub async fn open(
     let (ip, now) = (ip_key(ip), state.clock.now());
     let user = uuid::Uuid::parse_str(req.user_id.trim())
         .map_err(|_| fail(Error::InvalidRequest("user_id is a user id".to_owned())))?;
-    let user_key = format!("recovery:{user}");
+    let user_key = recovery::limiter_key(user);
     state
         .users
         .check_login(&ip, Some(&user_key), now)
@@ -418,14 +418,11 @@ pub async fn cancel(
             .start_step_up(user, &context, now)
             .await
             .map_err(fail)?;
-        let body = serde_json::json!({
-            "code": Error::StepUpRequired.code(),
-            "message": Error::StepUpRequired.to_string(),
-            "request_id": request_id,
-            "recovery": r.id,
-            "step_up": step_up,
-        });
-        return Ok((Error::StepUpRequired.status(), axum::Json(body)).into_response());
+        return Ok(super::error::step_up_required(
+            &request_id,
+            ("recovery", &r.id),
+            step_up,
+        ));
     }
     let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
     state

@@ -11,7 +11,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::AppState;
 use super::auth::Caller;
@@ -51,14 +51,11 @@ pub async fn start(
         .start_step_up(wallet.owner, &refresh::step_up_context(&op), now)
         .await
         .map_err(fail)?;
-    let body = serde_json::json!({
-        "code": Error::StepUpRequired.code(),
-        "message": Error::StepUpRequired.to_string(),
-        "request_id": request_id,
-        "operation": op.id,
-        "step_up": step_up,
-    });
-    Ok((Error::StepUpRequired.status(), axum::Json(body)).into_response())
+    Ok(super::error::step_up_required(
+        &request_id,
+        ("operation", &op.id),
+        step_up,
+    ))
 }
 
 /// `POST /v1/operations/{id}/step-up`: the owner's assertion for this operation's ceremony

@@ -88,6 +88,12 @@ impl StoredRecovery {
     }
 }
 
+/// The failure limiter's key for recovery attempts on `user`: setup, check and opening a
+/// recovery share one budget.
+pub fn limiter_key(user: Uuid) -> String {
+    format!("recovery:{user}")
+}
+
 /// The user's recovery material, if they have set it up.
 pub async fn get(store: &Store, user: Uuid) -> Result<Option<StoredRecovery>> {
     let row: Option<(String, String, String)> = with_pool!(store, pool => {
