@@ -33,6 +33,8 @@ struct FileConfig {
     audit_checkpoint_interval_secs: Option<u64>,
     signing_request_ttl_secs: Option<u64>,
     recovery_delay_secs: Option<u64>,
+    webhook_retry_base_ms: Option<u64>,
+    webhook_max_attempts: Option<u64>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     allow_plain_http: Option<bool>,
@@ -133,6 +135,9 @@ pub struct Config {
     /// How long an opened recovery waits before it can be completed (DESIGN §9), during which
     /// the user can cancel it with a passkey. Default 48 h.
     pub recovery_delay: Duration,
+    /// How security webhooks are retried: the first wait (`webhook_retry_base_ms`, default
+    /// 5 s, doubling) and the attempts before a delivery is failed (`webhook_max_attempts`, 12).
+    pub webhooks: crate::webhooks::delivery::Settings,
     /// TLS certificate chain and private key (PEM). Both or neither; with them, `serve`
     /// terminates TLS itself and reloads both on `SIGHUP`.
     pub tls: Option<TlsPaths>,
@@ -180,6 +185,7 @@ impl std::fmt::Debug for Config {
             .field("audit_checkpoint_interval", &self.audit_checkpoint_interval)
             .field("signing_request_ttl", &self.signing_request_ttl)
             .field("recovery_delay", &self.recovery_delay)
+            .field("webhooks", &self.webhooks)
             .field("tls", &self.tls)
             .field("allow_plain_http", &self.allow_plain_http)
             .field("static_token", &self.static_token)
@@ -322,6 +328,26 @@ impl Config {
             file.recovery_delay_secs,
             48 * 3600,
         )?;
+        let webhooks = crate::webhooks::delivery::Settings {
+            retry_base: Duration::from_millis(
+                number(
+                    "PARAPET_WEBHOOK_RETRY_BASE_MS",
+                    file.webhook_retry_base_ms,
+                    5000,
+                )?
+                .max(1),
+            ),
+            max_attempts: u32::try_from(
+                number(
+                    "PARAPET_WEBHOOK_MAX_ATTEMPTS",
+                    file.webhook_max_attempts,
+                    12,
+                )?
+                .clamp(1, 100),
+            )
+            .unwrap_or(12),
+            ..crate::webhooks::delivery::Settings::default()
+        };
         let audit_timeout_ms = number(
             "PARAPET_AUDIT_TIMEOUT_MS",
             file.audit_timeout_ms,
@@ -474,6 +500,7 @@ impl Config {
             audit_checkpoint_interval: Duration::from_secs(audit_checkpoint_interval.max(1)),
             signing_request_ttl: Duration::from_secs(signing_request_ttl.max(1)),
             recovery_delay: Duration::from_secs(recovery_delay),
+            webhooks,
             tls,
             allow_plain_http,
             static_token,

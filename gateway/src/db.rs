@@ -29,6 +29,7 @@ pub(crate) trait RowLike {
     fn flag(&self, col: &str) -> Result<bool, sqlx::Error>;
     fn bytes(&self, col: &str) -> Result<Vec<u8>, sqlx::Error>;
     fn int(&self, col: &str) -> Result<i64, sqlx::Error>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error>;
 }
 
 macro_rules! row_like {
@@ -47,6 +48,9 @@ macro_rules! row_like {
                 self.try_get(col)
             }
             fn int(&self, col: &str) -> Result<i64, sqlx::Error> {
+                self.try_get(col)
+            }
+            fn opt_int(&self, col: &str) -> Result<Option<i64>, sqlx::Error> {
                 self.try_get(col)
             }
         }

@@ -29,5 +29,6 @@ pub mod server;
 pub mod tls;
 pub mod users;
 pub mod wallets;
+pub mod webhooks;
 
 pub use error::{Error, Result};

@@ -11,19 +11,16 @@
     reason = "tests"
 )]
 
+mod cosign_support;
 mod support;
 mod users_support;
-
-use std::net::SocketAddr;
-use std::sync::Arc;
 
 use alloy::consensus::TxEnvelope;
 use alloy::consensus::transaction::SignerRecoverable;
 use alloy::eips::eip2718::Decodable2718;
 use alloy::primitives::{Address, B256, Signature, U256};
+use cosign_support::*;
 use http::StatusCode;
-use parapet_gateway::devices;
-use parapet_gateway::http::{AppState, app};
 use parapet_gateway::identity::Auditor;
 use parapet_signer::device::client::{self, Connection, ws_url};
 use parapet_signer::mpc::wire::{Control, bytes32};
@@ -31,157 +28,7 @@ use parapet_signer::mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, dri
 use parapet_signer::recovery::kit::BackupKit;
 use parapet_signer::recovery::{RecoveryKeys, RecoverySecret};
 use serde_json::{Value, json};
-use users_support::{
-    Issuer, app_with_grants_trusting, call, call_with, events, gateway_with, login_ok,
-};
-use webauthn_authenticator_rs::WebauthnAuthenticator;
-use webauthn_authenticator_rs::prelude::Url;
-use webauthn_authenticator_rs::softpasskey::SoftPasskey;
-
-struct User {
-    session: String,
-    id: String,
-    device_token: String,
-    passkey: Option<SoftPasskey>,
-    recovery: RecoveryKeys,
-}
-
-impl User {
-    /// The recovery key as this user's device file holds it.
-    fn target(&self) -> client::RecoveryTarget<'_> {
-        client::RecoveryTarget {
-            user: &self.id,
-            public_key: self.recovery.public_key(),
-        }
-    }
-}
-
-struct World {
-    s: Arc<AppState>,
-    clock: Arc<parapet_gateway::clock::OffsetClock>,
-    key: String,
-    base: String,
-    issuer: Issuer,
-    _data: tempfile::TempDir,
-}
-
-async fn world() -> World {
-    world_with(&[]).await
-}
-
-async fn world_with(extra: &[(&str, &str)]) -> World {
-    let data = tempfile::tempdir().unwrap();
-    let issuer = Issuer::start().await;
-    let (s, clock) = gateway_with(data.path(), extra).await;
-    let (_app, key) = app_with_grants_trusting(&s, &issuer, &["sign"]).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let service = app(s.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move { axum::serve(listener, service).await });
-    World {
-        s,
-        clock,
-        key,
-        base,
-        issuer,
-        _data: data,
-    }
-}
-
-/// Logs `sub` in, registers a passkey for them and pairs a device.
-async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
-    let (session, id) = login_ok(&w.s, &w.key, &w.issuer, sub).await;
-    let uuid: uuid::Uuid = id.parse().unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let mut passkey = None;
-    if with_passkey {
-        let (ceremony, ccr) =
-            w.s.passkeys
-                .start_registration(uuid, sub, sub, now)
-                .await
-                .unwrap();
-        let mut authenticator = SoftPasskey::new(true);
-        let cred = authenticator
-            .do_registration(Url::parse("http://localhost:8080").unwrap(), ccr)
-            .unwrap();
-        w.s.passkeys
-            .finish_registration(&ceremony, uuid, &cred, now)
-            .await
-            .unwrap();
-        passkey = Some(authenticator);
-    }
-    let (code, _) = devices::issue_pairing_code(w.s.audit.store(), uuid, now)
-        .await
-        .unwrap();
-    let (device, device_token) = devices::pair(
-        w.s.audit.store(),
-        Auditor::Log(&w.s.audit),
-        &code,
-        "laptop",
-        "req-pair",
-        now,
-    )
-    .await
-    .unwrap();
-    // Every user here has a recovery secret: wallets are made only once one exists.
-    let recovery = RecoverySecret::generate().derive(&id).unwrap();
-    parapet_gateway::recovery::enrol(
-        &parapet_gateway::cosign::Cosigner {
-            audit: w.s.audit.clone(),
-            custody: w.s.custody.clone(),
-        },
-        &device,
-        recovery.public_key(),
-        zeroize::Zeroizing::new(*recovery.auth_key()),
-        &[],
-        "req-recovery",
-        now,
-    )
-    .await
-    .unwrap();
-    User {
-        session,
-        id,
-        device_token,
-        passkey,
-        recovery,
-    }
-}
-
-async fn new_wallet(w: &World, u: &User) -> KeyShare {
-    client::keygen(&w.base, &u.device_token, u.target(), |_, _| Ok(()))
-        .await
-        .unwrap()
-}
-
-fn usdc_transfer() -> Value {
-    let mut body = users_support::authorize_body();
-    body.as_object_mut().unwrap().remove("wallet");
-    body
-}
-
-async fn submit(
-    w: &World,
-    u: &User,
-    address: &str,
-    key: &str,
-    body: Value,
-) -> users_support::Answer {
-    call_with(
-        &w.s,
-        "POST",
-        &format!("/v1/wallets/{address}/sign"),
-        &w.key,
-        Some(&u.session),
-        &[("idempotency-key", key)],
-        Some(body),
-    )
-    .await
-}
-
-fn address_of(share: &KeyShare) -> String {
-    format!("0x{}", hex::encode(share.address()))
-}
+use users_support::{call, call_with, events, gateway_with, login_ok};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_creates_a_wallet_and_signs_a_transaction_the_policy_allowed() {
@@ -493,19 +340,6 @@ async fn concurrent_requests_reserve_exactly_what_fits_under_the_velocity_cap() 
         }
         db.drop_pg().await;
     }
-}
-
-/// The owner's passkey assertion for the step-up options in a `step_up_required` answer.
-fn assert_step_up(u: &mut User, answer: &Value) -> Value {
-    let rcr: webauthn_authenticator_rs::prelude::RequestChallengeResponse =
-        serde_json::from_value(answer["step_up"]["options"].clone()).unwrap();
-    let credential = u
-        .passkey
-        .as_mut()
-        .unwrap()
-        .do_authentication(Url::parse("http://localhost:8080").unwrap(), rcr)
-        .unwrap();
-    json!({"ceremony_id": answer["step_up"]["ceremony_id"], "credential": credential})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -904,33 +738,6 @@ async fn every_payload_kind_is_signed_and_verifies_with_alloy() {
     }
 }
 
-/// Asks for a refresh of `address` and approves it with the owner's passkey.
-async fn approve_refresh(w: &World, u: &mut User, address: &str) -> String {
-    let asked = call(
-        &w.s,
-        "POST",
-        &format!("/v1/wallets/{address}/refresh"),
-        &w.key,
-        Some(&u.session),
-        None,
-    )
-    .await;
-    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
-    let op = asked.body["operation"].as_str().unwrap().to_owned();
-    let assertion = assert_step_up(u, &asked.body);
-    let ok = call(
-        &w.s,
-        "POST",
-        &format!("/v1/operations/{op}/step-up"),
-        &w.key,
-        Some(&u.session),
-        Some(assertion),
-    )
-    .await;
-    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
-    op
-}
-
 async fn sign_message(
     w: &World,
     u: &User,
@@ -1101,22 +908,6 @@ async fn a_refresh_interrupted_between_the_phases_leaves_the_old_epoch_signing()
         .unwrap();
 }
 
-/// `GET /v1/device/recovery` as the user's device.
-async fn recovery_status(w: &World, u: &User) -> Value {
-    let a = call_with(
-        &w.s,
-        "GET",
-        "/v1/device/recovery",
-        "",
-        None,
-        &[("authorization", &format!("Device {}", u.device_token))],
-        None,
-    )
-    .await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    a.body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_wallet_gets_a_backup_and_a_kit_that_signs_without_the_gateway() {
     let w = world().await;
@@ -1253,25 +1044,6 @@ async fn a_device_with_another_recovery_key_gets_no_wallet_and_no_kit() {
 }
 
 /// A keyless POST (the recovery routes' credential is in the body or the header).
-async fn post_keyless(
-    w: &World,
-    path: &str,
-    auth: Option<&str>,
-    body: Value,
-) -> users_support::Answer {
-    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
-    call_with(&w.s, "POST", path, "", None, &headers, Some(body)).await
-}
-
-async fn open_recovery(w: &World, user: &str, keys: &RecoveryKeys) -> users_support::Answer {
-    post_keyless(
-        w,
-        "/v1/recovery",
-        None,
-        json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": "new laptop"}),
-    )
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused() {

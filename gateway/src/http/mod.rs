@@ -18,6 +18,7 @@ pub(crate) mod signing_routes;
 mod ui;
 mod users_routes;
 mod wallet_routes;
+mod webhook_routes;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -165,6 +166,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/consent/revoke"),
     ("get", "/v1/admin/users"),
     ("post", "/v1/admin/users/{id}/disable"),
+    ("get", "/v1/webhook"),
+    ("post", "/v1/webhook"),
+    ("delete", "/v1/webhook"),
+    ("get", "/v1/admin/webhook-deliveries"),
+    ("post", "/v1/admin/webhook-deliveries/{id}/redeliver"),
 ];
 
 /// Builds the whole service.
@@ -310,6 +316,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/admin/users/{id}/disable",
             post(users_routes::disable).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/webhook",
+            get(webhook_routes::get)
+                .post(webhook_routes::register)
+                .delete(webhook_routes::remove)
+                .route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/admin/webhook-deliveries",
+            get(webhook_routes::admin_list).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/admin/webhook-deliveries/{id}/redeliver",
+            post(webhook_routes::redeliver).route_layer(grant("admin")),
         )
         .route(
             "/v1/audit/events",

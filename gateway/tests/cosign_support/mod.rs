@@ -1,0 +1,247 @@
+//! What the co-signer tests share: a gateway on 127.0.0.1 with a movable clock and an OIDC
+//! issuer, users with a passkey, a paired device and a recovery secret, and the calls most
+//! tests make (sign, approve a refresh, open a recovery).
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of this module"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use parapet_gateway::devices;
+use parapet_gateway::http::{AppState, app};
+use parapet_gateway::identity::Auditor;
+use parapet_signer::device::client;
+use parapet_signer::mpc::KeyShare;
+use parapet_signer::recovery::{RecoveryKeys, RecoverySecret};
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::prelude::Url;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+
+use crate::users_support::{
+    self, Issuer, app_with_grants_trusting, call, call_with, gateway_with, login_ok,
+};
+
+pub struct User {
+    pub session: String,
+    pub id: String,
+    pub device_token: String,
+    pub passkey: Option<SoftPasskey>,
+    pub recovery: RecoveryKeys,
+}
+
+impl User {
+    /// The recovery key as this user's device file holds it.
+    pub fn target(&self) -> client::RecoveryTarget<'_> {
+        client::RecoveryTarget {
+            user: &self.id,
+            public_key: self.recovery.public_key(),
+        }
+    }
+}
+
+pub struct World {
+    pub s: Arc<AppState>,
+    pub clock: Arc<parapet_gateway::clock::OffsetClock>,
+    pub key: String,
+    pub base: String,
+    pub issuer: Issuer,
+    pub _data: tempfile::TempDir,
+}
+
+pub async fn world() -> World {
+    world_with(&[]).await
+}
+
+pub async fn world_with(extra: &[(&str, &str)]) -> World {
+    let data = tempfile::tempdir().unwrap();
+    let issuer = Issuer::start().await;
+    let (s, clock) = gateway_with(data.path(), extra).await;
+    let (_app, key) = app_with_grants_trusting(&s, &issuer, &["sign"]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let service = app(s.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    World {
+        s,
+        clock,
+        key,
+        base,
+        issuer,
+        _data: data,
+    }
+}
+
+/// Logs `sub` in, registers a passkey for them and pairs a device.
+pub async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
+    let (session, id) = login_ok(&w.s, &w.key, &w.issuer, sub).await;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut passkey = None;
+    if with_passkey {
+        let (ceremony, ccr) =
+            w.s.passkeys
+                .start_registration(uuid, sub, sub, now)
+                .await
+                .unwrap();
+        let mut authenticator = SoftPasskey::new(true);
+        let cred = authenticator
+            .do_registration(Url::parse("http://localhost:8080").unwrap(), ccr)
+            .unwrap();
+        w.s.passkeys
+            .finish_registration(&ceremony, uuid, &cred, now)
+            .await
+            .unwrap();
+        passkey = Some(authenticator);
+    }
+    let (code, _) = devices::issue_pairing_code(w.s.audit.store(), uuid, now)
+        .await
+        .unwrap();
+    let (device, device_token) = devices::pair(
+        w.s.audit.store(),
+        Auditor::Log(&w.s.audit),
+        &code,
+        "laptop",
+        "req-pair",
+        now,
+    )
+    .await
+    .unwrap();
+    // Every user here has a recovery secret: wallets are made only once one exists.
+    let recovery = RecoverySecret::generate().derive(&id).unwrap();
+    parapet_gateway::recovery::enrol(
+        &parapet_gateway::cosign::Cosigner {
+            audit: w.s.audit.clone(),
+            custody: w.s.custody.clone(),
+        },
+        &device,
+        recovery.public_key(),
+        zeroize::Zeroizing::new(*recovery.auth_key()),
+        &[],
+        "req-recovery",
+        now,
+    )
+    .await
+    .unwrap();
+    User {
+        session,
+        id,
+        device_token,
+        passkey,
+        recovery,
+    }
+}
+
+pub async fn new_wallet(w: &World, u: &User) -> KeyShare {
+    client::keygen(&w.base, &u.device_token, u.target(), |_, _| Ok(()))
+        .await
+        .unwrap()
+}
+
+pub fn usdc_transfer() -> Value {
+    let mut body = users_support::authorize_body();
+    body.as_object_mut().unwrap().remove("wallet");
+    body
+}
+
+pub async fn submit(
+    w: &World,
+    u: &User,
+    address: &str,
+    key: &str,
+    body: Value,
+) -> users_support::Answer {
+    call_with(
+        &w.s,
+        "POST",
+        &format!("/v1/wallets/{address}/sign"),
+        &w.key,
+        Some(&u.session),
+        &[("idempotency-key", key)],
+        Some(body),
+    )
+    .await
+}
+
+pub fn address_of(share: &KeyShare) -> String {
+    format!("0x{}", hex::encode(share.address()))
+}
+
+/// The owner's passkey assertion for the step-up options in a `step_up_required` answer.
+pub fn assert_step_up(u: &mut User, answer: &Value) -> Value {
+    let rcr: webauthn_authenticator_rs::prelude::RequestChallengeResponse =
+        serde_json::from_value(answer["step_up"]["options"].clone()).unwrap();
+    let credential = u
+        .passkey
+        .as_mut()
+        .unwrap()
+        .do_authentication(Url::parse("http://localhost:8080").unwrap(), rcr)
+        .unwrap();
+    json!({"ceremony_id": answer["step_up"]["ceremony_id"], "credential": credential})
+}
+
+/// Asks for a refresh of `address` and approves it with the owner's passkey.
+pub async fn approve_refresh(w: &World, u: &mut User, address: &str) -> String {
+    let asked = call(
+        &w.s,
+        "POST",
+        &format!("/v1/wallets/{address}/refresh"),
+        &w.key,
+        Some(&u.session),
+        None,
+    )
+    .await;
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let op = asked.body["operation"].as_str().unwrap().to_owned();
+    let assertion = assert_step_up(u, &asked.body);
+    let ok = call(
+        &w.s,
+        "POST",
+        &format!("/v1/operations/{op}/step-up"),
+        &w.key,
+        Some(&u.session),
+        Some(assertion),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    op
+}
+
+/// `GET /v1/device/recovery` as the user's device.
+pub async fn recovery_status(w: &World, u: &User) -> Value {
+    let a = call_with(
+        &w.s,
+        "GET",
+        "/v1/device/recovery",
+        "",
+        None,
+        &[("authorization", &format!("Device {}", u.device_token))],
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a.body
+}
+
+pub async fn post_keyless(
+    w: &World,
+    path: &str,
+    auth: Option<&str>,
+    body: Value,
+) -> users_support::Answer {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    call_with(&w.s, "POST", path, "", None, &headers, Some(body)).await
+}
+
+pub async fn open_recovery(w: &World, user: &str, keys: &RecoveryKeys) -> users_support::Answer {
+    post_keyless(
+        w,
+        "/v1/recovery",
+        None,
+        json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": "new laptop"}),
+    )
+    .await
+}
