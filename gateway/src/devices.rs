@@ -247,14 +247,33 @@ pub async fn revoke(
         .into_iter()
         .find(|d| d.device_id == device_id && d.revoked_at.is_none())
         .ok_or(Error::NotFound)?;
-    auditor
-        .record(event("device.revoke", &device, request_id, now))
-        .await?;
+    // It still holds the shares of these wallets: each must be refreshed before it signs again.
+    let held: Vec<(String,)> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT address FROM wallets WHERE owner = $2 AND (device_id = $1 OR address IN (SELECT address FROM wallet_devices WHERE device_id = $1)) ORDER BY address")
+            .bind(device_id).bind(user.to_string()).fetch_all(pool).await.map_err(db("revoking a device"))?
+    });
+    let held: Vec<String> = held.into_iter().map(|(a,)| a).collect();
+    let mut e = event("device.revoke", &device, request_id, now);
+    if let Some(serde_json::Value::Object(o)) = e.request.as_mut() {
+        o.insert("refresh_required".to_owned(), serde_json::json!(held));
+    }
+    auditor.record(e).await?;
     device.revoked_at = Some(format_time(now));
     with_pool!(store, pool => {
+        let mut tx = pool.begin().await.map_err(db("revoking a device"))?;
         sqlx::query("UPDATE devices SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
             .bind(device_id).bind(user.to_string()).bind(device.revoked_at.as_deref())
-            .execute(pool).await.map_err(db("revoking a device"))?;
+            .execute(&mut *tx).await.map_err(db("revoking a device"))?;
+        for address in &held {
+            sqlx::query("UPDATE wallets SET refresh_required = $2 WHERE address = $1")
+                .bind(address.as_str()).bind(true)
+                .execute(&mut *tx).await.map_err(db("revoking a device"))?;
+        }
+        sqlx::query("DELETE FROM wallet_devices WHERE device_id = $1")
+            .bind(device_id).execute(&mut *tx).await.map_err(db("revoking a device"))?;
+        sqlx::query("UPDATE device_transfers SET state = 'refused', sealed = NULL WHERE (to_device = $1 OR from_device = $1) AND state IN ('waiting', 'approved', 'sealed')")
+            .bind(device_id).execute(&mut *tx).await.map_err(db("revoking a device"))?;
+        tx.commit().await.map_err(db("revoking a device"))?;
     });
     Ok(device)
 }

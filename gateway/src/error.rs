@@ -148,6 +148,10 @@ pub enum Error {
     /// The device's recovery public key is not the user's.
     #[error("the device's recovery key is not this user's")]
     RecoveryKeyMismatch,
+    /// A device transfer is not in the state this step needs (not approved yet, already sealed
+    /// or received, expired, or refused).
+    #[error("device transfer not possible now: {0}")]
+    TransferNotReady(String),
 
     // ---- the gateway's side ----
     #[error("request timed out")]
@@ -227,6 +231,7 @@ impl Error {
             Error::RecoveryInProgress => "recovery_in_progress",
             Error::RecoveryNotCompletable(_) => "recovery_not_completable",
             Error::RecoveryKeyMismatch => "recovery_key_mismatch",
+            Error::TransferNotReady(_) => "transfer_not_ready",
             Error::Timeout => "timeout",
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
@@ -256,6 +261,7 @@ impl Error {
             | Error::RecoveryKeyMismatch
             | Error::RecoveryInProgress
             | Error::RecoveryNotCompletable(_)
+            | Error::TransferNotReady(_)
             | Error::NotSignable(_) => StatusCode::CONFLICT,
             Error::Forbidden(_)
             | Error::PageRefused(_)

@@ -2,6 +2,7 @@
 //! plain module testable without HTTP.
 
 pub mod audit;
+pub mod backup_devices;
 pub mod clock;
 pub mod config;
 pub mod consent;

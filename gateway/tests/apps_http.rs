@@ -190,6 +190,12 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/consent/revoke", "sign"),
     ("GET", "/v1/admin/users", "admin"),
     ("POST", "/v1/admin/users/{id}/disable", "admin"),
+    ("GET", "/v1/webhook", "sign"),
+    ("POST", "/v1/webhook", "sign"),
+    ("DELETE", "/v1/webhook", "sign"),
+    ("GET", "/v1/admin/webhook-deliveries", "admin"),
+    ("POST", "/v1/admin/webhook-deliveries/{id}/redeliver", "admin"),
+    ("POST", "/v1/device-transfers/{id}/approve", "sign"),
 ];
 
 /// `/v1` routes that take no app key: their credential is a pairing code or a device token.
@@ -207,6 +213,12 @@ const KEYLESS: &[(&str, &str)] = &[
     ("GET", "/v1/device/signing-requests/{id}"),
     ("GET", "/v1/signing-requests/{id}/ceremony"),
     ("GET", "/v1/device/wallets/{address}/refresh"),
+    ("GET", "/v1/device/transfers"),
+    ("POST", "/v1/device/transfers"),
+    ("GET", "/v1/device/transfers/{id}"),
+    ("POST", "/v1/device/transfers/{id}/seal"),
+    ("POST", "/v1/device/transfers/{id}/received"),
+    ("POST", "/v1/device/resync"),
 ];
 
 #[test]
@@ -276,6 +288,9 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
                                 || path.starts_with("/v1/operations/")
                                 || path.starts_with("/v1/recovery/")
                                 || path.starts_with("/v1/totp")
+                                || path.starts_with("/v1/webhook")
+                                || path.starts_with("/v1/admin/webhook-deliveries/")
+                                || path.starts_with("/v1/device-transfers/")
                                 || path.starts_with("/v1/admin/wallets/"))
                                 && !["unauthorized", "forbidden", "app_frozen"]
                                     .contains(&c.as_str())),

@@ -24,7 +24,7 @@ use http::StatusCode;
 use parapet_gateway::identity::Auditor;
 use parapet_signer::device::client::{self, Connection, ws_url};
 use parapet_signer::mpc::wire::{Control, bytes32};
-use parapet_signer::mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, drive};
+use parapet_signer::mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, drive};
 use parapet_signer::recovery::kit::BackupKit;
 use parapet_signer::recovery::{RecoveryKeys, RecoverySecret};
 use serde_json::{Value, json};
@@ -736,21 +736,6 @@ async fn every_payload_kind_is_signed_and_verifies_with_alloy() {
     if let Ok(out) = std::env::var("PARAPET_SIGNATURES_OUT") {
         std::fs::write(out, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     }
-}
-
-async fn sign_message(
-    w: &World,
-    u: &User,
-    address: &str,
-    key: &str,
-    share: &KeyShare,
-) -> Result<(), parapet_signer::Error> {
-    let a = submit(w, u, address, key, json!({"chain_id": 1, "message": key})).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
-    let id = a.body["id"].as_str().unwrap();
-    client::sign(&w.base, &u.device_token, id, share)
-        .await
-        .map(|_| ())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

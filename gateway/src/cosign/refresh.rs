@@ -158,7 +158,7 @@ pub async fn run(
 ) -> Result<StoredWallet> {
     let store = cosigner.audit.store();
     let wallet = wallets::owned_by(store, address, device.user_id).await?;
-    if wallet.device_id != device.device_id {
+    if !crate::backup_devices::holds(store, &device.device_id, &wallet).await? {
         return Err(Error::DeviceNotAllowed);
     }
     let users_key = crate::recovery::public_key_of(store, device.user_id).await?;
@@ -181,6 +181,7 @@ pub async fn run(
         users_key: &users_key,
         session,
         op: &op,
+        device_id: &device.device_id,
     };
     let result = refresh(cosigner, job, channel, request_id, &now).await;
     let outcome = match &result {
@@ -206,6 +207,8 @@ struct Job<'a> {
     session: SessionId,
     /// The approved operation this ceremony carries out.
     op: &'a str,
+    /// The device running it: it holds the wallet once the refresh commits.
+    device_id: &'a str,
 }
 
 async fn refresh(
@@ -220,6 +223,7 @@ async fn refresh(
         users_key,
         session,
         op,
+        device_id: job_device,
     } = job;
     let store = cosigner.audit.store();
     let address = crate::pipeline::parse_address(&wallet.address)?.into_array();
@@ -297,17 +301,27 @@ async fn refresh(
     e.wallet = Some(wallet.address.clone());
     e.action = Some("wallet.refresh".to_owned());
     e.request = Some(serde_json::json!({
-        "address": wallet.address, "device_id": wallet.device_id, "operation": op,
+        "address": wallet.address, "device_id": job_device, "operation": op,
         "execution_id": hex::encode(session.as_bytes()), "from_epoch": old, "to_epoch": new,
     }));
     cosigner.audit.append(e).await?;
     with_pool!(store, pool => {
         let mut tx = pool.begin().await.map_err(db("committing a refresh"))?;
-        let moved = sqlx::query("UPDATE wallets SET epoch = $2, refresh_required = $4 WHERE address = $1 AND epoch = $3")
-            .bind(wallet.address.as_str()).bind(new).bind(old).bind(false)
+        let moved = sqlx::query("UPDATE wallets SET epoch = $2, refresh_required = $4, device_id = $5 WHERE address = $1 AND epoch = $3")
+            .bind(wallet.address.as_str()).bind(new).bind(old).bind(false).bind(job_device)
             .execute(&mut *tx).await.map_err(db("committing a refresh"))?.rows_affected();
         if moved != 1 {
             return Err(Error::CeremonyFailed("the wallet changed during the refresh".to_owned()));
+        }
+        // The refreshing device now holds the wallet; the one that held it before (if another,
+        // and not removed) keeps the old epoch: stale until it is re-synced.
+        sqlx::query("DELETE FROM wallet_devices WHERE address = $1 AND device_id = $2")
+            .bind(wallet.address.as_str()).bind(job_device)
+            .execute(&mut *tx).await.map_err(db("committing a refresh"))?;
+        if wallet.device_id != job_device {
+            sqlx::query("INSERT INTO wallet_devices (address, device_id, epoch, added_at) SELECT $1, d.id, $3, $4 FROM devices d WHERE d.id = $2 AND d.revoked_at IS NULL ON CONFLICT (address, device_id) DO UPDATE SET epoch = excluded.epoch")
+                .bind(wallet.address.as_str()).bind(wallet.device_id.as_str()).bind(old).bind(crate::audit::event::format_time(now()))
+                .execute(&mut *tx).await.map_err(db("committing a refresh"))?;
         }
         sqlx::query("UPDATE gateway_shares SET pending = $3 WHERE address = $1 AND epoch = $2")
             .bind(wallet.address.as_str()).bind(new).bind(false)
@@ -329,6 +343,7 @@ async fn refresh(
         .map_err(from_signer)?;
     let mut after = wallet.clone();
     after.epoch = new;
+    after.device_id = job_device.to_owned();
     after.refresh_required = false;
     Ok(after)
 }

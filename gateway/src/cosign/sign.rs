@@ -40,7 +40,7 @@ pub async fn run(
     let wallet = wallets::get(store, &request.wallet)
         .await?
         .ok_or(Error::NotFound)?;
-    if wallet.device_id != device.device_id {
+    if !crate::backup_devices::holds(store, &device.device_id, &wallet).await? {
         return Err(Error::DeviceNotAllowed);
     }
     if wallet.refresh_required {

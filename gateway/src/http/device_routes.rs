@@ -121,10 +121,8 @@ pub async fn list(
         .map_err(fail)?
         .facts
         .user;
-    let list = devices::list(state.audit.store(), user)
-        .await
-        .map_err(fail)?;
-    Ok(Json(serde_json::json!({"devices": list, "request_id": request_id})).into_response())
+    let out = devices_with_holdings(&state, user).await.map_err(fail)?;
+    Ok(super::error::json_answer(out, &request_id))
 }
 
 pub async fn revoke(
@@ -151,4 +149,37 @@ pub async fn revoke(
     .await
     .map_err(fail)?;
     Ok(Json(serde_json::json!({"revoked": device, "request_id": request_id})).into_response())
+}
+
+/// The user's devices, each with the wallets it holds and whether it is stale (holds an epoch a
+/// refresh has moved past), and the device requests waiting for the user's approval with their
+/// short codes: what the app and the page show.
+pub(super) async fn devices_with_holdings(
+    state: &AppState,
+    user: uuid::Uuid,
+) -> Result<serde_json::Value, Error> {
+    let store = state.audit.store();
+    let list = devices::list(store, user).await?;
+    let mut holdings = crate::backup_devices::holdings(store, user).await?;
+    let devices: Vec<serde_json::Value> = list
+        .iter()
+        .map(|d| {
+            let held = holdings.remove(&d.device_id).unwrap_or_default();
+            let stale = held.iter().any(|h| !h.current);
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "wallets".to_owned(),
+                    serde_json::to_value(&held).unwrap_or_default(),
+                );
+                o.insert("stale".to_owned(), stale.into());
+            }
+            v
+        })
+        .collect();
+    let waiting = crate::backup_devices::waiting_approval(store, user, state.clock.now()).await?;
+    Ok(serde_json::json!({
+        "devices": devices,
+        "transfers": waiting.iter().map(crate::backup_devices::Transfer::to_json).collect::<Vec<_>>(),
+    }))
 }

@@ -15,6 +15,7 @@ mod refresh_routes;
 pub mod request_id;
 mod routes;
 pub(crate) mod signing_routes;
+mod transfer_routes;
 mod ui;
 mod users_routes;
 mod wallet_routes;
@@ -166,12 +167,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/consent/revoke"),
     ("get", "/v1/admin/users"),
     ("post", "/v1/admin/users/{id}/disable"),
+    ("get", "/v1/device/transfers"),
+    ("post", "/v1/device/transfers"),
+    ("get", "/v1/device/transfers/{id}"),
+    ("post", "/v1/device/transfers/{id}/seal"),
+    ("post", "/v1/device/transfers/{id}/received"),
+    ("post", "/v1/device/resync"),
+    ("post", "/v1/device-transfers/{id}/approve"),
     ("get", "/v1/webhook"),
     ("post", "/v1/webhook"),
     ("delete", "/v1/webhook"),
     ("get", "/v1/admin/webhook-deliveries"),
     ("post", "/v1/admin/webhook-deliveries/{id}/redeliver"),
 ];
+
+/// Sealed device transfers carry shares and kits of every wallet (hex): larger than other bodies.
+const SEALED_BODY_LIMIT: usize = 2 * crate::backup_devices::MAX_SEALED + 64 * 1024;
 
 /// Builds the whole service.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -316,6 +327,27 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/admin/users/{id}/disable",
             post(users_routes::disable).route_layer(grant("admin")),
+        )
+        .route(
+            "/v1/device/transfers",
+            get(transfer_routes::list).post(transfer_routes::ask),
+        )
+        .route("/v1/device/transfers/{id}", get(transfer_routes::fetch))
+        .route(
+            "/v1/device/transfers/{id}/seal",
+            post(transfer_routes::seal).route_layer(DefaultBodyLimit::max(SEALED_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/device/transfers/{id}/received",
+            post(transfer_routes::received),
+        )
+        .route(
+            "/v1/device/resync",
+            post(transfer_routes::resync).route_layer(DefaultBodyLimit::max(SEALED_BODY_LIMIT)),
+        )
+        .route(
+            "/v1/device-transfers/{id}/approve",
+            post(transfer_routes::approve).route_layer(grant("sign")),
         )
         .route(
             "/v1/webhook",

@@ -720,10 +720,10 @@ pub async fn devices(
     let (_, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
-    let list = crate::devices::list(state.audit.store(), s.facts.user)
+    let out = super::device_routes::devices_with_holdings(&state, s.facts.user)
         .await
         .map_err(fail)?;
-    Ok(ok(&request_id, serde_json::json!({ "devices": list })))
+    Ok(ok(&request_id, out))
 }
 
 /// A one-time pairing code for a new device: `parapet device pair --gateway URL CODE`.

@@ -372,6 +372,12 @@ pub async fn complete(
         sqlx::query("UPDATE wallets SET device_id = $2, refresh_required = $3 WHERE owner = $1")
             .bind(user.to_string()).bind(device.device_id.as_str()).bind(true)
             .execute(&mut *tx).await.map_err(db("handing wallets over"))?;
+        sqlx::query("DELETE FROM wallet_devices WHERE address IN (SELECT address FROM wallets WHERE owner = $1)")
+            .bind(user.to_string())
+            .execute(&mut *tx).await.map_err(db("handing wallets over"))?;
+        sqlx::query("UPDATE device_transfers SET state = 'refused', sealed = NULL WHERE user_id = $1 AND state IN ('waiting', 'approved', 'sealed')")
+            .bind(user.to_string())
+            .execute(&mut *tx).await.map_err(db("handing wallets over"))?;
         for w in &wallets {
             sqlx::query("INSERT INTO operations (id, kind, wallet, owner, epoch, state, created_at, expires_at, updated_at) VALUES ($1, 'refresh', $2, $3, $4, 'approved', $5, $6, $5)")
                 .bind(Uuid::now_v7().to_string()).bind(w.address.as_str()).bind(user.to_string())

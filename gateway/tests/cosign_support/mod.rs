@@ -245,3 +245,32 @@ pub async fn open_recovery(w: &World, user: &str, keys: &RecoveryKeys) -> users_
     )
     .await
 }
+
+/// Asks for a signature of message `key` (also the idempotency key) and joins the ceremony with
+/// `share` as `u`'s device.
+pub async fn sign_message(
+    w: &World,
+    u: &User,
+    address: &str,
+    key: &str,
+    share: &KeyShare,
+) -> Result<(), parapet_signer::Error> {
+    sign_message_as(w, u, &u.device_token, address, key, share).await
+}
+
+/// [`sign_message`] with another of `u`'s devices.
+pub async fn sign_message_as(
+    w: &World,
+    u: &User,
+    device_token: &str,
+    address: &str,
+    key: &str,
+    share: &KeyShare,
+) -> Result<(), parapet_signer::Error> {
+    let a = submit(w, u, address, key, json!({"chain_id": 1, "message": key})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let id = a.body["id"].as_str().unwrap();
+    client::sign(&w.base, device_token, id, share)
+        .await
+        .map(|_| ())
+}

@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod file;
+pub mod transfer;
 
 pub use file::DeviceSecrets;

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::{RecoveryKeys, RecoveryPublicKey};
 use crate::{Error, Result};
 
-type Kem = X25519HkdfSha256;
+pub(crate) type Kem = X25519HkdfSha256;
 
 /// Length of the encapsulated key that starts every envelope.
 const ENC_LEN: usize = 32;
@@ -53,21 +53,11 @@ pub fn seal(
     epoch: i64,
     plaintext: &[u8],
 ) -> Result<Vec<u8>> {
-    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(recipient.as_bytes())
-        .map_err(|_| Error::Recovery("not an X25519 public key".to_owned()))?;
-    let bound = binding(contents, address, epoch);
-    let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
-        &OpModeS::Base,
-        &pk,
-        &bound,
+    seal_bound(
+        recipient.as_bytes(),
+        &binding(contents, address, epoch),
         plaintext,
-        &bound,
     )
-    .map_err(|e| Error::Recovery(format!("HPKE seal: {e}")))?;
-    let mut out = Vec::with_capacity(ENC_LEN + ciphertext.len());
-    out.extend_from_slice(&enc.to_bytes());
-    out.extend_from_slice(&ciphertext);
-    Ok(out)
 }
 
 /// Opens an envelope made by [`seal`] for the same contents, wallet and epoch.
@@ -78,20 +68,51 @@ pub fn open(
     epoch: i64,
     sealed: &[u8],
 ) -> Result<Zeroizing<Vec<u8>>> {
+    open_bound(
+        keys.private_key(),
+        &binding(contents, address, epoch),
+        sealed,
+    )
+}
+
+/// HPKE base mode to the X25519 key `recipient`, with `bound` as both `info` and associated
+/// data: `enc ‖ ciphertext`. Every envelope kind in the crate goes through here.
+pub(crate) fn seal_bound(recipient: &[u8; 32], bound: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+    let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(recipient)
+        .map_err(|_| Error::Recovery("not an X25519 public key".to_owned()))?;
+    let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
+        &OpModeS::Base,
+        &pk,
+        bound,
+        plaintext,
+        bound,
+    )
+    .map_err(|e| Error::Recovery(format!("HPKE seal: {e}")))?;
+    let mut out = Vec::with_capacity(ENC_LEN + ciphertext.len());
+    out.extend_from_slice(&enc.to_bytes());
+    out.extend_from_slice(&ciphertext);
+    Ok(out)
+}
+
+/// Opens what [`seal_bound`] made for the same `bound`; anything else is `BackupUnreadable`.
+pub(crate) fn open_bound(
+    private: &<Kem as hpke::Kem>::PrivateKey,
+    bound: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
     if sealed.len() <= ENC_LEN {
         return Err(Error::BackupUnreadable);
     }
     let (enc, ciphertext) = sealed.split_at(ENC_LEN);
     let enc =
         <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| Error::BackupUnreadable)?;
-    let bound = binding(contents, address, epoch);
     hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, Kem>(
         &OpModeR::Base,
-        keys.private_key(),
+        private,
         &enc,
-        &bound,
+        bound,
         ciphertext,
-        &bound,
+        bound,
     )
     .map(Zeroizing::new)
     .map_err(|_| Error::BackupUnreadable)

@@ -1,0 +1,257 @@
+//! Backup devices over the API (see [`crate::backup_devices`]). The devices speak with
+//! `Authorization: Device <token>`: the new one asks and later fetches its sealed bundle, an
+//! existing one lists approved requests and seals to them, and re-syncs stale devices after a
+//! refresh. The user approves a request through the app (key + session) with a passkey step-up
+//! bound to the request and its key.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use super::auth::Caller;
+use super::device_routes::device_of;
+use super::error::{ApiError, json_answer};
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::backup_devices::{self, Carried};
+use crate::error::Error;
+
+type Answer = Result<Response, ApiError>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ask {
+    public_key: String,
+}
+
+/// `POST /v1/device/transfers {public_key}`: a new device asks for the user's wallets.
+pub async fn ask(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let req: Ask = json_body(&headers, body).map_err(fail)?;
+    let t = backup_devices::request(
+        state.audit.store(),
+        &device,
+        &req.public_key,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok((StatusCode::CREATED, json_answer(t.to_json(), &request_id)).into_response())
+}
+
+/// `GET /v1/device/transfers`: approved requests this device may seal to, and bundles waiting
+/// for it.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let store = state.audit.store();
+    let to_seal = backup_devices::awaiting_sender(store, &device, state.clock.now())
+        .await
+        .map_err(fail)?;
+    let incoming = backup_devices::incoming(store, &device)
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(
+        serde_json::json!({
+            "to_seal": to_seal.iter().map(backup_devices::Transfer::to_json).collect::<Vec<_>>(),
+            "incoming": incoming.iter().map(backup_devices::Transfer::to_json).collect::<Vec<_>>(),
+        }),
+        &request_id,
+    ))
+}
+
+/// `GET /v1/device/transfers/{id}`: the sealed bundle, for its recipient only.
+pub async fn fetch(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let store = state.audit.store();
+    let t = backup_devices::of_user(store, device.user_id, &id)
+        .await
+        .map_err(fail)?;
+    if t.to_device != device.device_id {
+        return Err(fail(Error::NotFound));
+    }
+    let mut out = t.to_json();
+    if t.state == "sealed" {
+        let (_, sealed) = backup_devices::sealed_for(store, &device, &id)
+            .await
+            .map_err(fail)?;
+        if let Some(o) = out.as_object_mut() {
+            o.insert("sealed".to_owned(), hex::encode(sealed).into());
+        }
+    }
+    Ok(json_answer(out, &request_id))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sealed {
+    /// The HPKE-sealed bundle, hex.
+    sealed: String,
+    wallets: Vec<Carried>,
+    /// Only for a re-sync: the device it is for, and the transfer id the bundle is bound to.
+    #[serde(default)]
+    to_device: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
+    hex::decode(text.trim()).map_err(|_| Error::InvalidHex("sealed".to_owned()))
+}
+
+/// `POST /v1/device/transfers/{id}/seal {sealed, wallets}`: an existing device seals its shares
+/// to an approved request.
+pub async fn seal(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let req: Sealed = json_body(&headers, body).map_err(fail)?;
+    if req.to_device.is_some() || req.id.is_some() {
+        return Err(fail(Error::InvalidRequest(
+            "to_device and id are only for a re-sync".to_owned(),
+        )));
+    }
+    let sealed = sealed_bytes(&req.sealed).map_err(fail)?;
+    let t = backup_devices::of_user(state.audit.store(), device.user_id, &id)
+        .await
+        .map_err(fail)?;
+    backup_devices::seal(
+        &state.audit,
+        &device,
+        &t,
+        &req.wallets,
+        &sealed,
+        &request_id,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    tracing::info!(transfer = %t.id, from = %device.device_id, to = %t.to_device, "device transfer sealed");
+    Ok(json_answer(
+        serde_json::json!({"id": t.id, "state": "sealed"}),
+        &request_id,
+    ))
+}
+
+/// `POST /v1/device/resync {id, to_device, sealed, wallets}`: a device holding the current epoch
+/// sends it to a stale device of the same user.
+pub async fn resync(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let req: Sealed = json_body(&headers, body).map_err(fail)?;
+    let (Some(to), Some(id)) = (req.to_device, req.id) else {
+        return Err(fail(Error::InvalidRequest(
+            "to_device and id are required".to_owned(),
+        )));
+    };
+    let sealed = sealed_bytes(&req.sealed).map_err(fail)?;
+    let t = backup_devices::resync(
+        &state.audit,
+        &device,
+        &id,
+        &to,
+        &req.wallets,
+        &sealed,
+        &request_id,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok((StatusCode::CREATED, json_answer(t.to_json(), &request_id)).into_response())
+}
+
+/// `POST /v1/device/transfers/{id}/received`: the recipient stored the bundle.
+pub async fn received(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let t = backup_devices::received(state.audit.store(), &device, &id, state.clock.now())
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(t.to_json(), &request_id))
+}
+
+/// `POST /v1/device-transfers/{id}/approve` with the app key and the user's session: an empty
+/// body answers `step_up_required` with passkey options bound to the request and its key; the
+/// assertion then approves it.
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let session = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?;
+    let user = session.facts.user;
+    let t = backup_devices::of_user(state.audit.store(), user, &id)
+        .await
+        .map_err(fail)?;
+    let now = state.clock.now();
+    let context = backup_devices::approval_context(&t);
+    let empty = body.as_ref().map(|b| b.is_empty()).unwrap_or(false);
+    if empty {
+        if t.state != "waiting" {
+            return Err(fail(Error::TransferNotReady(format!("it is {}", t.state))));
+        }
+        let step_up = state
+            .passkeys
+            .start_step_up(user, &context, now)
+            .await
+            .map_err(fail)?;
+        return Ok(super::error::step_up_required(
+            &request_id,
+            ("transfer", &t.id),
+            step_up,
+        ));
+    }
+    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
+    state
+        .passkeys
+        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
+        .await
+        .map_err(fail)?;
+    let approved = backup_devices::approve(&state.audit, &t, &request_id, now)
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(approved.to_json(), &request_id))
+}
