@@ -390,7 +390,10 @@ pub async fn seal(
 /// the same user that held an older epoch of every carried wallet (audited `device.resync`).
 /// The sender names the transfer `id` (`dtr_` + 32 hex digits, unused): the bundle is sealed
 /// bound to it before the gateway sees anything.
-#[allow(clippy::too_many_arguments, reason = "one call site; each argument is a distinct input of the step")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; each argument is a distinct input of the step"
+)]
 pub async fn resync(
     audit: &AuditLog,
     from: &Device,

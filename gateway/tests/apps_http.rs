@@ -194,7 +194,11 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/webhook", "sign"),
     ("DELETE", "/v1/webhook", "sign"),
     ("GET", "/v1/admin/webhook-deliveries", "admin"),
-    ("POST", "/v1/admin/webhook-deliveries/{id}/redeliver", "admin"),
+    (
+        "POST",
+        "/v1/admin/webhook-deliveries/{id}/redeliver",
+        "admin",
+    ),
     ("POST", "/v1/device-transfers/{id}/approve", "sign"),
 ];
 
