@@ -26,6 +26,43 @@ pub enum DeviceCommand {
         #[command(flatten)]
         file: FileArgs,
     },
+    /// On a new device (paired first): ask for your wallets from another of your devices.
+    /// Shows a short code; approve the device in your app, then run `parapet device add` on a
+    /// device that has the wallets. Waits for them.
+    Link {
+        #[command(flatten)]
+        file: FileArgs,
+        /// How long to wait for the other device, in seconds.
+        #[arg(long, default_value_t = 900)]
+        wait_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On a device that has your wallets: give them to the new device whose short code you
+    /// type. Nothing is sent unless the code matches the key the gateway relayed.
+    Add {
+        /// The short code the new device shows (XXXX-XXXX-XXXX).
+        #[arg(long)]
+        code: String,
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// After a refresh: send the new shares to the devices this one added.
+    Sync {
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// On an added device: take the shares another device re-synced to it.
+    Receive {
+        #[command(flatten)]
+        file: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show which user and device this file is paired as (asks the gateway).
     Show {
         #[command(flatten)]
@@ -97,6 +134,22 @@ pub fn run(command: DeviceCommand) -> Result<ExitCode> {
             file,
         } => pair(&gateway, &code, &name, &file.path()?),
         DeviceCommand::Show { file, json } => show(&file.path()?, json),
+        DeviceCommand::Link {
+            file,
+            wait_secs,
+            json,
+        } => crate::device_transfer_cmd::link(
+            &file.path()?,
+            std::time::Duration::from_secs(wait_secs),
+            json,
+        ),
+        DeviceCommand::Add { code, file, json } => {
+            crate::device_transfer_cmd::add(&file.path()?, &code, json)
+        }
+        DeviceCommand::Sync { file, json } => crate::device_transfer_cmd::sync(&file.path()?, json),
+        DeviceCommand::Receive { file, json } => {
+            crate::device_transfer_cmd::receive(&file.path()?, json)
+        }
     }
 }
 
@@ -138,6 +191,8 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
         recovery_public_key: None,
         kits: Default::default(),
         recovery_pending: None,
+        device_key: None,
+        siblings: Default::default(),
     };
     file::save(path, &secrets, &passphrase)?;
     println!(

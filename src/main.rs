@@ -4,6 +4,7 @@
 mod apps_cmd;
 mod audit_cmd;
 mod device_cmd;
+mod device_transfer_cmd;
 mod recovery_cmd;
 mod users_cmd;
 mod wallet_cmd;

@@ -112,7 +112,7 @@ pub struct SetUp {
     pub wallets: Vec<String>,
 }
 
-fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
+pub fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
     let mut res = agent()
         .get(&format!("{}{path}", secrets.gateway))
         .header("authorization", &format!("Device {}", secrets.device_token))
@@ -384,7 +384,7 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
-fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Value)> {
+pub fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Value)> {
     let mut req = agent().post(url);
     if let Some(a) = auth {
         req = req.header("authorization", a);
@@ -396,7 +396,7 @@ fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Value)
     Ok((status, res.body_mut().read_json().unwrap_or(Value::Null)))
 }
 
-fn refused(status: u16, body: &Value) -> anyhow::Error {
+pub fn refused(status: u16, body: &Value) -> anyhow::Error {
     anyhow::anyhow!(
         "the gateway refused: {} ({})",
         refusal(status, body),

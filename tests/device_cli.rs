@@ -205,6 +205,8 @@ struct Person {
     api_key: String,
     session: String,
     file: std::path::PathBuf,
+    /// The page session (cookie, CSRF token) of the person's passkey login.
+    page: (String, String),
 }
 
 const PASSPHRASE: &str = "a long passphrase";
@@ -372,6 +374,7 @@ fn onboard(env: &[(&str, &str)]) -> (Person, SoftPasskey) {
         api_key,
         session,
         file,
+        page: page.clone(),
     };
     (person, passkey)
 }
@@ -880,4 +883,223 @@ fn a_lost_device_is_recovered_from_the_cli() {
     .unwrap();
     let tx = TxEnvelope::decode_2718(&mut raw.as_slice()).unwrap();
     assert_eq!(format!("{:#x}", tx.recover_signer().unwrap()), address);
+}
+
+#[test]
+fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
+    use std::io::BufRead;
+    use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
+
+    let (p, mut passkey) = onboard(&[]);
+    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let address = created["address"].as_str().unwrap().to_owned();
+    let cli = |args: &[&str], file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .args(args)
+            .env("PARAPET_DEVICE_FILE", file)
+            .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+            .env("PARAPET_API_KEY", &p.api_key)
+            .env("PARAPET_SESSION", &p.session)
+            .output()
+            .unwrap()
+    };
+
+    // A second device is paired, then asks for the wallets and shows its short code.
+    let (_, code, _) = page_post(
+        &p.base,
+        &p.origin,
+        "/ui/api/devices/pair-code",
+        Some(&p.page),
+        json!({}),
+    );
+    let phone = p.dir.path().join("phone.json");
+    let out = device(
+        &[
+            "pair",
+            "--gateway",
+            &p.base,
+            code["code"].as_str().unwrap(),
+            "--name",
+            "phone",
+        ],
+        &phone,
+        PASSPHRASE,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut link = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .args(["device", "link", "--json", "--wait-secs", "120"])
+        .env("PARAPET_DEVICE_FILE", &phone)
+        .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(link.stderr.take().unwrap()).lines();
+    let shown = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("Short code of this device: ")
+                .map(str::to_owned)
+        })
+        .expect("link printed no short code");
+
+    // The owner approves it in the app with the passkey; the app shows the same code.
+    let devices: Value = ureq::get(&format!("{}/v1/devices", p.base))
+        .header("authorization", &format!("Bearer {}", p.api_key))
+        .header("parapet-session", &p.session)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let waiting = &devices["transfers"][0];
+    assert_eq!(waiting["short_code"], shown.as_str(), "{devices}");
+    let path = format!(
+        "/v1/device-transfers/{}/approve",
+        waiting["id"].as_str().unwrap()
+    );
+    let (status, asked) = p.post(&p.base, &path, &[], json!({}));
+    assert_eq!(
+        (status, asked["code"].as_str()),
+        (403, Some("step_up_required")),
+        "{asked}"
+    );
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(asked["step_up"]["options"].clone()).unwrap();
+    let assertion = passkey
+        .do_authentication(Url::parse(&p.origin).unwrap(), rcr)
+        .unwrap();
+    let (status, approved) = p.post(
+        &p.base,
+        &path,
+        &[],
+        json!({"ceremony_id": asked["step_up"]["ceremony_id"], "credential": assertion}),
+    );
+    assert_eq!(status, 200, "{approved}");
+
+    // A code that is not the phone's sends nothing.
+    let wrong = cli(&["device", "add", "--code", "0000-0000-0000"], &p.file);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    // The phone's code: the laptop seals, the phone stores the wallet.
+    let added = cli(
+        &["device", "add", "--code", &shown.to_lowercase(), "--json"],
+        &p.file,
+    );
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let linked = link.wait_with_output().unwrap();
+    assert!(linked.status.success(), "link failed");
+    let got: Value = serde_json::from_slice(&linked.stdout).unwrap();
+    assert_eq!(got["wallets"][0]["address"], address.as_str(), "{got}");
+
+    // The phone signs a message for the wallet.
+    let msg = p.dir.path().join("msg.json");
+    std::fs::write(
+        &msg,
+        json!({"chain_id": 1, "message": "from the phone"}).to_string(),
+    )
+    .unwrap();
+    let signed = cli(
+        &[
+            "wallet",
+            "sign",
+            "--wallet",
+            &address,
+            msg.to_str().unwrap(),
+            "--json",
+        ],
+        &phone,
+    );
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+
+    // A refresh from the laptop leaves the phone stale; `device sync` and `device receive`
+    // bring it back, and it signs again.
+    let (status, asked) = p.post(
+        &p.base,
+        &format!("/v1/wallets/{address}/refresh"),
+        &[],
+        json!({}),
+    );
+    assert_eq!(status, 403, "{asked}");
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(asked["step_up"]["options"].clone()).unwrap();
+    let assertion = passkey
+        .do_authentication(Url::parse(&p.origin).unwrap(), rcr)
+        .unwrap();
+    let (status, ok) = p.post(
+        &p.base,
+        &format!(
+            "/v1/operations/{}/step-up",
+            asked["operation"].as_str().unwrap()
+        ),
+        &[],
+        json!({"ceremony_id": asked["step_up"]["ceremony_id"], "credential": assertion}),
+    );
+    assert_eq!(status, 200, "{ok}");
+    assert!(
+        p.wallet(&["refresh", "--wallet", &address, "--json"])
+            .status
+            .success()
+    );
+    let stale = cli(
+        &[
+            "wallet",
+            "sign",
+            "--wallet",
+            &address,
+            msg.to_str().unwrap(),
+            "--idempotency-key",
+            "stale",
+            "--json",
+        ],
+        &phone,
+    );
+    assert!(!stale.status.success(), "a stale device signed");
+    let synced = cli(&["device", "sync", "--json"], &p.file);
+    assert!(
+        synced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    let received = cli(&["device", "receive", "--json"], &phone);
+    assert!(
+        received.status.success(),
+        "{}",
+        String::from_utf8_lossy(&received.stderr)
+    );
+    let again = cli(
+        &[
+            "wallet",
+            "sign",
+            "--wallet",
+            &address,
+            msg.to_str().unwrap(),
+            "--idempotency-key",
+            "resynced",
+            "--json",
+        ],
+        &phone,
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }

@@ -105,10 +105,6 @@ fn row(r: &impl RowLike) -> std::result::Result<Transfer, sqlx::Error> {
     })
 }
 
-fn new_transfer_id() -> String {
-    format!("dtr_{}", hex::encode(rand::random::<[u8; 16]>()))
-}
-
 fn event(
     action: &str,
     user: Uuid,
@@ -155,7 +151,7 @@ pub async fn request(
         Error::InvalidRequest("public_key must be 32 bytes of X25519, hex".to_owned())
     })?;
     let t = Transfer {
-        id: new_transfer_id(),
+        id: parapet_signer::device::transfer::new_transfer_id(),
         user_id: device.user_id,
         kind: "add".to_owned(),
         to_device: device.device_id.clone(),
@@ -285,6 +281,17 @@ pub async fn holds(store: &Store, device: &str, wallet: &StoredWallet) -> Result
             .bind(wallet.address.as_str()).bind(device).fetch_optional(pool).await.map_err(db("reading wallet holders"))?
     });
     Ok(row.is_some_and(|(e,)| e == wallet.epoch))
+}
+
+/// The wallets `device` holds at their current epoch (it may sign and refresh them).
+pub async fn held_by(store: &Store, device: &Device) -> Result<Vec<StoredWallet>> {
+    let mut out = Vec::new();
+    for w in wallets::of_owner(store, device.user_id).await? {
+        if holds(store, &device.device_id, &w).await? {
+            out.push(w);
+        }
+    }
+    Ok(out)
 }
 
 /// Checks that `from` holds every carried wallet at its current epoch and that none needs a

@@ -327,7 +327,7 @@ async fn a_backup_device_gets_the_share_through_the_gateway_and_signs() {
     }
     // The laptop re-syncs the phone, sealing to the key it confirmed before (not one the
     // gateway names now), bound to a transfer id it picks.
-    let rid = format!("dtr_{}", hex::encode(rand::random::<[u8; 16]>()));
+    let rid = parapet_signer::device::transfer::new_transfer_id();
     let resync = as_device(&w, &alice.device_token, "POST", "/v1/device/resync", Some(json!({
         "id": rid,
         "to_device": phone,

@@ -45,6 +45,18 @@ pub fn step_up_required(
     (error.status(), Json(body)).into_response()
 }
 
+/// Whether a step-up route's body asks for the passkey options (no body, or `{}`) rather than
+/// carrying an assertion.
+pub fn asks_for_step_up(
+    body: &Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> bool {
+    body.as_ref().is_ok_and(|b| {
+        b.iter().all(u8::is_ascii_whitespace)
+            || serde_json::from_slice::<serde_json::Value>(b)
+                .is_ok_and(|v| v.as_object().is_some_and(serde_json::Map::is_empty))
+    })
+}
+
 /// A JSON object answer with the request id added, as every `/v1` and page answer has it.
 pub fn json_answer(mut body: serde_json::Value, request_id: &str) -> Response {
     if let Some(o) = body.as_object_mut() {

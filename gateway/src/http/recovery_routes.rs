@@ -50,13 +50,10 @@ pub async fn status(
     let store = state.audit.store();
     let stored = recovery::get(store, device.user_id).await.map_err(fail)?;
     let mut wallets = Vec::new();
-    for w in crate::wallets::of_owner(store, device.user_id)
+    for w in crate::backup_devices::held_by(store, &device)
         .await
         .map_err(fail)?
     {
-        if w.device_id != device.device_id {
-            continue;
-        }
         let backups = recovery::backup_epochs(store, &w.address)
             .await
             .map_err(fail)?;
@@ -411,7 +408,7 @@ pub async fn cancel(
         .map_err(fail)?;
     let now = state.clock.now();
     let context = recovery::flow::cancel_context(&r.id);
-    let empty = body.as_ref().map(|b| b.is_empty()).unwrap_or(false);
+    let empty = super::error::asks_for_step_up(&body);
     if empty {
         let step_up = state
             .passkeys

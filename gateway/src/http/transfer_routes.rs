@@ -228,7 +228,7 @@ pub async fn approve(
         .map_err(fail)?;
     let now = state.clock.now();
     let context = backup_devices::approval_context(&t);
-    let empty = body.as_ref().map(|b| b.is_empty()).unwrap_or(false);
+    let empty = super::error::asks_for_step_up(&body);
     if empty {
         if t.state != "waiting" {
             return Err(fail(Error::TransferNotReady(format!("it is {}", t.state))));

@@ -178,11 +178,7 @@ pub async fn enrol(
             false
         }
     };
-    let held: Vec<crate::wallets::StoredWallet> = crate::wallets::of_owner(store, device.user_id)
-        .await?
-        .into_iter()
-        .filter(|w| w.device_id == device.device_id)
-        .collect();
+    let held = crate::backup_devices::held_by(store, device).await?;
     let mut sealed_backups = Vec::with_capacity(held.len());
     for b in backups {
         let address = crate::wallets::normalize_address(&b.wallet)?;

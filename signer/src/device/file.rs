@@ -72,6 +72,23 @@ pub struct DeviceSecrets {
     /// A recovery this (new) device opened and will complete after the waiting period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_pending: Option<PendingRecovery>,
+    /// This device's own X25519 private key (hex), made when it asked another device for the
+    /// user's wallets; re-syncs after a refresh are sealed to it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_key: Option<String>,
+    /// Devices this one gave wallets to: their public key as the user confirmed it by short
+    /// code, so that re-syncs go to that key and never to one the gateway names later.
+    #[serde(default)]
+    pub siblings: std::collections::BTreeMap<String, Sibling>,
+}
+
+/// Another device of the user that this device sealed wallets to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sibling {
+    /// X25519 public key, hex, as confirmed by short code.
+    pub public_key: String,
+    /// The wallets it was given (lower-case 0x addresses).
+    pub wallets: Vec<String>,
 }
 
 /// The recovery a device opened: its id and bearer token (a secret, kept only in this file).
@@ -101,6 +118,9 @@ impl Drop for DeviceSecrets {
         }
         if let Some(r) = self.recovery_pending.as_mut() {
             r.token.zeroize();
+        }
+        if let Some(k) = self.device_key.as_mut() {
+            k.zeroize();
         }
     }
 }

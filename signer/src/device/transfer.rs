@@ -75,6 +75,12 @@ impl DeviceKey {
     }
 }
 
+/// A transfer id: `dtr_` + 128 random bits, hex. The gateway makes one for a new device's
+/// request; a device re-syncing another picks its own, since it seals to the id first.
+pub fn new_transfer_id() -> String {
+    format!("dtr_{}", hex::encode(rand::random::<[u8; 16]>()))
+}
+
 /// Parses a device public key as it travels (hex).
 pub fn parse_public_key(text: &str) -> Result<[u8; 32]> {
     let bytes = hex::decode(text.trim())
