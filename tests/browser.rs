@@ -171,6 +171,13 @@ fn register_hand_off_consent_and_revoke_in_chromium() {
         "approve",
         "device.pair",
         "device.revoke",
+        "recovery.open",
+        "recovery.cancel",
+        "device.add_approve",
+        "device.add",
+        "totp.enrol",
+        "kit.export",
+        "wallet.refresh",
     ] {
         assert!(
             actions.iter().any(|a| a == action),

@@ -1311,9 +1311,22 @@ async fn guessing_the_recovery_secret_hits_the_limiter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_totp_is_enrolled_a_recovery_needs_a_fresh_code_used_once() {
     let w = world_with(&[("PARAPET_RECOVERY_DELAY_SECS", "300")]).await;
-    let alice = user(&w, "alice", true).await;
-    let started = call(&w.s, "POST", "/v1/totp", &w.key, Some(&alice.session), None).await;
+    let mut alice = user(&w, "alice", true).await;
+    // Enrolment takes a passkey step-up: a stolen session alone cannot add a factor.
+    let asked = call(&w.s, "POST", "/v1/totp", &w.key, Some(&alice.session), None).await;
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let assertion = assert_step_up(&mut alice, &asked.body);
+    let started = call(
+        &w.s,
+        "POST",
+        "/v1/totp",
+        &w.key,
+        Some(&alice.session),
+        Some(assertion),
+    )
+    .await;
     assert_eq!(started.status, StatusCode::OK, "{}", started.text);
+    assert!(started.body["qr_svg"].as_str().unwrap().starts_with("<svg"));
     let uri = started.body["otpauth_uri"].as_str().unwrap().to_owned();
     let authenticator = totp_rs::Totp::from_url(&uri).unwrap();
     let now = || u64::try_from(w.s.clock.now().unix_timestamp()).unwrap();

@@ -499,16 +499,19 @@
 
   async function renderAccount() {
     if (!state.me || state.handoff) return;
-    const [pk, cs, dv, wl, sr] = await Promise.all([
+    const [pk, cs, dv, wl, sr, sec] = await Promise.all([
       api('GET', '/ui/api/passkeys'),
       api('GET', '/ui/api/consents'),
       api('GET', '/ui/api/devices'),
       api('GET', '/ui/api/wallets'),
       api('GET', '/ui/api/signing-requests'),
+      api('GET', '/ui/api/security'),
     ]);
     renderPasskeys(Array.isArray(pk.passkeys) ? pk.passkeys : []);
     renderConsents(Array.isArray(cs.consents) ? cs.consents : []);
     renderDevices(Array.isArray(dv.devices) ? dv.devices : []);
+    renderTransfers(Array.isArray(dv.transfers) ? dv.transfers : []);
+    renderSecurity(sec);
     renderWallets(Array.isArray(wl.wallets) ? wl.wallets : []);
     renderSigningRequests(Array.isArray(sr.signing_requests) ? sr.signing_requests : []);
   }
@@ -601,10 +604,12 @@
       const row = el('li', { class: revoked ? 'device revoked' : 'device', 'data-device-id': d.device_id },
         el('div', { class: 'row-main' },
           el('strong', { text: d.name }), ' ', el('code', { class: 'muted', text: d.device_id }),
-          revoked ? el('span', { class: 'badge revoked-badge', text: 'revoked' }) : null),
+          revoked ? el('span', { class: 'badge revoked-badge', text: 'revoked' }) : null,
+          !revoked && d.stale ? el('span', { class: 'badge revoked-badge device-stale', text: 'stale: run parapet device sync on a current device' }) : null),
         el('dl', { class: 'facts' },
           el('dt', { text: 'Paired' }), el('dd', {}, timeEl(d.created_at)),
-          el('dt', { text: 'Last seen' }), el('dd', {}, timeEl(d.last_seen))));
+          el('dt', { text: 'Last seen' }), el('dd', {}, timeEl(d.last_seen)),
+          el('dt', { text: 'Wallets' }), el('dd', { text: (d.wallets || []).map((w) => `${w.address.slice(0, 10)}… epoch ${w.epoch}${w.current ? '' : ' (stale)'}`).join(', ') || 'none' })));
       if (!revoked) {
         const btn = el('button', { type: 'button', class: 'revoke-device secondary', 'data-device-id': d.device_id, text: 'Remove' });
         btn.setAttribute('aria-label', `Remove device ${d.name}`);
@@ -619,6 +624,115 @@
       list.append(row);
     }
     if (!devices.length) list.append(el('li', { class: 'muted', text: 'No devices yet.' }));
+  }
+
+  // A passkey step-up (user verification) bound to one security action, then the action.
+  async function stepUp(action, id) {
+    const start = await api('POST', '/ui/api/security/step-up/start', { action, id });
+    const cred = await getCredential(start.options);
+    return api('POST', '/ui/api/security/step-up/finish', {
+      action, id, ceremony_id: start.ceremony_id, credential: assertionJSON(cred),
+    });
+  }
+
+  function renderTransfers(transfers) {
+    const list = $('#transfers');
+    list.replaceChildren();
+    for (const t of transfers) {
+      const row = el('li', { class: 'transfer', 'data-transfer-id': t.id },
+        el('div', { class: 'row-main' },
+          el('span', { text: 'Code ' }), el('code', { class: 'short-code', text: t.short_code }),
+          ' ', el('span', { class: 'muted', text: `device ${t.to_device}` })),
+        el('dl', { class: 'facts' },
+          el('dt', { text: 'Asked' }), el('dd', {}, timeEl(t.created_at)),
+          el('dt', { text: 'Expires' }), el('dd', {}, timeEl(t.expires_at))));
+      const btn = el('button', { type: 'button', class: 'approve-transfer', 'data-transfer-id': t.id, text: 'Approve with passkey' });
+      btn.addEventListener('click', () => action(async () => {
+        if (!window.confirm(`Does the new device show ${t.short_code}? Approve only if it does.`)) return;
+        await stepUp('device_approve', t.id);
+        setStatus('Approved: now run parapet device add --code ' + t.short_code + ' on a device that has your wallets.', 'ok');
+        await renderAccount();
+      }));
+      row.append(btn);
+      list.append(row);
+    }
+    if (!transfers.length) list.append(el('li', { class: 'muted', text: 'None.' }));
+  }
+
+  function renderSecurity(sec) {
+    const recoveries = $('#recoveries');
+    recoveries.replaceChildren();
+    for (const r of (Array.isArray(sec.recoveries) ? sec.recoveries : [])) {
+      const row = el('li', { class: 'recovery', 'data-recovery-id': r.id, 'data-state': r.state },
+        el('div', { class: 'row-main' },
+          el('strong', { text: `Recovery from "${r.device_name}"` }), ' ',
+          el('span', { class: 'badge revoked-badge', text: r.state })),
+        el('dl', { class: 'facts' },
+          el('dt', { text: 'Opened' }), el('dd', {}, timeEl(r.opened_at)),
+          el('dt', { text: 'Can complete from' }), el('dd', {}, timeEl(r.completable_at))));
+      if (r.state === 'open') {
+        const btn = el('button', { type: 'button', class: 'cancel-recovery', 'data-recovery-id': r.id, text: 'Cancel with passkey' });
+        btn.addEventListener('click', () => action(async () => {
+          await stepUp('recovery_cancel', r.id);
+          setStatus('Recovery cancelled. Consider a new recovery secret if you did not start it.', 'ok');
+          await renderAccount();
+        }));
+        row.append(btn);
+      }
+      recoveries.append(row);
+    }
+    if (!recoveries.children.length) recoveries.append(el('li', { class: 'muted', text: 'No recovery in the last week.' }));
+
+    const kits = $('#kits');
+    kits.replaceChildren();
+    for (const k of (Array.isArray(sec.kits) ? sec.kits : [])) {
+      const note = k.downloaded_epoch === null || k.downloaded_epoch === undefined
+        ? 'Not downloaded from this page.'
+        : k.stale
+          ? `The kit you downloaded (epoch ${k.downloaded_epoch}) is stale: the wallet was refreshed to epoch ${k.epoch}. Download it again and destroy the old copy.`
+          : `Downloaded for the current epoch (${k.epoch}).`;
+      const row = el('li', { class: k.stale ? 'kit stale' : 'kit', 'data-address': k.address },
+        el('div', { class: 'row-main' }, el('code', { text: k.address }),
+          k.stale ? el('span', { class: 'badge revoked-badge kit-stale', text: 'stale kit' }) : null),
+        el('p', { class: 'hint kit-note', text: note }));
+      const btn = el('button', { type: 'button', class: 'download-kit secondary', 'data-address': k.address, text: 'Download kit (passkey)' });
+      btn.addEventListener('click', () => action(async () => {
+        const res = await stepUp('kit_download', k.address);
+        const blob = new Blob([JSON.stringify(res.kit, null, 2)], { type: 'application/json' });
+        const a = el('a', { href: URL.createObjectURL(blob), download: `parapet-kit-${k.address}-epoch-${res.kit.epoch}.json` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setStatus(`Kit for epoch ${res.kit.epoch} downloaded.`, 'ok');
+        await renderAccount();
+      }));
+      row.append(btn);
+      kits.append(row);
+    }
+    if (!kits.children.length) kits.append(el('li', { class: 'muted', text: 'No wallets yet.' }));
+
+    const active = !!(sec.totp && sec.totp.active);
+    $('#totp-state').textContent = active
+      ? 'An authenticator app is set up: a recovery needs its code as well as your secret.'
+      : 'Optional: with an authenticator app, a recovery also needs a code from it.';
+    $('#totp-enrol').hidden = active;
+    if (active) $('#totp-setup').hidden = true;
+  }
+
+  async function enrolTotp() {
+    const res = await stepUp('totp_enrol', '');
+    $('#totp-qr').src = 'data:image/svg+xml;base64,' + btoa(res.qr_svg);
+    $('#totp-uri').textContent = res.otpauth_uri;
+    $('#totp-setup').hidden = false;
+    $('#totp-code').focus();
+  }
+
+  async function confirmTotp() {
+    await api('POST', '/ui/api/totp/confirm', { code: $('#totp-code').value.trim() });
+    $('#totp-setup').hidden = true;
+    $('#totp-uri').textContent = '';
+    setStatus('Authenticator app set up.', 'ok');
+    await renderAccount();
   }
 
   async function pairDevice() {
@@ -721,6 +835,8 @@
     $('#register').addEventListener('click', () => action(register));
     $('#add-passkey').addEventListener('click', () => action(register));
     $('#pair-device').addEventListener('click', () => action(pairDevice));
+    $('#totp-enrol').addEventListener('click', () => action(enrolTotp));
+    $('#totp-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(confirmTotp); });
     $('#logout').addEventListener('click', () => action(logout));
     $('#consent-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(approveConsent); });
     $('#cancel').addEventListener('click', (ev) => {

@@ -11,7 +11,8 @@
 //
 // Exit code 0 when every step passed, 1 otherwise, 2 on bad inputs. One line per step.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
@@ -65,6 +66,47 @@ function assert(cond, message) {
 
 function b64ToB64url(s) {
   return s.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+
+// A TOTP code (RFC 6238: SHA-1, 6 digits, 30 s) for an otpauth:// URI, as an authenticator app.
+function totpCode(uri, at = Date.now()) {
+  const secret = new URL(uri).searchParams.get('secret').replace(/=+$/, '').toUpperCase();
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(at / 1000 / 30)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const off = mac[mac.length - 1] & 0xf;
+  const n = (mac.readUInt32BE(off) & 0x7fffffff) % 1000000;
+  return String(n).padStart(6, '0');
+}
+
+// A passkey assertion made in the page (its virtual authenticator) for step-up options an API
+// answered, in the JSON shape the gateway takes.
+function assertInPage(page, options) {
+  return page.evaluate(async (opts) => {
+    const toBuf = (s) => {
+      let b = s.replace(/-/g, '+').replace(/_/g, '/');
+      while (b.length % 4) b += '=';
+      return Uint8Array.from(atob(b), (c) => c.charCodeAt(0)).buffer;
+    };
+    const toB64url = (buf) => btoa(String.fromCharCode(...new Uint8Array(buf)))
+      .replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+    const pk = { ...opts.publicKey, challenge: toBuf(opts.publicKey.challenge) };
+    pk.allowCredentials = (pk.allowCredentials || []).map((c) => ({ ...c, id: toBuf(c.id) }));
+    const cred = await navigator.credentials.get({ publicKey: pk });
+    const r = cred.response;
+    return {
+      id: cred.id, rawId: toB64url(cred.rawId), type: cred.type, extensions: {},
+      response: {
+        authenticatorData: toB64url(r.authenticatorData), clientDataJSON: toB64url(r.clientDataJSON),
+        signature: toB64url(r.signature), userHandle: r.userHandle ? toB64url(r.userHandle) : null,
+      },
+    };
+  }, options);
 }
 
 const results = [];
@@ -339,7 +381,9 @@ async function main() {
     await waitFor(page, 'pairing command', '#pairing:not([hidden]) #pairing-command:not(:empty)');
     const code = (await page.textContent('#pairing-command')).trim().split(' ').pop();
     cli(['device', 'pair', '--gateway', BASE, code, '--name', 'browser-test laptop']);
-    const address = JSON.parse(cli(['wallet', 'create', '--json'])).address;
+    const created = JSON.parse(cli(['wallet', 'create', '--json']));
+    const address = created.address;
+    state.recoverySecret = created.recovery_secret;
     assert(/^0x[0-9a-f]{40}$/.test(address), `wallet create printed ${address}`);
     // 6 native in one transaction: the shipped @step_up forbid asks for the owner's passkey.
     const body = {
@@ -372,7 +416,97 @@ async function main() {
     return `wallet ${address.slice(0, 10)}…, request approved on the page, signed ${signed.tx_hash.slice(0, 12)}…`;
   });
 
-  await step(7, 'revoke a passkey on the page, then log out', async () => {
+  await step(7, 'security panel: a recovery cancelled, a new device approved, TOTP by QR, a kit downloaded and shown stale after a refresh', async () => {
+    const bin = need('PARAPET_BIN');
+    const file = need('PARAPET_DEVICE_FILE');
+    const pass = 'browser test passphrase';
+    const env = { ...process.env, PARAPET_DEVICE_PASSPHRASE: pass, PARAPET_DEVICE_FILE: file };
+    const cli = (args, extra = {}) => execFileSync(bin, args, { env: { ...env, ...extra }, encoding: 'utf8', timeout: TIMEOUT * 2 });
+    const auth = { Authorization: `Bearer ${APP_KEY}`, 'Parapet-Session': state.session };
+    const wallets = await call('GET', '/v1/wallets', { headers: auth });
+    const address = wallets.json.wallets[0].address;
+
+    // Someone with the recovery secret opens a recovery from a new machine; the page shows it
+    // and the owner cancels it with a passkey.
+    const secret = state.recoverySecret;
+    assert(secret, 'no recovery secret from wallet create');
+    const thief = file.replace(/\.json$/, '') + '-thief.json';
+    cli(['recovery', 'start', '--gateway', BASE, '--user', address, '--name', 'not mine', '--json'], { PARAPET_DEVICE_FILE: thief, PARAPET_RECOVERY_SECRET: secret });
+    await page.goto(`${BASE}/ui/`);
+    await waitReady(page);
+    await waitFor(page, 'the open recovery', '#recoveries li.recovery[data-state="open"] button.cancel-recovery');
+    await page.click('#recoveries li.recovery[data-state="open"] button.cancel-recovery');
+    await waitFor(page, 'the recovery cancelled', '#recoveries li.recovery[data-state="cancelled"]');
+    await noErrorStatus(page, 'cancelling the recovery');
+
+    // A second device asks for the wallets; the page shows its code and approves it with a
+    // passkey; the first device seals to it after checking the same code.
+    await page.click('#pair-device');
+    await waitFor(page, 'pairing command', '#pairing:not([hidden]) #pairing-command:not(:empty)');
+    const pairCode = (await page.textContent('#pairing-command')).trim().split(' ').pop();
+    const phone = file.replace(/\.json$/, '') + '-phone.json';
+    cli(['device', 'pair', '--gateway', BASE, pairCode, '--name', 'browser-test phone'], { PARAPET_DEVICE_FILE: phone });
+    const link = spawn(bin, ['device', 'link', '--json', '--wait-secs', '60'], { env: { ...env, PARAPET_DEVICE_FILE: phone } });
+    let linkErr = '';
+    let linkOut = '';
+    link.stdout.on('data', (d) => { linkOut += d; });
+    const shortCode = await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Failure(`device link showed no code: ${linkErr}`)), TIMEOUT);
+      link.stderr.on('data', (d) => {
+        linkErr += d;
+        const m = linkErr.match(/Short code of this device: (\S+)/);
+        if (m) { clearTimeout(timer); resolve(m[1]); }
+      });
+    });
+    const linked = new Promise((resolve) => link.on('close', resolve));
+    await page.reload();
+    await waitReady(page);
+    await waitFor(page, 'the device request', '#transfers li.transfer .short-code');
+    const shownCode = (await page.textContent('#transfers li.transfer .short-code')).trim();
+    assert(shownCode === shortCode, `the page shows ${shownCode}, the new device ${shortCode}`);
+    await page.click('#transfers li.transfer button.approve-transfer');
+    await waitFor(page, 'no waiting request', '#transfers li.muted');
+    cli(['device', 'add', '--code', shortCode, '--json']);
+    const linkCode = await linked;
+    assert(linkCode === 0 && JSON.parse(linkOut).wallets[0].address === address, `device link ended ${linkCode}: ${linkOut} ${linkErr}`);
+
+    // TOTP: the page draws the otpauth URI as a QR code after a passkey; a code confirms it.
+    await page.reload();
+    await waitReady(page);
+    await page.click('#totp-enrol');
+    await waitFor(page, 'the QR code', '#totp-setup:not([hidden]) #totp-qr[src^="data:image/svg+xml;base64,"]');
+    const uri = (await page.textContent('#totp-uri')).trim();
+    assert(uri.startsWith('otpauth://totp/'), `the page shows ${uri}`);
+    await page.fill('#totp-code', totpCode(uri));
+    await page.click('#totp-confirm');
+    await waitFor(page, 'TOTP active', '#totp-enrol', { state: 'hidden' });
+    const sec = await pageGet(page, '/ui/api/security');
+    assert(sec.json.totp.active === true, `security says ${sec.text}`);
+
+    // A kit downloaded with a passkey is the current epoch's; after a refresh the page says
+    // the downloaded copy is stale.
+    const kitRow = `#kits li[data-address="${address}"]`;
+    await waitFor(page, 'the kit row', `${kitRow} button.download-kit`);
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(`${kitRow} button.download-kit`)]);
+    const kit = JSON.parse(readFileSync(await download.path(), 'utf8'));
+    assert(kit.address === address && kit.epoch === 0 && kit.format === 'parapet-backup-kit-v1', `the kit is ${JSON.stringify(kit).slice(0, 200)}`);
+    const asked = await call('POST', `/v1/wallets/${address}/refresh`, { headers: auth, body: {} });
+    assert(asked.status === 403 && asked.json.code === 'step_up_required', `refresh answered ${asked.text}`);
+    const assertion = await assertInPage(page, asked.json.step_up.options);
+    const approved = await call('POST', `/v1/operations/${asked.json.operation}/step-up`, { headers: auth, body: { ceremony_id: asked.json.step_up.ceremony_id, credential: assertion } });
+    assert(approved.status === 200, `approving the refresh: ${approved.text}`);
+    const refreshed = JSON.parse(cli(['wallet', 'refresh', '--wallet', address, '--json']));
+    assert(refreshed.epoch === 1, `refresh printed ${JSON.stringify(refreshed)}`);
+    await page.reload();
+    await waitReady(page);
+    await waitFor(page, 'the stale kit notice', `${kitRow} .kit-stale`);
+    const note = await page.textContent(`${kitRow} .kit-note`);
+    assert(note.includes('stale'), `the kit row says "${note}"`);
+    await waitFor(page, 'the stale phone', `#devices li .device-stale`);
+    return `recovery cancelled, phone ${shortCode} approved and linked, TOTP on, kit epoch 0 stale after the refresh`;
+  });
+
+  await step(8, 'revoke a passkey on the page, then log out', async () => {
     await page.goto(`${BASE}/ui/`);
     await waitReady(page);
     await waitFor(page, 'account view', '#view-user #current-user:not(:empty)');
@@ -417,5 +551,5 @@ try {
   if (browser) await browser.close().catch(() => {});
 }
 const passed = results.filter((r) => r.ok).length;
-console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/7 steps in ${Date.now() - started} ms`);
+console.log(`${failed ? 'FAILED' : 'passed'}: ${passed}/8 steps in ${Date.now() - started} ms`);
 process.exit(failed ? 1 : 0);

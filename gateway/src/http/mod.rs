@@ -9,6 +9,7 @@ mod device_routes;
 pub mod error;
 pub mod openapi;
 mod page_api;
+mod page_security;
 pub mod page_session;
 mod recovery_routes;
 mod refresh_routes;
@@ -404,6 +405,13 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/ui/api/signing-requests/step-up/finish",
             post(page_api::step_up_finish),
         )
+        .route("/ui/api/security", get(page_security::overview))
+        .route("/ui/api/security/step-up/start", post(page_security::start))
+        .route(
+            "/ui/api/security/step-up/finish",
+            post(page_security::finish),
+        )
+        .route("/ui/api/totp/confirm", post(page_security::totp_confirm))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             client_ip::limit_ip,

@@ -442,6 +442,7 @@ pub async fn totp_start(
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = super::users_routes::user_session(&state, &caller, &headers)
@@ -449,16 +450,32 @@ pub async fn totp_start(
         .map_err(fail)?
         .facts
         .user;
-    let uri = crate::users::totp::start(
-        state.audit.store(),
-        &state.personal_data,
-        user,
-        state.clock.now(),
-    )
-    .await
-    .map_err(fail)?;
+    let now = state.clock.now();
+    let context = crate::users::totp::enrol_context(user);
+    if super::error::asks_for_step_up(&body) {
+        let step_up = state
+            .passkeys
+            .start_step_up(user, &context, now)
+            .await
+            .map_err(fail)?;
+        return Ok(super::error::step_up_required(
+            &request_id,
+            ("totp", "enrol"),
+            step_up,
+        ));
+    }
+    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
+    state
+        .passkeys
+        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
+        .await
+        .map_err(fail)?;
+    let uri = crate::users::totp::start(state.audit.store(), &state.personal_data, user, now)
+        .await
+        .map_err(fail)?;
+    let svg = crate::users::totp::qr_svg(&uri).map_err(fail)?;
     Ok(json_answer(
-        serde_json::json!({ "otpauth_uri": uri.as_str() }),
+        serde_json::json!({ "otpauth_uri": uri.as_str(), "qr_svg": svg }),
         &request_id,
     ))
 }
@@ -485,28 +502,35 @@ pub async fn totp_confirm(
         .facts
         .user;
     let req: TotpCode = json_body(&headers, body).map_err(fail)?;
-    let now = state.clock.now();
-    if !crate::users::totp::confirm(
-        state.audit.store(),
-        &state.personal_data,
-        user,
-        &req.code,
-        now,
-    )
-    .await
-    .map_err(fail)?
-    {
-        return Err(fail(Error::InvalidRequest(
-            "that code does not match (or was used already): try the next one".to_owned(),
-        )));
-    }
-    let mut e = AuditEvent::new(EventKind::Recovery, now, request_id.clone());
-    e.user = Some(user.to_string());
-    e.app = Some(caller.id.clone());
-    e.action = Some("totp.enrol".to_owned());
-    state.audit.append(e).await.map_err(fail)?;
+    confirm_totp(&state, user, Some(&caller.id), &req.code, &request_id)
+        .await
+        .map_err(fail)?;
     Ok(json_answer(
         serde_json::json!({ "active": true }),
         &request_id,
     ))
+}
+
+/// Activates `user`'s TOTP factor with a first code and audits `totp.enrol` (the app, or the
+/// page when `app` is none).
+pub(super) async fn confirm_totp(
+    state: &AppState,
+    user: uuid::Uuid,
+    app: Option<&str>,
+    code: &str,
+    request_id: &str,
+) -> Result<(), Error> {
+    let now = state.clock.now();
+    if !crate::users::totp::confirm(state.audit.store(), &state.personal_data, user, code, now)
+        .await?
+    {
+        return Err(Error::InvalidRequest(
+            "that code does not match (or was used already): try the next one".to_owned(),
+        ));
+    }
+    let mut e = AuditEvent::new(EventKind::Recovery, now, request_id);
+    e.user = Some(user.to_string());
+    e.app = app.map(str::to_owned);
+    e.action = Some("totp.enrol".to_owned());
+    state.audit.append(e).await.map(|_| ())
 }

@@ -5,9 +5,11 @@
 //! per (wallet, epoch), released only by a completed recovery.
 
 pub mod flow;
+pub mod kit_export;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use parapet_signer::recovery::RecoveryPublicKey;
+use parapet_signer::recovery::envelope::{self, Contents};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -165,8 +167,6 @@ pub async fn enrol(
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<Vec<KitEnvelope>> {
-    use parapet_signer::recovery::envelope::{self, Contents};
-
     let store = cosigner.audit.store();
     let existing = get(store, device.user_id).await?;
     let first = match &existing {
@@ -201,25 +201,7 @@ pub async fn enrol(
                 w.address
             )));
         }
-        let address = crate::pipeline::parse_address(&w.address)?.into_array();
-        let epoch =
-            u64::try_from(w.epoch).map_err(|_| Error::Internal("negative epoch".to_owned()))?;
-        let sealed = crate::wallets::sealed_share(store, &w.address, w.epoch).await?;
-        let share = crate::cosign::open(
-            &cosigner.custody,
-            sealed,
-            parapet_signer::custody::share_aad(&address, epoch),
-        )
-        .await?;
-        let kit = envelope::seal(
-            public_key,
-            Contents::GatewayShare,
-            &address,
-            w.epoch,
-            &share,
-        )
-        .map_err(|e| Error::Internal(e.to_string()))?;
-        drop(share);
+        let kit = seal_gateway_share(cosigner, w, public_key).await?;
         kits.push(KitEnvelope {
             wallet: w.address.clone(),
             epoch: w.epoch,
@@ -266,6 +248,35 @@ pub async fn enrol(
 }
 
 /// The epochs of the backups the gateway holds for `wallet`.
+/// The gateway's current share of `w`, opened by custody for this moment only and sealed to the
+/// user's recovery key: the gateway half of a backup kit.
+pub(crate) async fn seal_gateway_share(
+    cosigner: &crate::cosign::Cosigner,
+    w: &crate::wallets::StoredWallet,
+    public_key: &RecoveryPublicKey,
+) -> Result<Vec<u8>> {
+    let store = cosigner.audit.store();
+    let address = crate::pipeline::parse_address(&w.address)?.into_array();
+    let epoch = u64::try_from(w.epoch).map_err(|_| Error::Internal("negative epoch".to_owned()))?;
+    let sealed = crate::wallets::sealed_share(store, &w.address, w.epoch).await?;
+    let share = crate::cosign::open(
+        &cosigner.custody,
+        sealed,
+        parapet_signer::custody::share_aad(&address, epoch),
+    )
+    .await?;
+    let kit = envelope::seal(
+        public_key,
+        Contents::GatewayShare,
+        &address,
+        w.epoch,
+        &share,
+    )
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    drop(share);
+    Ok(kit)
+}
+
 pub async fn backup_epochs(store: &Store, wallet: &str) -> Result<Vec<i64>> {
     let rows: Vec<(i64,)> = with_pool!(store, pool => {
         sqlx::query_as("SELECT epoch FROM share_backups WHERE wallet = $1 ORDER BY epoch")

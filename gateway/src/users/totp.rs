@@ -43,6 +43,35 @@ fn unix(now: OffsetDateTime) -> Result<u64> {
     u64::try_from(now.unix_timestamp()).map_err(|_| Error::Internal("clock before 1970".to_owned()))
 }
 
+/// The step-up context of a TOTP enrolment: a stolen session alone must not add a factor the
+/// user does not hold (it would block their recovery).
+pub fn enrol_context(user: Uuid) -> String {
+    format!("totp-enrol:{user}")
+}
+
+/// The `otpauth://` URI as an SVG QR code (ECC level M, 4-module quiet zone) for the page.
+pub fn qr_svg(uri: &str) -> Result<String> {
+    use qrcodegen::{QrCode, QrCodeEcc};
+    let qr = QrCode::encode_text(uri, QrCodeEcc::Medium)
+        .map_err(|e| Error::Internal(format!("QR code: {e:?}")))?;
+    let border = 4;
+    let size = qr.size() + border * 2;
+    let mut path = String::new();
+    for y in 0..qr.size() {
+        for x in 0..qr.size() {
+            if qr.get_module(x, y) {
+                if !path.is_empty() {
+                    path.push(' ');
+                }
+                path.push_str(&format!("M{},{}h1v1h-1z", x + border, y + border));
+            }
+        }
+    }
+    Ok(format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" viewBox=\"0 0 {size} {size}\" stroke=\"none\"><rect width=\"100%\" height=\"100%\" fill=\"#FFFFFF\"/><path d=\"{path}\" fill=\"#000000\"/></svg>"
+    ))
+}
+
 /// Whether the user has an active TOTP factor.
 pub async fn is_active(store: &Store, user: Uuid) -> Result<bool> {
     let row: Option<(bool,)> = with_pool!(store, pool => {

@@ -1,0 +1,213 @@
+//! `/ui/api/security…`: the page's security panel. What it shows — open recoveries, the TOTP
+//! factor, each wallet's backup-kit download and whether it is stale — and the actions that
+//! each take a passkey step-up (user verification) bound to what they act on: cancelling a
+//! recovery, approving a new device, downloading a kit, enrolling TOTP.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Deserialize;
+use uuid::Uuid;
+use webauthn_rs::prelude::PublicKeyCredential;
+
+use super::AppState;
+use super::error::{ApiError, json_answer};
+use super::page_session;
+use super::request_id::ReqId;
+use super::routes::json_body;
+use crate::error::Result;
+use crate::recovery::{flow, kit_export};
+use crate::users::totp;
+
+type Answer = std::result::Result<Response, ApiError>;
+
+/// `GET /ui/api/security`.
+pub async fn overview(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let (store, user, now) = (state.audit.store(), s.facts.user, state.clock.now());
+    let recoveries = flow::open_of(store, user, now).await.map_err(fail)?;
+    let kits = kit_export::status(store, user).await.map_err(fail)?;
+    let totp_active = totp::is_active(store, user).await.map_err(fail)?;
+    let has_secret = crate::recovery::get(store, user)
+        .await
+        .map_err(fail)?
+        .is_some();
+    Ok(json_answer(
+        serde_json::json!({
+            "recoveries": recoveries.iter().map(|r| r.to_json(now)).collect::<Vec<_>>(),
+            "kits": kits,
+            "totp": {"active": totp_active},
+            "recovery_secret": has_secret,
+        }),
+        &request_id,
+    ))
+}
+
+/// What a step-up on the page is for.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    RecoveryCancel,
+    DeviceApprove,
+    KitDownload,
+    TotpEnrol,
+}
+
+/// The step-up context for `action` on `id`, after checking that `id` is the user's.
+async fn context(state: &AppState, user: Uuid, action: Action, id: &str) -> Result<String> {
+    let store = state.audit.store();
+    Ok(match action {
+        Action::RecoveryCancel => flow::cancel_context(&flow::of_user(store, user, id).await?.id),
+        Action::DeviceApprove => crate::backup_devices::approval_context(
+            &crate::backup_devices::of_user(store, user, id).await?,
+        ),
+        Action::KitDownload => {
+            let w = crate::wallets::owned_by(store, &crate::wallets::normalize_address(id)?, user)
+                .await?;
+            kit_export::context(&w.address, w.epoch)
+        }
+        Action::TotpEnrol => totp::enrol_context(user),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    action: Action,
+    #[serde(default)]
+    id: String,
+}
+
+/// `POST /ui/api/security/step-up/start {action, id}`: passkey options for the action.
+pub async fn start(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: Start = json_body(&headers, body).map_err(fail)?;
+    let user = s.facts.user;
+    let context = context(&state, user, req.action, &req.id)
+        .await
+        .map_err(fail)?;
+    let step_up = state
+        .passkeys
+        .start_step_up(user, &context, state.clock.now())
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(step_up, &request_id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Finish {
+    action: Action,
+    #[serde(default)]
+    id: String,
+    ceremony_id: String,
+    credential: PublicKeyCredential,
+}
+
+/// `POST /ui/api/security/step-up/finish {action, id, ceremony_id, credential}`: checks the
+/// assertion against the action's context, then does it.
+pub async fn finish(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: Finish = json_body(&headers, body).map_err(fail)?;
+    let (user, now) = (s.facts.user, state.clock.now());
+    let context = context(&state, user, req.action, &req.id)
+        .await
+        .map_err(fail)?;
+    state
+        .passkeys
+        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
+        .await
+        .map_err(fail)?;
+    let store = state.audit.store();
+    let out = match req.action {
+        Action::RecoveryCancel => {
+            let r = flow::of_user(store, user, &req.id).await.map_err(fail)?;
+            let cancelled = flow::cancel(&state.audit, &r, &request_id, now)
+                .await
+                .map_err(fail)?;
+            serde_json::json!({"recovery": cancelled.to_json(now)})
+        }
+        Action::DeviceApprove => {
+            let t = crate::backup_devices::of_user(store, user, &req.id)
+                .await
+                .map_err(fail)?;
+            let approved = crate::backup_devices::approve(&state.audit, &t, &request_id, now)
+                .await
+                .map_err(fail)?;
+            serde_json::json!({"transfer": approved.to_json()})
+        }
+        Action::KitDownload => {
+            let cosigner = crate::cosign::Cosigner {
+                audit: state.audit.clone(),
+                custody: state.custody.clone(),
+            };
+            let address = crate::wallets::normalize_address(&req.id).map_err(fail)?;
+            let kit = kit_export::export(&cosigner, user, &address, &request_id, now)
+                .await
+                .map_err(fail)?;
+            serde_json::json!({"kit": kit})
+        }
+        Action::TotpEnrol => {
+            let uri = totp::start(store, &state.personal_data, user, now)
+                .await
+                .map_err(fail)?;
+            let svg = totp::qr_svg(&uri).map_err(fail)?;
+            serde_json::json!({"otpauth_uri": uri.as_str(), "qr_svg": svg})
+        }
+    };
+    Ok(json_answer(out, &request_id))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Code {
+    code: String,
+}
+
+/// `POST /ui/api/totp/confirm {code}`: the first code from the authenticator app activates it.
+pub async fn totp_confirm(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (_, s) = page_session::required_for_change(&state, &headers)
+        .await
+        .map_err(fail)?;
+    let req: Code = json_body(&headers, body).map_err(fail)?;
+    super::recovery_routes::confirm_totp(&state, s.facts.user, None, &req.code, &request_id)
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(
+        serde_json::json!({"active": true}),
+        &request_id,
+    ))
+}
