@@ -16,6 +16,7 @@ mod refresh_routes;
 pub mod request_id;
 mod routes;
 pub(crate) mod signing_routes;
+mod step_up;
 mod transfer_routes;
 mod ui;
 mod users_routes;

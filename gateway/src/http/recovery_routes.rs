@@ -22,6 +22,7 @@ use super::device_routes::device_of;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
 use super::routes::json_body;
+use super::step_up::{Gate, gate};
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::cosign::Cosigner;
 use crate::error::Error;
@@ -408,25 +409,11 @@ pub async fn cancel(
         .map_err(fail)?;
     let now = state.clock.now();
     let context = recovery::flow::cancel_context(&r.id);
-    let empty = super::error::asks_for_step_up(&body);
-    if empty {
-        let step_up = state
-            .passkeys
-            .start_step_up(user, &context, now)
-            .await
-            .map_err(fail)?;
-        return Ok(super::error::step_up_required(
-            &request_id,
-            ("recovery", &r.id),
-            step_up,
-        ));
+    let waiting = ("recovery", r.id.as_str());
+    let gate = gate(&state, user, &context, waiting, &request_id, &headers, body).await;
+    if let Gate::Ask(answer) = gate.map_err(fail)? {
+        return Ok(answer);
     }
-    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
-    state
-        .passkeys
-        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
-        .await
-        .map_err(fail)?;
     let cancelled = recovery::flow::cancel(&state.audit, &r, &request_id, now)
         .await
         .map_err(fail)?;
@@ -450,26 +437,13 @@ pub async fn totp_start(
         .map_err(fail)?
         .facts
         .user;
-    let now = state.clock.now();
     let context = crate::users::totp::enrol_context(user);
-    if super::error::asks_for_step_up(&body) {
-        let step_up = state
-            .passkeys
-            .start_step_up(user, &context, now)
-            .await
-            .map_err(fail)?;
-        return Ok(super::error::step_up_required(
-            &request_id,
-            ("totp", "enrol"),
-            step_up,
-        ));
+    let waiting = ("totp", "enrol");
+    let gate = gate(&state, user, &context, waiting, &request_id, &headers, body).await;
+    if let Gate::Ask(answer) = gate.map_err(fail)? {
+        return Ok(answer);
     }
-    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
-    state
-        .passkeys
-        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
-        .await
-        .map_err(fail)?;
+    let now = state.clock.now();
     let uri = crate::users::totp::start(state.audit.store(), &state.personal_data, user, now)
         .await
         .map_err(fail)?;

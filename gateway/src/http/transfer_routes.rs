@@ -19,6 +19,7 @@ use super::device_routes::device_of;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
 use super::routes::json_body;
+use super::step_up::{Gate, gate};
 use crate::backup_devices::{self, Carried};
 use crate::error::Error;
 
@@ -226,30 +227,16 @@ pub async fn approve(
     let t = backup_devices::of_user(state.audit.store(), user, &id)
         .await
         .map_err(fail)?;
-    let now = state.clock.now();
     let context = backup_devices::approval_context(&t);
-    let empty = super::error::asks_for_step_up(&body);
-    if empty {
-        if t.state != "waiting" {
-            return Err(fail(Error::TransferNotReady(format!("it is {}", t.state))));
-        }
-        let step_up = state
-            .passkeys
-            .start_step_up(user, &context, now)
-            .await
-            .map_err(fail)?;
-        return Ok(super::error::step_up_required(
-            &request_id,
-            ("transfer", &t.id),
-            step_up,
-        ));
+    if super::error::asks_for_step_up(&body) && t.state != "waiting" {
+        return Err(fail(Error::TransferNotReady(format!("it is {}", t.state))));
     }
-    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
-    state
-        .passkeys
-        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
-        .await
-        .map_err(fail)?;
+    let waiting = ("transfer", t.id.as_str());
+    let gate = gate(&state, user, &context, waiting, &request_id, &headers, body).await;
+    if let Gate::Ask(answer) = gate.map_err(fail)? {
+        return Ok(answer);
+    }
+    let now = state.clock.now();
     let approved = backup_devices::approve(&state.audit, &t, &request_id, now)
         .await
         .map_err(fail)?;

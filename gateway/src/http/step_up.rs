@@ -1,0 +1,46 @@
+//! The two-call passkey step-up the `/v1` security routes share (recovery cancel, device
+//! approval, TOTP enrolment): a body that asks (none, or `{}`) gets `403 step_up_required` with
+//! passkey options bound to `context`; a body with the assertion passes the gate once.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use uuid::Uuid;
+
+use super::AppState;
+use super::routes::json_body;
+use crate::error::Error;
+
+/// What the gate decided.
+pub(super) enum Gate {
+    /// Answer this (the step-up options) and stop.
+    Ask(Response),
+    /// The user's passkey approved `context` just now.
+    Passed,
+}
+
+/// Runs the gate for `user` and `context`; `waiting` names what waits in the answer.
+pub(super) async fn gate(
+    state: &AppState,
+    user: Uuid,
+    context: &str,
+    waiting: (&str, &str),
+    request_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Gate, Error> {
+    let now = state.clock.now();
+    if super::error::asks_for_step_up(&body) {
+        let step_up = state.passkeys.start_step_up(user, context, now).await?;
+        return Ok(Gate::Ask(super::error::step_up_required(
+            request_id, waiting, step_up,
+        )));
+    }
+    let req: super::signing_routes::StepUp = json_body(headers, body)?;
+    state
+        .passkeys
+        .finish_step_up(&req.ceremony_id, &req.credential, user, context, now)
+        .await?;
+    Ok(Gate::Passed)
+}
