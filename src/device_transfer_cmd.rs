@@ -295,36 +295,7 @@ pub fn add(path: &Path, code: &str, json_out: bool) -> Result<ExitCode> {
 pub fn sync(path: &Path, json_out: bool) -> Result<ExitCode> {
     let pass = passphrase(false)?;
     let secrets = file::load(path, &pass)?;
-    let held = held(&secrets)?;
-    let mut sent = Vec::new();
-    for (device, sibling) in &secrets.siblings {
-        let wallets: Vec<(String, i64, String)> = held
-            .iter()
-            .filter(|(a, _, _)| sibling.wallets.contains(a))
-            .cloned()
-            .collect();
-        if wallets.is_empty() {
-            continue;
-        }
-        let key = parse_public_key(&sibling.public_key)?;
-        let id = new_transfer_id();
-        let sealed = bundle_for(&secrets, device, &id, &wallets)?.seal(&key)?;
-        let carried: Vec<Value> = wallets
-            .iter()
-            .map(|(a, e, _)| json!({"address": a, "epoch": e}))
-            .collect();
-        let (status, body) = post_json(
-            &format!("{}/v1/device/resync", secrets.gateway),
-            Some(&auth(&secrets)),
-            &json!({"id": id, "to_device": device, "sealed": hex::encode(sealed), "wallets": carried}),
-        )?;
-        match status {
-            201 => sent.push(json!({"device": device, "transfer": id, "wallets": carried})),
-            // A removed device is skipped: it gets nothing more.
-            404 => continue,
-            _ => return Err(refused(status, &body)),
-        }
-    }
+    let sent = resync_siblings(&secrets, None)?;
     if json_out {
         println!("{}", json!({"resynced": sent}));
     } else {
@@ -334,4 +305,43 @@ pub fn sync(path: &Path, json_out: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Seals the current shares (of `only`, or of every wallet) to each device this one added that
+/// holds them; removed devices are skipped. `wallet refresh` runs it after every refresh.
+pub fn resync_siblings(secrets: &DeviceSecrets, only: Option<&str>) -> Result<Vec<Value>> {
+    if secrets.siblings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held = held(secrets)?;
+    let mut sent = Vec::new();
+    for (device, sibling) in &secrets.siblings {
+        let wallets: Vec<(String, i64, String)> = held
+            .iter()
+            .filter(|(a, _, _)| sibling.wallets.contains(a) && only.is_none_or(|o| o == a))
+            .cloned()
+            .collect();
+        if wallets.is_empty() {
+            continue;
+        }
+        let key = parse_public_key(&sibling.public_key)?;
+        let id = new_transfer_id();
+        let sealed = bundle_for(secrets, device, &id, &wallets)?.seal(&key)?;
+        let carried: Vec<Value> = wallets
+            .iter()
+            .map(|(a, e, _)| json!({"address": a, "epoch": e}))
+            .collect();
+        let (status, body) = post_json(
+            &format!("{}/v1/device/resync", secrets.gateway),
+            Some(&auth(secrets)),
+            &json!({"id": id, "to_device": device, "sealed": hex::encode(sealed), "wallets": carried}),
+        )?;
+        match status {
+            201 => sent.push(json!({"device": device, "transfer": id, "wallets": carried})),
+            // A removed device gets nothing more.
+            404 => continue,
+            _ => return Err(refused(status, &body)),
+        }
+    }
+    Ok(sent)
 }

@@ -49,6 +49,10 @@ pub enum RecoveryCommand {
         /// A name for this device.
         #[arg(long, default_value = "recovered device")]
         name: String,
+        /// The current code of your authenticator app, if you set one up (also
+        /// `PARAPET_RECOVERY_TOTP`). Each code works once.
+        #[arg(long, env = "PARAPET_RECOVERY_TOTP")]
+        totp: Option<String>,
         #[command(flatten)]
         file: FileArgs,
         #[arg(long)]
@@ -80,9 +84,10 @@ pub fn run(command: RecoveryCommand) -> Result<ExitCode> {
             gateway,
             user,
             name,
+            totp,
             file,
             json,
-        } => start(&gateway, &user, &name, &file.path()?, json),
+        } => start(&gateway, &user, &name, totp.as_deref(), &file.path()?, json),
         RecoveryCommand::Complete { file, json } => complete(&file.path()?, json),
     }
 }
@@ -404,7 +409,14 @@ pub fn refused(status: u16, body: &Value) -> anyhow::Error {
     )
 }
 
-fn start(gateway: &str, who: &str, name: &str, path: &Path, json: bool) -> Result<ExitCode> {
+fn start(
+    gateway: &str,
+    who: &str,
+    name: &str,
+    totp: Option<&str>,
+    path: &Path,
+    json: bool,
+) -> Result<ExitCode> {
     if path.exists() {
         bail!(
             "{} exists already: recover into a new --device-file",
@@ -434,9 +446,12 @@ fn start(gateway: &str, who: &str, name: &str, path: &Path, json: bool) -> Resul
     let (status, opened) = post_json(
         &format!("{gateway}/v1/recovery"),
         None,
-        &json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": name}),
+        &json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": name, "totp": totp}),
     )?;
     if status != 201 {
+        if text(&opened, "code") == Some("recovery_refused") && totp.is_none() {
+            eprintln!("If you set up an authenticator app, pass its current code with --totp.");
+        }
         return Err(refused(status, &opened));
     }
     let field = |k: &str| -> Result<String> {

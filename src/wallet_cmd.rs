@@ -374,13 +374,27 @@ fn refresh(path: &Path, wallet: &str, json: bool) -> Result<ExitCode> {
         secrets.kits.insert(wallet.clone(), kit);
     }
     file::save(path, &secrets, &passphrase)?;
+    // The devices this one added hold the old epoch now: send them the new share.
+    let resynced = match crate::device_transfer_cmd::resync_siblings(&secrets, Some(&wallet)) {
+        Ok(sent) => sent,
+        Err(e) => {
+            eprintln!("the other devices were not re-synced ({e:#}); run: parapet device sync");
+            Vec::new()
+        }
+    };
     if json {
         println!(
             "{}",
-            serde_json::json!({ "address": wallet, "epoch": epoch })
+            serde_json::json!({ "address": wallet, "epoch": epoch, "resynced": resynced })
         );
     } else {
         println!("{wallet} refreshed to epoch {epoch}");
+        if !resynced.is_empty() {
+            println!(
+                "re-synced {} other device(s); on each, run: parapet device receive",
+                resynced.len()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -780,18 +780,50 @@ fn two_gateway_processes_on_one_postgres_reserve_exactly_what_fits() {
 }
 
 /// A person loses their device: from a new machine, `recovery start` (by wallet address, with the
-/// recovery secret), the waiting period, `recovery complete`; the old device is refused, the new
-/// one holds refreshed shares and a current kit that signs without the gateway.
+/// recovery secret and, as they set up an authenticator app, a fresh TOTP code: none, or the one
+/// already used, is refused), the waiting period, `recovery complete`; the old device is refused,
+/// the new one holds refreshed shares and a current kit that signs without the gateway.
 #[test]
 fn a_lost_device_is_recovered_from_the_cli() {
     use alloy::consensus::TxEnvelope;
     use alloy::consensus::transaction::SignerRecoverable;
     use alloy::eips::eip2718::Decodable2718;
 
-    let (p, _passkey) = onboard(&[("PARAPET_RECOVERY_DELAY_SECS", "3")]);
+    use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
+
+    let (p, mut passkey) = onboard(&[("PARAPET_RECOVERY_DELAY_SECS", "10")]);
     let created = ok_json(&p.wallet(&["create", "--json"]));
     let address = created["address"].as_str().unwrap().to_owned();
     let secret = created["recovery_secret"].as_str().unwrap().to_owned();
+
+    // The owner sets up an authenticator app: a passkey step-up, then a first code.
+    let (status, asked) = p.post(&p.base, "/v1/totp", &[], json!({}));
+    assert_eq!(status, 403, "{asked}");
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(asked["step_up"]["options"].clone()).unwrap();
+    let assertion = passkey
+        .do_authentication(Url::parse(&p.origin).unwrap(), rcr)
+        .unwrap();
+    let (status, enrolled) = p.post(
+        &p.base,
+        "/v1/totp",
+        &[],
+        json!({"ceremony_id": asked["step_up"]["ceremony_id"], "credential": assertion}),
+    );
+    assert_eq!(status, 200, "{enrolled}");
+    let authenticator = totp_rs::Totp::from_url(enrolled["otpauth_uri"].as_str().unwrap()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let enrol_code = authenticator.generate(now).to_string();
+    let (status, confirmed) = p.post(
+        &p.base,
+        "/v1/totp/confirm",
+        &[],
+        json!({"code": enrol_code}),
+    );
+    assert_eq!(status, 200, "{confirmed}");
     let new_file = p.dir.path().join("new-device.json");
     let cli = |args: &[&str], file: &Path| {
         Command::new(env!("CARGO_BIN_EXE_parapet"))
@@ -803,8 +835,8 @@ fn a_lost_device_is_recovered_from_the_cli() {
             .output()
             .unwrap()
     };
-    let started = ok_json(&cli(
-        &[
+    let start = |totp: Option<&str>| {
+        let mut args = vec![
             "recovery",
             "start",
             "--gateway",
@@ -813,9 +845,25 @@ fn a_lost_device_is_recovered_from_the_cli() {
             &address,
             "--name",
             "new laptop",
-        ],
-        &new_file,
-    ));
+        ];
+        if let Some(code) = totp {
+            args.extend(["--totp", code]);
+        }
+        cli(&args, &new_file)
+    };
+    // The right secret without a code, or with the code already used to enrol (a replay in its
+    // own window), is refused like a wrong secret.
+    for attempt in [start(None), start(Some(&enrol_code))] {
+        assert!(!attempt.status.success());
+        assert!(
+            String::from_utf8_lossy(&attempt.stderr).contains("recovery_refused"),
+            "{}",
+            String::from_utf8_lossy(&attempt.stderr)
+        );
+    }
+    // A fresh code (the next time step) opens it.
+    let fresh = authenticator.generate(now + 30).to_string();
+    let started = ok_json(&start(Some(&fresh)));
     assert!(started["completable_at"].is_string(), "{started}");
     let early = cli(&["recovery", "complete"], &new_file);
     assert!(!early.status.success());
@@ -824,7 +872,7 @@ fn a_lost_device_is_recovered_from_the_cli() {
         "{}",
         String::from_utf8_lossy(&early.stderr)
     );
-    std::thread::sleep(Duration::from_millis(3200));
+    std::thread::sleep(Duration::from_millis(10_200));
     let done = ok_json(&cli(&["recovery", "complete"], &new_file));
     assert_eq!(
         done["wallets"],
@@ -1029,8 +1077,8 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         String::from_utf8_lossy(&signed.stderr)
     );
 
-    // A refresh from the laptop leaves the phone stale; `device sync` and `device receive`
-    // bring it back, and it signs again.
+    // A refresh from the laptop; `device sync` (again, by hand) and `device receive` bring the
+    // phone back, and it signs again.
     let (status, asked) = p.post(
         &p.base,
         &format!("/v1/wallets/{address}/refresh"),
@@ -1053,10 +1101,14 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         json!({"ceremony_id": asked["step_up"]["ceremony_id"], "credential": assertion}),
     );
     assert_eq!(status, 200, "{ok}");
-    assert!(
-        p.wallet(&["refresh", "--wallet", &address, "--json"])
-            .status
-            .success()
+    // The refresh itself re-syncs the phone (sealed to the key confirmed at `add`); until the
+    // phone takes it, it is stale and cannot sign.
+    let refreshed = ok_json(&p.wallet(&["refresh", "--wallet", &address, "--json"]));
+    assert_eq!(refreshed["epoch"], 1);
+    assert_eq!(
+        refreshed["resynced"].as_array().unwrap().len(),
+        1,
+        "{refreshed}"
     );
     let stale = cli(
         &[
