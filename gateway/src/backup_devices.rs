@@ -276,11 +276,16 @@ pub async fn holds(store: &Store, device: &str, wallet: &StoredWallet) -> Result
     if wallet.device_id == device {
         return Ok(true);
     }
+    Ok(held_epoch(store, &wallet.address, device).await? == Some(wallet.epoch))
+}
+
+/// The epoch of `address` that `device` received from another device, if it ever did.
+async fn held_epoch(store: &Store, address: &str, device: &str) -> Result<Option<i64>> {
     let row: Option<(i64,)> = with_pool!(store, pool => {
         sqlx::query_as("SELECT epoch FROM wallet_devices WHERE address = $1 AND device_id = $2")
-            .bind(wallet.address.as_str()).bind(device).fetch_optional(pool).await.map_err(db("reading wallet holders"))?
+            .bind(address).bind(device).fetch_optional(pool).await.map_err(db("reading wallet holders"))?
     });
-    Ok(row.is_some_and(|(e,)| e == wallet.epoch))
+    Ok(row.map(|(e,)| e))
 }
 
 /// The wallets `device` holds at their current epoch (it may sign and refresh them).
@@ -433,18 +438,10 @@ pub async fn resync(
             "the sealed bundle is empty or too large".to_owned(),
         ));
     }
-    let target = crate::devices::list(store, from.user_id)
-        .await?
-        .into_iter()
-        .find(|d| d.device_id == to_device && d.revoked_at.is_none())
-        .ok_or(Error::NotFound)?;
+    let target = crate::devices::live_of(store, from.user_id, to_device).await?;
     let wallets = check_carried(store, from, carried).await?;
     for w in &wallets {
-        let held: Option<(i64,)> = with_pool!(store, pool => {
-            sqlx::query_as("SELECT epoch FROM wallet_devices WHERE address = $1 AND device_id = $2")
-                .bind(w.address.as_str()).bind(to_device).fetch_optional(pool).await.map_err(db("reading wallet holders"))?
-        });
-        if held.is_none() {
+        if held_epoch(store, &w.address, to_device).await?.is_none() {
             // Only a device that was given the wallet through an approved transfer is re-synced.
             return Err(Error::DeviceNotAllowed);
         }

@@ -232,6 +232,15 @@ pub async fn list(store: &Store, user: Uuid) -> Result<Vec<Device>> {
     })
 }
 
+/// `user`'s live (not revoked) device `device_id`; `NotFound` otherwise.
+pub async fn live_of(store: &Store, user: Uuid, device_id: &str) -> Result<Device> {
+    list(store, user)
+        .await?
+        .into_iter()
+        .find(|d| d.device_id == device_id && d.revoked_at.is_none())
+        .ok_or(Error::NotFound)
+}
+
 /// Revokes one of `user`'s live devices (audited first); its token stops working at once.
 /// `NotFound` when the user has no such live device.
 pub async fn revoke(
@@ -242,11 +251,7 @@ pub async fn revoke(
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<Device> {
-    let mut device = list(store, user)
-        .await?
-        .into_iter()
-        .find(|d| d.device_id == device_id && d.revoked_at.is_none())
-        .ok_or(Error::NotFound)?;
+    let mut device = live_of(store, user, device_id).await?;
     // It still holds the shares of these wallets: each must be refreshed before it signs again.
     let held: Vec<(String,)> = with_pool!(store, pool => {
         sqlx::query_as("SELECT address FROM wallets WHERE owner = $2 AND (device_id = $1 OR address IN (SELECT address FROM wallet_devices WHERE device_id = $1)) ORDER BY address")

@@ -64,21 +64,41 @@ pub enum Action {
     TotpEnrol,
 }
 
-/// The step-up context for `action` on `id`, after checking that `id` is the user's.
-async fn context(state: &AppState, user: Uuid, action: Action, id: &str) -> Result<String> {
-    let store = state.audit.store();
-    Ok(match action {
-        Action::RecoveryCancel => flow::cancel_context(&flow::of_user(store, user, id).await?.id),
-        Action::DeviceApprove => crate::backup_devices::approval_context(
-            &crate::backup_devices::of_user(store, user, id).await?,
-        ),
-        Action::KitDownload => {
-            let w = crate::wallets::owned_by(store, &crate::wallets::normalize_address(id)?, user)
-                .await?;
-            kit_export::context(&w.address, w.epoch)
+/// What an action acts on, loaded once and checked to be the user's.
+enum Target {
+    Recovery(flow::Recovery),
+    Transfer(crate::backup_devices::Transfer),
+    /// A wallet's normalized address, with its current epoch.
+    Wallet(String, i64),
+    Totp,
+}
+
+impl Target {
+    async fn load(state: &AppState, user: Uuid, action: Action, id: &str) -> Result<Target> {
+        let store = state.audit.store();
+        Ok(match action {
+            Action::RecoveryCancel => Target::Recovery(flow::of_user(store, user, id).await?),
+            Action::DeviceApprove => {
+                Target::Transfer(crate::backup_devices::of_user(store, user, id).await?)
+            }
+            Action::KitDownload => {
+                let address = crate::wallets::normalize_address(id)?;
+                let w = crate::wallets::owned_by(store, &address, user).await?;
+                Target::Wallet(w.address, w.epoch)
+            }
+            Action::TotpEnrol => Target::Totp,
+        })
+    }
+
+    /// The step-up context the passkey assertion is bound to.
+    fn context(&self, user: Uuid) -> String {
+        match self {
+            Target::Recovery(r) => flow::cancel_context(&r.id),
+            Target::Transfer(t) => crate::backup_devices::approval_context(t),
+            Target::Wallet(address, epoch) => kit_export::context(address, *epoch),
+            Target::Totp => totp::enrol_context(user),
         }
-        Action::TotpEnrol => totp::enrol_context(user),
-    })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,12 +122,12 @@ pub async fn start(
         .map_err(fail)?;
     let req: Start = json_body(&headers, body).map_err(fail)?;
     let user = s.facts.user;
-    let context = context(&state, user, req.action, &req.id)
+    let target = Target::load(&state, user, req.action, &req.id)
         .await
         .map_err(fail)?;
     let step_up = state
         .passkeys
-        .start_step_up(user, &context, state.clock.now())
+        .start_step_up(user, &target.context(user), state.clock.now())
         .await
         .map_err(fail)?;
     Ok(json_answer(step_up, &request_id))
@@ -137,45 +157,45 @@ pub async fn finish(
         .map_err(fail)?;
     let req: Finish = json_body(&headers, body).map_err(fail)?;
     let (user, now) = (s.facts.user, state.clock.now());
-    let context = context(&state, user, req.action, &req.id)
+    let target = Target::load(&state, user, req.action, &req.id)
         .await
         .map_err(fail)?;
     state
         .passkeys
-        .finish_step_up(&req.ceremony_id, &req.credential, user, &context, now)
+        .finish_step_up(
+            &req.ceremony_id,
+            &req.credential,
+            user,
+            &target.context(user),
+            now,
+        )
         .await
         .map_err(fail)?;
-    let store = state.audit.store();
-    let out = match req.action {
-        Action::RecoveryCancel => {
-            let r = flow::of_user(store, user, &req.id).await.map_err(fail)?;
+    let out = match target {
+        Target::Recovery(r) => {
             let cancelled = flow::cancel(&state.audit, &r, &request_id, now)
                 .await
                 .map_err(fail)?;
             serde_json::json!({"recovery": cancelled.to_json(now)})
         }
-        Action::DeviceApprove => {
-            let t = crate::backup_devices::of_user(store, user, &req.id)
-                .await
-                .map_err(fail)?;
+        Target::Transfer(t) => {
             let approved = crate::backup_devices::approve(&state.audit, &t, &request_id, now)
                 .await
                 .map_err(fail)?;
             serde_json::json!({"transfer": approved.to_json()})
         }
-        Action::KitDownload => {
+        Target::Wallet(address, _) => {
             let cosigner = crate::cosign::Cosigner {
                 audit: state.audit.clone(),
                 custody: state.custody.clone(),
             };
-            let address = crate::wallets::normalize_address(&req.id).map_err(fail)?;
             let kit = kit_export::export(&cosigner, user, &address, &request_id, now)
                 .await
                 .map_err(fail)?;
             serde_json::json!({"kit": kit})
         }
-        Action::TotpEnrol => {
-            let uri = totp::start(store, &state.personal_data, user, now)
+        Target::Totp => {
+            let uri = totp::start(state.audit.store(), &state.personal_data, user, now)
                 .await
                 .map_err(fail)?;
             let svg = totp::qr_svg(&uri).map_err(fail)?;
