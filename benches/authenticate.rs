@@ -95,6 +95,7 @@ fn bench(c: &mut Criterion) {
     let users = parapet_gateway::users::Users::new(store.clone());
     let session = rt
         .block_on(users.sessions.issue(
+            parapet_gateway::users::SessionKind::App,
             user,
             &app,
             parapet_gateway::users::Method::Passkey,

@@ -96,7 +96,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
         .unwrap();
     let (ceremony, ccr) = s
         .passkeys
-        .start_registration(user, "bench", "Bench", now)
+        .start_registration(user, "bench", "Bench", false, now)
         .await
         .unwrap();
     let cred = SoftPasskey::new(true)
@@ -109,7 +109,15 @@ async fn setup() -> (Setup, Arc<AppState>) {
     let session = s
         .users
         .sessions
-        .issue(user, &app_record, Method::Passkey, true, None, now)
+        .issue(
+            parapet_gateway::users::SessionKind::App,
+            user,
+            &app_record,
+            Method::Passkey,
+            true,
+            None,
+            now,
+        )
         .await
         .unwrap()
         .token;

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
-use webauthn_authenticator_rs::prelude::{CreationChallengeResponse, Url};
+use webauthn_authenticator_rs::prelude::{
+    CreationChallengeResponse, RequestChallengeResponse, Url,
+};
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 struct Server(Child);
@@ -65,6 +67,37 @@ fn page_post(
     )
 }
 
+/// A pairing code from the page, approved with the person's passkey (a new device can act for
+/// them, so the page asks for a step-up first).
+fn page_pair_code(
+    base: &str,
+    origin: &str,
+    session: &(String, String),
+    passkey: &mut SoftPasskey,
+) -> Value {
+    let (status, start, _) = page_post(
+        base,
+        origin,
+        "/ui/api/security/step-up/start",
+        Some(session),
+        json!({"action": "device_pair"}),
+    );
+    assert_eq!(status, 200, "{start}");
+    let rcr: RequestChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
+    let cred = passkey
+        .do_authentication(Url::parse(origin).unwrap(), rcr)
+        .unwrap();
+    let (status, code, _) = page_post(
+        base,
+        origin,
+        "/ui/api/security/step-up/finish",
+        Some(session),
+        json!({"action": "device_pair", "ceremony_id": start["ceremony_id"], "credential": cred}),
+    );
+    assert_eq!(status, 200, "{code}");
+    code
+}
+
 fn device(args: &[&str], file: &Path, passphrase: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_parapet"))
         .arg("device")
@@ -110,7 +143,8 @@ fn a_device_pairs_from_the_cli_and_keeps_its_token_encrypted() {
     let (status, start, _) = page_post(&base, &origin, "/ui/api/register/start", None, json!({}));
     assert_eq!(status, 200, "{start}");
     let ccr: CreationChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
-    let cred = SoftPasskey::new(true)
+    let mut passkey = SoftPasskey::new(true);
+    let cred = passkey
         .do_registration(Url::parse(&origin).unwrap(), ccr)
         .unwrap();
     let (status, done, cookie) = page_post(
@@ -122,14 +156,17 @@ fn a_device_pairs_from_the_cli_and_keeps_its_token_encrypted() {
     );
     assert_eq!(status, 200, "{done}");
     let session = (cookie.unwrap(), done["csrf"].as_str().unwrap().to_owned());
-    let (status, code, _) = page_post(
+    // Without the passkey, no pairing code.
+    let (status, refused, _) = page_post(
         &base,
         &origin,
         "/ui/api/devices/pair-code",
         Some(&session),
         json!({}),
     );
-    assert_eq!(status, 200, "{code}");
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["code"], "step_up_required");
+    let code = page_pair_code(&base, &origin, &session, &mut passkey);
     let code = code["code"].as_str().unwrap();
 
     let file = dir.path().join("device/device.json");
@@ -297,13 +334,7 @@ fn onboard(env: &[(&str, &str)]) -> (Person, SoftPasskey) {
     assert_eq!(status, 200, "{done}");
     let user = done["user"].as_str().unwrap().to_owned();
     let page = (cookie.unwrap(), done["csrf"].as_str().unwrap().to_owned());
-    let (_, code, _) = page_post(
-        &base,
-        &origin,
-        "/ui/api/devices/pair-code",
-        Some(&page),
-        json!({}),
-    );
+    let code = page_pair_code(&base, &origin, &page, &mut passkey);
     let file = dir.path().join("device.json");
     let pass = PASSPHRASE;
     let out = device(
@@ -936,7 +967,6 @@ fn a_lost_device_is_recovered_from_the_cli() {
 #[test]
 fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
     use std::io::BufRead;
-    use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
 
     let (p, mut passkey) = onboard(&[]);
     let created = ok_json(&p.wallet(&["create", "--json"]));
@@ -953,13 +983,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
     };
 
     // A second device is paired, then asks for the wallets and shows its short code.
-    let (_, code, _) = page_post(
-        &p.base,
-        &p.origin,
-        "/ui/api/devices/pair-code",
-        Some(&p.page),
-        json!({}),
-    );
+    let code = page_pair_code(&p.base, &p.origin, &p.page, &mut passkey);
     let phone = p.dir.path().join("phone.json");
     let out = device(
         &[

@@ -127,6 +127,8 @@ fn spawn(dir: &Path, env: &[(&str, String)]) -> Child {
         .env_remove("PARAPET_TLS_CERT")
         .env_remove("PARAPET_TLS_KEY")
         .env_remove("PARAPET_ALLOW_PLAIN_HTTP")
+        .env_remove("PARAPET_STATIC_TOKEN")
+        .env_remove("PARAPET_CUSTODY")
         .stdout(Stdio::null())
         .stderr(log);
     for (k, v) in env {
@@ -153,6 +155,9 @@ fn start_tls(ca: &Ca, cert_pem: &str, key_pem: &str) -> Server {
             ("PARAPET_LISTEN", format!("127.0.0.1:{port}")),
             ("PARAPET_TLS_CERT", cert.display().to_string()),
             ("PARAPET_TLS_KEY", key.display().to_string()),
+            // An exposed gateway chooses its development defaults on purpose.
+            ("PARAPET_STATIC_TOKEN", "true".to_owned()),
+            ("PARAPET_CUSTODY", "file".to_owned()),
         ],
     );
     let server = Server { child, port, dir };
@@ -383,11 +388,33 @@ fn plain_http_off_loopback_needs_the_explicit_flag() {
     let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
     assert!(log.contains("missing/server.crt"), "{log}");
 
-    // With the flag it serves, and the log says what it is doing.
+    // With the flag, but on development defaults nobody chose, it refuses, saying which.
+    let mut child = spawn(
+        dir.path(),
+        &[
+            listen.clone(),
+            ("PARAPET_ALLOW_PLAIN_HTTP", "true".to_owned()),
+        ],
+    );
+    let status = exit_of(&mut child).expect("serve on development defaults kept running");
+    assert!(!status.success());
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    assert!(
+        log.contains("static_token") && log.contains("custody"),
+        "{log}"
+    );
+    assert!(!dir.path().join("data/dev-token").exists());
+
+    // With the flag and the defaults chosen, it serves, and the log says what it is doing.
     let dir = scratch();
     let child = spawn(
         dir.path(),
-        &[listen, ("PARAPET_ALLOW_PLAIN_HTTP", "true".to_owned())],
+        &[
+            listen,
+            ("PARAPET_ALLOW_PLAIN_HTTP", "true".to_owned()),
+            ("PARAPET_STATIC_TOKEN", "false".to_owned()),
+            ("PARAPET_CUSTODY", "file".to_owned()),
+        ],
     );
     let s = Server { child, port, dir };
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -108,6 +108,13 @@ impl HsmSettings {
     }
 }
 
+/// Which development defaults the operator chose explicitly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Chosen {
+    pub static_token: bool,
+    pub custody: bool,
+}
+
 /// The resolved configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -147,6 +154,10 @@ pub struct Config {
     /// Whether the static token (the development default app) is accepted at all. Production
     /// turns it off and uses only API keys.
     pub static_token: bool,
+    /// Whether `static_token` and `custody` were set (file or environment) rather than left at
+    /// their development defaults: an exposed gateway must choose them (see
+    /// [`Config::check_exposed_defaults`]).
+    pub chosen: Chosen,
     pub limits: LimitSettings,
     /// Peers whose `X-Forwarded-For` is believed: the client IP is then the right-most address
     /// in it that is not itself a trusted proxy.
@@ -189,6 +200,7 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("allow_plain_http", &self.allow_plain_http)
             .field("static_token", &self.static_token)
+            .field("chosen", &self.chosen)
             .field("limits", &self.limits)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webauthn", &self.webauthn)
@@ -388,6 +400,10 @@ impl Config {
         };
         let allow_plain_http = flag("PARAPET_ALLOW_PLAIN_HTTP", file.allow_plain_http, false)?;
         let static_token = flag("PARAPET_STATIC_TOKEN", file.static_token, true)?;
+        let mut chosen = Chosen {
+            static_token: get("PARAPET_STATIC_TOKEN").is_some() || file.static_token.is_some(),
+            custody: false,
+        };
         let rate = |name: &str, from_file: Option<String>, default: &str| -> Result<Rate> {
             let text = get(name)
                 .or(from_file)
@@ -439,7 +455,9 @@ impl Config {
             ),
         };
         webauthn.validate()?;
-        let custody = match get("PARAPET_CUSTODY").or(file.custody).as_deref() {
+        let custody_setting = get("PARAPET_CUSTODY").or(file.custody);
+        chosen.custody = custody_setting.is_some();
+        let custody = match custody_setting.as_deref() {
             None | Some("file") => CustodyKind::File,
             Some("hsm") => CustodyKind::Hsm,
             Some(other) => {
@@ -504,12 +522,49 @@ impl Config {
             tls,
             allow_plain_http,
             static_token,
+            chosen,
             limits,
             trusted_proxies,
             webauthn,
             custody,
             hsm,
         })
+    }
+
+    /// Refuses to start a gateway reachable from elsewhere (a non-loopback address, or TLS) on
+    /// development defaults nobody chose: the static token (an all-grants development app whose
+    /// token sits in `<data_dir>/dev-token`) and the file keystore (gateway shares in files).
+    /// Setting either explicitly (`static_token = true|false`, `custody = "file"|"hsm"`) is the
+    /// operator's informed choice and starts.
+    pub fn check_exposed_defaults(&self) -> Result<()> {
+        let exposed = self.tls.is_some() || !self.listen.ip().is_loopback();
+        if !exposed {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        if self.static_token && !self.chosen.static_token {
+            missing.push(
+                "the static development token is on by default: set static_token = false (PARAPET_STATIC_TOKEN=false) and use API keys, or set it to true on purpose",
+            );
+        }
+        if self.custody == CustodyKind::File && !self.chosen.custody {
+            missing.push(
+                "gateway shares would be kept by the development file keystore: set custody = \"hsm\" (PARAPET_CUSTODY=hsm), or custody = \"file\" on purpose",
+            );
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "refusing to serve on {} ({}) with development defaults: {}",
+            self.listen,
+            if self.tls.is_some() {
+                "TLS"
+            } else {
+                "a non-loopback address"
+            },
+            missing.join("; ")
+        )))
     }
 
     /// The process environment as a map, for [`Config::load`].
@@ -655,6 +710,43 @@ mod tests {
         c.api_token = None;
         c.ensure_api_token().unwrap();
         assert_eq!(c.api_token.unwrap(), first);
+    }
+
+    #[test]
+    fn an_exposed_gateway_refuses_development_defaults_nobody_chose() {
+        let local = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert!(local.check_exposed_defaults().is_ok());
+        let exposed = env(&[("PARAPET_LISTEN", "0.0.0.0:8080")]);
+        let c = Config::resolve(FileConfig::default(), &exposed).unwrap();
+        let err = c.check_exposed_defaults().unwrap_err().to_string();
+        assert!(
+            err.contains("static_token") && err.contains("custody"),
+            "{err}"
+        );
+        let tls = env(&[
+            ("PARAPET_TLS_CERT", "/nonexistent/cert.pem"),
+            ("PARAPET_TLS_KEY", "/nonexistent/key.pem"),
+        ]);
+        let c = Config::resolve(FileConfig::default(), &tls).unwrap();
+        assert!(c.check_exposed_defaults().is_err());
+        // Chosen on purpose, either way, it starts.
+        let chosen = env(&[
+            ("PARAPET_LISTEN", "0.0.0.0:8080"),
+            ("PARAPET_STATIC_TOKEN", "false"),
+            ("PARAPET_CUSTODY", "file"),
+        ]);
+        let c = Config::resolve(FileConfig::default(), &chosen).unwrap();
+        assert!(c.check_exposed_defaults().is_ok());
+        let only_token = env(&[
+            ("PARAPET_LISTEN", "0.0.0.0:8080"),
+            ("PARAPET_STATIC_TOKEN", "true"),
+        ]);
+        let c = Config::resolve(FileConfig::default(), &only_token).unwrap();
+        let err = c.check_exposed_defaults().unwrap_err().to_string();
+        assert!(
+            !err.contains("static_token") && err.contains("custody"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -86,6 +86,18 @@ fn event(action: &str, device: &Device, request_id: &str, now: OffsetDateTime) -
     e
 }
 
+/// The step-up context of making a pairing code: a new device can act for the person, so once
+/// they have a passkey only that passkey lets one be paired.
+pub fn pair_context(user: Uuid) -> String {
+    format!("device-pair:{user}")
+}
+
+/// The step-up context of removing a device (removing the only one locks the wallets until a
+/// recovery, so an app's session alone cannot do it).
+pub fn revoke_context(device_id: &str) -> String {
+    format!("device-revoke:{device_id}")
+}
+
 /// Makes a pairing code for `user`; returns it (the only time it exists in clear) and when it
 /// stops working.
 pub async fn issue_pairing_code(

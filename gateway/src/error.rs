@@ -94,6 +94,10 @@ pub enum Error {
     /// The operation needs a passkey (a step-up, or creating a wallet) and the user has none.
     #[error("register a passkey first: this operation is approved with one")]
     PasskeyRequired,
+    /// A page link was asked for or redeemed for a person who has a passkey: only their own
+    /// passkey opens their page (links are the bootstrap of people who have none yet).
+    #[error("this person has a passkey: log in on the gateway's page with it")]
+    PasskeyLoginRequired,
     /// Signing requests must carry an `Idempotency-Key` header.
     #[error("missing Idempotency-Key header (1 to 255 printable ASCII characters)")]
     IdempotencyKeyRequired,
@@ -214,6 +218,7 @@ impl Error {
             Error::PasskeyCloneSuspected => "passkey_clone_suspected",
             Error::PasskeyAlreadyRegistered => "passkey_already_registered",
             Error::PasskeyRequired => "passkey_required",
+            Error::PasskeyLoginRequired => "passkey_login_required",
             Error::IdempotencyKeyRequired => "idempotency_key_required",
             Error::IdempotencyConflict => "idempotency_conflict",
             Error::IdempotencyInProgress => "idempotency_in_progress",
@@ -268,6 +273,7 @@ impl Error {
             | Error::AppFrozen
             | Error::ConsentRequired
             | Error::PasskeyRequired
+            | Error::PasskeyLoginRequired
             | Error::PolicyDenied
             | Error::DeviceNotAllowed
             | Error::StepUpRequired

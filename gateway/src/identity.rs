@@ -378,6 +378,21 @@ pub async fn get_app(store: &Store, id: &str) -> Result<StoredApp> {
     })
 }
 
+/// Whether the app that created something (a signing request) may still have it acted on: a
+/// revoked app's requests are never approved or signed ([`Error::Forbidden`]), a frozen app's
+/// wait until it is unfrozen ([`Error::AppFrozen`]). An id with no stored app is the
+/// configuration's development app (the static token), which has no such state.
+pub async fn app_may_act(store: &Store, id: &str) -> Result<()> {
+    match get_app(store, id).await {
+        Ok(a) if a.revoked => Err(Error::Forbidden(
+            "the app that made this request has been revoked",
+        )),
+        Ok(a) if a.frozen => Err(Error::AppFrozen),
+        Ok(_) | Err(Error::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// What can be changed on an existing app from the CLI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

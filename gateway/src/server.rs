@@ -153,7 +153,8 @@ pub async fn open_audit(
 
 /// Serves until a shutdown signal: TLS when a certificate is configured, otherwise plain HTTP,
 /// which is allowed on a non-loopback address only with `allow_plain_http`. Every check (the
-/// plain-HTTP rule, the certificate and key) runs before the state is built or anything is bound.
+/// development defaults of an exposed gateway, the plain-HTTP rule, the certificate and key)
+/// runs before the state is built or anything is bound.
 pub async fn run(mut config: Config) -> Result<()> {
     // `plain` is `None` when serving TLS, otherwise the kind of plain HTTP that is allowed.
     let (tls, plain) = match &config.tls {
@@ -166,6 +167,7 @@ pub async fn run(mut config: Config) -> Result<()> {
             )?),
         ),
     };
+    config.check_exposed_defaults()?;
     let state = build_state(&mut config).await?;
     let listener = TcpListener::bind(config.listen)
         .await

@@ -185,6 +185,7 @@ const V1: &[(&str, &str, &str)] = &[
     ("POST", "/v1/recovery/{id}/cancel", "sign"),
     ("POST", "/v1/totp", "sign"),
     ("POST", "/v1/totp/confirm", "sign"),
+    ("POST", "/v1/totp/remove", "sign"),
     ("GET", "/v1/consent", "sign"),
     ("POST", "/v1/consent", "sign"),
     ("POST", "/v1/consent/revoke", "sign"),

@@ -363,14 +363,28 @@ async fn a_backup_device_gets_the_share_through_the_gateway_and_signs() {
         Ok(()) => panic!("the old epoch's share signed"),
     }
 
-    // The phone is lost: removing it forces a refresh of its wallets before anyone signs.
-    let removed = call(
+    // The phone is lost: removing it (with the owner's passkey) forces a refresh of its wallets
+    // before anyone signs.
+    let revoke_path = format!("/v1/devices/{phone}/revoke");
+    let asked = call(
         &w.s,
         "POST",
-        &format!("/v1/devices/{phone}/revoke"),
+        &revoke_path,
         &w.key,
         Some(&alice.session),
         None,
+    )
+    .await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN, "{}", asked.text);
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let assertion = assert_step_up(&mut alice, &asked.body);
+    let removed = call(
+        &w.s,
+        "POST",
+        &revoke_path,
+        &w.key,
+        Some(&alice.session),
+        Some(assertion),
     )
     .await;
     assert_eq!(removed.status, StatusCode::OK, "{}", removed.text);

@@ -408,6 +408,92 @@ async fn a_step_up_lifts_the_deny_of_its_own_request_only_once() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed() {
+    use parapet_gateway::identity::{self, Change};
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let w = world().await;
+    let mut alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    let app_id = identity::list_apps(w.s.audit.store())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| !a.revoked)
+        .unwrap()
+        .id;
+    // Alice also uses a second app, which may carry her passkey assertions.
+    let (_, other_key) = users_support::app_with_grants_trusting(&w.s, &w.issuer, &["sign"]).await;
+    let (other_session, other_user) = login_ok(&w.s, &other_key, &w.issuer, "alice").await;
+    assert_eq!(other_user, alice.id);
+
+    let waiting = submit(&w, &alice, &address, "big", native_transfer(1, 6 * ETH)).await;
+    assert_eq!(waiting.body["code"], "step_up_required", "{}", waiting.text);
+    let waiting_id = waiting.body["signing_request"].as_str().unwrap().to_owned();
+    let authorized = submit(&w, &alice, &address, "small", native_transfer(2, ETH)).await;
+    assert_eq!(
+        authorized.status,
+        StatusCode::CREATED,
+        "{}",
+        authorized.text
+    );
+    let authorized_id = authorized.body["id"].as_str().unwrap().to_owned();
+    let change = |c: Change| {
+        let (s, id) = (w.s.clone(), app_id.clone());
+        async move {
+            identity::change_app(
+                s.audit.store(),
+                Auditor::Log(&s.audit),
+                &users_support::op(),
+                &id,
+                c,
+                time::OffsetDateTime::now_utc(),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let step_up = |body: Value| {
+        let (s, key, session) = (w.s.clone(), other_key.clone(), other_session.clone());
+        let path = format!("/v1/signing-requests/{waiting_id}/step-up");
+        async move { call(&s, "POST", &path, &key, Some(&session), Some(body)).await }
+    };
+
+    // Frozen: nothing it asked for moves, whoever carries the assertion.
+    change(Change::Freeze).await;
+    let assertion = assert_step_up(&mut alice, &waiting.body);
+    let assertion_kept = assertion.clone();
+    let refused = step_up(assertion).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.body["code"], "app_frozen");
+    match client::sign(&w.base, &alice.device_token, &authorized_id, &share).await {
+        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "app_frozen"),
+        other => panic!("a frozen app's request was signed: {other:?}"),
+    }
+    // Unfrozen, the authorized one signs (the refusal was the freeze).
+    change(Change::Unfreeze).await;
+    client::sign(&w.base, &alice.device_token, &authorized_id, &share)
+        .await
+        .unwrap();
+    // Revoked: the waiting request is never approved, not even with the assertion the freeze
+    // turned away (it was refused before its ceremony was used, so it is still good).
+    change(Change::Revoke).await;
+    let revoked = step_up(assertion_kept).await;
+    assert_eq!(revoked.status, StatusCode::FORBIDDEN, "{}", revoked.text);
+    assert_eq!(revoked.body["code"], "forbidden", "{}", revoked.text);
+    let still = call(
+        &w.s,
+        "GET",
+        &format!("/v1/signing-requests/{waiting_id}"),
+        &other_key,
+        Some(&other_session),
+        None,
+    )
+    .await;
+    assert_eq!(still.body["state"], "pending_step_up", "{}", still.text);
+}
+
 /// The `native_24h` velocity (wei) the decision of a fresh request for `wei` saw.
 async fn native_velocity_after(
     w: &World,

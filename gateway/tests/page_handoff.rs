@@ -141,6 +141,53 @@ impl Browser {
         .await
     }
 
+    /// A further passkey on `new`, approved with a step-up by `approver`.
+    async fn add_passkey(&mut self, approver: &mut SoftPasskey, new: &mut SoftPasskey) -> Answer {
+        let a = self.step_up("passkey_add", "", approver).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let ccr: CreationChallengeResponse =
+            serde_json::from_value(a.body["options"].clone()).unwrap();
+        let cred = new
+            .do_registration(Url::parse(ORIGIN).unwrap(), ccr)
+            .unwrap();
+        self.call(
+            "POST",
+            "/ui/api/register/finish",
+            Some(json!({"ceremony_id": a.body["ceremony_id"], "credential": cred})),
+        )
+        .await
+    }
+
+    /// A security action of the page's panel, approved with a passkey of `device`.
+    async fn step_up(&mut self, action: &str, id: &str, device: &mut SoftPasskey) -> Answer {
+        let a = self
+            .call(
+                "POST",
+                "/ui/api/security/step-up/start",
+                Some(json!({"action": action, "id": id})),
+            )
+            .await;
+        if a.status != StatusCode::OK {
+            return a;
+        }
+        let rcr: RequestChallengeResponse =
+            serde_json::from_value(a.body["options"].clone()).unwrap();
+        let cred = device
+            .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+            .unwrap();
+        self.call(
+            "POST",
+            "/ui/api/security/step-up/finish",
+            Some(json!({
+                "action": action,
+                "id": id,
+                "ceremony_id": a.body["ceremony_id"],
+                "credential": cred,
+            })),
+        )
+        .await
+    }
+
     async fn handoff(&mut self, app: &str, redirect: &str) -> Answer {
         self.call(
             "POST",
@@ -149,6 +196,35 @@ impl Browser {
         )
         .await
     }
+}
+
+/// A `/v1` security route an app calls for its user: `{}` asks, and the answer's passkey options
+/// are answered by `device` (the person's passkey) in a second call.
+async fn app_step_up(
+    s: &Arc<AppState>,
+    path: &str,
+    key: &str,
+    session: &str,
+    device: &mut SoftPasskey,
+) -> Answer {
+    let ask = call(s, "POST", path, key, Some(session), Some(json!({}))).await;
+    if ask.status != StatusCode::FORBIDDEN || ask.body["code"] != "step_up_required" {
+        return ask;
+    }
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(ask.body["step_up"]["options"].clone()).unwrap();
+    let cred = device
+        .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+        .unwrap();
+    call(
+        s,
+        "POST",
+        path,
+        key,
+        Some(session),
+        Some(json!({"ceremony_id": ask.body["step_up"]["ceremony_id"], "credential": cred})),
+    )
+    .await
 }
 
 fn device() -> SoftPasskey {
@@ -232,9 +308,9 @@ async fn a_new_person_registers_logs_in_for_an_app_consents_and_the_app_gets_a_s
     assert_eq!(me.body["user"], user.as_str(), "{}", me.text);
     assert_eq!(me.body["method"], "passkey");
 
-    // A backup passkey on a second device, then log out.
+    // A backup passkey on a second device (approved with the first), then log out.
     let mut laptop = device();
-    let r2 = b.register(&mut laptop).await;
+    let r2 = b.add_passkey(&mut phone, &mut laptop).await;
     assert_eq!(r2.status, StatusCode::OK, "{}", r2.text);
     assert_eq!(
         r2.body["user"],
@@ -418,7 +494,7 @@ async fn revoking_a_passkey_ends_the_sessions_it_established_including_the_apps(
     let data = tempfile::tempdir().unwrap();
     let (s, _clock) = gateway(data.path()).await;
     let (app_id, key) = checkout(&s, "Checkout").await;
-    let (mut b, _d, _user) = person_logged_in_for(&s, &app_id).await;
+    let (mut b, mut d, _user) = person_logged_in_for(&s, &app_id).await;
     let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
     let token = exchange(&s, &key, &code, REDIRECT).await.body["session_token"]
         .as_str()
@@ -432,13 +508,7 @@ async fn revoking_a_passkey_ends_the_sessions_it_established_including_the_apps(
         .as_str()
         .unwrap()
         .to_owned();
-    let r = b
-        .call(
-            "POST",
-            "/ui/api/passkeys/revoke",
-            Some(json!({"credential_id": cred})),
-        )
-        .await;
+    let r = b.step_up("passkey_revoke", &cred, &mut d).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(b.cookie.is_none(), "the page's own session ended with it");
     let gone = call(&s, "GET", "/v1/consent", &key, Some(&token), None).await;
@@ -596,15 +666,270 @@ async fn an_oidc_user_opens_the_page_with_a_one_time_link_and_adds_a_passkey() {
         .await;
     assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.text);
 
-    // The passkey joins the OIDC user, who can then log in with it.
+    // The passkey joins the OIDC user, who can then log in with it. A second registration
+    // begun while they had none is worthless once they have one: a further passkey needs a
+    // step-up with the first.
+    let spare = b
+        .call("POST", "/ui/api/register/start", Some(json!({})))
+        .await;
+    assert_eq!(spare.status, StatusCode::OK, "{}", spare.text);
     let mut d = device();
     let r = b.register(&mut d).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["user"], user.as_str());
+    let ccr: CreationChallengeResponse =
+        serde_json::from_value(spare.body["options"].clone()).unwrap();
+    let cred = device()
+        .do_registration(Url::parse(ORIGIN).unwrap(), ccr)
+        .unwrap();
+    let late = b
+        .call(
+            "POST",
+            "/ui/api/register/finish",
+            Some(json!({"ceremony_id": spare.body["ceremony_id"], "credential": cred})),
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::BAD_REQUEST, "{}", late.text);
+    assert_eq!(
+        late.body["code"], "passkey_ceremony_unknown",
+        "{}",
+        late.text
+    );
+    let listed = b.call("GET", "/ui/api/passkeys", None).await;
+    assert_eq!(listed.body["passkeys"].as_array().unwrap().len(), 1);
+
+    // From now on only that passkey opens the page: no more links, not even one made before.
+    let early = call(
+        &s,
+        "POST",
+        "/v1/sessions/page-link",
+        &key,
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(early.status, StatusCode::FORBIDDEN, "{}", early.text);
+    assert_eq!(early.body["code"], "passkey_login_required");
     b.call("POST", "/ui/api/logout", Some(json!({}))).await;
     let l = b.login(&mut d, &user, None).await;
     assert_eq!(l.status, StatusCode::OK, "{}", l.text);
     assert_eq!(l.body["user"], user.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_link_is_shown_before_it_is_used_and_dies_when_the_person_gets_a_passkey() {
+    let data = tempfile::tempdir().unwrap();
+    let issuer = users_support::Issuer::start().await;
+    let (s, _clock) = gateway(data.path()).await;
+    let (_app, key) = users_support::app_trusting(&s, &issuer).await;
+    let (token, user) = users_support::login_ok(&s, &key, &issuer, "bob").await;
+    let link = |s: Arc<AppState>, key: String, token: String| async move {
+        let a = call(
+            &s,
+            "POST",
+            "/v1/sessions/page-link",
+            &key,
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.body["url"]
+            .as_str()
+            .unwrap()
+            .split("link=")
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    // Peeking says who, and does not use the code.
+    let code = link(s.clone(), key.clone(), token.clone()).await;
+    let mut b = Browser::new(&s);
+    let who = b
+        .call("POST", "/ui/api/link/peek", Some(json!({"code": code})))
+        .await;
+    assert_eq!(who.status, StatusCode::OK, "{}", who.text);
+    assert_eq!(who.body["user"], user.as_str());
+    assert!(b.cookie.is_none(), "peeking logs nobody in");
+    let made_up = b
+        .call("POST", "/ui/api/link/peek", Some(json!({"code": "pc_0"})))
+        .await;
+    assert_eq!(made_up.status, StatusCode::UNAUTHORIZED, "{}", made_up.text);
+    // A second link, made while bob had no passkey...
+    let second = link(s.clone(), key.clone(), token.clone()).await;
+    let opened = b
+        .call("POST", "/ui/api/link", Some(json!({"code": code})))
+        .await;
+    assert_eq!(opened.status, StatusCode::OK, "{}", opened.text);
+    let mut d = device();
+    assert_eq!(b.register(&mut d).await.status, StatusCode::OK);
+    // ...opens nothing once he has one.
+    let mut other = Browser::new(&s);
+    let refused = other
+        .call("POST", "/ui/api/link", Some(json!({"code": second})))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.body["code"], "passkey_login_required");
+    assert!(other.cookie.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_session_never_works_as_the_persons_page_session() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    let (app_id, key) = checkout(&s, "Checkout").await;
+    let (mut b, _d, user) = person_logged_in_for(&s, &app_id).await;
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let token = exchange(&s, &key, &code, REDIRECT).await.body["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The app's session is good for the app...
+    let ok = call(&s, "GET", "/v1/consent", &key, Some(&token), None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    // ...and nothing on the page, even with the CSRF token it can work out from it.
+    let mut app_as_page = Browser::new(&s);
+    app_as_page.cookie = Some(token.clone());
+    app_as_page.csrf = Some(parapet_gateway::http::page_session::csrf_token(&token));
+    for path in [
+        "/ui/api/me",
+        "/ui/api/passkeys",
+        "/ui/api/devices",
+        "/ui/api/security",
+    ] {
+        let a = app_as_page.call("GET", path, None).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}: {}", a.text);
+    }
+    for (path, body) in [
+        ("/ui/api/devices/pair-code", json!({})),
+        (
+            "/ui/api/security/step-up/start",
+            json!({"action": "passkey_add"}),
+        ),
+        ("/ui/api/signing-requests/step-up/start", json!({"id": "x"})),
+    ] {
+        app_as_page.cookie = Some(token.clone());
+        let a = app_as_page.call("POST", path, Some(body)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}: {}", a.text);
+    }
+    // Registering "as" the session makes a new, unrelated person, never a passkey of this one.
+    app_as_page.cookie = Some(token.clone());
+    let start = app_as_page
+        .call("POST", "/ui/api/register/start", Some(json!({})))
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.text);
+    assert_ne!(start.body["user"], user.as_str());
+    // Nor can the app get a page link for a person who has a passkey.
+    let link = call(
+        &s,
+        "POST",
+        "/v1/sessions/page-link",
+        &key,
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(link.status, StatusCode::FORBIDDEN, "{}", link.text);
+    assert_eq!(link.body["code"], "passkey_login_required");
+    // And the page's own session is not an app session either.
+    let page_token = b.cookie.clone().unwrap();
+    assert!(page_token.starts_with("pg_"), "{page_token}");
+    let as_app = call(&s, "GET", "/v1/consent", &key, Some(&page_token), None).await;
+    assert_eq!(as_app.status, StatusCode::UNAUTHORIZED, "{}", as_app.text);
+    assert_eq!(as_app.body["code"], "session_invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_passkey_every_security_change_on_the_page_needs_a_step_up_for_that_change() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, clock) = gateway(data.path()).await;
+    let (app_id, key) = checkout(&s, "Checkout").await;
+    let (mut b, mut d, user) = person_logged_in_for(&s, &app_id).await;
+    // Straight calls are refused once the person has a passkey.
+    for path in ["/ui/api/register/start", "/ui/api/devices/pair-code"] {
+        let a = b.call("POST", path, Some(json!({}))).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.text);
+        assert_eq!(a.body["code"], "step_up_required", "{path}");
+    }
+    let gone = b
+        .call(
+            "POST",
+            "/ui/api/passkeys/revoke",
+            Some(json!({"credential_id": "x"})),
+        )
+        .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.text);
+
+    // An assertion made for one action is worthless for another.
+    let start = b
+        .call(
+            "POST",
+            "/ui/api/security/step-up/start",
+            Some(json!({"action": "device_pair"})),
+        )
+        .await;
+    assert_eq!(start.status, StatusCode::OK, "{}", start.text);
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(start.body["options"].clone()).unwrap();
+    let cred = d
+        .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+        .unwrap();
+    let crossed = b
+        .call(
+            "POST",
+            "/ui/api/security/step-up/finish",
+            Some(json!({"action": "passkey_add", "ceremony_id": start.body["ceremony_id"], "credential": cred})),
+        )
+        .await;
+    assert_eq!(crossed.status, StatusCode::FORBIDDEN, "{}", crossed.text);
+    assert_eq!(crossed.body["code"], "step_up_mismatch");
+
+    // Approved with the passkey, a second one is added.
+    let mut second = device();
+    let added = b.add_passkey(&mut d, &mut second).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
+    assert_eq!(added.body["user"], user.as_str());
+
+    // TOTP: enrolled and removed on the page, each with a step-up; an app removes it only with
+    // the person's passkey too.
+    let enrol = b.step_up("totp_enrol", "", &mut second).await;
+    assert_eq!(enrol.status, StatusCode::OK, "{}", enrol.text);
+    let totp = totp_rs::Totp::from_url(enrol.body["otpauth_uri"].as_str().unwrap()).unwrap();
+    let now = u64::try_from(clock.now().unix_timestamp()).unwrap();
+    let confirmed = b
+        .call(
+            "POST",
+            "/ui/api/totp/confirm",
+            Some(json!({"code": totp.generate(now).to_string()})),
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    let code = code_of(&b.handoff(&app_id, REDIRECT).await.body["redirect"]);
+    let session = exchange(&s, &key, &code, REDIRECT).await.body["session_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let asked = call(
+        &s,
+        "POST",
+        "/v1/totp/remove",
+        &key,
+        Some(&session),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN, "{}", asked.text);
+    assert_eq!(asked.body["code"], "step_up_required");
+    let still = b.call("GET", "/ui/api/security", None).await;
+    assert_eq!(still.body["totp"]["active"], true, "{}", still.text);
+    let removed = app_step_up(&s, "/v1/totp/remove", &key, &session, &mut d).await;
+    assert_eq!(removed.status, StatusCode::OK, "{}", removed.text);
+    let after = b.call("GET", "/ui/api/security", None).await;
+    assert_eq!(after.body["totp"]["active"], false, "{}", after.text);
+    let none = b.step_up("totp_remove", "", &mut d).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.text);
+    let text = users_support::audit_text(&s).await;
+    assert!(text.contains("totp.remove"), "the removal is audited");
 }
 
 async fn device_call(s: &Arc<AppState>, path: &str, auth: Option<&str>) -> Answer {
@@ -651,11 +976,9 @@ async fn a_device_pairs_with_a_one_time_code_and_is_listed_and_revocable() {
     let data = tempfile::tempdir().unwrap();
     let (s, clock) = gateway(data.path()).await;
     let (app_id, key) = checkout(&s, "Checkout").await;
-    let (mut b, _d, user) = person_logged_in_for(&s, &app_id).await;
+    let (mut b, mut d, user) = person_logged_in_for(&s, &app_id).await;
 
-    let code = b
-        .call("POST", "/ui/api/devices/pair-code", Some(json!({})))
-        .await;
+    let code = b.step_up("device_pair", "", &mut d).await;
     assert_eq!(code.status, StatusCode::OK, "{}", code.text);
     let code = code.body["code"].as_str().unwrap().to_owned();
     // Typed in lower case with spaces, it still works, once.
@@ -683,9 +1006,7 @@ async fn a_device_pairs_with_a_one_time_code_and_is_listed_and_revocable() {
     );
 
     // An expired code does nothing.
-    let late = b
-        .call("POST", "/ui/api/devices/pair-code", Some(json!({})))
-        .await;
+    let late = b.step_up("device_pair", "", &mut d).await;
     clock.advance(601);
     let late = pair(&s, late.body["code"].as_str().unwrap()).await;
     assert_eq!(late.status, StatusCode::UNAUTHORIZED, "{}", late.text);
@@ -705,13 +1026,12 @@ async fn a_device_pairs_with_a_one_time_code_and_is_listed_and_revocable() {
         "{}",
         api.text
     );
-    let r = call(
+    let r = app_step_up(
         &s,
-        "POST",
         &format!("/v1/devices/{device_id}/revoke"),
         &key,
-        Some(&session),
-        None,
+        &session,
+        &mut d,
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);

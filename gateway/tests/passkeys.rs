@@ -66,10 +66,14 @@ async fn rig(db: &TestDb) -> Rig {
 }
 
 impl Rig {
+    /// Registers a passkey for `user`; a further one as the page does after a step-up.
     async fn register(&self, auth: &mut impl AuthenticatorBackend, user: Uuid) -> String {
+        let further = parapet_gateway::passkeys::has_live_passkey(&self.store, user)
+            .await
+            .unwrap();
         let (id, ccr) = self
             .pk
-            .start_registration(user, "alice", "Alice", t0())
+            .start_registration(user, "alice", "Alice", further, t0())
             .await
             .unwrap();
         let reg = auth.do_registration(origin(), ccr).unwrap();
@@ -247,6 +251,47 @@ on_every_db!(a_login_answer_cannot_be_replayed, |r| {
     );
 });
 
+on_every_db!(
+    a_further_passkey_needs_a_registration_approved_by_a_step_up,
+    |r| {
+        let user = Uuid::new_v4();
+        let mut a = authenticator();
+        // Started while the person had none, finished after their first: refused.
+        let (early, early_ccr) =
+            r.pk.start_registration(user, "a", "A", false, t0())
+                .await
+                .unwrap();
+        r.register(&mut a, user).await;
+        let reg = authenticator()
+            .do_registration(origin(), early_ccr)
+            .unwrap();
+        assert_code(
+            r.pk.finish_registration(&early, user, &reg, t0()).await,
+            "passkey_ceremony_unknown",
+        );
+        // Started without the step-up once they have one: refused too.
+        let (plain, ccr) =
+            r.pk.start_registration(user, "a", "A", false, t0())
+                .await
+                .unwrap();
+        let reg = authenticator().do_registration(origin(), ccr).unwrap();
+        assert_code(
+            r.pk.finish_registration(&plain, user, &reg, t0()).await,
+            "passkey_ceremony_unknown",
+        );
+        // Approved: added.
+        let (approved, ccr) =
+            r.pk.start_registration(user, "a", "A", true, t0())
+                .await
+                .unwrap();
+        let reg = authenticator().do_registration(origin(), ccr).unwrap();
+        r.pk.finish_registration(&approved, user, &reg, t0())
+            .await
+            .unwrap();
+        assert_eq!(r.pk.list(user).await.unwrap().len(), 2);
+    }
+);
+
 on_every_db!(ceremonies_expire_after_the_ttl, |r| {
     let user = Uuid::new_v4();
     let mut a = authenticator();
@@ -271,8 +316,11 @@ on_every_db!(ceremonies_expire_after_the_ttl, |r| {
         .await
         .unwrap();
 
-    // Registration too.
-    let (id, ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    // Registration too (a further passkey, as after a step-up).
+    let (id, ccr) =
+        r.pk.start_registration(user, "a", "A", true, t0())
+            .await
+            .unwrap();
     let reg = authenticator().do_registration(origin(), ccr).unwrap();
     assert_code(
         r.pk.finish_registration(&id, user, &reg, t0() + ttl).await,
@@ -285,7 +333,10 @@ on_every_db!(wrong_origin_is_refused, |r| {
     let mut a = authenticator();
     let evil = Url::parse("http://localhost:9999").unwrap();
 
-    let (id, ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    let (id, ccr) =
+        r.pk.start_registration(user, "a", "A", false, t0())
+            .await
+            .unwrap();
     let reg = a
         .perform_register(evil.clone(), ccr.public_key, 60_000)
         .unwrap();
@@ -308,7 +359,10 @@ on_every_db!(wrong_rp_id_is_refused, |r| {
     let mut a = authenticator();
 
     // The authenticator signs for another RP id while the client data names our origin.
-    let (id, ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    let (id, ccr) =
+        r.pk.start_registration(user, "a", "A", false, t0())
+            .await
+            .unwrap();
     let ccr: CreationChallengeResponse =
         edit(ccr, |j| j["publicKey"]["rp"]["id"] = "example.com".into());
     let reg = a
@@ -335,7 +389,10 @@ on_every_db!(user_verification_is_required, |r| {
     // with the UV flag clear (user present only), as an authenticator without UV would.
     let user = Uuid::new_v4();
     let mut a = authenticator();
-    let (id, ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    let (id, ccr) =
+        r.pk.start_registration(user, "a", "A", false, t0())
+            .await
+            .unwrap();
     let ccr: CreationChallengeResponse = edit(ccr, |j| {
         j["publicKey"]["authenticatorSelection"]["userVerification"] = "discouraged".into();
     });
@@ -402,7 +459,7 @@ on_every_db!(another_users_ceremony_is_refused, |r| {
 
     // Bob finishes a registration Alice started: refused, and Alice's ceremony is spent.
     let (id, ccr) =
-        r.pk.start_registration(alice, "alice", "Alice", t0())
+        r.pk.start_registration(alice, "alice", "Alice", false, t0())
             .await
             .unwrap();
     let reg = b.do_registration(origin(), ccr).unwrap();
@@ -446,7 +503,10 @@ on_every_db!(a_ceremony_of_the_other_kind_is_refused, |r| {
     r.register(&mut a, user).await;
 
     // A registration ceremony used to finish a login.
-    let (reg_id, _ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    let (reg_id, _ccr) =
+        r.pk.start_registration(user, "a", "A", false, t0())
+            .await
+            .unwrap();
     let (_, rcr) = r.start_login(user).await;
     let resp: PublicKeyCredential = a.do_authentication(origin(), rcr).unwrap();
     assert_code(
@@ -456,7 +516,10 @@ on_every_db!(a_ceremony_of_the_other_kind_is_refused, |r| {
 
     // A login ceremony used to finish a registration.
     let (login_id, _) = r.start_login(user).await;
-    let (_, ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    let (_, ccr) =
+        r.pk.start_registration(user, "a", "A", false, t0())
+            .await
+            .unwrap();
     let reg = authenticator().do_registration(origin(), ccr).unwrap();
     assert_code(
         r.pk.finish_registration(&login_id, user, &reg, t0()).await,
@@ -487,8 +550,11 @@ on_every_db!(a_failed_finish_consumes_the_ceremony, |r| {
         "passkey_ceremony_unknown",
     );
 
-    // Registration: a failed attempt spends it too.
-    let (id, ccr) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    // Registration (a further passkey, as after a step-up): a failed attempt spends it too.
+    let (id, ccr) =
+        r.pk.start_registration(user, "a", "A", true, t0())
+            .await
+            .unwrap();
     let mut fresh = authenticator();
     let bad = fresh
         .perform_register(
@@ -507,7 +573,10 @@ on_every_db!(a_failed_finish_consumes_the_ceremony, |r| {
         "passkey_ceremony_unknown",
     );
     // A registration answer replayed into a fresh ceremony: wrong challenge.
-    let (id, _) = r.pk.start_registration(user, "a", "A", t0()).await.unwrap();
+    let (id, _) =
+        r.pk.start_registration(user, "a", "A", true, t0())
+            .await
+            .unwrap();
     assert_code(
         r.pk.finish_registration(&id, user, &good, t0()).await,
         "passkey_rejected",

@@ -14,6 +14,8 @@
     consent: null, // {mode: 'handoff'|'review', view: GET /ui/api/consent answer}
     working: false,
     linkError: null,
+    link: null, // {code, name}: a page link waiting for the person's yes
+    registration: null, // a further passkey's registration, approved with a step-up
   };
 
   const $ = (sel) => document.querySelector(sel);
@@ -291,9 +293,26 @@
 
   // ---------------------------------------------------------------- actions
 
-  async function register() {
+  // A person who has a passkey adds another only after a step-up with one they have; the
+  // registration it approves is made with a second click (often on another authenticator).
+  async function addPasskey() {
+    if (!(state.me && state.me.has_passkey)) return register();
+    state.registration = await stepUp('passkey_add', '');
+    $('#add-passkey-next').hidden = false;
+    setStatus('Confirmed with your passkey. Now create the new one.', 'ok');
+  }
+
+  async function addPasskeyNow() {
+    const start = state.registration;
+    if (!start) return addPasskey();
+    state.registration = null;
+    $('#add-passkey-next').hidden = true;
+    return register(start);
+  }
+
+  async function register(approved) {
     const addingToAccount = !!state.me;
-    const start = await api('POST', '/ui/api/register/start', {});
+    const start = approved || await api('POST', '/ui/api/register/start', {});
     const cred = await createCredential(start.options);
     const done = await api('POST', '/ui/api/register/finish', {
       ceremony_id: start.ceremony_id,
@@ -364,7 +383,13 @@
 
   async function revokePasskey(credentialId, lastActive) {
     if (lastActive && !window.confirm('This is your only active passkey. Without it you cannot log in again. Revoke it anyway?')) return;
-    await api('POST', '/ui/api/passkeys/revoke', { credential_id: credentialId });
+    await stepUp('passkey_revoke', credentialId);
+    await loadMe();
+    if (!state.me) {
+      render();
+      setStatus(`Passkey ${shortId(credentialId)} revoked; this session was made with it, so you are logged out.`, 'ok');
+      return;
+    }
     await renderAccount();
     setStatus(`Passkey ${shortId(credentialId)} revoked.`, 'ok');
   }
@@ -615,7 +640,8 @@
         btn.setAttribute('aria-label', `Remove device ${d.name}`);
         btn.addEventListener('click', () => action(async () => {
           if (!window.confirm(`Remove ${d.name}? It will no longer be able to sign.`)) return;
-          await api('POST', '/ui/api/devices/revoke', { device_id: d.device_id });
+          if (state.me && state.me.has_passkey) await stepUp('device_revoke', d.device_id);
+          else await api('POST', '/ui/api/devices/revoke', { device_id: d.device_id });
           setStatus('Device removed.', 'ok');
           await renderAccount();
         }));
@@ -716,6 +742,7 @@
       ? 'An authenticator app is set up: a recovery needs its code as well as your secret.'
       : 'Optional: with an authenticator app, a recovery also needs a code from it.';
     $('#totp-enrol').hidden = active;
+    $('#totp-remove').hidden = !active;
     if (active) $('#totp-setup').hidden = true;
   }
 
@@ -727,6 +754,13 @@
     $('#totp-code').focus();
   }
 
+  async function removeTotp() {
+    if (!window.confirm('Remove the authenticator app? A recovery will then need only your recovery secret.')) return;
+    await stepUp('totp_remove', '');
+    setStatus('Authenticator app removed.', 'ok');
+    await renderAccount();
+  }
+
   async function confirmTotp() {
     await api('POST', '/ui/api/totp/confirm', { code: $('#totp-code').value.trim() });
     $('#totp-setup').hidden = true;
@@ -736,7 +770,9 @@
   }
 
   async function pairDevice() {
-    const res = await api('POST', '/ui/api/devices/pair-code', {});
+    const res = state.me && state.me.has_passkey
+      ? await stepUp('device_pair', '')
+      : await api('POST', '/ui/api/devices/pair-code', {});
     $('#pairing-command').textContent = `parapet device pair --gateway ${window.location.origin} ${res.code}`;
     $('#pairing').hidden = false;
     setStatus('Pairing code made: it works once, for 10 minutes.', 'ok');
@@ -815,25 +851,59 @@
   }
 
   // An app's one-time link (`/ui/?link=pc_…`, from POST /v1/sessions/page-link) opens the page
-  // logged in as its user, e.g. to add a passkey after an OIDC login. The code leaves the address
-  // bar at once.
-  async function redeemLink() {
+  // logged in as its user, for a person who has no passkey yet, to add one. The code leaves the
+  // address bar at once, and is used only after the person says yes: a link opened by someone
+  // else's hand must not log this browser into their account unasked.
+  async function readLink() {
     const q = new URLSearchParams(window.location.search);
     const code = q.get('link');
     if (!code) return;
     q.delete('link');
     const rest = q.toString();
     window.history.replaceState(null, '', window.location.pathname + (rest ? `?${rest}` : ''));
-    const done = await api('POST', '/ui/api/link', { code });
+    const who = await api('POST', '/ui/api/link/peek', { code });
+    state.link = { code, name: String(who.name || who.user || '') };
+  }
+
+  function renderLink() {
+    const shown = !!state.link;
+    $('#link-confirm').hidden = !shown;
+    if (!shown) return;
+    $('#view-anon').hidden = true;
+    $('#view-user').hidden = true;
+    $('#link-who').textContent = state.link.name;
+    $('#link-who-button').textContent = state.link.name;
+  }
+
+  async function acceptLink() {
+    const link = state.link;
+    state.link = null;
+    renderLink();
+    if (!link) return;
+    const done = await api('POST', '/ui/api/link', { code: link.code });
     if (done.csrf) state.csrf = done.csrf;
     rememberUser(idOf(done.user));
+    await loadMe();
+    render();
+    await renderAccount();
     setStatus('You are logged in. Add a passkey to log in with it next time.', 'ok');
+  }
+
+  function declineLink() {
+    state.link = null;
+    renderLink();
+    render();
+    setStatus('The link was not used.', 'ok');
   }
 
   async function start() {
     $('#login-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(login); });
     $('#register').addEventListener('click', () => action(register));
-    $('#add-passkey').addEventListener('click', () => action(register));
+    $('#add-passkey').addEventListener('click', () => action(addPasskey));
+    $('#add-passkey-now').addEventListener('click', () => action(addPasskeyNow));
+    $('#totp-remove').addEventListener('click', () => action(removeTotp));
+    $('#link-accept').addEventListener('click', () => action(acceptLink));
+    $('#link-decline').addEventListener('click', () => action(declineLink));
     $('#pair-device').addEventListener('click', () => action(pairDevice));
     $('#totp-enrol').addEventListener('click', () => action(enrolTotp));
     $('#totp-form').addEventListener('submit', (ev) => { ev.preventDefault(); action(confirmTotp); });
@@ -851,7 +921,7 @@
     $('#user-id').value = rememberedUser();
 
     await action(async () => {
-      await redeemLink();
+      await readLink();
       await loadMe();
       if (state.me && state.handoff) {
         await continueHandoff();
@@ -861,6 +931,7 @@
       }
     });
     render();
+    renderLink();
     if (state.linkError) setStatus(state.linkError, 'error');
     else if (!webauthnAvailable()) setStatus('This browser does not support passkeys.', 'error');
     document.body.dataset.ready = 'true';

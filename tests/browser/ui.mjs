@@ -151,6 +151,23 @@ function pageGet(page, path) {
   }, path);
 }
 
+// Page side: a same-origin POST with the page's cookie and its CSRF token (as the page sends it).
+function pagePost(page, path, body) {
+  return page.evaluate(async ([p, b]) => {
+    const me = await (await fetch('/ui/api/me', { credentials: 'same-origin', cache: 'no-store' })).json();
+    const r = await fetch(p, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': me.csrf || '' },
+      body: JSON.stringify(b),
+    });
+    const t = await r.text();
+    let j = null;
+    try { j = JSON.parse(t); } catch { j = null; }
+    return { status: r.status, json: j, text: t };
+  }, [path, body]);
+}
+
 async function statusText(page) {
   return page.evaluate(() => {
     const s = document.querySelector('#status');
@@ -256,11 +273,19 @@ async function main() {
     return `user ${shown}`;
   });
 
-  await step(2, 'add a second passkey (backup device)', async () => {
-    // A second device: the first authenticator would refuse (its credential is excluded).
+  await step(2, 'add a second passkey (backup device), approved with the first', async () => {
+    // Without a step-up the gateway refuses a further passkey for someone who has one.
+    const direct = await pagePost(page, '/ui/api/register/start', {});
+    assert(direct.status === 403 && direct.json && direct.json.code === 'step_up_required',
+      `register/start without a step-up answered ${direct.status}: ${direct.text}`);
+    // The first passkey approves the addition...
+    await page.click('#add-passkey');
+    await waitFor(page, 'the second click after the step-up', '#add-passkey-next:not([hidden]) #add-passkey-now');
+    // ...then a second device makes the new one: the first authenticator would refuse (its
+    // credential is excluded).
     await cdp.send('WebAuthn.removeVirtualAuthenticator', { authenticatorId: state.authA });
     state.authB = (await cdp.send('WebAuthn.addVirtualAuthenticator', { options: AUTHENTICATOR })).authenticatorId;
-    await page.click('#add-passkey');
+    await page.click('#add-passkey-now');
     await waitPasskeyCount(page, 2, 'passkey list after adding one');
     await noErrorStatus(page, 'adding a passkey');
     const creds = (await cdp.send('WebAuthn.getCredentials', { authenticatorId: state.authB })).credentials;

@@ -50,6 +50,8 @@ pub async fn run(
     if wallet.frozen {
         return Err(Error::NotSignable("for a frozen wallet".to_owned()));
     }
+    // So does revoking or freezing the app that asked for it.
+    crate::identity::app_may_act(store, &request.app_id).await?;
     if wallet.epoch != request.epoch {
         return Err(Error::NotSignable(
             "for a share epoch that has been refreshed".to_owned(),

@@ -125,12 +125,16 @@ pub async fn list(
     Ok(super::error::json_answer(out, &request_id))
 }
 
+/// `POST /v1/devices/{id}/revoke`: removing a device needs the person's passkey once they have
+/// one (ask with `{}`, answer with the assertion): an app's session alone must not lock the
+/// person's wallets until a recovery.
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = super::users_routes::user_session(&state, &caller, &headers)
@@ -138,6 +142,24 @@ pub async fn revoke(
         .map_err(fail)?
         .facts
         .user;
+    let device = devices::live_of(state.audit.store(), user, &id)
+        .await
+        .map_err(fail)?;
+    let context = devices::revoke_context(&device.device_id);
+    let waiting = ("device", device.device_id.as_str());
+    let gate = super::step_up::gate_once_enrolled(
+        &state,
+        user,
+        &context,
+        waiting,
+        &request_id,
+        &headers,
+        body,
+    )
+    .await;
+    if let super::step_up::Gate::Ask(answer) = gate.map_err(fail)? {
+        return Ok(answer);
+    }
     let device = devices::revoke(
         state.audit.store(),
         Auditor::Log(&state.audit),

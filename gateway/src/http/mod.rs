@@ -151,6 +151,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/recovery/{id}/cancel"),
     ("post", "/v1/totp"),
     ("post", "/v1/totp/confirm"),
+    ("post", "/v1/totp/remove"),
     ("get", "/v1/device/signing-requests/{id}"),
     ("post", "/v1/wallets/{address}/sign"),
     ("get", "/v1/signing-requests/{id}"),
@@ -255,6 +256,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/v1/totp",
             post(recovery_routes::totp_start).route_layer(grant("sign")),
+        )
+        .route(
+            "/v1/totp/remove",
+            post(recovery_routes::totp_remove).route_layer(grant("sign")),
         )
         .route(
             "/v1/totp/confirm",
@@ -383,7 +388,6 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ui/api/login/start", post(page_api::login_start))
         .route("/ui/api/login/finish", post(page_api::login_finish))
         .route("/ui/api/passkeys", get(page_api::passkeys))
-        .route("/ui/api/passkeys/revoke", post(page_api::revoke_passkey))
         .route(
             "/ui/api/consent",
             get(page_api::consent_get).post(page_api::consent_approve),
@@ -393,6 +397,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/ui/api/handoff", post(page_api::handoff))
         .route("/ui/api/logout", post(page_api::logout))
         .route("/ui/api/link", post(page_api::link))
+        .route("/ui/api/link/peek", post(page_api::link_peek))
         .route("/ui/api/devices", get(page_api::devices))
         .route("/ui/api/devices/pair-code", post(page_api::pairing_code))
         .route("/ui/api/devices/revoke", post(page_api::revoke_device))

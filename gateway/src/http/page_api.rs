@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::identity::{self, Auditor, StoredApp};
 use crate::records::{AppRecord, PAGE_APP_ID};
 use crate::users::handoff::{self, CodeGrant};
-use crate::users::{ActiveSession, Issued, Method};
+use crate::users::{ActiveSession, Issued, Method, SessionKind};
 
 type Answer = std::result::Result<Response, ApiError>;
 
@@ -62,6 +62,16 @@ async fn login_app(state: &AppState, app: Option<&str>) -> Result<(AppRecord, Op
             Ok((stored.record(), Some(stored)))
         }
     }
+}
+
+/// Security changes made without a step-up are only for a person who has no passkey yet (the
+/// bootstrap of someone who came through a page link); anyone with one makes them through the
+/// security step-up (`/ui/api/security/step-up/…`), bound to the exact action.
+async fn bootstrap_only(state: &AppState, user: Uuid) -> Result<()> {
+    if crate::passkeys::has_live_passkey(state.audit.store(), user).await? {
+        return Err(Error::StepUpRequired);
+    }
+    Ok(())
 }
 
 fn app_json(app: &AppRecord) -> serde_json::Value {
@@ -101,7 +111,14 @@ pub async fn me(
     let (token, s) = page_session::required(&state, &headers)
         .await
         .map_err(fail)?;
-    Ok(ok(&request_id, session_json(&token, &s)))
+    let mut body = session_json(&token, &s);
+    let has_passkey = crate::passkeys::has_live_passkey(state.audit.store(), s.facts.user)
+        .await
+        .map_err(fail)?;
+    if let Some(o) = body.as_object_mut() {
+        o.insert("has_passkey".to_owned(), has_passkey.into());
+    }
+    Ok(ok(&request_id, body))
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,36 +134,55 @@ pub async fn register_start(
     let fail = ApiError::of(&request_id);
     page_session::check_origin(&state.page, &headers).map_err(fail)?;
     let _: RegisterStart = json_body(&headers, body).map_err(fail)?;
-    // Logged in: a further passkey for this person (a backup device). Otherwise a new person.
+    // Logged in: the first passkey of a person who has none yet (they came through a page
+    // link). A further passkey is added only after a step-up with one they have
+    // (`/ui/api/security/step-up/…` with `passkey_add`). Not logged in: a new person.
     let user = match page_session::current(&state, &headers)
         .await
         .map_err(fail)?
     {
         Some((token, s)) => {
             page_session::check_csrf(&token, &headers).map_err(fail)?;
+            if crate::passkeys::has_live_passkey(state.audit.store(), s.facts.user)
+                .await
+                .map_err(fail)?
+            {
+                return Err(fail(Error::StepUpRequired));
+            }
             s.facts.user
         }
         None => Uuid::new_v4(),
     };
-    let short = &user.simple().to_string()[..8];
+    let body = start_registration(&state, user, false)
+        .await
+        .map_err(fail)?;
+    Ok(ok(&request_id, body))
+}
+
+/// Starts a passkey registration for `user` (`approved`: right after a step-up for it) and
+/// the answer the page's registration call expects.
+pub(super) async fn start_registration(
+    state: &AppState,
+    user: Uuid,
+    approved: bool,
+) -> Result<serde_json::Value> {
+    let short = user.simple().to_string();
+    let short = short.get(..8).unwrap_or(&short);
     let (ceremony_id, options) = state
         .passkeys
         .start_registration(
             user,
             &format!("parapet-{short}"),
             &format!("Parapet user {short}"),
+            approved,
             state.clock.now(),
         )
-        .await
-        .map_err(fail)?;
-    Ok(ok(
-        &request_id,
-        serde_json::json!({
-            "ceremony_id": ceremony_id,
-            "user": user.to_string(),
-            "options": options,
-        }),
-    ))
+        .await?;
+    Ok(serde_json::json!({
+        "ceremony_id": ceremony_id,
+        "user": user.to_string(),
+        "options": options,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +250,7 @@ pub async fn register_finish(
         .users
         .begin_session(
             &state.audit,
+            SessionKind::Page,
             &app,
             user,
             Method::Passkey,
@@ -333,6 +370,7 @@ pub async fn login_finish(
         .users
         .begin_session(
             &state.audit,
+            SessionKind::Page,
             &app,
             outcome.user,
             Method::Passkey,
@@ -378,42 +416,6 @@ pub async fn passkeys(
         .map_err(fail)?;
     let list = state.passkeys.list(s.facts.user).await.map_err(fail)?;
     Ok(ok(&request_id, serde_json::json!({ "passkeys": list })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RevokePasskey {
-    credential_id: String,
-}
-
-pub async fn revoke_passkey(
-    State(state): State<Arc<AppState>>,
-    ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Answer {
-    let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: RevokePasskey = json_body(&headers, body).map_err(fail)?;
-    let revoked = state
-        .users
-        .revoke_passkey(
-            &state.passkeys,
-            s.facts.user,
-            &req.credential_id,
-            state.clock.now(),
-        )
-        .await
-        .map_err(fail)?;
-    let mut res = ok(&request_id, serde_json::json!({ "revoked": revoked }));
-    if s.credential_id.as_deref() == Some(req.credential_id.as_str()) {
-        // This very session was established with it: it has ended.
-        res.headers_mut()
-            .insert(header::SET_COOKIE, state.page.clear_cookie());
-    }
-    Ok(res)
 }
 
 #[derive(Debug, Deserialize)]
@@ -652,7 +654,7 @@ pub async fn logout(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let clear = state.page.clear_cookie();
-    let Ok((token, s)) = page_session::required_for_change(&state, &headers).await else {
+    let Ok((token, _)) = page_session::required_for_change(&state, &headers).await else {
         // Nothing (valid) to end: just forget the cookie.
         return Ok(with_cookie(
             &request_id,
@@ -660,14 +662,9 @@ pub async fn logout(
             clear,
         ));
     };
-    // Only the id matters here; the app may have been revoked since the login.
-    let app = AppRecord {
-        id: s.app_id.clone(),
-        ..AppRecord::gateway_page()
-    };
     state
         .users
-        .logout(&state.audit, &app, &token, &request_id, state.clock.now())
+        .logout_page(&state.audit, &token, &request_id, state.clock.now())
         .await
         .map_err(fail)?;
     Ok(with_cookie(
@@ -683,7 +680,48 @@ pub struct Link {
     code: String,
 }
 
-/// Opens the page as the user an app's `POST /v1/sessions/page-link` named (one-time code).
+/// `POST /ui/api/link/peek {code}`: who a page link would log in, without redeeming it, so that
+/// the page asks "log in as …?" first (a link opened by someone else's hand is never redeemed
+/// just by loading the page).
+pub async fn link_peek(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    page_session::check_origin(&state.page, &headers).map_err(fail)?;
+    let req: Link = json_body(&headers, body).map_err(fail)?;
+    let (ip, now) = (ip_key(ip), state.clock.now());
+    state.users.check_login(&ip, None, now).map_err(fail)?;
+    let user = match handoff::peek_code(
+        state.audit.store(),
+        PAGE_APP_ID,
+        &req.code,
+        handoff::PAGE_LINK,
+        now,
+    )
+    .await
+    {
+        Ok(u) => u,
+        Err(Error::LoginFailed) => {
+            return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));
+        }
+        Err(other) => return Err(fail(other)),
+    };
+    let short = user.simple().to_string();
+    Ok(ok(
+        &request_id,
+        serde_json::json!({
+            "user": user.to_string(),
+            "name": format!("parapet-{}", short.get(..8).unwrap_or(&short)),
+        }),
+    ))
+}
+
+/// Opens the page as the user an app's `POST /v1/sessions/page-link` named (one-time code),
+/// once the person confirmed it on the page.
 pub async fn link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -736,6 +774,7 @@ pub async fn pairing_code(
     let (_, s) = page_session::required_for_change(&state, &headers)
         .await
         .map_err(fail)?;
+    bootstrap_only(&state, s.facts.user).await.map_err(fail)?;
     let (code, expires) =
         crate::devices::issue_pairing_code(state.audit.store(), s.facts.user, state.clock.now())
             .await
@@ -763,6 +802,7 @@ pub async fn revoke_device(
         .await
         .map_err(fail)?;
     let req: RevokeDevice = json_body(&headers, body).map_err(fail)?;
+    bootstrap_only(&state, s.facts.user).await.map_err(fail)?;
     let device = crate::devices::revoke(
         state.audit.store(),
         Auditor::Log(&state.audit),

@@ -1,7 +1,9 @@
 //! `/ui/api/security…`: the page's security panel. What it shows — open recoveries, the TOTP
 //! factor, each wallet's backup-kit download and whether it is stale — and the actions that
 //! each take a passkey step-up (user verification) bound to what they act on: cancelling a
-//! recovery, approving a new device, downloading a kit, enrolling TOTP.
+//! recovery, approving a new device, downloading a kit, enrolling or removing TOTP, adding or
+//! revoking a passkey, pairing or removing a device. One gate for every change of who can act
+//! for the person (DESIGN §6).
 
 use std::sync::Arc;
 
@@ -62,6 +64,11 @@ pub enum Action {
     DeviceApprove,
     KitDownload,
     TotpEnrol,
+    TotpRemove,
+    PasskeyAdd,
+    PasskeyRevoke,
+    DevicePair,
+    DeviceRevoke,
 }
 
 /// What an action acts on, loaded once and checked to be the user's.
@@ -71,6 +78,14 @@ enum Target {
     /// A wallet's normalized address, with its current epoch.
     Wallet(String, i64),
     Totp,
+    /// The person's active (or half-enrolled) TOTP factor.
+    TotpFactor,
+    PasskeyAdd,
+    /// One of the person's live passkeys, by credential id.
+    Passkey(String),
+    DevicePair,
+    /// One of the person's live devices.
+    Device(crate::devices::Device),
 }
 
 impl Target {
@@ -87,6 +102,27 @@ impl Target {
                 Target::Wallet(w.address, w.epoch)
             }
             Action::TotpEnrol => Target::Totp,
+            Action::TotpRemove => {
+                if !crate::users::totp::exists(store, user).await? {
+                    return Err(crate::error::Error::NotFound);
+                }
+                Target::TotpFactor
+            }
+            Action::PasskeyAdd => Target::PasskeyAdd,
+            Action::PasskeyRevoke => {
+                let live = state
+                    .passkeys
+                    .list(user)
+                    .await?
+                    .into_iter()
+                    .any(|p| p.credential_id == id && !p.revoked());
+                if !live {
+                    return Err(crate::error::Error::NotFound);
+                }
+                Target::Passkey(id.to_owned())
+            }
+            Action::DevicePair => Target::DevicePair,
+            Action::DeviceRevoke => Target::Device(crate::devices::live_of(store, user, id).await?),
         })
     }
 
@@ -97,6 +133,11 @@ impl Target {
             Target::Transfer(t) => crate::backup_devices::approval_context(t),
             Target::Wallet(address, epoch) => kit_export::context(address, *epoch),
             Target::Totp => totp::enrol_context(user),
+            Target::TotpFactor => totp::remove_context(user),
+            Target::PasskeyAdd => crate::passkeys::add_context(user),
+            Target::Passkey(id) => crate::passkeys::revoke_context(id),
+            Target::DevicePair => crate::devices::pair_context(user),
+            Target::Device(d) => crate::devices::revoke_context(&d.device_id),
         }
     }
 }
@@ -200,6 +241,51 @@ pub async fn finish(
                 .map_err(fail)?;
             let svg = totp::qr_svg(&uri).map_err(fail)?;
             serde_json::json!({"otpauth_uri": uri.as_str(), "qr_svg": svg})
+        }
+        Target::TotpFactor => {
+            totp::remove(&state.audit, user, None, &request_id, now)
+                .await
+                .map_err(fail)?;
+            serde_json::json!({"totp": {"active": false}})
+        }
+        // The registration this step-up approves: the page finishes it with
+        // `/ui/api/register/finish` (only such a ceremony adds a further passkey).
+        Target::PasskeyAdd => super::page_api::start_registration(&state, user, true)
+            .await
+            .map_err(fail)?,
+        Target::Passkey(id) => {
+            let revoked = state
+                .users
+                .revoke_passkey(&state.passkeys, user, &id, now)
+                .await
+                .map_err(fail)?;
+            let mut res = json_answer(serde_json::json!({ "revoked": revoked }), &request_id);
+            if s.credential_id.as_deref() == Some(id.as_str()) {
+                // This very session was established with it: it has ended.
+                res.headers_mut()
+                    .insert(axum::http::header::SET_COOKIE, state.page.clear_cookie());
+            }
+            return Ok(res);
+        }
+        Target::DevicePair => {
+            let (code, expires) =
+                crate::devices::issue_pairing_code(state.audit.store(), user, now)
+                    .await
+                    .map_err(fail)?;
+            serde_json::json!({"code": code, "expires_at": crate::audit::event::format_time(expires)})
+        }
+        Target::Device(d) => {
+            let device = crate::devices::revoke(
+                state.audit.store(),
+                crate::identity::Auditor::Log(&state.audit),
+                user,
+                &d.device_id,
+                &request_id,
+                now,
+            )
+            .await
+            .map_err(fail)?;
+            serde_json::json!({ "revoked": device })
         }
     };
     Ok(json_answer(out, &request_id))

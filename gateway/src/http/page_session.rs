@@ -1,6 +1,8 @@
 //! The first-party session of the gateway's page (DESIGN §2): a cookie (HttpOnly,
-//! SameSite=Strict, Secure outside `http://localhost`) that holds a session token, bound to the
-//! app the login began for (or to the page itself). State-changing calls must come from one of
+//! SameSite=Strict, Secure outside `http://localhost`) that holds a page session token, bound to
+//! the app the login began for (or to the page itself). Only page sessions are accepted here: an
+//! app's `Parapet-Session` token, even for the same person, never opens the page
+//! ([`crate::users::SessionKind`]). State-changing calls must come from one of
 //! the configured origins and carry the session's CSRF token, derived from the session token so
 //! that only a holder of the cookie can know it.
 
@@ -114,7 +116,7 @@ pub async fn current(
     match state
         .users
         .sessions
-        .resolve_any(token, state.clock.now())
+        .resolve_page(token, state.clock.now())
         .await
     {
         Ok(s) => Ok(Some((token.to_owned(), s))),

@@ -454,6 +454,44 @@ pub async fn totp_start(
     ))
 }
 
+/// `POST /v1/totp/remove` with the app key and the user's session: removes the TOTP factor
+/// after a passkey step-up bound to that removal (audited `totp.remove`, notified). A second
+/// factor the person did not remove themselves never disappears on an app's word alone.
+pub async fn totp_remove(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = super::users_routes::user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?
+        .facts
+        .user;
+    if !crate::users::totp::exists(state.audit.store(), user)
+        .await
+        .map_err(fail)?
+    {
+        return Err(fail(Error::NotFound));
+    }
+    let context = crate::users::totp::remove_context(user);
+    let waiting = ("totp", "remove");
+    let gate = gate(&state, user, &context, waiting, &request_id, &headers, body).await;
+    if let Gate::Ask(answer) = gate.map_err(fail)? {
+        return Ok(answer);
+    }
+    let now = state.clock.now();
+    crate::users::totp::remove(&state.audit, user, Some(&caller.id), &request_id, now)
+        .await
+        .map_err(fail)?;
+    Ok(json_answer(
+        serde_json::json!({ "active": false }),
+        &request_id,
+    ))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TotpCode {

@@ -579,6 +579,10 @@ pub async fn complete_step_up(
     if r.state_at(now) != PENDING_STEP_UP {
         return Err(Error::NotSignable(r.state_at(now).to_owned()));
     }
+    // A revoked or frozen app's request is not approved, whoever carries the assertion.
+    crate::identity::app_may_act(store, &r.app_id)
+        .await
+        .map_err(store_down)?;
     state
         .passkeys
         .finish_step_up(

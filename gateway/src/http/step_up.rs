@@ -1,6 +1,7 @@
 //! The two-call passkey step-up the `/v1` security routes share (recovery cancel, device
-//! approval, TOTP enrolment): a body that asks (none, or `{}`) gets `403 step_up_required` with
-//! passkey options bound to `context`; a body with the assertion passes the gate once.
+//! approval, TOTP enrolment and removal, device removal): a body that asks (none, or `{}`) gets
+//! `403 step_up_required` with passkey options bound to `context`; a body with the assertion
+//! passes the gate once.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -43,4 +44,22 @@ pub(super) async fn gate(
         .finish_step_up(&req.ceremony_id, &req.credential, user, context, now)
         .await?;
     Ok(Gate::Passed)
+}
+
+/// [`gate`] for a change a person without any passkey may still make with their session alone
+/// (the bootstrap of someone who logged in through the app's identity provider): once they have
+/// a passkey, only it approves the change.
+pub(super) async fn gate_once_enrolled(
+    state: &AppState,
+    user: Uuid,
+    context: &str,
+    waiting: (&str, &str),
+    request_id: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Gate, Error> {
+    if !crate::passkeys::has_live_passkey(state.audit.store(), user).await? {
+        return Ok(Gate::Passed);
+    }
+    gate(state, user, context, waiting, request_id, headers, body).await
 }

@@ -359,8 +359,11 @@ pub async fn consent_revoke(
 }
 
 /// A one-time link that opens the gateway's page logged in as the session's user, so that a
-/// person who logged in through OIDC can add a passkey (and then log in with it). The app shows
-/// or opens `url` (relative to the gateway) in the person's browser within 60 s.
+/// person who logged in through OIDC can add their first passkey (and then log in with it). The
+/// app shows or opens `url` (relative to the gateway) in the person's browser within 60 s; the
+/// page asks the person before it redeems it. Only for a person with no passkey yet: once they
+/// have one, only that passkey opens their page (`passkey_login_required`), so an app holding
+/// their session can never act on the page as them.
 pub async fn page_link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -371,6 +374,12 @@ pub async fn page_link(
     let session = user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;
+    if crate::passkeys::has_live_passkey(state.audit.store(), session.facts.user)
+        .await
+        .map_err(fail)?
+    {
+        return Err(fail(Error::PasskeyLoginRequired));
+    }
     let now = state.clock.now();
     let grant = users::handoff::CodeGrant {
         user: session.facts.user,

@@ -179,7 +179,10 @@ struct LoginState {
 /// The two ceremonies, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    /// A person's first passkey (a new person, or one who has none yet).
     Registration,
+    /// A further passkey, started only after a step-up with one the person has.
+    ApprovedRegistration,
     Login,
 }
 
@@ -187,6 +190,7 @@ impl Kind {
     fn as_str(self) -> &'static str {
         match self {
             Kind::Registration => "registration",
+            Kind::ApprovedRegistration => "registration_approved",
             Kind::Login => "login",
         }
     }
@@ -199,6 +203,22 @@ pub struct Passkeys {
     store: Store,
     audit: Arc<AuditLog>,
     ttl: Duration,
+}
+
+/// Whether `user` has a live passkey: from then on every security change needs a step-up with
+/// it, and page links no longer open their page (DESIGN §6).
+pub async fn has_live_passkey(store: &Store, user: Uuid) -> Result<bool> {
+    store::has_live(store, &user.to_string()).await
+}
+
+/// The step-up context of adding a further passkey (who can log in as the person).
+pub fn add_context(user: Uuid) -> String {
+    format!("passkey-add:{user}")
+}
+
+/// The step-up context of revoking one of the person's passkeys.
+pub fn revoke_context(credential_id: &str) -> String {
+    format!("passkey-revoke:{credential_id}")
 }
 
 /// base64url without padding, the form credential ids travel in.
@@ -251,11 +271,14 @@ impl Passkeys {
     /// Starts registering a new passkey for `user`, excluding the credentials the user already
     /// has (so an authenticator does not register twice). `user_name` and `display_name` are
     /// shown by the authenticator; the user handle it stores is the UUID, nothing personal.
+    /// `approved`: the person just stepped up with a passkey they have, for this very addition
+    /// (the only way a person who has one gets another, see [`Passkeys::finish_registration`]).
     pub async fn start_registration(
         &self,
         user: Uuid,
         user_name: &str,
         display_name: &str,
+        approved: bool,
         now: OffsetDateTime,
     ) -> Result<(String, CreationChallengeResponse)> {
         let existing = store::credentials_of(&self.store, &user.to_string()).await?;
@@ -273,20 +296,22 @@ impl Passkeys {
                 (!exclude.is_empty()).then_some(exclude),
             )
             .map_err(|e| Error::InvalidRequest(format!("cannot start a registration: {e}")))?;
+        let kind = if approved {
+            Kind::ApprovedRegistration
+        } else {
+            Kind::Registration
+        };
         let id = self
-            .save_ceremony(
-                Kind::Registration,
-                user,
-                &to_json("a registration", &state)?,
-                now,
-            )
+            .save_ceremony(kind, user, &to_json("a registration", &state)?, now)
             .await?;
         Ok((id, ccr))
     }
 
     /// Finishes a registration that `user` started; the new credential is stored (and
     /// audited) only if the authenticator's answer verifies, with user verification, for this
-    /// RP and an allowed origin.
+    /// RP and an allowed origin. A person who has a live passkey now gets another only through
+    /// a registration started after a step-up (decided here, at the end, so that a ceremony
+    /// started while they had none cannot add a second one afterwards).
     pub async fn finish_registration(
         &self,
         ceremony_id: &str,
@@ -294,8 +319,13 @@ impl Passkeys {
         response: &RegisterPublicKeyCredential,
         now: OffsetDateTime,
     ) -> Result<PasskeyInfo> {
+        let kind = if has_live_passkey(&self.store, user).await? {
+            Kind::ApprovedRegistration
+        } else {
+            Kind::Registration
+        };
         let state: PasskeyRegistration = self
-            .take_ceremony(ceremony_id, Kind::Registration, Some(user), now)
+            .take_ceremony(ceremony_id, kind, Some(user), now)
             .await
             .map(|(_, s)| s)?;
         let flood_key = format!("user:{user}");

@@ -119,6 +119,15 @@ pub(crate) async fn credentials_of(store: &Store, user_id: &str) -> Result<Vec<C
     })
 }
 
+/// Whether `user_id` has at least one passkey that is not revoked.
+pub(crate) async fn has_live(store: &Store, user_id: &str) -> Result<bool> {
+    with_pool!(store, pool => {
+        let row = sqlx::query("SELECT 1 FROM passkey_credentials WHERE user_id = $1 AND revoked_at IS NULL LIMIT 1")
+            .bind(user_id).fetch_optional(pool).await.map_err(db("looking for a live passkey"))?;
+        Ok(row.is_some())
+    })
+}
+
 pub(crate) async fn credential(
     store: &Store,
     credential_id: &str,

@@ -114,6 +114,39 @@ pub async fn consume_code(
     })
 }
 
+/// The user a live, unexpired code of `app_id` for `redirect_uri` names, without consuming it:
+/// the page asks the person "log in as …?" before it redeems a page link. Any other code (made
+/// up, expired, another app's) is [`Error::LoginFailed`].
+pub async fn peek_code(
+    store: &Store,
+    app_id: &str,
+    code: &str,
+    redirect_uri: &str,
+    now: OffsetDateTime,
+) -> Result<Uuid> {
+    let hash = key_hash(code);
+    let row = with_pool!(store, pool => {
+        sqlx::query("SELECT app_id, user_id, redirect_uri, expires_at FROM login_codes WHERE code_hash = $1")
+            .bind(hash.as_slice())
+            .fetch_optional(pool)
+            .await
+            .map_err(db("reading a login code"))?
+            .map(|r| -> Result<[String; 4]> {
+                let get = |c: &str| r.try_get::<String, _>(c).map_err(db("reading a login code"));
+                Ok([get("app_id")?, get("user_id")?, get("redirect_uri")?, get("expires_at")?])
+            })
+            .transpose()?
+    });
+    let Some([app, user, uri, expires]) = row else {
+        return Err(Error::LoginFailed);
+    };
+    let live = parse_time(&expires).is_ok_and(|e| now < e);
+    if app != app_id || uri != redirect_uri || !live {
+        return Err(Error::LoginFailed);
+    }
+    Uuid::parse_str(&user).map_err(|_| Error::LoginFailed)
+}
+
 /// Deletes codes past their lifetime (they are useless already; this only keeps the table
 /// small).
 pub async fn sweep_codes(store: &Store, now: OffsetDateTime) -> Result<u64> {

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::identity::{Actor, Auditor};
 use crate::limits::FailureWindow;
 use crate::records::AppRecord;
-pub use sessions::{ActiveSession, Issued, Method, Sessions};
+pub use sessions::{ActiveSession, Issued, Kind as SessionKind, Method, Sessions};
 pub use store::StoredUser;
 
 /// The header a user's session travels in, next to the app's key.
@@ -166,7 +166,7 @@ impl Users {
         }
         let session = self
             .sessions
-            .issue(user, app, Method::Oidc, false, None, now)
+            .issue(SessionKind::App, user, app, Method::Oidc, false, None, now)
             .await?;
         let event = session_event(
             "session.login",
@@ -184,7 +184,7 @@ impl Users {
         );
         if let Err(error) = audit.append(event).await {
             // Not audited, not granted: take the session back.
-            let _ = self.sessions.end(&session.token, &app.id, now).await;
+            let _ = self.sessions.end_token(&session.token, now).await;
             return Err(error);
         }
         Ok(Login {
@@ -238,9 +238,30 @@ impl Users {
         now: OffsetDateTime,
     ) -> Result<ActiveSession> {
         let session = self.sessions.end(session_token, &app.id, now).await?;
+        Self::logged_out(audit, session, request_id, now).await
+    }
+
+    /// Ends the page session `session_token` (`session.logout`).
+    pub async fn logout_page(
+        &self,
+        audit: &AuditLog,
+        session_token: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<ActiveSession> {
+        let session = self.sessions.end_page(session_token, now).await?;
+        Self::logged_out(audit, session, request_id, now).await
+    }
+
+    async fn logged_out(
+        audit: &AuditLog,
+        session: ActiveSession,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<ActiveSession> {
         let event = session_event(
             "session.logout",
-            &app.id,
+            &session.app_id,
             session.facts.user,
             request_id,
             serde_json::json!({"method": session.facts.method, "session_id": session.id}),
@@ -280,13 +301,14 @@ impl Users {
         Error::LoginFailed
     }
 
-    /// Starts a session for `user` with `app` and audits it (`session.login`); a session whose
-    /// login cannot be audited is ended again and the error returned. A disabled or unknown
-    /// user gets [`Error::LoginFailed`].
+    /// Starts a session of `kind` for `user` with `app` and audits it (`session.login`); a
+    /// session whose login cannot be audited is ended again and the error returned. A disabled
+    /// or unknown user gets [`Error::LoginFailed`].
     #[allow(clippy::too_many_arguments, reason = "who, for which app, how, when")]
     pub async fn begin_session(
         &self,
         audit: &AuditLog,
+        kind: SessionKind,
         app: &AppRecord,
         user: Uuid,
         method: Method,
@@ -301,7 +323,7 @@ impl Users {
         }
         let session = self
             .sessions
-            .issue(user, app, method, user_verified, credential_id, now)
+            .issue(kind, user, app, method, user_verified, credential_id, now)
             .await?;
         let event = session_event(
             "session.login",
@@ -310,6 +332,7 @@ impl Users {
             request_id,
             serde_json::json!({
                 "method": method.as_str(),
+                "kind": kind.as_str(),
                 "via": via,
                 "credential_id": credential_id,
                 "user_verified": user_verified,
@@ -319,13 +342,13 @@ impl Users {
             now,
         );
         if let Err(error) = audit.append(event).await {
-            let _ = self.sessions.end(&session.token, &app.id, now).await;
+            let _ = self.sessions.end_token(&session.token, now).await;
             return Err(error);
         }
         Ok(session)
     }
 
-    /// Exchanges a hand-off login code for a session of `app` ([`handoff::consume_code`]).
+    /// Exchanges a hand-off login code for an app session of `app` ([`handoff::consume_code`]).
     #[allow(
         clippy::too_many_arguments,
         reason = "who, with what, from where, when"
@@ -341,24 +364,62 @@ impl Users {
         now: OffsetDateTime,
     ) -> Result<Issued> {
         self.check_login(ip, None, now)?;
-        let grant = match handoff::consume_code(&self.store, &app.id, code, redirect_uri, now).await
-        {
-            Ok(g) => g,
-            Err(Error::LoginFailed) => return Err(self.login_failed(audit, ip, None, now)),
-            Err(other) => return Err(other),
-        };
+        let grant = self
+            .consume(audit, &app.id, code, redirect_uri, ip, now)
+            .await?;
+        self.begin_granted(
+            audit,
+            SessionKind::App,
+            app,
+            &grant,
+            "handoff",
+            request_id,
+            now,
+        )
+        .await
+    }
+
+    /// Consumes a login code; a failure counts like a failed login.
+    async fn consume(
+        &self,
+        audit: &AuditLog,
+        app_id: &str,
+        code: &str,
+        redirect_uri: &str,
+        ip: &str,
+        now: OffsetDateTime,
+    ) -> Result<handoff::CodeGrant> {
+        match handoff::consume_code(&self.store, app_id, code, redirect_uri, now).await {
+            Ok(g) => Ok(g),
+            Err(Error::LoginFailed) => Err(self.login_failed(audit, ip, None, now)),
+            Err(other) => Err(other),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "who, for which app, how, when")]
+    async fn begin_granted(
+        &self,
+        audit: &AuditLog,
+        kind: SessionKind,
+        app: &AppRecord,
+        grant: &handoff::CodeGrant,
+        via: &str,
+        request_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
         let method = match grant.method.as_str() {
             "oidc" => Method::Oidc,
             _ => Method::Passkey,
         };
         self.begin_session(
             audit,
+            kind,
             app,
             grant.user,
             method,
             grant.user_verified,
             grant.credential_id.as_deref(),
-            "handoff",
+            via,
             request_id,
             now,
         )
@@ -380,7 +441,10 @@ impl Users {
         Ok(info)
     }
 
-    /// Redeems a page link code ([`handoff::PAGE_LINK`]) for a session of the gateway's page.
+    /// Redeems a page link code ([`handoff::PAGE_LINK`]) for a page session: only for a
+    /// person with no live passkey (the bootstrap of someone who logged in through an app's
+    /// identity provider); anyone with a passkey logs in with it instead
+    /// ([`Error::PasskeyLoginRequired`], the code is gone either way).
     pub async fn redeem_page_link(
         &self,
         audit: &AuditLog,
@@ -389,12 +453,20 @@ impl Users {
         request_id: &str,
         now: OffsetDateTime,
     ) -> Result<Issued> {
-        self.exchange_code(
+        self.check_login(ip, None, now)?;
+        let page = AppRecord::gateway_page();
+        let grant = self
+            .consume(audit, &page.id, code, handoff::PAGE_LINK, ip, now)
+            .await?;
+        if crate::passkeys::has_live_passkey(&self.store, grant.user).await? {
+            return Err(Error::PasskeyLoginRequired);
+        }
+        self.begin_granted(
             audit,
-            &AppRecord::gateway_page(),
-            code,
-            handoff::PAGE_LINK,
-            ip,
+            SessionKind::Page,
+            &page,
+            &grant,
+            "page_link",
             request_id,
             now,
         )

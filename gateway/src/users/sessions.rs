@@ -44,9 +44,41 @@ impl Method {
     }
 }
 
-/// A fresh session token: `ps_` + 256 random bits in hex.
-pub fn new_session_token() -> String {
-    format!("ps_{}", hex::encode(rand::random::<[u8; 32]>()))
+/// Which credential a session is. App sessions (`Parapet-Session`, for the app they were issued
+/// to) and page sessions (the `/ui` cookie, made only by a passkey login on the page or by a page
+/// link redeemed in the person's browser) are different credentials: neither is ever accepted
+/// as the other, so an app holding its session can never act on the page as the person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    App,
+    Page,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::App => "app",
+            Kind::Page => "page",
+        }
+    }
+
+    /// The token prefix: `ps_` for app sessions, `pg_` for page sessions (a hint for people
+    /// reading logs of their own; the stored kind is what is checked).
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::App => "ps_",
+            Kind::Page => "pg_",
+        }
+    }
+}
+
+/// A fresh session token of `kind`: its prefix + 256 random bits in hex.
+pub fn new_session_token(kind: Kind) -> String {
+    format!(
+        "{}{}",
+        kind.prefix(),
+        hex::encode(rand::random::<[u8; 32]>())
+    )
 }
 
 /// What a new session's holder is told; the token appears here and nowhere else.
@@ -85,6 +117,7 @@ struct Stored {
     ended: bool,
     user_disabled: bool,
     credential_id: Option<String>,
+    kind: String,
 }
 
 #[derive(Debug, Default)]
@@ -111,9 +144,14 @@ impl Sessions {
         }
     }
 
-    /// Starts a session for `user` with `app`, limited by the app's session settings.
+    /// Starts a session of `kind` for `user` with `app`, limited by the app's session settings.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "who, for which app, what kind, how, when"
+    )]
     pub async fn issue(
         &self,
+        kind: Kind,
         user: Uuid,
         app: &AppRecord,
         method: Method,
@@ -121,14 +159,14 @@ impl Sessions {
         credential_id: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<Issued> {
-        let token = new_session_token();
+        let token = new_session_token(kind);
         let hash = key_hash(&token);
         let id = Uuid::new_v4().to_string();
         let expires_at = now + app.limits.session_ttl;
         let idle_secs = app.limits.session_idle.as_secs();
         let at = format_time(now);
         with_pool!(&self.store, pool => {
-            sqlx::query("INSERT INTO sessions (token_hash, id, user_id, app_id, method, user_verified, created_at, last_seen, expires_at, idle_secs, credential_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)")
+            sqlx::query("INSERT INTO sessions (token_hash, id, user_id, app_id, method, user_verified, created_at, last_seen, expires_at, idle_secs, credential_id, kind) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
                 .bind(hash.as_slice())
                 .bind(id.as_str())
                 .bind(user.to_string())
@@ -140,6 +178,7 @@ impl Sessions {
                 .bind(format_time(expires_at))
                 .bind(i64::try_from(idle_secs).unwrap_or(i64::MAX))
                 .bind(credential_id)
+                .bind(kind.as_str())
                 .execute(pool)
                 .await
                 .map_err(db("starting a session"))?;
@@ -154,7 +193,7 @@ impl Sessions {
     }
 
     async fn load(&self, hash: &[u8; 32]) -> Result<Option<Stored>> {
-        const SQL: &str = "SELECT s.token_hash AS token_hash, s.id AS id, s.user_id AS user_id, s.app_id AS app_id, s.method AS method, s.user_verified AS user_verified, s.created_at AS created_at, s.last_seen AS last_seen, s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.ended_at AS ended_at, s.credential_id AS credential_id, u.disabled AS disabled FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
+        const SQL: &str = "SELECT s.token_hash AS token_hash, s.id AS id, s.user_id AS user_id, s.app_id AS app_id, s.method AS method, s.user_verified AS user_verified, s.created_at AS created_at, s.last_seen AS last_seen, s.expires_at AS expires_at, s.idle_secs AS idle_secs, s.ended_at AS ended_at, s.credential_id AS credential_id, s.kind AS kind, u.disabled AS disabled FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
         self.lookups
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ctx = "reading a session";
@@ -182,6 +221,7 @@ impl Sessions {
                 ended: ended.is_some(),
                 user_disabled: r.try_get("disabled").map_err(db(ctx))?,
                 credential_id: r.try_get("credential_id").map_err(db(ctx))?,
+                kind: r.try_get("kind").map_err(db(ctx))?,
             }))
         })
     }
@@ -209,34 +249,40 @@ impl Sessions {
         Ok(found)
     }
 
-    /// The live session `token` names, for a request of `app_id` at `now`: unknown, ended,
-    /// disabled user or another app's session → [`Error::SessionInvalid`]; past its absolute or
-    /// idle limit → [`Error::SessionExpired`]. Notes the use (at most every [`TOUCH_EVERY`]).
+    /// The live app session `token` names, for a request of `app_id` at `now`: unknown, ended,
+    /// disabled user, another app's session or a page session → [`Error::SessionInvalid`]; past
+    /// its absolute or idle limit → [`Error::SessionExpired`]. Notes the use (at most every
+    /// [`TOUCH_EVERY`]).
     pub async fn resolve(
         &self,
         token: &str,
         app_id: &str,
         now: OffsetDateTime,
     ) -> Result<ActiveSession> {
-        self.resolve_for(token, Some(app_id), now).await
+        self.resolve_for(token, Kind::App, Some(app_id), now).await
     }
 
-    /// [`Sessions::resolve`] for whichever app the session was issued for: only for the
-    /// gateway's own page, whose cookie session carries the app the login began for.
-    pub async fn resolve_any(&self, token: &str, now: OffsetDateTime) -> Result<ActiveSession> {
-        self.resolve_for(token, None, now).await
+    /// The live page session `token` names (the gateway's own page; the session carries the app
+    /// the login began for). An app session is never a page session: [`Error::SessionInvalid`].
+    pub async fn resolve_page(&self, token: &str, now: OffsetDateTime) -> Result<ActiveSession> {
+        self.resolve_for(token, Kind::Page, None, now).await
     }
 
     async fn resolve_for(
         &self,
         token: &str,
+        kind: Kind,
         app_id: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<ActiveSession> {
         let Some(row) = self.lookup(token).await? else {
             return Err(Error::SessionInvalid);
         };
-        if row.ended || row.user_disabled || app_id.is_some_and(|a| row.app_id != a) {
+        if row.ended
+            || row.user_disabled
+            || row.kind != kind.as_str()
+            || app_id.is_some_and(|a| row.app_id != a)
+        {
             return Err(Error::SessionInvalid);
         }
         if now >= row.expires || now - row.last_seen > row.idle {
@@ -280,7 +326,7 @@ impl Sessions {
         }
     }
 
-    /// Ends the session `token` (logout); it must be live and issued for `app_id`.
+    /// Ends the app session `token` (logout); it must be live and issued for `app_id`.
     pub async fn end(
         &self,
         token: &str,
@@ -288,13 +334,26 @@ impl Sessions {
         now: OffsetDateTime,
     ) -> Result<ActiveSession> {
         let session = self.resolve(token, app_id, now).await?;
+        self.end_token(token, now).await?;
+        Ok(session)
+    }
+
+    /// Ends the page session `token` (the page's logout).
+    pub async fn end_page(&self, token: &str, now: OffsetDateTime) -> Result<ActiveSession> {
+        let session = self.resolve_page(token, now).await?;
+        self.end_token(token, now).await?;
+        Ok(session)
+    }
+
+    /// Ends a session of either kind (taking back one whose login could not be audited).
+    pub async fn end_token(&self, token: &str, now: OffsetDateTime) -> Result<()> {
         let hash = key_hash(token);
         with_pool!(&self.store, pool => {
             sqlx::query("UPDATE sessions SET ended_at = $2 WHERE token_hash = $1 AND ended_at IS NULL")
                 .bind(hash.as_slice()).bind(format_time(now)).execute(pool).await.map_err(db("ending a session"))?;
         });
         self.invalidate();
-        Ok(session)
+        Ok(())
     }
 
     /// Ends every live session established with the passkey `credential_id` (it was revoked);
@@ -330,8 +389,10 @@ mod tests {
 
     #[test]
     fn tokens_have_the_documented_shape() {
-        let t = new_session_token();
+        let t = new_session_token(Kind::App);
         assert!(t.starts_with("ps_") && t.len() == 3 + 64, "{t}");
-        assert_ne!(new_session_token(), t);
+        assert_ne!(new_session_token(Kind::App), t);
+        let p = new_session_token(Kind::Page);
+        assert!(p.starts_with("pg_") && p.len() == 3 + 64, "{p}");
     }
 }

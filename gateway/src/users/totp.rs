@@ -49,6 +49,46 @@ pub fn enrol_context(user: Uuid) -> String {
     format!("totp-enrol:{user}")
 }
 
+/// The step-up context of removing the TOTP factor: it is a recovery factor, so only the
+/// person's passkey takes it away.
+pub fn remove_context(user: Uuid) -> String {
+    format!("totp-remove:{user}")
+}
+
+/// Removes the user's TOTP factor, active or half-enrolled (audited `totp.remove` first: a
+/// removal that cannot be recorded is not made). `NotFound` without one.
+pub async fn remove(
+    audit: &crate::audit::AuditLog,
+    user: Uuid,
+    app: Option<&str>,
+    request_id: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    let store = audit.store();
+    let exists: Option<(bool,)> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT active FROM totp_factors WHERE user_id = $1")
+            .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading a TOTP factor"))?
+    });
+    let Some((was_active,)) = exists else {
+        return Err(Error::NotFound);
+    };
+    let mut e = crate::audit::event::AuditEvent::new(
+        crate::audit::event::EventKind::Recovery,
+        now,
+        request_id,
+    );
+    e.user = Some(user.to_string());
+    e.app = app.map(str::to_owned);
+    e.action = Some("totp.remove".to_owned());
+    e.request = Some(serde_json::json!({ "was_active": was_active }));
+    audit.append(e).await?;
+    with_pool!(store, pool => {
+        sqlx::query("DELETE FROM totp_factors WHERE user_id = $1")
+            .bind(user.to_string()).execute(pool).await.map_err(db("removing a TOTP factor"))?;
+    });
+    Ok(())
+}
+
 /// The `otpauth://` URI as an SVG QR code (ECC level M, 4-module quiet zone) for the page.
 pub fn qr_svg(uri: &str) -> Result<String> {
     use qrcodegen::{QrCode, QrCodeEcc};
@@ -70,6 +110,15 @@ pub fn qr_svg(uri: &str) -> Result<String> {
     Ok(format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" viewBox=\"0 0 {size} {size}\" stroke=\"none\"><rect width=\"100%\" height=\"100%\" fill=\"#FFFFFF\"/><path d=\"{path}\" fill=\"#000000\"/></svg>"
     ))
+}
+
+/// Whether the user has a TOTP factor, active or being enrolled.
+pub async fn exists(store: &Store, user: Uuid) -> Result<bool> {
+    let row: Option<(bool,)> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT active FROM totp_factors WHERE user_id = $1")
+            .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading a TOTP factor"))?
+    });
+    Ok(row.is_some())
 }
 
 /// Whether the user has an active TOTP factor.

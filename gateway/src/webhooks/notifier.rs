@@ -19,6 +19,7 @@ pub const NOTIFIED: &[(&str, &str)] = &[
     ("recovery.complete", "recovery.completed"),
     ("recovery.setup", "recovery.secret_set"),
     ("totp.enrol", "totp.enrolled"),
+    ("totp.remove", "totp.removed"),
     ("device.pair", "device.added"),
     ("device.add", "device.added"),
     ("device.revoke", "device.removed"),
@@ -29,7 +30,7 @@ pub const NOTIFIED: &[(&str, &str)] = &[
 
 /// The same actions as [`NOTIFIED`], spelled into the statement (statements are static text;
 /// a unit test keeps the two in step).
-const EVENTS_SQL: &str = "SELECT seq, action, canonical FROM audit_events WHERE action IN ('recovery.open', 'recovery.cancel', 'recovery.complete', 'recovery.setup', 'totp.enrol', 'device.pair', 'device.add', 'device.revoke', 'device.resync', 'kit.export', 'wallet.refresh') AND seq > $1 ORDER BY seq LIMIT 200";
+const EVENTS_SQL: &str = "SELECT seq, action, canonical FROM audit_events WHERE action IN ('recovery.open', 'recovery.cancel', 'recovery.complete', 'recovery.setup', 'totp.enrol', 'totp.remove', 'device.pair', 'device.add', 'device.revoke', 'device.resync', 'kit.export', 'wallet.refresh') AND seq > $1 ORDER BY seq LIMIT 200";
 
 /// The apps told about a user's events — the user's apps: those the user ever had a session
 /// with or holds an active consent for, and the app the event names — when they registered a

@@ -84,7 +84,7 @@ pub async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
     if with_passkey {
         let (ceremony, ccr) =
             w.s.passkeys
-                .start_registration(uuid, sub, sub, now)
+                .start_registration(uuid, sub, sub, false, now)
                 .await
                 .unwrap();
         let mut authenticator = SoftPasskey::new(true);

@@ -1,0 +1,13 @@
+-- Two kinds of session (DESIGN §2): `app` sessions are sent by an app as `Parapet-Session`;
+-- `page` sessions are the gateway page's cookie, made only by a passkey login on the page or a
+-- page link redeemed in the person's browser. Neither is ever accepted as the other. Sessions
+-- of the page's own app were page sessions; any other existing session is taken as an app's
+-- (a page login that began for an app logs in again).
+ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'app';
+UPDATE sessions SET kind = 'page' WHERE app_id = 'parapet-page';
+
+-- A further passkey is registered only through a ceremony started after a step-up with one the
+-- person has (`registration_approved`).
+ALTER TABLE passkey_ceremonies DROP CONSTRAINT passkey_ceremonies_kind_check;
+ALTER TABLE passkey_ceremonies ADD CONSTRAINT passkey_ceremonies_kind_check
+    CHECK (kind IN ('registration', 'registration_approved', 'login'));
