@@ -43,7 +43,7 @@ fn user_line(u: &StoredUser) -> String {
     let ids: Vec<String> = u
         .identities
         .iter()
-        .map(|(iss, sub)| format!("{iss}#{sub}"))
+        .map(|i| format!("{}#{}[{}]", i.issuer, i.subject, i.trust))
         .collect();
     format!(
         "{}  {}  sessions={}  identities={}  created {}",

@@ -1,4 +1,4 @@
-//! Ethereum transaction conformance vectors (`shared/conformance/ethereum-tests/vectors.json`)
+//! Ethereum transaction conformance vectors (`fixtures/ethereum-tests/vectors.json`, vendored)
 //! through the decoder layer: decode, recover the sender, stateless validity for chain id 1 at
 //! the vector's fork. Valid vectors must decode to their sender and hash, invalid ones must be
 //! refused, none may panic. Exclusions are by name, with reasons, in
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/ethereum-tests/vectors.json"
+    "/tests/fixtures/ethereum-tests/vectors.json"
 );
 const EXCLUSIONS: &str = include_str!("conformance-exclusions.json");
 
@@ -58,7 +58,7 @@ struct Counts {
 
 #[test]
 fn ethereum_transaction_vectors() {
-    let text = std::fs::read_to_string(VECTORS).expect("conformance vectors beside the repository");
+    let text = std::fs::read_to_string(VECTORS).expect("the vendored conformance vectors");
     let vectors: Vec<Vector> = serde_json::from_str(&text).unwrap();
     let exclusions: Vec<Exclusion> = serde_json::from_str(EXCLUSIONS).unwrap();
     let mut excluded: HashMap<&str, &str> = HashMap::new();

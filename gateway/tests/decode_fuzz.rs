@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 const VECTORS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/ethereum-tests/vectors.json"
+    "/tests/fixtures/ethereum-tests/vectors.json"
 );
 
 fn registry() -> &'static Registry {

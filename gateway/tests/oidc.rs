@@ -380,3 +380,185 @@ async fn oidc_trust(s: &parapet_gateway::http::AppState, app_id: &str, issuer: &
     .await
     .unwrap();
 }
+
+/// A test issuer whose `iss` is `iss`, with keys and a JWKS server of its own.
+async fn issuer_claiming(iss: &str) -> Issuer {
+    let mut issuer = Issuer::start().await;
+    iss.clone_into(&mut issuer.url);
+    issuer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_with_its_own_keys_for_an_issuer_never_reaches_another_apps_people() {
+    // App A trusts `https://idp.example` through the issuer's real keys (KA); app B configures
+    // the same issuer string with keys of its own (KB), so it can sign any `sub` it likes.
+    let real = issuer_claiming("https://idp.example").await;
+    let forger = issuer_claiming("https://idp.example").await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_app_a, key_a) = app_trusting(&s, &real).await;
+    // B without the admin grant (an admin app may read any wallet by design).
+    let (_app_b, key_b) = app_with_grants_trusting(&s, &forger, &["sign"]).await;
+
+    let (session_a, alice) = login_ok(&s, &key_a, &real, "alice").await;
+    // A's person has a wallet.
+    let body = authorize_body();
+    let address =
+        parapet_gateway::wallets::normalize_address(body["wallet"]["address"].as_str().unwrap())
+            .unwrap();
+    parapet_gateway::wallets::create(
+        s.audit.store(),
+        parapet_gateway::identity::Auditor::Log(&s.audit),
+        &parapet_gateway::wallets::StoredWallet {
+            address: address.clone(),
+            owner: alice.parse().unwrap(),
+            device_id: "dev_test".to_owned(),
+            public_key: "02".to_owned() + &"11".repeat(32),
+            epoch: 0,
+            labels: Vec::new(),
+            groups: Vec::new(),
+            frozen: false,
+            refresh_required: false,
+            created_at: "2026-11-25T12:00:00.000000Z".to_owned(),
+        },
+        b"sealed share bytes",
+        b"the device's sealed backup",
+        "req-1",
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+
+    // B mints `sub: alice` with its own key and logs in: a different user, never A's person.
+    let (session_b, at_b) = login_ok(&s, &key_b, &forger, "alice").await;
+    assert_ne!(at_b, alice, "app B's own key reached app A's user");
+    let again = login(
+        &s,
+        &key_b,
+        &forger.token("alice", AUD, &nonce(&s, &key_b).await),
+    )
+    .await;
+    assert_eq!(again.body["user_id"], at_b.as_str());
+    // Nothing of A's person through B: no wallet, and A's session is not B's.
+    let wallets = call(&s, "GET", "/v1/wallets", &key_b, Some(&session_b), None).await;
+    assert_eq!(wallets.status, StatusCode::OK, "{}", wallets.text);
+    assert_eq!(wallets.body["wallets"], json!([]));
+    let theirs = call(
+        &s,
+        "GET",
+        &format!("/v1/wallets/{address}"),
+        &key_b,
+        Some(&session_b),
+        None,
+    )
+    .await;
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND, "{}", theirs.text);
+    let borrowed = call(&s, "GET", "/v1/wallets", &key_b, Some(&session_a), None).await;
+    assert_eq!(
+        borrowed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        borrowed.text
+    );
+    // A's person still logs in at A as themselves and still has the wallet.
+    let (session_a, same) = login_ok(&s, &key_a, &real, "alice").await;
+    assert_eq!(same, alice);
+    let mine = call(&s, "GET", "/v1/wallets", &key_a, Some(&session_a), None).await;
+    assert_eq!(mine.body["wallets"].as_array().unwrap().len(), 1);
+
+    // Nor can B claim A's future people by linking: a B user links `sub: carol` signed by KB,
+    // and A's real carol later logs in as a user of her own.
+    let (mallory, mallory_id) = login_ok(&s, &key_b, &forger, "mallory").await;
+    let n = nonce(&s, &key_b).await;
+    let a = call(
+        &s,
+        "POST",
+        "/v1/sessions/oidc/link",
+        &key_b,
+        Some(&mallory),
+        Some(json!({"id_token": forger.token("carol", AUD, &n)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let (_, carol) = login_ok(&s, &key_a, &real, "carol").await;
+    assert_ne!(
+        carol, mallory_id,
+        "an identity linked through B's key reached A's carol"
+    );
+    // And linking `sub: alice` at B is B's alice, not A's person.
+    let n = nonce(&s, &key_b).await;
+    let a = call(
+        &s,
+        "POST",
+        "/v1/sessions/oidc/link",
+        &key_b,
+        Some(&mallory),
+        Some(json!({"id_token": forger.token("alice", AUD, &n)})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+
+    // The admin listing shows which keys each identity is bound to.
+    let users = call(&s, "GET", "/v1/admin/users", &key_a, None, None).await;
+    assert_eq!(users.status, StatusCode::OK, "{}", users.text);
+    let of = |id: &str| {
+        users.body["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["user_id"] == id)
+            .unwrap()["identities"]
+            .clone()
+    };
+    let trust_a = format!("url:{}", real.jwks_url);
+    let trust_b = format!("url:{}", forger.jwks_url);
+    assert_eq!(
+        of(&alice),
+        json!([{"issuer": "https://idp.example", "subject": "alice", "trust": trust_a}])
+    );
+    assert_eq!(
+        of(&at_b),
+        json!([{"issuer": "https://idp.example", "subject": "alice", "trust": trust_b}])
+    );
+}
+
+#[tokio::test]
+async fn apps_trusting_the_same_keys_for_an_issuer_share_the_person() {
+    let issuer = issuer_claiming("https://idp.example").await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key_a) = app_trusting(&s, &issuer).await;
+    let (app_c, key_c) = app_trusting(&s, &issuer).await;
+    let (_, at_a) = login_ok(&s, &key_a, &issuer, "alice").await;
+    let (_, at_c) = login_ok(&s, &key_c, &issuer, "alice").await;
+    assert_eq!(at_a, at_c, "one JWKS source, one person");
+
+    // App C switches the issuer to another source (a file with the same keys): another trust,
+    // so alice is not carried over silently; the audit event names the previous source.
+    let file = data.path().join("jwks.json");
+    std::fs::write(&file, issuer.jwks_json()).unwrap();
+    let a = call(
+        &s,
+        "POST",
+        &format!("/v1/admin/apps/{app_c}/update"),
+        &key_c,
+        None,
+        Some(json!({"oidc_issuer": {"issuer": issuer.url, "audiences": [AUD], "jwks_file": file.display().to_string()}})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let trust_file = format!("file:{}", file.display());
+    assert_eq!(a.body["oidc_issuers"][0]["trust"], trust_file.as_str());
+    let set = events(&s)
+        .await
+        .into_iter()
+        .rfind(|e| e["action"] == "app.oidc_issuer.set")
+        .unwrap();
+    assert_eq!(
+        set["request"]["detail"]["previous_trust"],
+        format!("url:{}", issuer.jwks_url)
+    );
+    assert_eq!(set["request"]["detail"]["trust"], trust_file.as_str());
+    let (_, via_file) = login_ok(&s, &key_c, &issuer, "alice").await;
+    assert_ne!(via_file, at_a);
+}

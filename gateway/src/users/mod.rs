@@ -142,8 +142,9 @@ impl Users {
         Ok(verified)
     }
 
-    /// An OIDC login: verifies the ID token, finds or creates the user of `(iss, sub)`, audits
-    /// the login (`session.login`) and starts a session for `app`.
+    /// An OIDC login: verifies the ID token, finds or creates the user of `(iss, sub)` under
+    /// the key source that verified it, audits the login (`session.login`) and starts a session
+    /// for `app`.
     pub async fn login_oidc(
         &self,
         audit: &AuditLog,
@@ -155,7 +156,7 @@ impl Users {
     ) -> Result<Login> {
         let v = self.verify_login(audit, app, ip, id_token, now).await?;
         let (user, disabled, created_user) =
-            store::find_or_create(&self.store, &v.issuer, &v.subject, now).await?;
+            store::find_or_create(&self.store, &store::Identity::of(&v), now).await?;
         if disabled {
             let f = oidc::Failure {
                 reason: "user disabled".to_owned(),
@@ -176,6 +177,7 @@ impl Users {
             serde_json::json!({
                 "method": Method::Oidc.as_str(),
                 "issuer": v.issuer,
+                "trust": v.trust,
                 "session_id": session.id,
                 "created_user": created_user,
                 "expires_at": crate::audit::event::format_time(session.expires_at),
@@ -210,7 +212,7 @@ impl Users {
         let session = self.sessions.resolve(session_token, &app.id, now).await?;
         let v = self.verify_login(audit, app, ip, id_token, now).await?;
         let user = session.facts.user;
-        let linked = store::link_identity(&self.store, user, &v.issuer, &v.subject, now).await?;
+        let linked = store::link_identity(&self.store, user, &store::Identity::of(&v), now).await?;
         let event = session_event(
             "session.link",
             &app.id,
@@ -219,6 +221,7 @@ impl Users {
             serde_json::json!({
                 "method": Method::Oidc.as_str(),
                 "issuer": v.issuer,
+                "trust": v.trust,
                 "session_id": session.id,
                 "newly_linked": linked,
             }),

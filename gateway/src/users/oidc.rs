@@ -49,7 +49,13 @@ pub enum JwksSource {
 }
 
 impl JwksSource {
-    fn cache_key(&self) -> String {
+    /// The canonical name of this key source (`url:<JWKS URL>` or `file:<path>`, exactly as
+    /// configured). An identity is bound to the trust that verified it, next to `(iss, sub)`:
+    /// an `iss` is only a string any app may configure, while the key source is what actually
+    /// vouches for the token. Two apps trusting the same source share its people; an app that
+    /// configures the same `iss` with keys of its own reaches none of them. Also the JWKS
+    /// cache's key, so one source is fetched once however many apps trust it.
+    pub fn trust(&self) -> String {
         match self {
             JwksSource::Url(u) => format!("url:{u}"),
             JwksSource::File(p) => format!("file:{}", p.display()),
@@ -77,6 +83,7 @@ impl TrustedIssuer {
             "audiences": self.audiences,
             "jwks_url": url,
             "jwks_file": file,
+            "trust": self.jwks.trust(),
         })
     }
 }
@@ -153,6 +160,12 @@ fn admin_event(
 }
 
 /// Adds or replaces an app's trusted issuer, audited first (`app.oidc_issuer.set`).
+///
+/// Replacing the key source of an issuer the app already trusts changes the app's trust for
+/// it: identities are bound to the source that verified them, so the app's people of the old
+/// source are not found through the new one (their next login there makes a new user unless
+/// they link the identity from a session they still have). Nothing is moved silently in either
+/// direction; the audit event names the `previous_trust` so the change can be traced.
 pub async fn set_issuer(
     store: &Store,
     auditor: Auditor<'_>,
@@ -162,12 +175,29 @@ pub async fn set_issuer(
 ) -> Result<()> {
     validate_issuer(issuer)?;
     crate::identity::get_app(store, &issuer.app_id).await?;
+    let previous = issuers(store, &issuer.app_id)
+        .await?
+        .into_iter()
+        .find(|i| i.issuer == issuer.issuer)
+        .map(|i| i.jwks.trust())
+        .filter(|t| *t != issuer.jwks.trust());
+    let mut detail = issuer.to_json();
+    if let (Some(previous), Some(o)) = (&previous, detail.as_object_mut()) {
+        tracing::warn!(
+            app_id = %issuer.app_id,
+            issuer = %issuer.issuer,
+            previous_trust = %previous,
+            trust = %issuer.jwks.trust(),
+            "an app's OIDC key source changed: identities of the previous source are not carried over"
+        );
+        o.insert("previous_trust".to_owned(), serde_json::json!(previous));
+    }
     auditor
         .record(admin_event(
             actor,
             "app.oidc_issuer.set",
             &issuer.app_id,
-            issuer.to_json(),
+            detail,
             now,
         ))
         .await?;
@@ -350,7 +380,7 @@ impl JwksCache {
             entries.clear();
         }
         entries.insert(
-            source.cache_key(),
+            source.trust(),
             Fetched {
                 set: set.clone(),
                 at: Instant::now(),
@@ -370,7 +400,7 @@ impl JwksCache {
                 },
             }
         };
-        let cached = self.entries.lock().get(&source.cache_key()).cloned();
+        let cached = self.entries.lock().get(&source.trust()).cloned();
         let set = match cached {
             Some(f) if f.at.elapsed() < JWKS_MAX_AGE => f.set,
             _ => self.load(source).await?,
@@ -380,7 +410,7 @@ impl JwksCache {
         }
         // Unknown kid: the issuer may have rotated. Refetch, but not more than once per
         // JWKS_REFRESH_MIN per source.
-        let key = source.cache_key();
+        let key = source.trust();
         {
             let mut forced = self.forced.lock();
             if forced
@@ -404,6 +434,8 @@ impl JwksCache {
 pub struct Verified {
     pub issuer: String,
     pub subject: String,
+    /// The key source that verified the token ([`JwksSource::trust`]).
+    pub trust: String,
     pub nonce: String,
 }
 
@@ -570,6 +602,7 @@ pub async fn verify(
     Ok(Verified {
         issuer: c.iss,
         subject: c.sub,
+        trust: trusted.jwks.trust(),
         nonce,
     })
 }

@@ -1,6 +1,8 @@
 //! Users and their OIDC identities in the store (DESIGN §2): a user is a UUID the gateway
-//! generates, created on first login, global across apps; an identity `(issuer, sub)` belongs to
-//! exactly one user.
+//! generates, created on first login, global across apps; an identity `(issuer, sub, trust)`
+//! belongs to exactly one user. `trust` names the key source that verified the identity
+//! ([`crate::users::oidc::JwksSource::trust`]): an `iss` string alone is whatever an app
+//! configures, so two apps reach the same person only when they trust the same keys.
 
 use sqlx::Row;
 use time::OffsetDateTime;
@@ -18,8 +20,7 @@ pub struct StoredUser {
     pub id: Uuid,
     pub created_at: String,
     pub disabled: bool,
-    /// `(issuer, sub)` pairs.
-    pub identities: Vec<(String, String)>,
+    pub identities: Vec<Identity>,
     /// Sessions not ended and not past their absolute limit.
     pub active_sessions: i64,
 }
@@ -30,7 +31,9 @@ impl StoredUser {
         let identities: Vec<_> = self
             .identities
             .iter()
-            .map(|(iss, sub)| serde_json::json!({"issuer": iss, "subject": sub}))
+            .map(
+                |i| serde_json::json!({"issuer": i.issuer, "subject": i.subject, "trust": i.trust}),
+            )
             .collect();
         serde_json::json!({
             "user_id": self.id.to_string(),
@@ -42,19 +45,37 @@ impl StoredUser {
     }
 }
 
+/// An OIDC identity: the verified `iss` and `sub`, and the key source that verified them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub issuer: String,
+    pub subject: String,
+    pub trust: String,
+}
+
+impl Identity {
+    /// The identity a verified ID token proves.
+    pub fn of(v: &crate::users::oidc::Verified) -> Identity {
+        Identity {
+            issuer: v.issuer.clone(),
+            subject: v.subject.clone(),
+            trust: v.trust.clone(),
+        }
+    }
+}
+
 fn parse_uuid(s: &str) -> Result<Uuid> {
     Uuid::parse_str(s).map_err(|_| Error::Database("a stored user id is not a UUID".to_owned()))
 }
 
-/// The user an identity belongs to, with its `disabled` flag.
-pub async fn user_by_identity(
-    store: &Store,
-    issuer: &str,
-    subject: &str,
-) -> Result<Option<(Uuid, bool)>> {
-    const SQL: &str = "SELECT u.id AS id, u.disabled AS disabled FROM user_identities i JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2";
+/// The user an identity belongs to, with its `disabled` flag. All three parts must match: the
+/// same `(iss, sub)` verified by another key source is another identity.
+pub async fn user_by_identity(store: &Store, identity: &Identity) -> Result<Option<(Uuid, bool)>> {
+    const SQL: &str = "SELECT u.id AS id, u.disabled AS disabled FROM user_identities i JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2 AND i.trust = $3";
     with_pool!(store, pool => {
-        let row = sqlx::query(SQL).bind(issuer).bind(subject).fetch_optional(pool).await.map_err(db("reading an identity"))?;
+        let row = sqlx::query(SQL)
+            .bind(identity.issuer.as_str()).bind(identity.subject.as_str()).bind(identity.trust.as_str())
+            .fetch_optional(pool).await.map_err(db("reading an identity"))?;
         let Some(row) = row else { return Ok(None) };
         let id: String = row.try_get("id").map_err(db("reading an identity"))?;
         let disabled: bool = row.try_get("disabled").map_err(db("reading an identity"))?;
@@ -62,16 +83,15 @@ pub async fn user_by_identity(
     })
 }
 
-/// The user of `(issuer, subject)`, created with that identity on first login. Returns the
-/// user, whether it is disabled, and whether it was created now. Two first logins racing end
-/// with one user: the loser's insert hits the identity's primary key and reads the winner's.
+/// The user of `identity`, created with it on first login. Returns the user, whether it is
+/// disabled, and whether it was created now. Two first logins racing end with one user: the
+/// loser's insert hits the identity's primary key and reads the winner's.
 pub async fn find_or_create(
     store: &Store,
-    issuer: &str,
-    subject: &str,
+    identity: &Identity,
     now: OffsetDateTime,
 ) -> Result<(Uuid, bool, bool)> {
-    if let Some((id, disabled)) = user_by_identity(store, issuer, subject).await? {
+    if let Some((id, disabled)) = user_by_identity(store, identity).await? {
         return Ok((id, disabled, false));
     }
     let id = Uuid::new_v4();
@@ -81,30 +101,30 @@ pub async fn find_or_create(
         sqlx::query("INSERT INTO users (id, created_at, disabled) VALUES ($1, $2, $3)")
             .bind(id.to_string()).bind(at.as_str()).bind(false)
             .execute(&mut *tx).await.map_err(db("creating a user"))?;
-        sqlx::query("INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(issuer).bind(subject).bind(id.to_string()).bind(at.as_str())
+        sqlx::query("INSERT INTO user_identities (issuer, subject, trust, user_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(identity.issuer.as_str()).bind(identity.subject.as_str()).bind(identity.trust.as_str())
+            .bind(id.to_string()).bind(at.as_str())
             .execute(&mut *tx).await.map_err(db("creating a user"))?;
         tx.commit().await.map_err(db("creating a user"))
     }.await);
     match inserted {
         Ok(()) => Ok((id, false, true)),
-        Err(error) => match user_by_identity(store, issuer, subject).await? {
+        Err(error) => match user_by_identity(store, identity).await? {
             Some((id, disabled)) => Ok((id, disabled, false)),
             None => Err(error),
         },
     }
 }
 
-/// Links `(issuer, subject)` to `user`. Already linked to `user`: nothing to do (`false`);
-/// linked to someone else: [`Error::IdentityInUse`].
+/// Links `identity` to `user`. Already linked to `user`: nothing to do (`false`); linked to
+/// someone else: [`Error::IdentityInUse`].
 pub async fn link_identity(
     store: &Store,
     user: Uuid,
-    issuer: &str,
-    subject: &str,
+    identity: &Identity,
     now: OffsetDateTime,
 ) -> Result<bool> {
-    if let Some((owner, _)) = user_by_identity(store, issuer, subject).await? {
+    if let Some((owner, _)) = user_by_identity(store, identity).await? {
         return if owner == user {
             Ok(false)
         } else {
@@ -112,14 +132,15 @@ pub async fn link_identity(
         };
     }
     let inserted = with_pool!(store, pool => {
-        sqlx::query("INSERT INTO user_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(issuer).bind(subject).bind(user.to_string()).bind(format_time(now))
+        sqlx::query("INSERT INTO user_identities (issuer, subject, trust, user_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(identity.issuer.as_str()).bind(identity.subject.as_str()).bind(identity.trust.as_str())
+            .bind(user.to_string()).bind(format_time(now))
             .execute(pool).await.map(|_| ())
     });
     match inserted {
         Ok(()) => Ok(true),
         // Lost a race with another link or first login of the same identity.
-        Err(_) => match user_by_identity(store, issuer, subject).await? {
+        Err(_) => match user_by_identity(store, identity).await? {
             Some((owner, _)) if owner == user => Ok(false),
             _ => Err(Error::IdentityInUse),
         },
@@ -129,7 +150,8 @@ pub async fn link_identity(
 /// Every user, oldest first, with identities and live session counts.
 pub async fn list_users(store: &Store, now: OffsetDateTime) -> Result<Vec<StoredUser>> {
     const USERS: &str = "SELECT id, created_at, disabled FROM users ORDER BY created_at, id";
-    const IDS: &str = "SELECT user_id, issuer, subject FROM user_identities ORDER BY created_at";
+    const IDS: &str =
+        "SELECT user_id, issuer, subject, trust FROM user_identities ORDER BY created_at";
     const LIVE: &str = "SELECT user_id, COUNT(*) AS n FROM sessions WHERE ended_at IS NULL AND expires_at > $1 GROUP BY user_id";
     let now = format_time(now);
     with_pool!(store, pool => {
@@ -143,10 +165,11 @@ pub async fn list_users(store: &Store, now: OffsetDateTime) -> Result<Vec<Stored
             for i in &ids {
                 let owner: String = i.try_get("user_id").map_err(db("listing users"))?;
                 if owner == id {
-                    identities.push((
-                        i.try_get("issuer").map_err(db("listing users"))?,
-                        i.try_get("subject").map_err(db("listing users"))?,
-                    ));
+                    identities.push(Identity {
+                        issuer: i.try_get("issuer").map_err(db("listing users"))?,
+                        subject: i.try_get("subject").map_err(db("listing users"))?,
+                        trust: i.try_get("trust").map_err(db("listing users"))?,
+                    });
                 }
             }
             let mut active_sessions = 0i64;

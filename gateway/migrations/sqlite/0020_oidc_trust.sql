@@ -1,0 +1,52 @@
+-- OIDC identities are bound to the key source that verified them (`trust`: `url:<JWKS URL>` or
+-- `file:<path>`, as the app configured it), next to (issuer, subject). An `iss` string is
+-- whatever an app configures, so two apps reach the same person only through the same keys.
+--
+-- Existing identities are bound to the source they can be attributed to, in this order:
+--   1. the app whose OIDC login created the identity (its session started at the identity's
+--      instant) or, failing that, the app of the user's earliest OIDC session, provided that
+--      app still trusts the issuer: its current source;
+--   2. otherwise the current source of the earliest-configured app trusting the issuer;
+--   3. otherwise (no app trusts the issuer any more) `none:`, which no source produces, so the
+--      identity is kept for the record but no login reaches it.
+-- SQLite cannot change a primary key in place: the table is rebuilt.
+CREATE TABLE user_identities_bound (
+    issuer     TEXT NOT NULL,
+    subject    TEXT NOT NULL,
+    trust      TEXT NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (issuer, subject, trust)
+);
+INSERT INTO user_identities_bound (issuer, subject, trust, user_id, created_at)
+SELECT i.issuer, i.subject,
+       COALESCE(
+           (SELECT CASE WHEN o.jwks_url IS NOT NULL THEN 'url:' || o.jwks_url
+                        ELSE 'file:' || o.jwks_file END
+              FROM sessions s
+              JOIN oidc_issuers o ON o.app_id = s.app_id AND o.issuer = i.issuer
+             WHERE s.user_id = i.user_id AND s.method = 'oidc' AND s.created_at = i.created_at
+               AND (o.jwks_url IS NOT NULL OR o.jwks_file IS NOT NULL)
+             ORDER BY s.app_id
+             LIMIT 1),
+           (SELECT CASE WHEN o.jwks_url IS NOT NULL THEN 'url:' || o.jwks_url
+                        ELSE 'file:' || o.jwks_file END
+              FROM sessions s
+              JOIN oidc_issuers o ON o.app_id = s.app_id AND o.issuer = i.issuer
+             WHERE s.user_id = i.user_id AND s.method = 'oidc'
+               AND (o.jwks_url IS NOT NULL OR o.jwks_file IS NOT NULL)
+             ORDER BY s.created_at, s.app_id
+             LIMIT 1),
+           (SELECT CASE WHEN o.jwks_url IS NOT NULL THEN 'url:' || o.jwks_url
+                        ELSE 'file:' || o.jwks_file END
+              FROM oidc_issuers o
+             WHERE o.issuer = i.issuer
+               AND (o.jwks_url IS NOT NULL OR o.jwks_file IS NOT NULL)
+             ORDER BY o.created_at, o.app_id
+             LIMIT 1),
+           'none:'),
+       i.user_id, i.created_at
+  FROM user_identities i;
+DROP TABLE user_identities;
+ALTER TABLE user_identities_bound RENAME TO user_identities;
+CREATE INDEX user_identities_user ON user_identities (user_id);
