@@ -448,6 +448,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     std::fs::write(&tx_file, body.to_string()).unwrap();
     let signed = ok_json(&wallet_cmd(&[
         "sign",
+        "--yes",
         "--wallet",
         &address,
         tx_file.to_str().unwrap(),
@@ -473,6 +474,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     .unwrap();
     let signed = ok_json(&wallet_cmd(&[
         "sign",
+        "--yes",
         "--wallet",
         &address,
         msg_file.to_str().unwrap(),
@@ -513,6 +515,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     assert_eq!(refreshed["epoch"], 1);
     let signed = ok_json(&wallet_cmd(&[
         "sign",
+        "--yes",
         "--wallet",
         &address,
         msg_file.to_str().unwrap(),
@@ -887,7 +890,7 @@ fn a_lost_device_is_recovered_from_the_cli() {
     );
 
     // The lost device's token is revoked.
-    let old = p.wallet(&["sign", "--wallet", &address, "--request", "x"]);
+    let old = p.wallet(&["sign", "--wallet", &address, "--request", "x", "--yes"]);
     assert!(!old.status.success());
     // The new device's kit is current and signs with no gateway involved.
     let checked = ok_json(&cli(&["recovery", "check"], &new_file));
@@ -1064,6 +1067,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         &[
             "wallet",
             "sign",
+            "--yes",
             "--wallet",
             &address,
             msg.to_str().unwrap(),
@@ -1114,6 +1118,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         &[
             "wallet",
             "sign",
+            "--yes",
             "--wallet",
             &address,
             msg.to_str().unwrap(),
@@ -1140,6 +1145,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         &[
             "wallet",
             "sign",
+            "--yes",
             "--wallet",
             &address,
             msg.to_str().unwrap(),

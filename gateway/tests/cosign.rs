@@ -84,7 +84,8 @@ async fn a_device_creates_a_wallet_and_signs_a_transaction_the_policy_allowed() 
         missing.text
     );
 
-    let (digest, signature) = client::sign(&w.base, &alice.device_token, &id, &share)
+    let expected = device_digest(&usdc_transfer(), &address);
+    let (digest, signature) = client::sign(&w.base, &alice.device_token, &id, &expected, &share)
         .await
         .unwrap();
     assert_eq!(
@@ -130,7 +131,7 @@ async fn a_device_creates_a_wallet_and_signs_a_transaction_the_policy_allowed() 
     );
 
     // One request, one signature: a second ceremony is refused.
-    let second = client::sign(&w.base, &alice.device_token, &id, &share).await;
+    let second = client::sign(&w.base, &alice.device_token, &id, &expected, &share).await;
     match second {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
         other => panic!("a second ceremony ran: {other:?}"),
@@ -176,17 +177,18 @@ async fn nobody_but_the_owner_and_their_device_reaches_a_wallet() {
     let created = submit(&w, &alice, &address, "k", usdc_transfer()).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let id = created.body["id"].as_str().unwrap();
+    let expected = device_digest(&usdc_transfer(), &address);
     // Bob's device cannot join, and reading the request needs the app or the owner.
-    match client::sign(&w.base, &bob.device_token, id, &share).await {
+    match client::sign(&w.base, &bob.device_token, id, &expected, &share).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_found"),
         other => panic!("bob's device joined: {other:?}"),
     }
-    match client::sign(&w.base, "pd_made_up", id, &share).await {
+    match client::sign(&w.base, "pd_made_up", id, &expected, &share).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "unauthorized"),
         other => panic!("a made-up token joined: {other:?}"),
     }
     // The request is still there for the owner's device.
-    client::sign(&w.base, &alice.device_token, id, &share)
+    client::sign(&w.base, &alice.device_token, id, &expected, &share)
         .await
         .unwrap();
 }
@@ -395,14 +397,16 @@ async fn a_step_up_lifts_the_deny_of_its_own_request_only_once() {
     let replay = step(&id_a, for_a).await;
     assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.text);
 
-    let (_, signature) = client::sign(&w.base, &alice.device_token, &id_a, &share)
+    let expected = device_digest(&native_transfer(1, 6 * ETH), &address);
+    let (_, signature) = client::sign(&w.base, &alice.device_token, &id_a, &expected, &share)
         .await
         .unwrap();
     let digest = bytes32(ok.body["digest"].as_str().unwrap()).unwrap();
     parapet_signer::mpc::verify_signature(share.public_key(), share.address(), &digest, &signature)
         .unwrap();
     // B was never stepped up: its device cannot sign it.
-    match client::sign(&w.base, &alice.device_token, &id_b, &share).await {
+    let expected_b = device_digest(&native_transfer(2, 6 * ETH), &address);
+    match client::sign(&w.base, &alice.device_token, &id_b, &expected_b, &share).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
         other => panic!("B was signed: {other:?}"),
     }
@@ -668,7 +672,8 @@ async fn every_payload_kind_is_signed_and_verifies_with_alloy() {
             created.text
         );
         let id = created.body["id"].as_str().unwrap();
-        client::sign(&w.base, &alice.device_token, id, &share)
+        let expected = device_digest(&body, &address);
+        client::sign(&w.base, &alice.device_token, id, &expected, &share)
             .await
             .unwrap();
         let got = call(
