@@ -260,6 +260,61 @@ async fn a_device_cannot_make_the_gateway_sign_another_digest() {
     assert!(!log.iter().any(|e| e["action"] == "signature.released"));
 }
 
+/// The other way round: a gateway that announces another digest than its request's (here its
+/// database, rewritten as a compromised gateway would) gets nothing from the device. The device
+/// computed the digest from the request itself; the client refuses the start before any
+/// protocol round, and the request does not end signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_signs_only_the_digest_it_computed_from_the_request() {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    let body = usdc_transfer();
+    let created = submit(&w, &alice, &address, "k", body.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["id"].as_str().unwrap();
+    let expected = device_digest(&body, &address);
+    assert_eq!(digest_in(&created.body), expected);
+
+    // What the gateway would rather have signed: ten native to someone else.
+    let substitute = device_digest(&native_transfer(7, 10 * ETH), &address);
+    let hex0x = |d: &[u8; 32]| format!("0x{}", hex::encode(d));
+    let sql = "UPDATE signing_requests SET digest = $1 WHERE id = $2";
+    let rewritten = match w.s.audit.store() {
+        parapet_gateway::audit::Store::Sqlite(pool) => sqlx::query(sql)
+            .bind(hex0x(&substitute))
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        parapet_gateway::audit::Store::Postgres(pool) => sqlx::query(sql)
+            .bind(hex0x(&substitute))
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(rewritten, 1);
+
+    match client::sign(&w.base, &alice.device_token, id, &expected, &share).await {
+        Err(parapet_signer::Error::DigestMismatch {
+            expected: e,
+            announced: a,
+        }) => assert_eq!((e, a), (hex0x(&expected), hex0x(&substitute))),
+        other => panic!("the device joined a ceremony for another digest: {other:?}"),
+    }
+    // The gateway had taken the request for the ceremony the device left: it failed unsigned.
+    let got = wait_until_not_signing(&w, id).await;
+    assert_eq!(got["state"], "failed", "{got}");
+    assert!(got.get("signature").is_none(), "{got}");
+    let log = events(&w.s).await;
+    assert!(!log.iter().any(|e| e["action"] == "signature.released"));
+}
+
 /// A 1559 transfer of `wei` with nonce `nonce`.
 fn native_transfer(nonce: u64, wei: u128) -> Value {
     json!({
