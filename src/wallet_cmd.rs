@@ -841,3 +841,18 @@ fn export_key(kit_path: &Path, understood: bool, json: bool) -> Result<ExitCode>
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::whole_units;
+
+    #[test]
+    fn base_units_read_as_whole_units() {
+        assert_eq!(whole_units("1500000000000000", 18), "0.0015");
+        assert_eq!(whole_units("250000000", 6), "250");
+        assert_eq!(whole_units("5", 18), "0.000000000000000005");
+        assert_eq!(whole_units("0", 18), "0");
+        assert_eq!(whole_units("12345", 0), "12345");
+        assert_eq!(whole_units("not a number", 6), "not a number");
+    }
+}
