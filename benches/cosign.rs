@@ -184,7 +184,8 @@ fn sign_over_loopback(
         .unwrap();
     let body: serde_json::Value = res.body_mut().read_json().unwrap();
     let id = body["id"].as_str().unwrap();
-    rt.block_on(client::sign(&s.base, &s.device_token, id, wallet))
+    let digest = parapet_signer::mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
+    rt.block_on(client::sign(&s.base, &s.device_token, id, &digest, wallet))
         .unwrap()
         .1
 }
@@ -338,8 +339,10 @@ fn n_concurrent(rt: &tokio::runtime::Runtime, s: &Setup, wallets: Vec<KeyShare>)
                     .unwrap();
                 let body: serde_json::Value = res.body_mut().read_json().unwrap();
                 let id = body["id"].as_str().unwrap().to_owned();
+                let expected =
+                    parapet_signer::mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
                 let (digest, sig) = handle
-                    .block_on(client::sign(&base, &token, &id, &w))
+                    .block_on(client::sign(&base, &token, &id, &expected, &w))
                     .unwrap();
                 parapet_signer::mpc::verify_signature(w.public_key(), w.address(), &digest, &sig)
                     .unwrap();

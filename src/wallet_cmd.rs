@@ -1,7 +1,9 @@
 //! `parapet wallet …`: the device's wallets. `create` runs key generation with the gateway and
 //! keeps the device's share in the passphrase-encrypted device file; `sign` submits a request
 //! (with the app's key and the user's session) and joins its ceremony, or joins one an app
-//! already created (`--request`); `list` shows the wallets in the file. Every key generation
+//! already created (`--request`). Either way the device decodes the request itself, shows what
+//! it is, asks before it signs, and signs only the digest it computed (see [`checked`]); `list`
+//! shows the wallets in the file. Every key generation
 //! and refresh also leaves the wallet's backup kit in the file (DESIGN §9): `kit` writes it out,
 //! `sign --offline --backup-kit` signs with it and no gateway, and `export-key` rebuilds the
 //! private key from it for a user who leaves.
@@ -57,6 +59,10 @@ pub enum WalletCommand {
         /// The backup kit file (`parapet wallet kit`) for --offline.
         #[arg(long)]
         backup_kit: Option<PathBuf>,
+        /// Sign without asking "Sign this?" (for scripts). The summary is still printed and the
+        /// device still refuses a request whose digest is not the one it computed.
+        #[arg(long, env = "PARAPET_YES", value_parser = clap::builder::BoolishValueParser::new())]
+        yes: bool,
         #[command(flatten)]
         file: FileArgs,
         #[arg(long)]
@@ -115,6 +121,7 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
             idempotency_key,
             offline,
             backup_kit,
+            yes,
             file,
             json,
         } => {
@@ -124,20 +131,45 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
                 return sign_offline(&wallet, &kit, &body, json);
             }
             let path = file.path()?;
-            let request = match request {
-                Some(r) => r,
+            let pass = Zeroizing::new(passphrase(false)?);
+            let secrets = file::load(&path, &pass)?;
+            let wallet = wallet.to_ascii_lowercase();
+            let (request, expected) = match request {
+                Some(r) => {
+                    // The request an app made: what the device signs comes from the gateway's
+                    // copy of it, decoded and checked here.
+                    let view = device_view(&secrets, &r)?;
+                    let body = view.get("body").cloned().with_context(|| {
+                        format!("the gateway did not send request {r}'s body: nothing was signed")
+                    })?;
+                    let mine = checked(body, &wallet)?;
+                    check_view(&view, &r, &wallet, &mine)?;
+                    show(Some(&r), &wallet, &mine);
+                    confirm(yes)?;
+                    (r, mine.digest())
+                }
                 None => {
+                    // The device's own file: checked and confirmed before the gateway sees it,
+                    // so that a "no" leaves no request behind.
                     let body = body.context("give the request body FILE, or --request ID")?;
                     let (Some(key), Some(session)) = (api_key, session) else {
                         bail!(
                             "creating a signing request needs --api-key and --session (or PARAPET_API_KEY and PARAPET_SESSION)"
                         );
                     };
-                    let secrets = file::load(&path, &passphrase(false)?)?;
-                    submit(&secrets, &wallet, &body, &key, &session, idempotency_key)?
+                    let body = read_body(&body)?;
+                    if body.get("wallet").is_some() {
+                        bail!("the body names no wallet: --wallet says which");
+                    }
+                    let mine = checked(body.clone(), &wallet)?;
+                    show(None, &wallet, &mine);
+                    confirm(yes)?;
+                    let r = submit(&secrets, &wallet, &body, &key, &session, idempotency_key)?;
+                    check_view(&device_view(&secrets, &r)?, &r, &wallet, &mine)?;
+                    (r, mine.digest())
                 }
             };
-            sign(&path, &wallet, &request, json)
+            sign(&path, &pass, secrets, &wallet, &request, &expected, json)
         }
         WalletCommand::Refresh { wallet, file, json } => refresh(&file.path()?, &wallet, json),
         WalletCommand::Kit { wallet, out, file } => write_kit(&file.path()?, &wallet, &out),
@@ -222,18 +254,22 @@ fn create(path: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A request body file (JSON).
+fn read_body(path: &Path) -> Result<Value> {
+    serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))
+}
+
 fn submit(
     secrets: &DeviceSecrets,
     wallet: &str,
-    body: &Path,
+    body: &Value,
     api_key: &str,
     session: &str,
     idempotency_key: Option<String>,
 ) -> Result<String> {
-    let body: Value = serde_json::from_slice(
-        &std::fs::read(body).with_context(|| format!("reading {}", body.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", body.display()))?;
     let key = idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut res = agent()
         .post(&format!("{}/v1/wallets/{wallet}/sign", secrets.gateway))
@@ -266,39 +302,58 @@ fn pending_key(wallet: &str, epoch: i64) -> String {
     format!("{wallet}#{epoch}")
 }
 
-fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode> {
-    let passphrase = Zeroizing::new(passphrase(false)?);
-    let mut secrets = file::load(path, &passphrase)?;
-    let wallet = wallet.to_ascii_lowercase();
-    // A refreshed share the gateway has committed (it signs with that epoch) becomes current.
-    let mut promoted = None;
-    let (digest, signature) = runtime()?
-        .block_on(client::sign_with(
-            &secrets.gateway.clone(),
-            &secrets.device_token.clone(),
-            request,
-            |epoch| {
-                if let Some(e) = epoch
-                    && secrets.shares.contains_key(&pending_key(&wallet, e))
-                {
-                    promoted = Some(pending_key(&wallet, e));
-                    return share_of(&secrets, &pending_key(&wallet, e))
-                        .map_err(|e| parapet_signer::Error::DeviceFile(e.to_string()));
-                }
-                share_of(&secrets, &wallet)
-                    .map_err(|e| parapet_signer::Error::DeviceFile(e.to_string()))
-            },
-        ))
-        .context("the signing ceremony failed")?;
-    if let Some(key) = promoted
-        && let Some(share) = secrets.shares.remove(&key)
-    {
-        secrets.shares.insert(wallet.clone(), share);
-        if let Some(kit) = secrets.kits.remove(&key) {
-            secrets.kits.insert(wallet.clone(), kit);
-        }
-        file::save(path, &secrets, &passphrase)?;
+/// What the device made of a request body on its own: the request and the decoder's facts,
+/// whose digest is the one thing it will sign.
+struct Checked {
+    request: parapet_gateway::request::AuthorizeRequest,
+    facts: parapet_gateway::facts::Facts,
+}
+
+impl Checked {
+    fn digest(&self) -> [u8; 32] {
+        self.facts.digest.0
     }
+}
+
+/// The token list the binary ships with (`schemas/tokens.json`), to name tokens and their
+/// amounts in the summary. It plays no part in the digest.
+fn registry() -> parapet_gateway::decode::Registry {
+    parapet_gateway::decode::Registry::load(include_str!("../schemas/tokens.json"), &[])
+        .unwrap_or_default()
+}
+
+/// Decodes a request body (`chain_id` and one payload, and `wallet` when the gateway's copy
+/// names it) for `wallet` with the gateway's own decoder, run here: the digest it yields is what
+/// this device computed, whatever the gateway says.
+fn checked(mut body: Value, wallet: &str) -> Result<Checked> {
+    let object = body
+        .as_object_mut()
+        .context("the request body is a JSON object")?;
+    if let Some(named) = object.get("wallet") {
+        let named = named
+            .get("address")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if named != wallet {
+            bail!("the request is for wallet {named}, not {wallet}: nothing was signed");
+        }
+    }
+    object.insert(
+        "wallet".to_owned(),
+        serde_json::json!({ "address": wallet }),
+    );
+    let request: parapet_gateway::request::AuthorizeRequest =
+        serde_json::from_value(body).context("not a signing request body")?;
+    let address = parapet_gateway::pipeline::parse_address(wallet)?;
+    let facts =
+        parapet_gateway::decode::decode(request.payload()?, request.chain_id, address, &registry())
+            .context("this device cannot decode the request, so it will not sign it")?;
+    Ok(Checked { request, facts })
+}
+
+/// The device's read of a signing request (`GET /v1/device/signing-requests/{id}`).
+fn device_view(secrets: &DeviceSecrets, request: &str) -> Result<Value> {
     let mut res = agent()
         .get(&format!(
             "{}/v1/device/signing-requests/{request}",
@@ -307,7 +362,264 @@ fn sign(path: &Path, wallet: &str, request: &str, json: bool) -> Result<ExitCode
         .header("authorization", &format!("Device {}", secrets.device_token))
         .call()
         .with_context(|| format!("reaching {}", secrets.gateway))?;
+    let status = res.status().as_u16();
     let answer: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    if status != 200 {
+        let code = text(&answer, "code").unwrap_or("?");
+        bail!(
+            "the gateway refused to show request {request}: {} ({code})",
+            refusal(status, &answer)
+        );
+    }
+    Ok(answer)
+}
+
+/// Refuses a request the gateway describes otherwise than the device decoded it: another
+/// wallet, or above all another digest (what the gateway would have the device sign).
+fn check_view(view: &Value, request: &str, wallet: &str, mine: &Checked) -> Result<()> {
+    let theirs_wallet = text(view, "wallet")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if theirs_wallet != wallet {
+        bail!("request {request} is for wallet {theirs_wallet}, not {wallet}: nothing was signed");
+    }
+    let expected = format!("0x{}", hex::encode(mine.digest()));
+    let theirs = text(view, "digest")
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if theirs != expected {
+        bail!(
+            "the gateway asked this device to sign {theirs}, which is not the request: the \
+             request decodes here to digest {expected}. Nothing was signed."
+        );
+    }
+    match text(view, "state") {
+        Some("authorized") => Ok(()),
+        Some("pending_step_up") => bail!(
+            "request {request} waits for your approval with a passkey: approve it on the \
+             gateway's page, then run again with --request {request}"
+        ),
+        other => bail!(
+            "request {request} is {}, not authorized: nothing to sign",
+            other.unwrap_or("in an unknown state")
+        ),
+    }
+}
+
+/// `raw` base units of an asset with `decimals` decimals, in whole units ("1.5").
+fn whole_units(raw: &str, decimals: u8) -> String {
+    let decimals = usize::from(decimals);
+    if decimals == 0 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return raw.to_owned();
+    }
+    let padded = format!("{raw:0>width$}", width = decimals + 1);
+    let (int, frac) = padded.split_at(padded.len() - decimals);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        int.to_owned()
+    } else {
+        format!("{int}.{frac}")
+    }
+}
+
+/// At most `max` characters of `text`, marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        format!("{}…", text.chars().take(max).collect::<String>())
+    }
+}
+
+/// The one-screen summary of what the device is about to sign, from its own decoding.
+fn summary(request_id: Option<&str>, wallet: &str, mine: &Checked) -> String {
+    use parapet_gateway::facts::Action;
+    use parapet_gateway::request::Payload;
+    let (facts, d) = (&mine.facts, &mine.facts.decoded);
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    if let Some(id) = request_id {
+        lines.push(("request", id.to_owned()));
+    }
+    lines.push(("wallet", wallet.to_owned()));
+    lines.push(("chain id", mine.request.chain_id.to_string()));
+    lines.push(("action", facts.action.as_str().to_owned()));
+    match (d.to, facts.action) {
+        (Some(to), _) => lines.push(("to", format!("{to:#x}"))),
+        (None, Action::ContractDeploy) => lines.push(("to", "nobody: deploys a contract".into())),
+        _ => {}
+    }
+    if let Some(value) = &d.value {
+        lines.push((
+            "value",
+            format!(
+                "{} wei ({} in the chain's native coin)",
+                value.raw,
+                whole_units(&value.raw, 18)
+            ),
+        ));
+    }
+    if let Some(t) = &d.token {
+        let name = if t.known {
+            format!("{} ({})", t.symbol, t.standard)
+        } else {
+            "a token this device does not know".to_owned()
+        };
+        lines.push(("token", format!("{:#x}, {name}", t.contract)));
+        let amount = if t.unlimited {
+            "UNLIMITED".to_owned()
+        } else if t.known {
+            format!(
+                "{} {} ({} base units)",
+                whole_units(&t.amount.raw, t.decimals),
+                t.symbol,
+                t.amount.raw
+            )
+        } else {
+            format!("{} base units", t.amount.raw)
+        };
+        lines.push(("amount", amount));
+        let role = match facts.action {
+            Action::Erc20Transfer => "token to",
+            _ => "spender",
+        };
+        lines.push((role, format!("{:#x}", t.counterparty)));
+    }
+    if let Some(n) = &d.nft {
+        lines.push((
+            "nft",
+            format!("{:#x} ({}) token id {}", n.contract, n.standard, n.token_id),
+        ));
+        let role = match (facts.action, n.approved) {
+            (Action::NftApproveAll, true) => "operator (all NFTs)",
+            (Action::NftApproveAll, false) => "revokes operator",
+            _ => "nft to",
+        };
+        lines.push((role, format!("{:#x}", n.counterparty)));
+    }
+    if let Some(call) = &d.call {
+        lines.push(("function", call.function.clone()));
+    }
+    if let (Some(selector), Some(len)) = (&d.selector, d.data_len)
+        && !selector.is_empty()
+    {
+        lines.push(("calldata", format!("{len} bytes, selector {selector}")));
+    }
+    if let Some(delegates) = &d.delegates {
+        let list: Vec<String> = delegates.iter().map(|a| format!("{a:#x}")).collect();
+        lines.push(("delegates to", list.join(", ")));
+    }
+    if let Some(t) = &d.typed_data {
+        lines.push(("domain name", format!("{:?}", t.domain_name)));
+        if let Some(c) = t.verifying_contract {
+            lines.push(("verifying contract", format!("{c:#x}")));
+        }
+        if let Some(c) = t.domain_chain_id {
+            lines.push(("domain chain id", c.to_string()));
+        }
+        lines.push(("primary type", t.primary_type.clone()));
+    }
+    match mine.request.payload() {
+        Ok(Payload::Message(m)) => {
+            lines.push(("message", format!("{:?} ({} bytes)", clip(m, 400), m.len())));
+        }
+        Ok(Payload::MessageBytes(m)) => {
+            let len = d.message.as_ref().map_or(0, |m| m.len);
+            lines.push(("message", format!("{len} bytes: {}", clip(m, 130))));
+        }
+        Ok(Payload::Hash(_)) => {
+            lines.push((
+                "WARNING",
+                "a bare hash: nobody can tell what it authorizes".into(),
+            ));
+        }
+        _ => {}
+    }
+    lines.push(("digest", format!("0x{}", hex::encode(mine.digest()))));
+    let mut out = String::from("About to sign, as this device decoded it:\n");
+    for (k, v) in lines {
+        out.push_str(&format!("  {k:<18} {v}\n"));
+    }
+    out
+}
+
+/// Prints the summary (on stderr: stdout keeps the result, `--json` included).
+fn show(request_id: Option<&str>, wallet: &str, mine: &Checked) {
+    eprint!("{}", summary(request_id, wallet, mine));
+}
+
+/// Asks "Sign this?" on the terminal; `--yes` answers for scripts. With no terminal to ask on
+/// and no `--yes`, nothing is signed: a device never signs silently.
+fn confirm(yes: bool) -> Result<()> {
+    use std::io::IsTerminal as _;
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "nothing was signed: there is no terminal to ask \"Sign this?\" on; pass --yes (or \
+             set PARAPET_YES=1) to sign without asking"
+        );
+    }
+    eprint!("Sign this? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    match line.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => bail!("not confirmed: nothing was signed"),
+    }
+}
+
+/// Joins request `request`'s ceremony, signing `expected` (the digest this device computed)
+/// and nothing else: the client ends the ceremony before any round if the gateway announces
+/// another.
+fn sign(
+    path: &Path,
+    passphrase: &str,
+    mut secrets: DeviceSecrets,
+    wallet: &str,
+    request: &str,
+    expected: &[u8; 32],
+    json: bool,
+) -> Result<ExitCode> {
+    // A refreshed share the gateway has committed (it signs with that epoch) becomes current.
+    let mut promoted = None;
+    let (digest, signature) = runtime()?
+        .block_on(client::sign_with(
+            &secrets.gateway.clone(),
+            &secrets.device_token.clone(),
+            request,
+            expected,
+            |epoch| {
+                let key = match epoch {
+                    Some(e) if secrets.shares.contains_key(&pending_key(wallet, e)) => {
+                        promoted = Some(pending_key(wallet, e));
+                        pending_key(wallet, e)
+                    }
+                    _ => wallet.to_owned(),
+                };
+                let share = share_of(&secrets, &key)
+                    .map_err(|e| parapet_signer::Error::DeviceFile(e.to_string()))?;
+                if format!("0x{}", hex::encode(share.address())) != wallet {
+                    return Err(parapet_signer::Error::DeviceFile(format!(
+                        "the share kept for {wallet} is of another wallet"
+                    )));
+                }
+                Ok(share)
+            },
+        ))
+        .context("the signing ceremony failed")?;
+    if let Some(key) = promoted
+        && let Some(share) = secrets.shares.remove(&key)
+    {
+        secrets.shares.insert(wallet.to_owned(), share);
+        if let Some(kit) = secrets.kits.remove(&key) {
+            secrets.kits.insert(wallet.to_owned(), kit);
+        }
+        file::save(path, &secrets, passphrase)?;
+    }
+    let answer = device_view(&secrets, request).unwrap_or(Value::Null);
     let out = serde_json::json!({
         "signing_request": request,
         "digest": format!("0x{}", hex::encode(digest)),
@@ -336,6 +648,9 @@ fn refresh(path: &Path, wallet: &str, json: bool) -> Result<ExitCode> {
     let mut secrets = file::load(path, &passphrase)?;
     let wallet = wallet.to_ascii_lowercase();
     let share = share_of(&secrets, &wallet)?;
+    if format!("0x{}", hex::encode(share.address())) != wallet {
+        bail!("the share kept for {wallet} is of another wallet: nothing was refreshed");
+    }
     let recovery_key = recovery_cmd::public_key_of(&secrets)?;
     let (gateway, token, user) = (
         secrets.gateway.clone(),
@@ -444,29 +759,12 @@ fn sign_offline(wallet: &str, kit_path: &Path, body: &Path, json: bool) -> Resul
     if kit.address != wallet.to_ascii_lowercase() {
         bail!("the kit is for {}, not {wallet}", kit.address);
     }
-    let mut request: Value = serde_json::from_slice(
-        &std::fs::read(body).with_context(|| format!("reading {}", body.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", body.display()))?;
-    let object = request
-        .as_object_mut()
-        .context("the request body is a JSON object")?;
-    if object.contains_key("wallet") {
+    let body = read_body(body)?;
+    if body.get("wallet").is_some() {
         bail!("the body names no wallet: the kit says which");
     }
-    object.insert(
-        "wallet".to_owned(),
-        serde_json::json!({ "address": kit.address }),
-    );
-    let request: parapet_gateway::request::AuthorizeRequest =
-        serde_json::from_value(request).context("not a signing request body")?;
+    let Checked { request, facts } = checked(body, &kit.address)?;
     let address = parapet_gateway::pipeline::parse_address(&kit.address)?;
-    let facts = parapet_gateway::decode::decode(
-        request.payload()?,
-        request.chain_id,
-        address,
-        &parapet_gateway::decode::Registry::default(),
-    )?;
     let digest: [u8; 32] = facts.digest.0;
     let signature = sign_locally(&Dkls23, &device, &gateway, digest)?;
     let signed = parapet_gateway::decode::signed_transaction(
@@ -542,4 +840,19 @@ fn export_key(kit_path: &Path, understood: bool, json: bool) -> Result<ExitCode>
         println!("{}", key_hex.as_str());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_units;
+
+    #[test]
+    fn base_units_read_as_whole_units() {
+        assert_eq!(whole_units("1500000000000000", 18), "0.0015");
+        assert_eq!(whole_units("250000000", 6), "250");
+        assert_eq!(whole_units("5", 18), "0.000000000000000005");
+        assert_eq!(whole_units("0", 18), "0");
+        assert_eq!(whole_units("12345", 0), "12345");
+        assert_eq!(whole_units("not a number", 6), "not a number");
+    }
 }

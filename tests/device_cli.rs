@@ -479,6 +479,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     std::fs::write(&tx_file, body.to_string()).unwrap();
     let signed = ok_json(&wallet_cmd(&[
         "sign",
+        "--yes",
         "--wallet",
         &address,
         tx_file.to_str().unwrap(),
@@ -504,6 +505,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     .unwrap();
     let signed = ok_json(&wallet_cmd(&[
         "sign",
+        "--yes",
         "--wallet",
         &address,
         msg_file.to_str().unwrap(),
@@ -544,6 +546,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     assert_eq!(refreshed["epoch"], 1);
     let signed = ok_json(&wallet_cmd(&[
         "sign",
+        "--yes",
         "--wallet",
         &address,
         msg_file.to_str().unwrap(),
@@ -918,7 +921,7 @@ fn a_lost_device_is_recovered_from_the_cli() {
     );
 
     // The lost device's token is revoked.
-    let old = p.wallet(&["sign", "--wallet", &address, "--request", "x"]);
+    let old = p.wallet(&["sign", "--wallet", &address, "--request", "x", "--yes"]);
     assert!(!old.status.success());
     // The new device's kit is current and signs with no gateway involved.
     let checked = ok_json(&cli(&["recovery", "check"], &new_file));
@@ -1088,6 +1091,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         &[
             "wallet",
             "sign",
+            "--yes",
             "--wallet",
             &address,
             msg.to_str().unwrap(),
@@ -1138,6 +1142,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         &[
             "wallet",
             "sign",
+            "--yes",
             "--wallet",
             &address,
             msg.to_str().unwrap(),
@@ -1164,6 +1169,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         &[
             "wallet",
             "sign",
+            "--yes",
             "--wallet",
             &address,
             msg.to_str().unwrap(),
@@ -1178,4 +1184,143 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+/// The digest a device computes for `body` (`chain_id` and one payload) of `wallet`.
+fn digest_of(body: &Value, wallet: &str) -> String {
+    let mut body = body.clone();
+    body["wallet"] = json!({ "address": wallet });
+    let request: parapet_gateway::request::AuthorizeRequest = serde_json::from_value(body).unwrap();
+    let facts = parapet_gateway::decode::decode(
+        request.payload().unwrap(),
+        request.chain_id,
+        parapet_gateway::pipeline::parse_address(wallet).unwrap(),
+        &parapet_gateway::decode::Registry::default(),
+    )
+    .unwrap();
+    format!("0x{}", hex::encode(facts.digest.0))
+}
+
+/// What you see is what you sign: `wallet sign` shows what it decoded (to and value of a native
+/// transfer) and, with no terminal to ask on, signs only with `--yes` or `PARAPET_YES`. A
+/// gateway whose stored digest for a request was rewritten (as a compromised gateway would)
+/// gets no signature: the CLI exits non-zero naming both digests, and the request is not signed.
+#[test]
+fn the_cli_shows_what_it_signs_and_refuses_a_digest_that_is_not_the_requests() {
+    const GWEI: u128 = 1_000_000_000;
+    let (p, _passkey) = onboard(&[]);
+    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let address = created["address"].as_str().unwrap().to_owned();
+    let body = native_transfer(0, 1_500_000 * GWEI);
+    let tx_file = p.dir.path().join("native.json");
+    std::fs::write(&tx_file, body.to_string()).unwrap();
+    let tx = tx_file.to_str().unwrap();
+    let summary_names_the_transfer = |stderr: &str| {
+        let line = |key: &str| {
+            stderr
+                .lines()
+                .find(|l| l.trim_start().starts_with(&format!("{key} ")))
+                .unwrap_or_else(|| panic!("no {key} in the summary: {stderr}"))
+                .to_owned()
+        };
+        assert!(
+            line("to").ends_with(" 0x2222222222222222222222222222222222222222"),
+            "{stderr}"
+        );
+        assert!(
+            line("value").contains(" 1500000000000000 wei (0.0015 "),
+            "{stderr}"
+        );
+        assert!(
+            line("digest").ends_with(&digest_of(&body, &address)),
+            "{stderr}"
+        );
+    };
+
+    // No terminal and no --yes: the summary, then a refusal; nothing was signed.
+    let asked = p.wallet(&["sign", "--wallet", &address, tx, "--json"]);
+    let stderr = String::from_utf8_lossy(&asked.stderr).into_owned();
+    assert!(!asked.status.success(), "signed without asking: {stderr}");
+    assert!(asked.stdout.is_empty());
+    assert!(stderr.contains("--yes"), "{stderr}");
+    summary_names_the_transfer(&stderr);
+
+    // PARAPET_YES answers for scripts; the summary is still shown and the transaction signs.
+    let out = Command::new(env!("CARGO_BIN_EXE_parapet"))
+        .args(["wallet", "sign", "--wallet", &address, tx, "--json"])
+        .arg("--device-file")
+        .arg(&p.file)
+        .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+        .env("PARAPET_API_KEY", &p.api_key)
+        .env("PARAPET_SESSION", &p.session)
+        .env("PARAPET_YES", "1")
+        .output()
+        .unwrap();
+    summary_names_the_transfer(&String::from_utf8_lossy(&out.stderr));
+    let signed = ok_json(&out);
+    assert_eq!(signed["digest"], digest_of(&body, &address));
+    assert!(signed["signed_transaction"].is_string(), "{signed}");
+
+    // The app asks for 1 gwei; the gateway's database then says the request's digest is that of
+    // another transfer (5 native to someone else).
+    let small = native_transfer(1, GWEI);
+    let (status, asked) = p.post(
+        &p.base,
+        &format!("/v1/wallets/{address}/sign"),
+        &[("idempotency-key", "substituted")],
+        small.clone(),
+    );
+    assert_eq!(status, 201, "{asked}");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let mut substitute = native_transfer(1, 5_000_000_000 * GWEI);
+    substitute["transaction_request"]["to"] = json!("0x6666666666666666666666666666666666666666");
+    let (real, fake) = (
+        digest_of(&small, &address),
+        digest_of(&substitute, &address),
+    );
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use sqlx::Connection;
+            let db = p.dir.path().join("data/parapet.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+                .await
+                .unwrap();
+            let done = sqlx::query("UPDATE signing_requests SET digest = $1 WHERE id = $2")
+                .bind(&fake)
+                .bind(&id)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            assert_eq!(done.rows_affected(), 1);
+        });
+    let refused = p.wallet(&[
+        "sign",
+        "--wallet",
+        &address,
+        "--request",
+        &id,
+        "--yes",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "the device signed: {stderr}");
+    assert!(refused.stdout.is_empty());
+    assert!(
+        stderr.contains("the gateway asked this device to sign")
+            && stderr.contains(&fake)
+            && stderr.contains(&real),
+        "{stderr}"
+    );
+    let got: Value = ureq::get(&format!("{}/v1/signing-requests/{id}", p.base))
+        .header("authorization", &format!("Bearer {}", p.api_key))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert_ne!(got["state"], "signed", "{got}");
+    assert!(got.get("signature").is_none(), "{got}");
 }

@@ -84,7 +84,8 @@ async fn a_device_creates_a_wallet_and_signs_a_transaction_the_policy_allowed() 
         missing.text
     );
 
-    let (digest, signature) = client::sign(&w.base, &alice.device_token, &id, &share)
+    let expected = device_digest(&usdc_transfer(), &address);
+    let (digest, signature) = client::sign(&w.base, &alice.device_token, &id, &expected, &share)
         .await
         .unwrap();
     assert_eq!(
@@ -130,7 +131,7 @@ async fn a_device_creates_a_wallet_and_signs_a_transaction_the_policy_allowed() 
     );
 
     // One request, one signature: a second ceremony is refused.
-    let second = client::sign(&w.base, &alice.device_token, &id, &share).await;
+    let second = client::sign(&w.base, &alice.device_token, &id, &expected, &share).await;
     match second {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
         other => panic!("a second ceremony ran: {other:?}"),
@@ -176,17 +177,18 @@ async fn nobody_but_the_owner_and_their_device_reaches_a_wallet() {
     let created = submit(&w, &alice, &address, "k", usdc_transfer()).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
     let id = created.body["id"].as_str().unwrap();
+    let expected = device_digest(&usdc_transfer(), &address);
     // Bob's device cannot join, and reading the request needs the app or the owner.
-    match client::sign(&w.base, &bob.device_token, id, &share).await {
+    match client::sign(&w.base, &bob.device_token, id, &expected, &share).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_found"),
         other => panic!("bob's device joined: {other:?}"),
     }
-    match client::sign(&w.base, "pd_made_up", id, &share).await {
+    match client::sign(&w.base, "pd_made_up", id, &expected, &share).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "unauthorized"),
         other => panic!("a made-up token joined: {other:?}"),
     }
     // The request is still there for the owner's device.
-    client::sign(&w.base, &alice.device_token, id, &share)
+    client::sign(&w.base, &alice.device_token, id, &expected, &share)
         .await
         .unwrap();
 }
@@ -255,6 +257,61 @@ async fn a_device_cannot_make_the_gateway_sign_another_digest() {
         .find(|e| e["action"] == "signature.failed")
         .expect("the failure is audited");
     assert_eq!(failed["request"]["reservation"], "released");
+    assert!(!log.iter().any(|e| e["action"] == "signature.released"));
+}
+
+/// The other way round: a gateway that announces another digest than its request's (here its
+/// database, rewritten as a compromised gateway would) gets nothing from the device. The device
+/// computed the digest from the request itself; the client refuses the start before any
+/// protocol round, and the request does not end signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_signs_only_the_digest_it_computed_from_the_request() {
+    const ETH: u128 = 1_000_000_000_000_000_000;
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    let body = usdc_transfer();
+    let created = submit(&w, &alice, &address, "k", body.clone()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.body["id"].as_str().unwrap();
+    let expected = device_digest(&body, &address);
+    assert_eq!(digest_in(&created.body), expected);
+
+    // What the gateway would rather have signed: ten native to someone else.
+    let substitute = device_digest(&native_transfer(7, 10 * ETH), &address);
+    let hex0x = |d: &[u8; 32]| format!("0x{}", hex::encode(d));
+    let sql = "UPDATE signing_requests SET digest = $1 WHERE id = $2";
+    let rewritten = match w.s.audit.store() {
+        parapet_gateway::audit::Store::Sqlite(pool) => sqlx::query(sql)
+            .bind(hex0x(&substitute))
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        parapet_gateway::audit::Store::Postgres(pool) => sqlx::query(sql)
+            .bind(hex0x(&substitute))
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(rewritten, 1);
+
+    match client::sign(&w.base, &alice.device_token, id, &expected, &share).await {
+        Err(parapet_signer::Error::DigestMismatch {
+            expected: e,
+            announced: a,
+        }) => assert_eq!((e, a), (hex0x(&expected), hex0x(&substitute))),
+        other => panic!("the device joined a ceremony for another digest: {other:?}"),
+    }
+    // The gateway had taken the request for the ceremony the device left: it failed unsigned.
+    let got = wait_until_not_signing(&w, id).await;
+    assert_eq!(got["state"], "failed", "{got}");
+    assert!(got.get("signature").is_none(), "{got}");
+    let log = events(&w.s).await;
     assert!(!log.iter().any(|e| e["action"] == "signature.released"));
 }
 
@@ -395,14 +452,16 @@ async fn a_step_up_lifts_the_deny_of_its_own_request_only_once() {
     let replay = step(&id_a, for_a).await;
     assert_eq!(replay.status, StatusCode::CONFLICT, "{}", replay.text);
 
-    let (_, signature) = client::sign(&w.base, &alice.device_token, &id_a, &share)
+    let expected = device_digest(&native_transfer(1, 6 * ETH), &address);
+    let (_, signature) = client::sign(&w.base, &alice.device_token, &id_a, &expected, &share)
         .await
         .unwrap();
     let digest = bytes32(ok.body["digest"].as_str().unwrap()).unwrap();
     parapet_signer::mpc::verify_signature(share.public_key(), share.address(), &digest, &signature)
         .unwrap();
     // B was never stepped up: its device cannot sign it.
-    match client::sign(&w.base, &alice.device_token, &id_b, &share).await {
+    let expected_b = device_digest(&native_transfer(2, 6 * ETH), &address);
+    match client::sign(&w.base, &alice.device_token, &id_b, &expected_b, &share).await {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
         other => panic!("B was signed: {other:?}"),
     }
@@ -754,7 +813,8 @@ async fn every_payload_kind_is_signed_and_verifies_with_alloy() {
             created.text
         );
         let id = created.body["id"].as_str().unwrap();
-        client::sign(&w.base, &alice.device_token, id, &share)
+        let expected = device_digest(&body, &address);
+        client::sign(&w.base, &alice.device_token, id, &expected, &share)
             .await
             .unwrap();
         let got = call(

@@ -104,6 +104,20 @@ pub enum Error {
     /// The gateway refused or ended the ceremony, with its error code and message.
     #[error("{message} ({code})")]
     Refused { code: String, message: String },
+    /// The gateway announced a digest other than the one the device computed from the request
+    /// itself: the device ran no protocol round, so the gateway got nothing of its share.
+    #[error(
+        "the gateway asked this device to sign {announced}, but the request it checked has \
+         digest {expected}: nothing was signed"
+    )]
+    DigestMismatch { expected: String, announced: String },
+    /// A refresh ended with a share of another wallet than the one the device held: the new
+    /// share is dropped and the current one kept.
+    #[error(
+        "the refresh produced a share of {got}, not of the wallet {held} this device holds: \
+         the new share was dropped and the current one kept"
+    )]
+    AddressChanged { held: String, got: String },
 
     // ---- recovery (DESIGN §9) ----
     /// What the user typed is not a recovery secret: wrong length, characters or checksum.

@@ -434,7 +434,7 @@ async function main() {
     await waitFor(page, 'the request approved', `${row}[data-state="authorized"]`);
     const got = await call('GET', `/v1/signing-requests/${id}`, { headers: { Authorization: `Bearer ${APP_KEY}` } });
     assert(got.status === 200 && got.json.state === 'authorized' && got.json.decision.facts.step_up === true, `after approval: ${got.status} ${got.text}`);
-    const signed = JSON.parse(cli(['wallet', 'sign', '--wallet', address, '--request', id, '--json']));
+    const signed = JSON.parse(cli(['wallet', 'sign', '--wallet', address, '--request', id, '--yes', '--json']));
     assert(/^0x[0-9a-f]+$/.test(signed.signed_transaction || ''), `wallet sign printed ${JSON.stringify(signed)}`);
     const done = await call('GET', `/v1/signing-requests/${id}`, { headers: { Authorization: `Bearer ${APP_KEY}` } });
     assert(done.json.state === 'signed' && done.json.tx_hash === signed.tx_hash, `after signing: ${done.text}`);

@@ -464,7 +464,10 @@ pub async fn get(
     Ok(json_answer(full_view(&state, &r), &request_id))
 }
 
-/// `GET /v1/device/signing-requests/{id}`: the owner's device.
+/// `GET /v1/device/signing-requests/{id}`: the owner's device. Besides the request's view it
+/// carries `body`, the request as it was decided (`chain_id`, `wallet` and the one payload), so
+/// that the device decodes it itself, shows the person what it is and recomputes the digest
+/// before it joins the ceremony: the device signs what it checked, not what it is told.
 pub async fn device_get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -480,7 +483,11 @@ pub async fn device_get(
         .map_err(|e| fail(store_down(e)))?
         .filter(|r| r.owner == device.user_id)
         .ok_or_else(|| fail(Error::NotFound))?;
-    Ok(json_answer(full_view(&state, &r), &request_id))
+    let mut view = full_view(&state, &r);
+    let body: Value = serde_json::from_str(&r.body)
+        .map_err(|e| fail(Error::Internal(format!("a stored request body: {e}"))))?;
+    set(&mut view, "body", body);
+    Ok(json_answer(view, &request_id))
 }
 
 /// `GET /v1/signing-requests/{id}/ceremony`: the owner's device joins the signing ceremony.

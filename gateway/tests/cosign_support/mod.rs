@@ -166,6 +166,28 @@ pub async fn submit(
     .await
 }
 
+/// The digest a device computes from a request body (`chain_id` and one payload) for
+/// `address`, decoding it itself: what it expects the gateway to announce.
+pub fn device_digest(body: &Value, address: &str) -> [u8; 32] {
+    let mut body = body.clone();
+    body["wallet"] = json!({ "address": address });
+    let request: parapet_gateway::request::AuthorizeRequest = serde_json::from_value(body).unwrap();
+    parapet_gateway::decode::decode(
+        request.payload().unwrap(),
+        request.chain_id,
+        parapet_gateway::pipeline::parse_address(address).unwrap(),
+        &parapet_gateway::decode::Registry::default(),
+    )
+    .unwrap()
+    .digest
+    .0
+}
+
+/// The digest in a gateway's answer about a signing request.
+pub fn digest_in(answer: &Value) -> [u8; 32] {
+    parapet_signer::mpc::wire::bytes32(answer["digest"].as_str().unwrap()).unwrap()
+}
+
 pub fn address_of(share: &KeyShare) -> String {
     format!("0x{}", hex::encode(share.address()))
 }
@@ -267,10 +289,17 @@ pub async fn sign_message_as(
     key: &str,
     share: &KeyShare,
 ) -> Result<(), parapet_signer::Error> {
-    let a = submit(w, u, address, key, json!({"chain_id": 1, "message": key})).await;
+    let body = json!({"chain_id": 1, "message": key});
+    let a = submit(w, u, address, key, body.clone()).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     let id = a.body["id"].as_str().unwrap();
-    client::sign(&w.base, device_token, id, share)
-        .await
-        .map(|_| ())
+    client::sign(
+        &w.base,
+        device_token,
+        id,
+        &device_digest(&body, address),
+        share,
+    )
+    .await
+    .map(|_| ())
 }

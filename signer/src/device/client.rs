@@ -234,16 +234,17 @@ pub async fn keygen(
     Ok(share)
 }
 
-/// Joins signing request `request_id`'s ceremony with `share`. The gateway announces the digest
-/// it was authorized to sign; the device signs that digest and checks the gateway's result
-/// against its own.
+/// Joins signing request `request_id`'s ceremony with `share`, signing `expected` only: the
+/// digest the caller computed from the request itself (never one taken from the gateway). The
+/// gateway's result is checked against the device's own.
 pub async fn sign(
     base: &str,
     device_token: &str,
     request_id: &str,
+    expected: &[u8; 32],
     share: &KeyShare,
 ) -> Result<([u8; 32], RecoverableSignature)> {
-    sign_with(base, device_token, request_id, |_| {
+    sign_with(base, device_token, request_id, expected, |_| {
         KeyShare::from_bytes(&share.to_bytes())
     })
     .await
@@ -251,15 +252,21 @@ pub async fn sign(
 
 /// [`sign`], with the share chosen once the gateway has said which epoch it signs with (a
 /// device that holds a refreshed share not yet confirmed picks it by its epoch).
+///
+/// The gateway announces the digest it will sign in its `start`. A device that signed whatever
+/// was announced would give a compromised gateway its half of any signature, so a `start`
+/// whose digest is not `expected` ends the connection before any protocol round, with
+/// [`Error::DigestMismatch`]: no share is opened and no message of the protocol leaves.
 pub async fn sign_with(
     base: &str,
     device_token: &str,
     request_id: &str,
+    expected: &[u8; 32],
     choose: impl FnOnce(Option<i64>) -> Result<KeyShare>,
 ) -> Result<([u8; 32], RecoverableSignature)> {
     let path = format!("/v1/signing-requests/{request_id}/ceremony");
     let mut conn = Connection::open(&ws_url(base, &path)?, device_token).await?;
-    let (session, digest, epoch) = match conn.expect_control().await? {
+    let (session, announced, epoch) = match conn.expect_control().await? {
         Control::Start {
             ceremony,
             session,
@@ -274,6 +281,14 @@ pub async fn sign_with(
         ),
         other => return Err(Error::Transport(format!("unexpected {}", other.kind()))),
     };
+    if &announced != expected {
+        conn.close().await;
+        return Err(Error::DigestMismatch {
+            expected: format!("0x{}", hex::encode(expected)),
+            announced: format!("0x{}", hex::encode(announced)),
+        });
+    }
+    let digest = *expected;
     let share = choose(epoch)?;
     let ceremony = Dkls23.sign(Role::Device, session, &share, digest)?;
     let (last, signature) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
@@ -291,8 +306,10 @@ pub async fn sign_with(
 /// Refreshes `share` of wallet `address` with the gateway (the owner approved the refresh with
 /// a passkey first). Two phases: after the backup exchange, the device hands the new share and
 /// its kit to `store_pending` (keep them next to the current ones, not instead of them) and says
-/// so; the gateway then commits the new epoch and answers `done`. Returns the new share and its epoch; until `done` arrives the current share
-/// stays the one to use (the gateway may not have committed).
+/// so; the gateway then commits the new epoch and answers `done`. Returns the new share and its
+/// epoch; until `done` arrives the current share stays the one to use (the gateway may not have
+/// committed). A new share whose address is not the wallet's is refused before any of that
+/// ([`Error::AddressChanged`]).
 pub async fn refresh(
     base: &str,
     device_token: &str,
@@ -314,6 +331,15 @@ pub async fn refresh(
     };
     let ceremony = Dkls23.refresh(Role::Device, session, share)?;
     let (last, new_share) = drive::run(ceremony, &mut conn, STEP_TIMEOUT).await?;
+    // A refresh re-randomises the shares and keeps the key: a new share of another address
+    // (a gateway that ran something else) is never stored, backed up or confirmed.
+    if new_share.address() != share.address() {
+        conn.close().await;
+        return Err(Error::AddressChanged {
+            held: address,
+            got: format!("0x{}", hex::encode(new_share.address())),
+        });
+    }
     drive::send_all(&mut conn, last).await?;
     let next = epoch + 1;
     let kit = exchange_backup(&mut conn, recovery, &new_share, next).await?;
