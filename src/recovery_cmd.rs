@@ -213,15 +213,24 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
         .iter()
         .map(|(a, e, _, _, env)| json!({"wallet": a, "epoch": e, "device_share": hex::encode(env)}))
         .collect();
-    let (status_code, answer) = device_post(
-        secrets,
-        "/v1/device/recovery",
-        &json!({
-            "public_key": public_key.to_hex(),
-            "auth_key": hex::encode(keys.auth_key()),
-            "backups": backups,
-        }),
-    )?;
+    let mut body = json!({
+        "public_key": public_key.to_hex(),
+        "auth_key": hex::encode(keys.auth_key()),
+        "backups": backups,
+    });
+    let (mut status_code, mut answer) = device_post(secrets, "/v1/device/recovery", &body)?;
+    if status_code == 403
+        && text(&answer, "code") == Some("step_up_required")
+        && let Some(operation) = text(&answer, "operation").map(str::to_owned)
+    {
+        // A first secret decides who can take the wallets over: the owner approves it with a
+        // passkey, for this device and this secret, and this device waits for that.
+        wait_for_approval(secrets, &operation)?;
+        if let Some(o) = body.as_object_mut() {
+            o.insert("approval".to_owned(), json!(operation));
+        }
+        (status_code, answer) = device_post(secrets, "/v1/device/recovery", &body)?;
+    }
     if status_code != 201 {
         bail!(
             "the gateway refused: {} ({})",
@@ -268,6 +277,36 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
         public_key,
         wallets: held.into_iter().map(|(a, ..)| a).collect(),
     })
+}
+
+/// How long the device waits for the owner's passkey approval of a first recovery secret (the
+/// gateway keeps the request open as long).
+const APPROVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until the owner approved `operation` with their passkey (on the gateway's page, or in
+/// their app), saying so on stderr; an error when it ends any other way or the wait runs out.
+fn wait_for_approval(secrets: &DeviceSecrets, operation: &str) -> Result<()> {
+    eprintln!(
+        "Setting your recovery secret needs your approval with a passkey: open the gateway's page \
+         ({}/ui/), or your app, and approve the request from this device (operation {operation}). \
+         Waiting…",
+        secrets.gateway
+    );
+    let deadline = std::time::Instant::now() + APPROVAL_WAIT;
+    loop {
+        let seen = device_get(secrets, &format!("/v1/device/operations/{operation}"))?;
+        match text(&seen, "state") {
+            Some("approved") => return Ok(()),
+            Some("pending_step_up") if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Some("pending_step_up") => bail!("nobody approved the recovery secret in time"),
+            other => bail!(
+                "the approval of the recovery secret ended as {}",
+                other.unwrap_or("?")
+            ),
+        }
+    }
 }
 
 pub fn report_setup(outcome: &SetUp, json: bool) {

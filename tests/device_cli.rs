@@ -424,6 +424,53 @@ impl Person {
             .unwrap()
     }
 
+    /// The first `wallet create --json`: it also sets the recovery secret, which the person
+    /// approves with their passkey (the request from this device shows on the page; the app
+    /// carries the approval) while the CLI waits.
+    fn create_first_wallet(&self, passkey: &mut SoftPasskey) -> Value {
+        let child = Command::new(env!("CARGO_BIN_EXE_parapet"))
+            .args(["wallet", "create", "--json", "--device-file"])
+            .arg(&self.file)
+            .env("PARAPET_DEVICE_PASSPHRASE", PASSPHRASE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let operation = loop {
+            let mut res = ureq::get(&format!("{}/ui/api/security", self.base))
+                .header("cookie", &format!("parapet_session={}", self.page.0))
+                .call()
+                .unwrap();
+            let security: Value = res.body_mut().read_json().unwrap();
+            if let Some(id) = security["approvals"][0]["id"].as_str() {
+                assert_eq!(security["approvals"][0]["kind"], "recovery_setup");
+                break id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no recovery set-up to approve");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let path = format!("/v1/operations/{operation}/step-up");
+        let (status, asked) = self.post(&self.base, &path, &[], json!({}));
+        assert_eq!(status, 403, "{asked}");
+        let rcr: RequestChallengeResponse =
+            serde_json::from_value(asked["step_up"]["options"].clone()).unwrap();
+        let assertion = passkey
+            .do_authentication(Url::parse(&self.origin).unwrap(), rcr)
+            .unwrap();
+        let (status, approved) = self.post(
+            &self.base,
+            &path,
+            &[],
+            json!({"ceremony_id": asked["step_up"]["ceremony_id"], "credential": assertion}),
+        );
+        assert_eq!(status, 200, "{approved}");
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("approval with a passkey"), "{stderr}");
+        ok_json(&out)
+    }
+
     /// A POST with the app's key and the person's session.
     fn post(&self, base: &str, path: &str, headers: &[(&str, &str)], body: Value) -> (u16, Value) {
         let mut req = ureq::post(&format!("{base}{path}"))
@@ -455,7 +502,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     let (dir, origin) = (p.dir.path().to_owned(), p.origin.clone());
     // The device makes a wallet; its share stays in the encrypted file.
     let wallet_cmd = |args: &[&str]| p.wallet(args);
-    let created = ok_json(&wallet_cmd(&["create", "--json"]));
+    let created = p.create_first_wallet(&mut passkey);
     let address = created["address"].as_str().unwrap().to_owned();
     // The first wallet made the recovery secret, shown once.
     let recovery_secret = created["recovery_secret"].as_str().unwrap().to_owned();
@@ -746,8 +793,8 @@ fn two_gateway_processes_on_one_postgres_reserve_exactly_what_fits() {
         ("PARAPET_APP_RATE", fast),
         ("PARAPET_IP_RATE", fast),
     ];
-    let (p, _passkey) = onboard(&env);
-    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let (p, mut passkey) = onboard(&env);
+    let created = p.create_first_wallet(&mut passkey);
     let address = created["address"].as_str().unwrap().to_owned();
 
     // The second process: its own data directory (its own checkpoint file) holding copies of the
@@ -826,7 +873,7 @@ fn a_lost_device_is_recovered_from_the_cli() {
     use webauthn_authenticator_rs::prelude::RequestChallengeResponse;
 
     let (p, mut passkey) = onboard(&[("PARAPET_RECOVERY_DELAY_SECS", "10")]);
-    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let created = p.create_first_wallet(&mut passkey);
     let address = created["address"].as_str().unwrap().to_owned();
     let secret = created["recovery_secret"].as_str().unwrap().to_owned();
 
@@ -972,7 +1019,7 @@ fn a_backup_device_is_linked_from_the_cli_and_a_wrong_code_sends_nothing() {
     use std::io::BufRead;
 
     let (p, mut passkey) = onboard(&[]);
-    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let created = p.create_first_wallet(&mut passkey);
     let address = created["address"].as_str().unwrap().to_owned();
     let cli = |args: &[&str], file: &Path| {
         Command::new(env!("CARGO_BIN_EXE_parapet"))
@@ -1208,8 +1255,8 @@ fn digest_of(body: &Value, wallet: &str) -> String {
 #[test]
 fn the_cli_shows_what_it_signs_and_refuses_a_digest_that_is_not_the_requests() {
     const GWEI: u128 = 1_000_000_000;
-    let (p, _passkey) = onboard(&[]);
-    let created = ok_json(&p.wallet(&["create", "--json"]));
+    let (p, mut passkey) = onboard(&[]);
+    let created = p.create_first_wallet(&mut passkey);
     let address = created["address"].as_str().unwrap().to_owned();
     let body = native_transfer(0, 1_500_000 * GWEI);
     let tx_file = p.dir.path().join("native.json");

@@ -211,6 +211,7 @@ const KEYLESS: &[(&str, &str)] = &[
     ("GET", "/v1/device/recovery"),
     ("POST", "/v1/device/recovery"),
     ("POST", "/v1/device/recovery/check"),
+    ("GET", "/v1/device/operations/{id}"),
     ("POST", "/v1/recovery/identify"),
     ("POST", "/v1/recovery"),
     ("GET", "/v1/recovery/{id}"),

@@ -468,6 +468,92 @@ async fn a_step_up_lifts_the_deny_of_its_own_request_only_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_recovery_secret_is_set_only_with_the_owners_passkey_for_that_device_and_key() {
+    let w = world().await;
+    let mut alice = user_with(&w, "alice", true, false).await;
+    let device_auth = format!("Device {}", alice.device_token);
+    let body = |keys: &RecoveryKeys, approval: Option<&str>| {
+        json!({
+            "public_key": keys.public_key().to_hex(),
+            "auth_key": hex::encode(keys.auth_key()),
+            "approval": approval,
+        })
+    };
+    let post = |b: Value| {
+        let (s, auth) = (w.s.clone(), device_auth.clone());
+        async move {
+            call_with(
+                &s,
+                "POST",
+                "/v1/device/recovery",
+                "",
+                None,
+                &[("authorization", &auth)],
+                Some(b),
+            )
+            .await
+        }
+    };
+    // The device alone: asked for the owner's approval, nothing set.
+    let asked = post(body(&alice.recovery, None)).await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN, "{}", asked.text);
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let op = asked.body["operation"].as_str().unwrap().to_owned();
+    assert_eq!(recovery_status(&w, &alice).await["set_up"], false);
+    let seen = call_with(
+        &w.s,
+        "GET",
+        &format!("/v1/device/operations/{op}"),
+        "",
+        None,
+        &[("authorization", &device_auth)],
+        None,
+    )
+    .await;
+    assert_eq!(seen.body["state"], "pending_step_up", "{}", seen.text);
+    // Naming the operation before the owner approved it does nothing.
+    let early = post(body(&alice.recovery, Some(&op))).await;
+    assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.text);
+    // The app asks for the passkey options and the owner approves.
+    let path = format!("/v1/operations/{op}/step-up");
+    let options = call(
+        &w.s,
+        "POST",
+        &path,
+        &w.key,
+        Some(&alice.session),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(options.body["code"], "step_up_required", "{}", options.text);
+    let assertion = assert_step_up(&mut alice, &options.body);
+    let approved = call(
+        &w.s,
+        "POST",
+        &path,
+        &w.key,
+        Some(&alice.session),
+        Some(assertion),
+    )
+    .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.text);
+    assert_eq!(approved.body["state"], "approved");
+    // The approval is for that key: another secret is refused with it.
+    let other = RecoverySecret::generate().derive(&alice.id).unwrap();
+    let swapped = post(body(&other, Some(&op))).await;
+    assert_eq!(swapped.status, StatusCode::FORBIDDEN, "{}", swapped.text);
+    assert_eq!(swapped.body["code"], "step_up_mismatch");
+    let set = post(body(&alice.recovery, Some(&op))).await;
+    assert_eq!(set.status, StatusCode::CREATED, "{}", set.text);
+    assert_eq!(recovery_status(&w, &alice).await["set_up"], true);
+    // Joining the same secret again needs no approval.
+    let join = post(body(&alice.recovery, None)).await;
+    assert_eq!(join.status, StatusCode::CREATED, "{}", join.text);
+    let text = users_support::audit_text(&w.s).await;
+    assert!(text.contains("recovery.setup_approved"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed() {
     use parapet_gateway::identity::{self, Change};
     const ETH: u128 = 1_000_000_000_000_000_000;
@@ -498,6 +584,7 @@ async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed(
         authorized.text
     );
     let authorized_id = authorized.body["id"].as_str().unwrap().to_owned();
+    let authorized_digest = device_digest(&native_transfer(2, ETH), &address);
     let change = |c: Change| {
         let (s, id) = (w.s.clone(), app_id.clone());
         async move {
@@ -526,15 +613,29 @@ async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed(
     let refused = step_up(assertion).await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
     assert_eq!(refused.body["code"], "app_frozen");
-    match client::sign(&w.base, &alice.device_token, &authorized_id, &share).await {
+    match client::sign(
+        &w.base,
+        &alice.device_token,
+        &authorized_id,
+        &authorized_digest,
+        &share,
+    )
+    .await
+    {
         Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "app_frozen"),
         other => panic!("a frozen app's request was signed: {other:?}"),
     }
     // Unfrozen, the authorized one signs (the refusal was the freeze).
     change(Change::Unfreeze).await;
-    client::sign(&w.base, &alice.device_token, &authorized_id, &share)
-        .await
-        .unwrap();
+    client::sign(
+        &w.base,
+        &alice.device_token,
+        &authorized_id,
+        &authorized_digest,
+        &share,
+    )
+    .await
+    .unwrap();
     // Revoked: the waiting request is never approved, not even with the assertion the freeze
     // turned away (it was refused before its ceremony was used, so it is still good).
     change(Change::Revoke).await;

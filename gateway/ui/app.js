@@ -685,7 +685,33 @@
     if (!transfers.length) list.append(el('li', { class: 'muted', text: 'None.' }));
   }
 
+  // A device asking to set the first recovery secret: whoever knows it can take the wallets over
+  // after the waiting period, so it is approved with a passkey, for that device and that secret.
+  function renderApprovals(approvals) {
+    const list = $('#approvals');
+    list.replaceChildren();
+    for (const a of approvals) {
+      const device = a.device_name || a.device_id;
+      const row = el('li', { class: 'approval', 'data-operation-id': a.id },
+        el('div', { class: 'row-main' },
+          el('strong', { text: `"${device}" asks to set your recovery secret` })),
+        el('dl', { class: 'facts' },
+          el('dt', { text: 'Asked' }), el('dd', {}, timeEl(a.created_at)),
+          el('dt', { text: 'Expires' }), el('dd', {}, timeEl(a.expires_at))));
+      const btn = el('button', { type: 'button', class: 'approve-setup', 'data-operation-id': a.id, text: 'Approve with passkey' });
+      btn.addEventListener('click', () => action(async () => {
+        if (!window.confirm(`Did you just set up a recovery secret on "${device}"? Approve only if you did.`)) return;
+        await stepUp('recovery_setup_approve', a.id);
+        setStatus(`Approved: "${device}" now sets your recovery secret.`, 'ok');
+        await renderAccount();
+      }));
+      row.append(btn);
+      list.append(row);
+    }
+  }
+
   function renderSecurity(sec) {
+    renderApprovals(Array.isArray(sec.approvals) ? sec.approvals : []);
     const recoveries = $('#recoveries');
     recoveries.replaceChildren();
     for (const r of (Array.isArray(sec.recoveries) ? sec.recoveries : [])) {

@@ -406,7 +406,28 @@ async function main() {
     await waitFor(page, 'pairing command', '#pairing:not([hidden]) #pairing-command:not(:empty)');
     const code = (await page.textContent('#pairing-command')).trim().split(' ').pop();
     cli(['device', 'pair', '--gateway', BASE, code, '--name', 'browser-test laptop']);
-    const created = JSON.parse(cli(['wallet', 'create', '--json']));
+    // The first wallet also sets the recovery secret: the device waits while the person
+    // approves it with a passkey on the page.
+    const creating = spawn(bin, ['wallet', 'create', '--json'], { env });
+    let createdOut = '';
+    let createdErr = '';
+    creating.stdout.on('data', (d) => { createdOut += d; });
+    creating.stderr.on('data', (d) => { createdErr += d; });
+    const createdExit = new Promise((resolve) => creating.on('exit', resolve));
+    const approval = '#approvals li.approval button.approve-setup';
+    const asked = Date.now();
+    for (;;) {
+      await page.reload();
+      await waitReady(page);
+      if (await page.$(approval)) break;
+      if (Date.now() - asked > TIMEOUT) throw new Failure(`no recovery set-up to approve on the page (CLI said: ${createdErr})`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    await page.click(approval);
+    const exitCode = await createdExit;
+    assert(exitCode === 0, `wallet create exited ${exitCode}: ${createdErr}`);
+    assert(createdErr.includes('approval with a passkey'), `wallet create did not say it waits for the approval: ${createdErr}`);
+    const created = JSON.parse(createdOut);
     const address = created.address;
     state.recoverySecret = created.recovery_secret;
     assert(/^0x[0-9a-f]{40}$/.test(address), `wallet create printed ${address}`);

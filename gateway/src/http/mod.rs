@@ -144,6 +144,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/device/recovery"),
     ("post", "/v1/device/recovery"),
     ("post", "/v1/device/recovery/check"),
+    ("get", "/v1/device/operations/{id}"),
     ("post", "/v1/recovery/identify"),
     ("post", "/v1/recovery"),
     ("get", "/v1/recovery/{id}"),
@@ -242,6 +243,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             get(recovery_routes::status).post(recovery_routes::set_up),
         )
         .route("/v1/device/recovery/check", post(recovery_routes::check))
+        .route(
+            "/v1/device/operations/{id}",
+            get(recovery_routes::operation),
+        )
         .route("/v1/recovery/identify", post(recovery_routes::identify))
         .route("/v1/recovery", post(recovery_routes::open))
         .route("/v1/recovery/{id}", get(recovery_routes::get))

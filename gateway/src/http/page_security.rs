@@ -45,12 +45,26 @@ pub async fn overview(
         .await
         .map_err(fail)?
         .is_some();
+    let devices = crate::devices::list(store, user).await.map_err(fail)?;
+    let approvals: Vec<_> = crate::recovery::approval::waiting_for(store, user, now)
+        .await
+        .map_err(fail)?
+        .iter()
+        .map(|a| {
+            let name = devices
+                .iter()
+                .find(|d| d.device_id == a.device_id)
+                .map(|d| d.name.as_str());
+            a.to_json(name)
+        })
+        .collect();
     Ok(json_answer(
         serde_json::json!({
             "recoveries": recoveries.iter().map(|r| r.to_json(now)).collect::<Vec<_>>(),
             "kits": kits,
             "totp": {"active": totp_active},
             "recovery_secret": has_secret,
+            "approvals": approvals,
         }),
         &request_id,
     ))
@@ -69,6 +83,7 @@ pub enum Action {
     PasskeyRevoke,
     DevicePair,
     DeviceRevoke,
+    RecoverySetupApprove,
 }
 
 /// What an action acts on, loaded once and checked to be the user's.
@@ -86,6 +101,8 @@ enum Target {
     DevicePair,
     /// One of the person's live devices.
     Device(crate::devices::Device),
+    /// A device's request to set the first recovery secret.
+    RecoverySetup(crate::recovery::approval::Approval),
 }
 
 impl Target {
@@ -123,6 +140,9 @@ impl Target {
             }
             Action::DevicePair => Target::DevicePair,
             Action::DeviceRevoke => Target::Device(crate::devices::live_of(store, user, id).await?),
+            Action::RecoverySetupApprove => {
+                Target::RecoverySetup(crate::recovery::approval::of_owner(store, user, id).await?)
+            }
         })
     }
 
@@ -138,6 +158,7 @@ impl Target {
             Target::Passkey(id) => crate::passkeys::revoke_context(id),
             Target::DevicePair => crate::devices::pair_context(user),
             Target::Device(d) => crate::devices::revoke_context(&d.device_id),
+            Target::RecoverySetup(a) => a.step_up_context(),
         }
     }
 }
@@ -286,6 +307,13 @@ pub async fn finish(
             .await
             .map_err(fail)?;
             serde_json::json!({ "revoked": device })
+        }
+        Target::RecoverySetup(a) => {
+            let approved =
+                crate::recovery::approval::approve(&state.audit, &a, None, &request_id, now)
+                    .await
+                    .map_err(fail)?;
+            serde_json::json!({ "approval": approved.to_json(None) })
         }
     };
     Ok(json_answer(out, &request_id))

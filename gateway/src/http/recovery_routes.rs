@@ -81,9 +81,16 @@ pub struct SetUp {
     auth_key: String,
     #[serde(default)]
     backups: Vec<DeviceBackup>,
+    /// The operation the owner approved with their passkey, for a first secret
+    /// ([`recovery::approval`]).
+    #[serde(default)]
+    approval: Option<String>,
 }
 
-/// `POST /v1/device/recovery`: see [`recovery::enrol`].
+/// `POST /v1/device/recovery`: see [`recovery::enrol`]. Setting the first secret of a person who
+/// has a passkey needs their approval: without one the answer is `403 step_up_required` naming
+/// an `operation` the owner approves with a passkey (on the page, or an app through
+/// `POST /v1/operations/{id}/step-up`); the device then sends it again with `approval`.
 pub async fn set_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -106,6 +113,46 @@ pub async fn set_up(
         ))
     })?;
     let key = auth_key(&req.auth_key).map_err(fail)?;
+    let store = state.audit.store();
+    let first = recovery::get(store, device.user_id)
+        .await
+        .map_err(fail)?
+        .is_none();
+    if first
+        && crate::passkeys::has_live_passkey(store, device.user_id)
+            .await
+            .map_err(fail)?
+    {
+        let key_hex = public_key.to_hex();
+        match &req.approval {
+            None => {
+                let asked = recovery::approval::ask(
+                    store,
+                    device.user_id,
+                    &device.device_id,
+                    &key_hex,
+                    now,
+                )
+                .await
+                .map_err(fail)?;
+                return Ok(super::error::step_up_required(
+                    &request_id,
+                    ("operation", &asked.id),
+                    serde_json::Value::Null,
+                ));
+            }
+            Some(id) => recovery::approval::spend(
+                store,
+                device.user_id,
+                id,
+                &device.device_id,
+                &key_hex,
+                now,
+            )
+            .await
+            .map_err(fail)?,
+        }
+    }
     let cosigner = Cosigner {
         audit: state.audit.clone(),
         custody: state.custody.clone(),
@@ -132,6 +179,25 @@ pub async fn set_up(
         }
         Err(other) => Err(fail(other)),
     }
+}
+
+/// `GET /v1/device/operations/{id}`: the device's view of an approval it asked for (its state,
+/// while it waits for the owner's passkey).
+pub async fn operation(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let device = device_of(&state, &headers).await.map_err(fail)?;
+    let a = recovery::approval::of_owner(state.audit.store(), device.user_id, &id)
+        .await
+        .map_err(fail)?;
+    if a.device_id != device.device_id {
+        return Err(fail(Error::NotFound));
+    }
+    Ok(json_answer(a.to_json(Some(&device.name)), &request_id))
 }
 
 /// Counts a wrong secret against the user and the IP and audits it (never what was sent).

@@ -18,6 +18,7 @@ use super::auth::Caller;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
 use super::routes::json_body;
+use super::step_up::{Gate, gate};
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::cosign::refresh::{self, APPROVAL_TTL};
 use crate::error::Error;
@@ -59,7 +60,9 @@ pub async fn start(
 }
 
 /// `POST /v1/operations/{id}/step-up`: the owner's assertion for this operation's ceremony
-/// approves it (single-use; the device then has [`APPROVAL_TTL`] to run it).
+/// approves it (single-use). A refresh: the device then has [`APPROVAL_TTL`] to run it. A
+/// device's first recovery secret ([`crate::recovery::approval`]): `{}` asks for the passkey
+/// options, the assertion approves, and the device then sets the secret.
 pub async fn step_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -72,13 +75,35 @@ pub async fn step_up(
     let session = super::users_routes::user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?;
-    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
     let store = state.audit.store();
-    let op = refresh::get(store, &id)
+    let user = session.facts.user;
+    let Some(op) = refresh::get(store, &id)
         .await
         .map_err(fail)?
-        .filter(|o| o.owner == session.facts.user)
-        .ok_or_else(|| fail(Error::NotFound))?;
+        .filter(|o| o.owner == user)
+    else {
+        let setup = crate::recovery::approval::of_owner(store, user, &id)
+            .await
+            .map_err(fail)?;
+        let context = setup.step_up_context();
+        let waiting = ("operation", setup.id.as_str());
+        let gate = gate(&state, user, &context, waiting, &request_id, &headers, body).await;
+        if let Gate::Ask(answer) = gate.map_err(fail)? {
+            return Ok(answer);
+        }
+        let now = state.clock.now();
+        let approved = crate::recovery::approval::approve(
+            &state.audit,
+            &setup,
+            Some(&caller.id),
+            &request_id,
+            now,
+        )
+        .await
+        .map_err(fail)?;
+        return Ok(json_answer(approved.to_json(None), &request_id));
+    };
+    let req: super::signing_routes::StepUp = json_body(&headers, body).map_err(fail)?;
     let now = state.clock.now();
     state
         .passkeys

@@ -4,6 +4,7 @@
 //! themselves: each wallet's device share, HPKE-encrypted by the device to that public key, one
 //! per (wallet, epoch), released only by a completed recovery.
 
+pub mod approval;
 pub mod flow;
 pub mod kit_export;
 

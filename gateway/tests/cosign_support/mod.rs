@@ -75,8 +75,13 @@ pub async fn world_with(extra: &[(&str, &str)]) -> World {
     }
 }
 
-/// Logs `sub` in, registers a passkey for them and pairs a device.
+/// Logs `sub` in, registers a passkey for them, pairs a device and sets up a recovery secret.
 pub async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
+    user_with(w, sub, with_passkey, true).await
+}
+
+/// [`user`], with the recovery secret only made (not set up) when `enrol` is false.
+pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) -> User {
     let (session, id) = login_ok(&w.s, &w.key, &w.issuer, sub).await;
     let uuid: uuid::Uuid = id.parse().unwrap();
     let now = time::OffsetDateTime::now_utc();
@@ -112,6 +117,15 @@ pub async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
     .unwrap();
     // Every user here has a recovery secret: wallets are made only once one exists.
     let recovery = RecoverySecret::generate().derive(&id).unwrap();
+    if !enrol {
+        return User {
+            session,
+            id,
+            device_token,
+            passkey,
+            recovery,
+        };
+    }
     parapet_gateway::recovery::enrol(
         &parapet_gateway::cosign::Cosigner {
             audit: w.s.audit.clone(),
