@@ -537,7 +537,15 @@ impl Config {
     /// Setting either explicitly (`static_token = true|false`, `custody = "file"|"hsm"`) is the
     /// operator's informed choice and starts.
     pub fn check_exposed_defaults(&self) -> Result<()> {
-        let exposed = self.tls.is_some() || !self.listen.ip().is_loopback();
+        // Behind a TLS-terminating proxy the listen address is loopback, but the trusted proxies
+        // or the page's public origins give the exposure away.
+        let behind_proxy = !self.trusted_proxies.is_empty()
+            || self
+                .webauthn
+                .origins
+                .iter()
+                .any(|o| !o.starts_with("http://localhost"));
+        let exposed = self.tls.is_some() || !self.listen.ip().is_loopback() || behind_proxy;
         if !exposed {
             return Ok(());
         }
@@ -555,14 +563,16 @@ impl Config {
         if missing.is_empty() {
             return Ok(());
         }
+        let why = if self.tls.is_some() {
+            "TLS"
+        } else if behind_proxy {
+            "behind a proxy: trusted proxies or public page origins"
+        } else {
+            "a non-loopback address"
+        };
         Err(Error::Config(format!(
-            "refusing to serve on {} ({}) with development defaults: {}",
+            "refusing to serve on {} ({why}) with development defaults: {}",
             self.listen,
-            if self.tls.is_some() {
-                "TLS"
-            } else {
-                "a non-loopback address"
-            },
             missing.join("; ")
         )))
     }
@@ -747,6 +757,17 @@ mod tests {
             !err.contains("static_token") && err.contains("custody"),
             "{err}"
         );
+        // On loopback behind a proxy that terminates TLS: exposed all the same.
+        for behind in [
+            env(&[("PARAPET_TRUSTED_PROXIES", "127.0.0.1")]),
+            env(&[
+                ("PARAPET_WEBAUTHN_ORIGINS", "https://wallet.example"),
+                ("PARAPET_WEBAUTHN_RP_ID", "wallet.example"),
+            ]),
+        ] {
+            let c = Config::resolve(FileConfig::default(), &behind).unwrap();
+            assert!(c.check_exposed_defaults().is_err());
+        }
     }
 
     #[test]

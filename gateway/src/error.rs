@@ -98,6 +98,10 @@ pub enum Error {
     /// passkey opens their page (links are the bootstrap of people who have none yet).
     #[error("this person has a passkey: log in on the gateway's page with it")]
     PasskeyLoginRequired,
+    /// Revoking the last live passkey would leave nothing that approves a security change (and
+    /// would reopen the no-passkey bootstrap to whoever holds an app session).
+    #[error("this is your last passkey: add another before you revoke it")]
+    LastPasskey,
     /// Signing requests must carry an `Idempotency-Key` header.
     #[error("missing Idempotency-Key header (1 to 255 printable ASCII characters)")]
     IdempotencyKeyRequired,
@@ -219,6 +223,7 @@ impl Error {
             Error::PasskeyAlreadyRegistered => "passkey_already_registered",
             Error::PasskeyRequired => "passkey_required",
             Error::PasskeyLoginRequired => "passkey_login_required",
+            Error::LastPasskey => "last_passkey",
             Error::IdempotencyKeyRequired => "idempotency_key_required",
             Error::IdempotencyConflict => "idempotency_conflict",
             Error::IdempotencyInProgress => "idempotency_in_progress",
@@ -267,6 +272,7 @@ impl Error {
             | Error::RecoveryInProgress
             | Error::RecoveryNotCompletable(_)
             | Error::TransferNotReady(_)
+            | Error::LastPasskey
             | Error::NotSignable(_) => StatusCode::CONFLICT,
             Error::Forbidden(_)
             | Error::PageRefused(_)

@@ -380,15 +380,19 @@ pub async fn get_app(store: &Store, id: &str) -> Result<StoredApp> {
 
 /// Whether the app that created something (a signing request) may still have it acted on: a
 /// revoked app's requests are never approved or signed ([`Error::Forbidden`]), a frozen app's
-/// wait until it is unfrozen ([`Error::AppFrozen`]). An id with no stored app is the
-/// configuration's development app (the static token), which has no such state.
-pub async fn app_may_act(store: &Store, id: &str) -> Result<()> {
+/// wait until it is unfrozen ([`Error::AppFrozen`]). An id with no stored app may act only if it
+/// is `dev_app`: the development app of the static token, while the static token is on.
+pub async fn app_may_act(store: &Store, id: &str, dev_app: Option<&str>) -> Result<()> {
     match get_app(store, id).await {
         Ok(a) if a.revoked => Err(Error::Forbidden(
             "the app that made this request has been revoked",
         )),
         Ok(a) if a.frozen => Err(Error::AppFrozen),
-        Ok(_) | Err(Error::NotFound) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(Error::NotFound) if dev_app == Some(id) => Ok(()),
+        Err(Error::NotFound) => Err(Error::Forbidden(
+            "the app that made this request is not one this gateway knows",
+        )),
         Err(e) => Err(e),
     }
 }

@@ -1,6 +1,6 @@
 //! Migration 0020 binds each existing OIDC identity to the key source it can be attributed to:
-//! the app whose login created it (or the user's earliest OIDC session's app), else the
-//! earliest-configured app trusting the issuer, else `none:`. A store is built at 0018 from the
+//! the app whose login created it (or the user's earliest OIDC session's app), else the one
+//! source every app trusting the issuer uses, else `none:`. A store is built at 0018 from the
 //! migration files, filled as an older gateway would have left it, then opened (which migrates).
 #![allow(
     clippy::unwrap_used,
@@ -72,7 +72,7 @@ macro_rules! fill {
         }
         // A: first login at app a (the session starts at the identity's instant), later also
         // at app b (which then shared people by issuer string).
-        // B: never logged in any session that survives: falls back to the earliest app, b.
+        // B: never logged in any session that survives, and the issuer has two sources: none.
         // C: through the JWKS file of app c. D: an issuer no app trusts any more.
         // E: linked at app a from a session started before the identity.
         for (iss, sub, user, at) in [
@@ -155,7 +155,9 @@ async fn existing_identities_are_bound_to_the_source_they_can_be_attributed_to()
         };
         // The login that created alice's identity was app a's, though she was at b before.
         assert_eq!(of(A), vec![id(ISS, "alice", "url:https://a.example/jwks")]);
-        assert_eq!(of(B), vec![id(ISS, "bob", "url:https://b.example/jwks")]);
+        // Bob's identity came from no OIDC session, and two apps configure his issuer with
+        // different keys: nothing says which, so neither gets him.
+        assert_eq!(of(B), vec![id(ISS, "bob", "none:")]);
         assert_eq!(
             of(C),
             vec![id(ISS_FILE, "carol", "file:/etc/parapet/jwks.json")]

@@ -508,6 +508,13 @@ async fn revoking_a_passkey_ends_the_sessions_it_established_including_the_apps(
         .as_str()
         .unwrap()
         .to_owned();
+    // The last passkey stays: nothing would approve a change without it.
+    let last = b.step_up("passkey_revoke", &cred, &mut d).await;
+    assert_eq!(last.status, StatusCode::CONFLICT, "{}", last.text);
+    assert_eq!(last.body["code"], "last_passkey");
+    let mut spare = device();
+    let added = b.add_passkey(&mut d, &mut spare).await;
+    assert_eq!(added.status, StatusCode::OK, "{}", added.text);
     let r = b.step_up("passkey_revoke", &cred, &mut d).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert!(b.cookie.is_none(), "the page's own session ended with it");
@@ -710,6 +717,55 @@ async fn an_oidc_user_opens_the_page_with_a_one_time_link_and_adds_a_passkey() {
     .await;
     assert_eq!(early.status, StatusCode::FORBIDDEN, "{}", early.text);
     assert_eq!(early.body["code"], "passkey_login_required");
+    // Nor can the app link another identity to them without that passkey: the approval is for
+    // that very token.
+    let n = users_support::nonce(&s, &key).await;
+    let other = issuer.token("alice-second", users_support::AUD, &n);
+    let link = |body: Value| {
+        let (s, key, token) = (s.clone(), key.clone(), token.clone());
+        async move {
+            call(
+                &s,
+                "POST",
+                "/v1/sessions/oidc/link",
+                &key,
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let asked = link(json!({"id_token": other})).await;
+    assert_eq!(asked.status, StatusCode::FORBIDDEN, "{}", asked.text);
+    assert_eq!(asked.body["code"], "step_up_required", "{}", asked.text);
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(asked.body["step_up"]["options"].clone()).unwrap();
+    let cred = d
+        .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+        .unwrap();
+    let n = users_support::nonce(&s, &key).await;
+    let swapped = link(json!({
+        "id_token": issuer.token("mallory", users_support::AUD, &n),
+        "ceremony_id": asked.body["step_up"]["ceremony_id"],
+        "credential": cred,
+    }))
+    .await;
+    assert_eq!(swapped.status, StatusCode::FORBIDDEN, "{}", swapped.text);
+    assert_eq!(swapped.body["code"], "step_up_mismatch", "{}", swapped.text);
+    let again = link(json!({"id_token": other})).await;
+    let rcr: RequestChallengeResponse =
+        serde_json::from_value(again.body["step_up"]["options"].clone()).unwrap();
+    let cred = d
+        .do_authentication(Url::parse(ORIGIN).unwrap(), rcr)
+        .unwrap();
+    let linked = link(json!({
+        "id_token": other,
+        "ceremony_id": again.body["step_up"]["ceremony_id"],
+        "credential": cred,
+    }))
+    .await;
+    assert_eq!(linked.status, StatusCode::OK, "{}", linked.text);
+    assert_eq!(linked.body["user_id"], user.as_str());
     b.call("POST", "/ui/api/logout", Some(json!({}))).await;
     let l = b.login(&mut d, &user, None).await;
     assert_eq!(l.status, StatusCode::OK, "{}", l.text);
@@ -755,18 +811,30 @@ async fn a_page_link_is_shown_before_it_is_used_and_dies_when_the_person_gets_a_
         .call("POST", "/ui/api/link/peek", Some(json!({"code": "pc_0"})))
         .await;
     assert_eq!(made_up.status, StatusCode::UNAUTHORIZED, "{}", made_up.text);
-    // A second link, made while bob had no passkey...
+    // The app redeems a second link itself, and keeps a third, while bob has no passkey...
     let second = link(s.clone(), key.clone(), token.clone()).await;
+    let third = link(s.clone(), key.clone(), token.clone()).await;
+    let mut app_browser = Browser::new(&s);
+    let held = app_browser
+        .call("POST", "/ui/api/link", Some(json!({"code": second})))
+        .await;
+    assert_eq!(held.status, StatusCode::OK, "{}", held.text);
     let opened = b
         .call("POST", "/ui/api/link", Some(json!({"code": code})))
         .await;
     assert_eq!(opened.status, StatusCode::OK, "{}", opened.text);
     let mut d = device();
     assert_eq!(b.register(&mut d).await.status, StatusCode::OK);
-    // ...opens nothing once he has one.
+    // ...and once he has one, the page session it made ends (his own goes on with the passkey)...
+    let dead = app_browser.call("GET", "/ui/api/me", None).await;
+    assert_eq!(dead.status, StatusCode::UNAUTHORIZED, "{}", dead.text);
+    let mine = b.call("GET", "/ui/api/me", None).await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text);
+    assert_eq!(mine.body["method"], "passkey", "{}", mine.text);
+    // ...and the link it kept opens nothing.
     let mut other = Browser::new(&s);
     let refused = other
-        .call("POST", "/ui/api/link", Some(json!({"code": second})))
+        .call("POST", "/ui/api/link", Some(json!({"code": third})))
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
     assert_eq!(refused.body["code"], "passkey_login_required");

@@ -382,7 +382,10 @@
   }
 
   async function revokePasskey(credentialId, lastActive) {
-    if (lastActive && !window.confirm('This is your only active passkey. Without it you cannot log in again. Revoke it anyway?')) return;
+    if (lastActive) {
+      setStatus('This is your last passkey: add another before you revoke it.', 'error');
+      return;
+    }
     await stepUp('passkey_revoke', credentialId);
     await loadMe();
     if (!state.me) {
@@ -888,7 +891,7 @@
     const rest = q.toString();
     window.history.replaceState(null, '', window.location.pathname + (rest ? `?${rest}` : ''));
     const who = await api('POST', '/ui/api/link/peek', { code });
-    state.link = { code, name: String(who.name || who.user || '') };
+    state.link = { code, name: String(who.name || who.user || ''), user: String(who.user || '') };
   }
 
   function renderLink() {
@@ -899,6 +902,13 @@
     $('#view-user').hidden = true;
     $('#link-who').textContent = state.link.name;
     $('#link-who-button').textContent = state.link.name;
+    // Someone else's link logs this browser into their account: say so when it is not the
+    // account this browser knows.
+    const known = rememberedUser();
+    const warning = $('#link-warning');
+    warning.hidden = !known || known === state.link.user;
+    warning.textContent = warning.hidden ? ''
+      : `This browser last logged in as ${known}, not as this link's account. If you did not ask for this link, say No.`;
   }
 
   async function acceptLink() {

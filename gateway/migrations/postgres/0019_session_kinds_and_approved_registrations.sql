@@ -11,3 +11,7 @@ UPDATE sessions SET kind = 'page' WHERE app_id = 'parapet-page';
 ALTER TABLE passkey_ceremonies DROP CONSTRAINT passkey_ceremonies_kind_check;
 ALTER TABLE passkey_ceremonies ADD CONSTRAINT passkey_ceremonies_kind_check
     CHECK (kind IN ('registration', 'registration_approved', 'login'));
+
+-- Page sessions made before page and app sessions were told apart end here: the page logs in
+-- again, with a passkey.
+UPDATE sessions SET ended_at = last_seen WHERE kind = 'page' AND ended_at IS NULL;

@@ -18,3 +18,7 @@ CREATE TABLE passkey_ceremonies (
     expires_at TEXT    NOT NULL
 );
 CREATE INDEX passkey_ceremonies_expires ON passkey_ceremonies (expires_at);
+
+-- Page sessions made before page and app sessions were told apart end here: the page logs in
+-- again, with a passkey.
+UPDATE sessions SET ended_at = last_seen WHERE kind = 'page' AND ended_at IS NULL;

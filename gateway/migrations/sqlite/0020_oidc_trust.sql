@@ -6,9 +6,11 @@
 --   1. the app whose OIDC login created the identity (its session started at the identity's
 --      instant) or, failing that, the app of the user's earliest OIDC session, provided that
 --      app still trusts the issuer: its current source;
---   2. otherwise the current source of the earliest-configured app trusting the issuer;
---   3. otherwise (no app trusts the issuer any more) `none:`, which no source produces, so the
---      identity is kept for the record but no login reaches it.
+--   2. otherwise, when every app trusting the issuer uses one and the same source, that source
+--      (with several, nothing says which keys the identity was made with: an app that configured
+--      the issuer with keys of its own must not inherit it);
+--   3. otherwise `none:`, which no source produces, so the identity is kept for the record but
+--      no login reaches it (the person links it again from a session).
 -- SQLite cannot change a primary key in place: the table is rebuilt.
 CREATE TABLE user_identities_bound (
     issuer     TEXT NOT NULL,
@@ -42,6 +44,10 @@ SELECT i.issuer, i.subject,
               FROM oidc_issuers o
              WHERE o.issuer = i.issuer
                AND (o.jwks_url IS NOT NULL OR o.jwks_file IS NOT NULL)
+               AND (SELECT COUNT(DISTINCT COALESCE('url:' || o2.jwks_url, 'file:' || o2.jwks_file))
+                      FROM oidc_issuers o2
+                     WHERE o2.issuer = i.issuer
+                       AND (o2.jwks_url IS NOT NULL OR o2.jwks_file IS NOT NULL)) = 1
              ORDER BY o.created_at, o.app_id
              LIMIT 1),
            'none:'),

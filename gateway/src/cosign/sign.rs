@@ -23,11 +23,13 @@ use crate::wallets::{self, StoredWallet};
 /// The longest a signing ceremony may run once it has taken its request.
 pub const CEREMONY_LIMIT: Duration = Duration::seconds(120);
 
-/// Joins `device` to signing request `id` over `channel`.
+/// Joins `device` to signing request `id` over `channel`. `dev_app`: the development app
+/// while the static token is on ([`crate::identity::app_may_act`]).
 pub async fn run(
     cosigner: &Cosigner,
     device: &Device,
     id: &str,
+    dev_app: Option<&str>,
     channel: &mut impl Channel,
     now: impl Fn() -> OffsetDateTime,
 ) -> Result<()> {
@@ -51,7 +53,7 @@ pub async fn run(
         return Err(Error::NotSignable("for a frozen wallet".to_owned()));
     }
     // So does revoking or freezing the app that asked for it.
-    crate::identity::app_may_act(store, &request.app_id).await?;
+    crate::identity::app_may_act(store, &request.app_id, dev_app).await?;
     if wallet.epoch != request.epoch {
         return Err(Error::NotSignable(
             "for a share epoch that has been refreshed".to_owned(),

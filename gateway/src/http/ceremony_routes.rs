@@ -232,11 +232,15 @@ pub fn signing(
             };
             let clock = state.clock.clone();
             let started = std::time::Instant::now();
-            let result =
-                cosign::sign::run(&cosigner(&state), &device, &id, &mut channel, move || {
-                    clock.now()
-                })
-                .await;
+            let result = cosign::sign::run(
+                &cosigner(&state),
+                &device,
+                &id,
+                state.dev_app_acting(),
+                &mut channel,
+                move || clock.now(),
+            )
+            .await;
             match result {
                 Ok(()) => {
                     tracing::info!(signing_request = %id, millis = started.elapsed().as_millis() as u64, "signature released");

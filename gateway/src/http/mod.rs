@@ -88,6 +88,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The development app's id while the static token is on (its requests may still be acted
+    /// on); `None` once it is off.
+    pub fn dev_app_acting(&self) -> Option<&str> {
+        self.token_hash
+            .is_some()
+            .then_some(self.dev_app.id.as_str())
+    }
+
     /// Validates the policy files again and swaps them in (an invalid set leaves the active one
     /// in place), stores the new version with its files for replay, counts and logs the outcome.
     /// Both `SIGHUP` and the admin route come here.

@@ -236,11 +236,48 @@ pub async fn register_finish(
         .await
         .map_err(fail)?;
     if let Some((token, s)) = logged_in {
-        let mut body = session_json(&token, &s);
+        if s.credential_id.is_some() {
+            let mut body = session_json(&token, &s);
+            if let Some(o) = body.as_object_mut() {
+                o.insert("credential_id".to_owned(), info.credential_id.into());
+            }
+            return Ok(ok(&request_id, body));
+        }
+        // The first passkey of someone who came through a page link: every page session the
+        // link made (this one, or one an app redeemed elsewhere) ends, and this browser goes on
+        // with a session of the new passkey.
+        state
+            .users
+            .sessions
+            .end_unbound_page_sessions(user, now)
+            .await
+            .map_err(fail)?;
+        let app = AppRecord::gateway_page();
+        let issued = state
+            .users
+            .begin_session(
+                &state.audit,
+                SessionKind::Page,
+                &app,
+                user,
+                Method::Passkey,
+                true,
+                Some(&info.credential_id),
+                "registration",
+                &request_id,
+                now,
+            )
+            .await
+            .map_err(fail)?;
+        let mut body = new_session_body(&issued, &app);
         if let Some(o) = body.as_object_mut() {
             o.insert("credential_id".to_owned(), info.credential_id.into());
         }
-        return Ok(ok(&request_id, body));
+        let cookie = state
+            .page
+            .set_cookie(&issued.token, max_age(&issued, now))
+            .map_err(fail)?;
+        return Ok(with_cookie(&request_id, body, cookie));
     }
     crate::users::store::ensure_user(state.audit.store(), user, now)
         .await

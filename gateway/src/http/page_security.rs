@@ -127,14 +127,18 @@ impl Target {
             }
             Action::PasskeyAdd => Target::PasskeyAdd,
             Action::PasskeyRevoke => {
-                let live = state
+                let live: Vec<_> = state
                     .passkeys
                     .list(user)
                     .await?
                     .into_iter()
-                    .any(|p| p.credential_id == id && !p.revoked());
-                if !live {
+                    .filter(|p| !p.revoked())
+                    .collect();
+                if !live.iter().any(|p| p.credential_id == id) {
                     return Err(crate::error::Error::NotFound);
+                }
+                if live.len() == 1 {
+                    return Err(crate::error::Error::LastPasskey);
                 }
                 Target::Passkey(id.to_owned())
             }

@@ -91,6 +91,26 @@ pub async fn oidc_login(
     .into_response())
 }
 
+/// `POST /v1/sessions/oidc/link`: an ID token, and once the person has a passkey the assertion
+/// of the step-up the first call answered with (`ceremony_id`, `credential`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    id_token: String,
+    ceremony_id: Option<String>,
+    credential: Option<webauthn_rs::prelude::PublicKeyCredential>,
+}
+
+/// The step-up context of linking `id_token` to `user`: the token's SHA-256, so that an approval
+/// is for that identity only (its issuer, subject and key source are checked after).
+fn link_context(user: uuid::Uuid, id_token: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "oidc-link:{user}:{}",
+        hex::encode(sha2::Sha256::digest(id_token.as_bytes()))
+    )
+}
+
 pub async fn oidc_link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -103,7 +123,42 @@ pub async fn oidc_link(
     let Some(session) = session_token(&headers) else {
         return Err(fail(Error::SessionInvalid));
     };
-    let req: IdToken = json_body(&headers, body).map_err(fail)?;
+    let req: LinkRequest = json_body(&headers, body).map_err(fail)?;
+    // A linked identity logs in as the person from then on, with any app that trusts its key
+    // source: once they have a passkey, only it approves the link, bound to this very token.
+    let owner = user_session(&state, &caller, &headers)
+        .await
+        .map_err(fail)?
+        .facts
+        .user;
+    if crate::passkeys::has_live_passkey(state.audit.store(), owner)
+        .await
+        .map_err(fail)?
+    {
+        let context = link_context(owner, &req.id_token);
+        let now = state.clock.now();
+        match (&req.ceremony_id, &req.credential) {
+            (Some(ceremony), Some(credential)) => {
+                state
+                    .passkeys
+                    .finish_step_up(ceremony, credential, owner, &context, now)
+                    .await
+                    .map_err(fail)?;
+            }
+            _ => {
+                let step_up = state
+                    .passkeys
+                    .start_step_up(owner, &context, now)
+                    .await
+                    .map_err(fail)?;
+                return Ok(super::error::step_up_required(
+                    &request_id,
+                    ("identity", "link"),
+                    step_up,
+                ));
+            }
+        }
+    }
     let (user, issuer, subject, linked) = state
         .users
         .link_oidc(

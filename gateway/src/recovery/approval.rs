@@ -82,7 +82,9 @@ fn from_row((id, owner, target, state, created_at, expires_at): Row) -> Result<A
     })
 }
 
-/// Records that `device_id` asks to set the secret of `public_key` for `owner`.
+/// Records that `device_id` asks to set the secret of `public_key` for `owner`. A device has one
+/// request waiting at a time: asking again supersedes its earlier ones, so a device cannot fill
+/// the person's list.
 pub async fn ask(
     store: &Store,
     owner: Uuid,
@@ -90,6 +92,11 @@ pub async fn ask(
     public_key: &str,
     now: OffsetDateTime,
 ) -> Result<Approval> {
+    for earlier in waiting_for(store, owner, now).await? {
+        if earlier.device_id == device_id {
+            transition(store, &earlier, "pending_step_up", "superseded", now).await?;
+        }
+    }
     let a = Approval {
         id: Uuid::now_v7().to_string(),
         owner,

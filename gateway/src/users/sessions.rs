@@ -372,6 +372,18 @@ impl Sessions {
         Ok(ended)
     }
 
+    /// Ends `user`'s page sessions that no passkey established (those a page link opened): once
+    /// the person has a passkey, a page session made without it, wherever it was redeemed, ends.
+    pub async fn end_unbound_page_sessions(&self, user: Uuid, now: OffsetDateTime) -> Result<u64> {
+        let ended = with_pool!(&self.store, pool => {
+            sqlx::query("UPDATE sessions SET ended_at = $2 WHERE user_id = $1 AND kind = 'page' AND credential_id IS NULL AND ended_at IS NULL")
+                .bind(user.to_string()).bind(format_time(now)).execute(pool).await
+                .map_err(db("ending a person's unbound page sessions"))?.rows_affected()
+        });
+        self.invalidate();
+        Ok(ended)
+    }
+
     /// Forgets every cached lookup (after a change made through this process).
     pub fn invalidate(&self) {
         self.cache.lock().entries.clear();
