@@ -511,6 +511,22 @@ async fn a_first_recovery_secret_is_set_only_with_the_owners_passkey_for_that_de
     )
     .await;
     assert_eq!(seen.body["state"], "pending_step_up", "{}", seen.text);
+    // Asking again supersedes the first request: one waits per device.
+    let again = post(body(&alice.recovery, None)).await;
+    let first = op;
+    let op = again.body["operation"].as_str().unwrap().to_owned();
+    assert_ne!(op, first);
+    let old = call_with(
+        &w.s,
+        "GET",
+        &format!("/v1/device/operations/{first}"),
+        "",
+        None,
+        &[("authorization", &device_auth)],
+        None,
+    )
+    .await;
+    assert_eq!(old.body["state"], "superseded", "{}", old.text);
     // Naming the operation before the owner approved it does nothing.
     let early = post(body(&alice.recovery, Some(&op))).await;
     assert_eq!(early.status, StatusCode::CONFLICT, "{}", early.text);
