@@ -29,8 +29,11 @@ pub const GRANTS: &[&str] = &["sign", "audit:read", "admin"];
 /// a second so that the delay, lookup included, stays within the one second DESIGN §11 allows.
 pub const CACHE_TTL: Duration = Duration::from_millis(900);
 
-/// Most cached lookups of each kind; past it the cache is cleared rather than grown, so that a
-/// flood of distinct keys costs bounded memory (and, at worst, database reads).
+/// Most cached lookups of each kind; past it stale entries are dropped and, if that is not
+/// enough, the cache is cleared rather than grown, so that a flood of distinct keys costs
+/// bounded memory and, at worst, database reads. Clearing is safe because every entry is only a
+/// copy of the store (nothing is let through that a store read would refuse); counters that
+/// limit anyone are never cleared this way ([`crate::limits::FailureWindow`]).
 pub const CACHE_MAX: usize = 10_000;
 
 /// SHA-256 of a key, the only form in which keys are held.
@@ -669,14 +672,24 @@ impl Identity {
         match &found {
             Some(app) => {
                 if cache.hits.len() >= CACHE_MAX {
-                    cache.hits.clear();
+                    let ttl = self.ttl;
+                    cache
+                        .hits
+                        .retain(|_, (_, at)| now.duration_since(*at) < ttl);
+                    if cache.hits.len() >= CACHE_MAX {
+                        cache.hits.clear();
+                    }
                 }
                 cache.misses.remove(&hash);
                 cache.hits.insert(hash, (app.clone(), now));
             }
             None => {
                 if cache.misses.len() >= CACHE_MAX {
-                    cache.misses.clear();
+                    let ttl = self.ttl;
+                    cache.misses.retain(|_, at| now.duration_since(*at) < ttl);
+                    if cache.misses.len() >= CACHE_MAX {
+                        cache.misses.clear();
+                    }
                 }
                 cache.hits.remove(&hash);
                 cache.misses.insert(hash, now);

@@ -293,14 +293,20 @@ impl Limits {
     }
 }
 
-/// Failed attempts per key in a fixed window (logins: per client IP and per (issuer, sub)): a
-/// key with `max` failures in its window is refused until the window ends. Successes cost
-/// nothing. Bounded like the flood aggregator: past [`FailureWindow::MAX_KEYS`] keys, expired
-/// windows are dropped, then everything.
+/// Failed attempts per key in a fixed window (logins: per client IP, and per person for failures
+/// that prove who they are about): a key with `max` failures in its window is refused until the
+/// window ends. Successes cost nothing.
+///
+/// Bounded at [`FailureWindow::MAX_KEYS`] keys, and never emptied to make room: an attacker who
+/// can fail under many keys could otherwise wipe everyone's count, their own included. Room is
+/// made by dropping expired windows first, then the keys with the fewest failures (oldest first
+/// among equals), so a key at its limit is the last to go: pushing one out takes a table full
+/// of keys that each failed as often, which the per-IP count makes expensive.
 #[derive(Debug)]
 pub struct FailureWindow {
     max: u32,
     window: Duration,
+    max_keys: usize,
     keys: parking_lot::Mutex<HashMap<String, (time::OffsetDateTime, u32)>>,
 }
 
@@ -308,9 +314,15 @@ impl FailureWindow {
     pub const MAX_KEYS: usize = 10_000;
 
     pub fn new(max: u32, window: Duration) -> FailureWindow {
+        FailureWindow::bounded(max, window, Self::MAX_KEYS)
+    }
+
+    /// [`FailureWindow::new`] holding at most `max_keys` keys (at least one).
+    pub fn bounded(max: u32, window: Duration, max_keys: usize) -> FailureWindow {
         FailureWindow {
             max,
             window,
+            max_keys: max_keys.max(1),
             keys: parking_lot::Mutex::new(HashMap::new()),
         }
     }
@@ -332,18 +344,49 @@ impl FailureWindow {
     /// Counts one failure of `key`.
     pub fn fail(&self, key: &str, now: time::OffsetDateTime) {
         let mut keys = self.keys.lock();
-        if keys.len() >= Self::MAX_KEYS && !keys.contains_key(key) {
-            let window = self.window;
-            keys.retain(|_, (start, _)| now < *start + window);
-            if keys.len() >= Self::MAX_KEYS {
-                keys.clear();
-            }
+        if keys.len() >= self.max_keys && !keys.contains_key(key) {
+            self.make_room(&mut keys, now);
         }
         let entry = keys.entry(key.to_owned()).or_insert((now, 0));
         if now >= entry.0 + self.window {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
+    }
+
+    /// Keys currently held.
+    pub fn len(&self) -> usize {
+        self.keys.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops expired windows; if that is not enough, the least-failed sixteenth of the table
+    /// (oldest first among equals), so that the next inserts do not each pay for a full scan.
+    fn make_room(
+        &self,
+        keys: &mut HashMap<String, (time::OffsetDateTime, u32)>,
+        now: time::OffsetDateTime,
+    ) {
+        let window = self.window;
+        keys.retain(|_, (start, _)| now < *start + window);
+        if keys.len() < self.max_keys {
+            return;
+        }
+        let evict = (self.max_keys / 16).max(1);
+        let mut ranked: Vec<(u32, time::OffsetDateTime, String)> = keys
+            .iter()
+            .map(|(k, (start, n))| (*n, *start, k.clone()))
+            .collect();
+        if evict < ranked.len() {
+            ranked.select_nth_unstable(evict);
+            ranked.truncate(evict);
+        }
+        for (_, _, k) in ranked {
+            keys.remove(&k);
+        }
     }
 }
 
@@ -475,6 +518,54 @@ mod tests {
         assert_eq!(refused.limiter, "login");
         assert!(f.check("other", t0).is_ok());
         assert!(f.check("k", t0 + Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn a_full_failure_table_evicts_and_never_resets_a_counted_key() {
+        let f = FailureWindow::new(3, Duration::from_secs(60));
+        let t0 = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        for _ in 0..3 {
+            f.fail("victim", t0);
+        }
+        // Twice the bound of fresh keys, each failing once, later in the same window.
+        for i in 0..(2 * FailureWindow::MAX_KEYS) {
+            f.fail(&format!("filler-{i}"), t0 + Duration::from_secs(1));
+        }
+        assert!(f.len() <= FailureWindow::MAX_KEYS, "{}", f.len());
+        assert!(
+            f.check("victim", t0 + Duration::from_secs(2)).is_err(),
+            "filling the table reset a counted key"
+        );
+        // The newest keys are still counted too.
+        let last = format!("filler-{}", 2 * FailureWindow::MAX_KEYS - 1);
+        f.fail(&last, t0 + Duration::from_secs(2));
+        f.fail(&last, t0 + Duration::from_secs(2));
+        assert!(f.check(&last, t0 + Duration::from_secs(2)).is_err());
+    }
+
+    #[test]
+    fn a_full_failure_table_drops_expired_windows_first() {
+        let f = FailureWindow::bounded(2, Duration::from_secs(60), 4);
+        let t0 = time::macros::datetime!(2026-11-25 10:00:00 UTC);
+        f.fail("old", t0);
+        f.fail("old", t0);
+        for k in ["a", "b", "c"] {
+            f.fail(k, t0 + Duration::from_secs(30));
+            f.fail(k, t0 + Duration::from_secs(30));
+        }
+        // "old" expired: it makes room, every counted key stays refused.
+        let t1 = t0 + Duration::from_secs(61);
+        f.fail("d", t1);
+        assert_eq!(f.len(), 4);
+        for k in ["a", "b", "c"] {
+            assert!(f.check(k, t1).is_err(), "{k}");
+        }
+        // Full of live windows: the one with the fewest failures goes, not the limited ones.
+        f.fail("e", t1);
+        assert_eq!(f.len(), 4);
+        for k in ["a", "b", "c"] {
+            assert!(f.check(k, t1).is_err(), "{k}");
+        }
     }
 
     #[test]

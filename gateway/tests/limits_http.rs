@@ -96,7 +96,7 @@ fn authorize(key: Option<&str>, ip: &str, wallet: &str) -> Request<Body> {
         b = b.header("authorization", format!("Bearer {k}"));
     }
     let mut req = b.body(Body::from(v.to_string())).unwrap();
-    let peer: SocketAddr = format!("{ip}:40000").parse().unwrap();
+    let peer = SocketAddr::new(ip.parse().unwrap(), 40000);
     req.extensions_mut().insert(ConnectInfo(peer));
     req
 }
@@ -222,6 +222,93 @@ async fn a_trusted_proxy_forwards_the_client_address() {
         .headers_mut()
         .insert("x-forwarded-for", "198.51.100.4".parse().unwrap());
     assert_eq!(call(&s, again).await.status, StatusCode::TOO_MANY_REQUESTS);
+    s.audit.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_line_of_x_forwarded_for_cannot_choose_the_address() {
+    let (s, _d) = state(&[
+        ("PARAPET_IP_RATE", "3/s"),
+        ("PARAPET_TRUSTED_PROXIES", "10.0.0.5"),
+    ])
+    .await;
+    let wrong = identity::new_api_key();
+    // The client sends its own line with a new address every time; the proxy appends a line
+    // with the address it saw (RFC 9110: two field lines are one list, in order).
+    let mut refused = 0;
+    for i in 0..20 {
+        let mut r = authorize(Some(&wrong), "10.0.0.5", WALLET_A);
+        r.headers_mut().append(
+            "x-forwarded-for",
+            format!("192.0.2.{}", i + 1).parse().unwrap(),
+        );
+        r.headers_mut()
+            .append("x-forwarded-for", "198.51.100.9".parse().unwrap());
+        let a = call(&s, r).await;
+        match a.status {
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            StatusCode::UNAUTHORIZED => {}
+            other => panic!("{other}: {}", a.body),
+        }
+    }
+    // Old behaviour: all 20 passed. Three pass at once, then one every 333 ms.
+    assert!(refused >= 10, "only {refused} of 20 refused");
+    // Nothing left of an unparsable entry is believed: the proxy is the client then, whatever
+    // address the client's line names.
+    let mut refused = 0;
+    for i in 0..10 {
+        let mut r = authorize(Some(&wrong), "10.0.0.5", WALLET_A);
+        r.headers_mut().append(
+            "x-forwarded-for",
+            format!("203.0.113.{}", i + 1).parse().unwrap(),
+        );
+        r.headers_mut()
+            .append("x-forwarded-for", "unknown".parse().unwrap());
+        if call(&s, r).await.status == StatusCode::TOO_MANY_REQUESTS {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 5, "only {refused} of 10 refused");
+    s.audit.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_in_one_slash_64_share_the_ip_limit() {
+    let (s, _d) = state(&[("PARAPET_IP_RATE", "3/min")]).await;
+    let wrong = identity::new_api_key();
+    for i in 0..3 {
+        let peer = format!("2001:db8:5:6:{i:x}::1");
+        let a = call(&s, authorize(Some(&wrong), &peer, WALLET_A)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    }
+    let a = call(
+        &s,
+        authorize(Some(&wrong), "2001:db8:5:6:ffff:1:2:3", WALLET_A),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    let a = call(&s, authorize(Some(&wrong), "2001:db8:5:7::1", WALLET_A)).await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "another /64: {}",
+        a.body
+    );
+    // An IPv4 client seen as an IPv4-mapped IPv6 peer is the same IPv4 client.
+    for _ in 0..3 {
+        let a = call(&s, authorize(Some(&wrong), "192.0.2.77", WALLET_A)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    }
+    let a = call(&s, authorize(Some(&wrong), "::ffff:192.0.2.77", WALLET_A)).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
+    // Refusals are audited under the /64.
+    let limited = limited_events(&s).await;
+    assert!(
+        limited
+            .iter()
+            .any(|e| e["limited"]["key"] == "2001:db8:5:6::/64"),
+        "{limited:?}"
+    );
     s.audit.shutdown().await;
 }
 

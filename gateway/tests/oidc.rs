@@ -191,21 +191,106 @@ async fn bad_id_tokens_are_refused_alike_and_leave_no_secret_behind() {
 }
 
 #[tokio::test]
-async fn failed_logins_are_limited_per_claimed_user() {
+async fn failed_logins_of_a_verified_person_are_limited_per_person() {
     let issuer = Issuer::start().await;
     let data = tempfile::tempdir().unwrap();
     let (s, _) = gateway(data.path()).await;
     let (_, key) = app_trusting(&s, &issuer).await;
+    // Tokens the issuer really signed for frank and this app, with a nonce never issued.
     for _ in 0..10 {
-        let t = issuer.token("frank", "wrong-aud", "00000000000000000000000000000000");
-        assert_refused(&login(&s, &key, &t).await, "wrong aud");
+        let t = issuer.token("frank", AUD, "00000000000000000000000000000000");
+        assert_refused(&login(&s, &key, &t).await, "unissued nonce");
     }
-    // Now even a good token for frank waits; another user is unaffected.
+    // Now even a good token for frank waits, from anywhere; another user is unaffected.
     let n = nonce(&s, &key).await;
-    let a = login(&s, &key, &issuer.token("frank", AUD, &n)).await;
+    let a = login_from(&s, "192.0.2.44", &key, &issuer.token("frank", AUD, &n)).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
     assert_eq!(a.body["code"], "rate_limited");
     login_ok(&s, &key, &issuer, "grace").await;
+}
+
+/// An unsigned token, or one signed with a key the issuer never published.
+fn forged(issuer: &Issuer, sub: &str, n: &str, unsigned: bool) -> String {
+    let c = issuer.claims(sub, AUD, n);
+    if unsigned {
+        let kid = issuer.current().kid.clone();
+        format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT", "kid": kid})),
+            b64(&c)
+        )
+    } else {
+        issuer.sign(&new_key(&issuer.current().kid), &c)
+    }
+}
+
+#[tokio::test]
+async fn tokens_that_merely_name_someone_cannot_lock_them_out() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    let stranger = "203.0.113.66";
+    let n = nonce(&s, &key).await;
+    // Unsigned, forged and another audience's tokens naming frank, from a stranger's address.
+    for i in 0..12 {
+        let t = match i % 3 {
+            0 => forged(&issuer, "frank", &n, true),
+            1 => forged(&issuer, "frank", &n, false),
+            _ => issuer.token("frank", "another-client", &n),
+        };
+        assert_refused(&login_from(&s, stranger, &key, &t).await, "forged");
+    }
+    // Frank logs in from his own address as if nothing happened.
+    let a = login(&s, &key, &issuer.token("frank", AUD, &n)).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    // The stranger's address is what was counted: 30 failures and it waits.
+    for _ in 12..30 {
+        let t = forged(&issuer, "frank", &n, true);
+        assert_refused(&login_from(&s, stranger, &key, &t).await, "forged");
+    }
+    let a = login_from(&s, stranger, &key, &forged(&issuer, "frank", &n, true)).await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+}
+
+#[tokio::test]
+async fn login_failures_from_one_ipv6_slash_64_share_a_count() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    // Thirty failures, each from a new address in one /64.
+    for i in 0..30 {
+        let peer = format!("2001:db8:7:1:{i:x}::1");
+        assert_refused(&login_from(&s, &peer, &key, "not.a.jwt").await, "garbage");
+    }
+    let a = login_from(&s, "2001:db8:7:1:ffff::2", &key, "not.a.jwt").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+    // The next /64 has its own count.
+    let a = login_from(&s, "2001:db8:7:2::1", &key, "not.a.jwt").await;
+    assert_refused(&a, "another /64");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filling_the_failure_table_does_not_reset_a_count() {
+    let issuer = Issuer::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let (s, _) = gateway(data.path()).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    let limited = "198.51.100.200";
+    for _ in 0..30 {
+        assert_refused(&login_from(&s, limited, &key, "not.a.jwt").await, "garbage");
+    }
+    let a = login_from(&s, limited, &key, "not.a.jwt").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+    // Past the table's bound of addresses, each failing once.
+    let filler = parapet_gateway::limits::FailureWindow::MAX_KEYS + 2_000;
+    for i in 0..filler {
+        let peer = std::net::Ipv4Addr::from(0x0a40_0000 + u32::try_from(i).unwrap()).to_string();
+        assert_refused(&login_from(&s, &peer, &key, "not.a.jwt").await, "filler");
+    }
+    let a = login_from(&s, limited, &key, "not.a.jwt").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
 }
 
 #[tokio::test]

@@ -329,19 +329,13 @@ pub async fn login_start(
     let req: LoginStart = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     let (app, _) = login_app(&state, req.app.as_deref()).await.map_err(fail)?;
-    let user_key = format!("passkey:{}", req.user.trim());
-    state
-        .users
-        .check_login(&ip, Some(&user_key), now)
-        .map_err(fail)?;
+    // Counted per client IP only: a user id is no secret, and a count per named user would let
+    // anyone who knows it lock that person out. Nothing here can be guessed either: the login
+    // is only as good as the passkey assertion that finishes it.
+    state.users.check_login(&ip, None, now).map_err(fail)?;
     // An unknown user and a user without live passkeys get the answer a wrong credential gets.
     let Ok(user) = Uuid::parse_str(req.user.trim()) else {
-        return Err(fail(state.users.login_failed(
-            &state.audit,
-            &ip,
-            Some(&user_key),
-            now,
-        )));
+        return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));
     };
     match state
         .passkeys
@@ -352,11 +346,9 @@ pub async fn login_start(
             &request_id,
             serde_json::json!({"ceremony_id": ceremony_id, "options": options}),
         )),
-        Err(Error::NotFound | Error::PasskeyRejected | Error::PasskeyRevoked) => Err(fail(
-            state
-                .users
-                .login_failed(&state.audit, &ip, Some(&user_key), now),
-        )),
+        Err(Error::NotFound | Error::PasskeyRejected | Error::PasskeyRevoked) => {
+            Err(fail(state.users.login_failed(&state.audit, &ip, None, now)))
+        }
         Err(other) => Err(fail(other)),
     }
 }
@@ -421,13 +413,7 @@ pub async fn login_finish(
     {
         Ok(i) => i,
         Err(Error::LoginFailed) => {
-            let key = format!("passkey:{}", outcome.user);
-            return Err(fail(state.users.login_failed(
-                &state.audit,
-                &ip,
-                Some(&key),
-                now,
-            )));
+            return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));
         }
         Err(other) => return Err(fail(other)),
     };

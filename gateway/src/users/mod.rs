@@ -26,7 +26,10 @@ pub use store::StoredUser;
 /// The header a user's session travels in, next to the app's key.
 pub const SESSION_HEADER: &str = "parapet-session";
 
-/// Failed logins allowed per claimed `(issuer, sub)` per window.
+/// Failed logins allowed per person per window. An OIDC failure counts against the person only
+/// when the token's signature verified for this app ([`oidc::Failure::person`]); a failure
+/// anyone could cause by naming someone counts against the client's address alone, or a
+/// stranger could lock that person out.
 pub const USER_FAILURES: u32 = 10;
 /// Failed logins allowed per client IP per window (after the IP rate limit).
 pub const IP_FAILURES: u32 = 30;
@@ -48,6 +51,11 @@ pub struct Login {
     pub session: Issued,
     pub issuer: String,
     pub created_user: bool,
+}
+
+/// The per-person failure key of an OIDC identity.
+fn person_key(iss: &str, sub: &str) -> String {
+    format!("{iss}\u{1f}{sub}")
 }
 
 fn session_event(
@@ -96,15 +104,16 @@ impl Users {
         }
         tracing::debug!(reason = %failure.reason, "OIDC login refused");
         self.ip_failures.fail(ip, now);
-        if let Some((iss, sub)) = &failure.claimed {
-            self.user_failures.fail(&format!("{iss}\u{1f}{sub}"), now);
+        if let Some((iss, sub)) = &failure.person {
+            self.user_failures.fail(&person_key(iss, sub), now);
         }
         audit.note_flood(ip, "login_failed", now);
         Error::LoginFailed
     }
 
-    /// Verifies an ID token for `app` (per-IP and per-user failure limits first) and consumes
-    /// its nonce.
+    /// Verifies an ID token for `app` and consumes its nonce: the per-IP failure limit first,
+    /// the person's own once the signature shows the token is theirs (before that, the `sub` it
+    /// names is only what the sender wrote).
     async fn verify_login(
         &self,
         audit: &AuditLog,
@@ -116,25 +125,17 @@ impl Users {
         self.ip_failures
             .check(ip, now)
             .map_err(crate::limits::Refusal::into_error)?;
-        if let Ok(c) =
-            jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(id_token)
-            && let (Some(iss), Some(sub)) = (
-                c.get("iss").and_then(serde_json::Value::as_str),
-                c.get("sub").and_then(serde_json::Value::as_str),
-            )
-        {
-            self.user_failures
-                .check(&format!("{iss}\u{1f}{sub}"), now)
-                .map_err(crate::limits::Refusal::into_error)?;
-        }
         let issuers = oidc::issuers(&self.store, &app.id).await?;
         let verified = oidc::verify(&self.jwks, &issuers, id_token, now)
             .await
             .map_err(|f| self.failed(audit, ip, &f, now))?;
+        self.user_failures
+            .check(&person_key(&verified.issuer, &verified.subject), now)
+            .map_err(crate::limits::Refusal::into_error)?;
         if !oidc::consume_nonce(&self.store, &app.id, &verified.nonce, now).await? {
             let f = oidc::Failure {
                 reason: "nonce unknown, used, expired or another app's".to_owned(),
-                claimed: Some((verified.issuer.clone(), verified.subject.clone())),
+                person: Some((verified.issuer.clone(), verified.subject.clone())),
                 internal: None,
             };
             return Err(self.failed(audit, ip, &f, now));
@@ -160,7 +161,7 @@ impl Users {
         if disabled {
             let f = oidc::Failure {
                 reason: "user disabled".to_owned(),
-                claimed: Some((v.issuer.clone(), v.subject.clone())),
+                person: Some((v.issuer.clone(), v.subject.clone())),
                 internal: None,
             };
             return Err(self.failed(audit, ip, &f, now));
@@ -287,8 +288,9 @@ impl Users {
         Ok(())
     }
 
-    /// Counts a failed login (passkey or code) against `ip` and `user_key` and returns the one
-    /// answer every failure gets; the refusal is audited in aggregate.
+    /// Counts a failed login (passkey, code or recovery secret) against `ip`, and against
+    /// `user_key` when the caller decided the failure may be held against that person, and
+    /// returns the one answer every failure gets; the refusal is audited in aggregate.
     pub fn login_failed(
         &self,
         audit: &AuditLog,

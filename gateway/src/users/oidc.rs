@@ -443,16 +443,28 @@ pub struct Verified {
 #[derive(Debug)]
 pub struct Failure {
     pub reason: String,
-    /// The unverified `(iss, sub)` the token claimed, for the per-user failure limit.
-    pub claimed: Option<(String, String)>,
+    /// The `(iss, sub)` of a token the issuer's key signed for one of this app's audiences, when
+    /// it failed anyway (expired, no or a spent nonce, the person is disabled): only such a
+    /// failure is held against the person. Anything a stranger can write (an unsigned or
+    /// forged token naming someone, another app's token) is `None` and counts against the
+    /// client's address alone, so that nobody can lock another person out by naming them.
+    pub person: Option<(String, String)>,
     /// The failure was ours (JWKS unreachable, store down), not the caller's.
     pub internal: Option<Error>,
 }
 
-fn fail(reason: impl Into<String>, claimed: &Option<(String, String)>) -> Failure {
+fn fail(reason: impl Into<String>) -> Failure {
     Failure {
         reason: reason.into(),
-        claimed: claimed.clone(),
+        person: None,
+        internal: None,
+    }
+}
+
+fn fail_for(reason: impl Into<String>, person: &(String, String)) -> Failure {
+    Failure {
+        reason: reason.into(),
+        person: Some(person.clone()),
         internal: None,
     }
 }
@@ -461,16 +473,18 @@ fn fail(reason: impl Into<String>, claimed: &Option<(String, String)>) -> Failur
 struct Claims {
     iss: String,
     sub: String,
+    /// A string or an array of strings (RFC 7519 §4.1.3); checked against the app's audiences.
+    aud: Option<serde_json::Value>,
     exp: i64,
     nbf: Option<i64>,
     iat: Option<i64>,
     nonce: Option<String>,
 }
 
+/// The issuer a token names, read before any check only to pick the key that checks it.
 #[derive(Debug, serde::Deserialize)]
 struct Unverified {
     iss: Option<String>,
-    sub: Option<String>,
 }
 
 const ASYMMETRIC: &[Algorithm] = &[
@@ -524,7 +538,19 @@ fn jwk_matches(jwk: &Jwk, alg: Algorithm) -> bool {
     family_ok && alg_ok && use_ok
 }
 
-/// Verifies `token` for an app that trusts `issuers`, at `now`.
+/// Whether the `aud` claim names one of `audiences`.
+fn audience_ok(aud: Option<&serde_json::Value>, audiences: &[String]) -> bool {
+    let ours = |a: &serde_json::Value| a.as_str().is_some_and(|a| audiences.iter().any(|x| x == a));
+    match aud {
+        Some(serde_json::Value::Array(list)) => list.iter().any(ours),
+        Some(one) => ours(one),
+        None => false,
+    }
+}
+
+/// Verifies `token` for an app that trusts `issuers`, at `now`. The signature is checked first
+/// and on its own: until it verifies, nothing the token says is the issuer's word, and a
+/// failure names no person ([`Failure::person`]).
 pub async fn verify(
     jwks: &JwksCache,
     issuers: &[TrustedIssuer],
@@ -532,73 +558,72 @@ pub async fn verify(
     now: OffsetDateTime,
 ) -> std::result::Result<Verified, Failure> {
     if token.len() > 16 * 1024 {
-        return Err(fail("token too long", &None));
+        return Err(fail("token too long"));
     }
     let unverified: Option<Unverified> =
         jsonwebtoken::dangerous::insecure_decode_claims::<Unverified>(token).ok();
-    let claimed = unverified
-        .as_ref()
-        .and_then(|u| Some((u.iss.clone()?, u.sub.clone()?)));
     // `alg: none` and unknown algorithms do not even parse as a header.
-    let header = jsonwebtoken::decode_header(token)
-        .map_err(|e| fail(format!("bad header: {e}"), &claimed))?;
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| fail(format!("bad header: {e}")))?;
     if !ASYMMETRIC.contains(&header.alg) {
-        return Err(fail(
-            format!("algorithm {:?} refused", header.alg),
-            &claimed,
-        ));
+        return Err(fail(format!("algorithm {:?} refused", header.alg)));
     }
-    let iss = claimed
-        .as_ref()
-        .map(|(i, _)| i.as_str())
-        .ok_or_else(|| fail("no iss", &claimed))?;
+    let iss = unverified
+        .and_then(|u| u.iss)
+        .ok_or_else(|| fail("no iss"))?;
     let trusted = issuers
         .iter()
         .find(|i| i.issuer == iss)
-        .ok_or_else(|| fail("issuer not trusted by this app", &claimed))?;
+        .ok_or_else(|| fail("issuer not trusted by this app"))?;
     let jwk = match jwks.key(&trusted.jwks, header.kid.as_deref()).await {
         Ok(Some(k)) => k,
-        Ok(None) => return Err(fail("unknown kid", &claimed)),
+        Ok(None) => return Err(fail("unknown kid")),
         Err(error) => {
             return Err(Failure {
                 reason: format!("JWKS unavailable: {error}"),
-                claimed,
+                person: None,
                 internal: Some(error),
             });
         }
     };
     if !jwk_matches(&jwk, header.alg) {
-        return Err(fail("key does not match the algorithm", &claimed));
+        return Err(fail("key does not match the algorithm"));
     }
-    let key = DecodingKey::from_jwk(&jwk).map_err(|e| fail(format!("bad JWK: {e}"), &claimed))?;
-    let mut validation = Validation::new(header.alg);
-    validation.algorithms = vec![header.alg];
-    validation.set_issuer(&[trusted.issuer.as_str()]);
-    validation.set_audience(trusted.audiences.as_slice());
-    // Times are checked below against the gateway's clock.
-    validation.validate_exp = false;
-    validation.validate_nbf = false;
-    validation.set_required_spec_claims(&["iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
-        .map_err(|e| fail(format!("rejected: {e}"), &claimed))?;
-    let c = data.claims;
+    let key = DecodingKey::from_jwk(&jwk).map_err(|e| fail(format!("bad JWK: {e}")))?;
+    // The signature only; every claim is checked below, against the gateway's clock.
+    let mut signature = Validation::new(header.alg);
+    signature.algorithms = vec![header.alg];
+    signature.validate_exp = false;
+    signature.validate_nbf = false;
+    signature.validate_aud = false;
+    signature.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &signature)
+        .map_err(|e| fail(format!("rejected: {e}")))?;
+    let c: Claims =
+        serde_json::from_value(data.claims).map_err(|e| fail(format!("bad claims: {e}")))?;
+    if c.iss != trusted.issuer || c.sub.is_empty() || c.sub.len() > 255 {
+        return Err(fail("bad iss or sub"));
+    }
+    // Another app's token (the same issuer's, for another client) says nothing about a login
+    // here, so it is not held against the person either.
+    if !audience_ok(c.aud.as_ref(), &trusted.audiences) {
+        return Err(fail("audience not this app's"));
+    }
+    let person = (c.iss.clone(), c.sub.clone());
     let t = now.unix_timestamp();
     if c.exp + LEEWAY <= t {
-        return Err(fail("expired", &claimed));
+        return Err(fail_for("expired", &person));
     }
     if c.nbf.is_some_and(|nbf| nbf - LEEWAY > t) {
-        return Err(fail("not yet valid", &claimed));
+        return Err(fail_for("not yet valid", &person));
     }
     if c.iat.is_some_and(|iat| iat - LEEWAY > t) {
-        return Err(fail("issued in the future", &claimed));
-    }
-    if c.iss != trusted.issuer || c.sub.is_empty() || c.sub.len() > 255 {
-        return Err(fail("bad iss or sub", &claimed));
+        return Err(fail_for("issued in the future", &person));
     }
     let nonce = c
         .nonce
         .filter(|n| !n.is_empty() && n.len() <= 128)
-        .ok_or_else(|| fail("no nonce", &claimed))?;
+        .ok_or_else(|| fail_for("no nonce", &person))?;
     Ok(Verified {
         issuer: c.iss,
         subject: c.sub,
@@ -621,5 +646,18 @@ mod tests {
         assert!(check_url("http://127.0.0.1.evil.example/jwks", "u").is_err());
         assert!(check_url("ftp://x/y", "u").is_err());
         assert!(check_url("https://", "u").is_err());
+    }
+
+    #[test]
+    fn the_audience_is_one_string_or_any_of_a_list() {
+        let ours = ["web".to_owned(), "ios".to_owned()];
+        let v = |j: &str| serde_json::from_str::<serde_json::Value>(j).unwrap();
+        assert!(audience_ok(Some(&v(r#""web""#)), &ours));
+        assert!(audience_ok(Some(&v(r#"["other", "ios"]"#)), &ours));
+        assert!(!audience_ok(Some(&v(r#""other""#)), &ours));
+        assert!(!audience_ok(Some(&v(r#"["other"]"#)), &ours));
+        assert!(!audience_ok(Some(&v("[]")), &ours));
+        assert!(!audience_ok(Some(&v("7")), &ours));
+        assert!(!audience_ok(None, &ours));
     }
 }

@@ -243,7 +243,15 @@ impl Sessions {
         let found = found.filter(|r| bool::from(r.hash.as_slice().ct_eq(hash.as_slice())));
         let mut cache = self.cache.lock();
         if cache.entries.len() >= CACHE_MAX {
-            cache.entries.clear();
+            // Stale entries first; then all of it ([`CACHE_MAX`]: a cache, not a count, so
+            // emptying it costs store reads and never lets anything through).
+            let ttl = self.ttl;
+            cache
+                .entries
+                .retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            if cache.entries.len() >= CACHE_MAX {
+                cache.entries.clear();
+            }
         }
         cache.entries.insert(hash, (found.clone(), now));
         Ok(found)

@@ -243,6 +243,24 @@ pub async fn call_with(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Answer {
+    call_from(s, PEER, method, path, key, session, headers, body).await
+}
+
+/// The TCP peer of every call that does not name one.
+pub const PEER: &str = "10.9.8.7";
+
+/// [`call_with`] from the TCP peer `peer` (an IPv4 or IPv6 address).
+#[allow(clippy::too_many_arguments, reason = "a request, spelled out")]
+pub async fn call_from(
+    s: &Arc<AppState>,
+    peer: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    session: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Answer {
     let mut b = Request::builder().method(method).uri(path);
     // An empty key leaves `authorization` to `headers` (a device's `Device <token>`).
     if !key.is_empty() {
@@ -262,7 +280,7 @@ pub async fn call_with(
         None => Body::empty(),
     };
     let mut req = b.body(body).unwrap();
-    let peer: SocketAddr = "10.9.8.7:40000".parse().unwrap();
+    let peer = SocketAddr::new(peer.parse().unwrap(), 40000);
     req.extensions_mut().insert(ConnectInfo(peer));
     let res = app(s.clone()).oneshot(req).await.unwrap();
     let status = res.status();
@@ -285,6 +303,21 @@ pub async fn login(s: &Arc<AppState>, key: &str, id_token: &str) -> Answer {
         "/v1/sessions/oidc",
         key,
         None,
+        Some(json!({ "id_token": id_token })),
+    )
+    .await
+}
+
+/// [`login`] from the TCP peer `peer`.
+pub async fn login_from(s: &Arc<AppState>, peer: &str, key: &str, id_token: &str) -> Answer {
+    call_from(
+        s,
+        peer,
+        "POST",
+        "/v1/sessions/oidc",
+        key,
+        None,
+        &[],
         Some(json!({ "id_token": id_token })),
     )
     .await
