@@ -91,7 +91,12 @@ pub async fn build_state_with_clock(
     let passkeys =
         crate::passkeys::Passkeys::new(&config.webauthn, audit.store().clone(), audit.clone())?;
     let audit_store = &audit.store().clone();
-    crate::webhooks::delivery::spawn(audit_store.clone(), personal_data.clone(), config.webhooks);
+    crate::webhooks::delivery::spawn(
+        audit_store.clone(),
+        personal_data.clone(),
+        config.webhooks,
+        config.outbound_allow.clone(),
+    );
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),
