@@ -85,7 +85,10 @@ pub async fn build_state_with_clock(
         .map_err(|_| Error::Config("cannot store the policy version in the audit store".into()))?;
     audit.spawn_flood_flusher(clock.clone(), std::time::Duration::from_secs(10));
     let identity = Identity::new(audit.store().clone());
-    let users = Arc::new(crate::users::Users::new(audit.store().clone()));
+    let users = Arc::new(crate::users::Users::new(
+        audit.store().clone(),
+        config.outbound_allow.clone(),
+    ));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
     let passkeys =
