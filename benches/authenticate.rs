@@ -92,7 +92,10 @@ fn bench(c: &mut Criterion) {
         &store, user, now,
     ))
     .unwrap();
-    let users = parapet_gateway::users::Users::new(store.clone());
+    let users = parapet_gateway::users::Users::new(
+        store.clone(),
+        parapet_gateway::outbound::Allowlist::default(),
+    );
     let session = rt
         .block_on(users.sessions.issue(
             parapet_gateway::users::SessionKind::App,

@@ -35,6 +35,7 @@ struct FileConfig {
     recovery_delay_secs: Option<u64>,
     webhook_retry_base_ms: Option<u64>,
     webhook_max_attempts: Option<u64>,
+    outbound_allow: Option<Vec<String>>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     allow_plain_http: Option<bool>,
@@ -145,6 +146,11 @@ pub struct Config {
     /// How security webhooks are retried: the first wait (`webhook_retry_base_ms`, default
     /// 5 s, doubling) and the attempts before a delivery is failed (`webhook_max_attempts`, 12).
     pub webhooks: crate::webhooks::delivery::Settings,
+    /// Networks that webhook deliveries and JWKS fetches may reach although they are not
+    /// public addresses (`outbound_allow`, CIDRs; empty by default): a JWKS on the private
+    /// network, loopback receivers in tests. Everything else non-public is refused at connection
+    /// time, so that an app cannot point the gateway at its own network.
+    pub outbound_allow: crate::outbound::Allowlist,
     /// TLS certificate chain and private key (PEM). Both or neither; with them, `serve`
     /// terminates TLS itself and reloads both on `SIGHUP`.
     pub tls: Option<TlsPaths>,
@@ -197,6 +203,7 @@ impl std::fmt::Debug for Config {
             .field("signing_request_ttl", &self.signing_request_ttl)
             .field("recovery_delay", &self.recovery_delay)
             .field("webhooks", &self.webhooks)
+            .field("outbound_allow", &self.outbound_allow.networks())
             .field("tls", &self.tls)
             .field("allow_plain_http", &self.allow_plain_http)
             .field("static_token", &self.static_token)
@@ -360,6 +367,15 @@ impl Config {
             .unwrap_or(12),
             ..crate::webhooks::delivery::Settings::default()
         };
+        let outbound_allow = match get("PARAPET_OUTBOUND_ALLOW") {
+            Some(v) => v
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            None => file.outbound_allow.unwrap_or_default(),
+        };
+        let outbound_allow = crate::outbound::Allowlist::parse(&outbound_allow)?;
         let audit_timeout_ms = number(
             "PARAPET_AUDIT_TIMEOUT_MS",
             file.audit_timeout_ms,
@@ -519,6 +535,7 @@ impl Config {
             signing_request_ttl: Duration::from_secs(signing_request_ttl.max(1)),
             recovery_delay: Duration::from_secs(recovery_delay),
             webhooks,
+            outbound_allow,
             tls,
             allow_plain_http,
             static_token,
@@ -794,6 +811,35 @@ mod tests {
         assert_eq!(c.webauthn.ceremony_ttl, Duration::from_secs(60));
         let bad = env(&[("PARAPET_WEBAUTHN_ORIGINS", "http://127.0.0.1:8080")]);
         assert!(Config::resolve(FileConfig::default(), &bad).is_err());
+    }
+
+    #[test]
+    fn outbound_allow_from_file_and_env() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert!(c.outbound_allow.networks().is_empty());
+        let loopback = "127.0.0.1".parse().unwrap();
+        assert!(!c.outbound_allow.contains(loopback));
+        let file: FileConfig =
+            toml::from_str("outbound_allow = [\"127.0.0.1/32\", \"::1/128\"]").unwrap();
+        let c = Config::resolve(file, &env(&[])).unwrap();
+        assert_eq!(c.outbound_allow.networks().len(), 2);
+        assert!(c.outbound_allow.contains(loopback));
+        assert!(c.outbound_allow.contains("::1".parse().unwrap()));
+        let file: FileConfig = toml::from_str("outbound_allow = [\"127.0.0.1/32\"]").unwrap();
+        let c = Config::resolve(
+            file,
+            &env(&[("PARAPET_OUTBOUND_ALLOW", "10.0.0.0/8, fd00::/8")]),
+        )
+        .unwrap();
+        assert!(!c.outbound_allow.contains(loopback));
+        assert!(c.outbound_allow.contains("10.9.8.7".parse().unwrap()));
+        assert!(c.outbound_allow.contains("fd00::1".parse().unwrap()));
+        assert!(format!("{c:?}").contains("10.0.0.0/8"));
+        let bad = env(&[("PARAPET_OUTBOUND_ALLOW", "10.0.0.0/8,internal.example")]);
+        assert!(matches!(
+            Config::resolve(FileConfig::default(), &bad),
+            Err(Error::Config(_))
+        ));
     }
 
     #[test]

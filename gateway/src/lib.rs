@@ -18,6 +18,7 @@ pub mod identity;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod outbound;
 pub mod passkeys;
 pub mod pipeline;
 pub mod policy;

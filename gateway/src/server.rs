@@ -85,13 +85,21 @@ pub async fn build_state_with_clock(
         .map_err(|_| Error::Config("cannot store the policy version in the audit store".into()))?;
     audit.spawn_flood_flusher(clock.clone(), std::time::Duration::from_secs(10));
     let identity = Identity::new(audit.store().clone());
-    let users = Arc::new(crate::users::Users::new(audit.store().clone()));
+    let users = Arc::new(crate::users::Users::new(
+        audit.store().clone(),
+        config.outbound_allow.clone(),
+    ));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
     let passkeys =
         crate::passkeys::Passkeys::new(&config.webauthn, audit.store().clone(), audit.clone())?;
     let audit_store = &audit.store().clone();
-    crate::webhooks::delivery::spawn(audit_store.clone(), personal_data.clone(), config.webhooks);
+    crate::webhooks::delivery::spawn(
+        audit_store.clone(),
+        personal_data.clone(),
+        config.webhooks,
+        config.outbound_allow.clone(),
+    );
     Ok(Arc::new(AppState {
         engine,
         ledger: Arc::new(MemoryLedger::default()),

@@ -649,3 +649,50 @@ async fn apps_trusting_the_same_keys_for_an_issuer_share_the_person() {
     let (_, via_file) = login_ok(&s, &key_c, &issuer, "alice").await;
     assert_ne!(via_file, at_a);
 }
+
+#[tokio::test]
+async fn a_jwks_url_leading_to_a_non_public_address_is_refused_when_fetched() {
+    use parapet_gateway::users::oidc::JwksSource;
+    let issuer = Issuer::start().await;
+    let port = issuer
+        .jwks_url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/jwks");
+    let data = tempfile::tempdir().unwrap();
+    // No outbound allowlist: the issuer's JWKS on loopback may not be fetched, however its URL
+    // spells the address.
+    let (s, _) = gateway_with(data.path(), &[("PARAPET_OUTBOUND_ALLOW", "")]).await;
+    let started = std::time::Instant::now();
+    for url in [
+        issuer.jwks_url.clone(),
+        format!("http://localhost:{port}/jwks"),
+        format!("https://[::ffff:127.0.0.1]:{port}/jwks"),
+        "https://169.254.169.254/jwks".to_owned(),
+        "https://10.0.0.1/jwks".to_owned(),
+    ] {
+        let (_, key) =
+            app_with_grants_trusting_keys(&s, &issuer, &["sign"], JwksSource::Url(url.clone()))
+                .await;
+        let n = nonce(&s, &key).await;
+        let a = login(&s, &key, &issuer.token("alice", AUD, &n)).await;
+        assert_eq!(
+            a.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{url}: {}",
+            a.text
+        );
+        assert_eq!(a.body["code"], "issuer_unavailable", "{url}: {}", a.text);
+        assert!(!a.text.contains("outbound_allow"), "{}", a.text);
+    }
+    // Refused before connecting: no fetch reached the issuer, none waited for a timeout.
+    assert_eq!(issuer.fetches.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+
+    // The operator allows loopback: the same issuer logs in.
+    let (s, _) = gateway_with(data.path(), &[("PARAPET_OUTBOUND_ALLOW", "127.0.0.1/32")]).await;
+    let (_, key) = app_trusting(&s, &issuer).await;
+    login_ok(&s, &key, &issuer, "alice").await;
+    assert_eq!(issuer.fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -317,6 +317,7 @@ async fn a_delivery_that_keeps_failing_is_marked_failed_and_can_be_sent_again() 
         .clone();
     assert_eq!(delivery["attempts"], 3);
     assert_eq!(delivery["last_status"], 500);
+    assert_eq!(delivery["last_error"], "http_status");
     assert_eq!(delivery["user_id"], alice.id.as_str());
     let id = delivery["id"].as_str().unwrap();
     let tries = hooks.received().iter().filter(|r| r.delivery == id).count();
@@ -355,3 +356,180 @@ async fn a_delivery_that_keeps_failing_is_marked_failed_and_can_be_sent_again() 
     let gone = call(&w.s, "GET", "/v1/webhook", &w.key, None, None).await;
     assert_eq!(gone.body["webhook"], Value::Null);
 }
+
+/// A TCP listener on loopback that only counts the connections it gets: whatever a webhook
+/// URL names, nothing may connect here unless the operator allowed loopback.
+struct Counter {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+async fn counter() -> Counter {
+    let v4 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let mut listeners = vec![v4];
+    // `localhost` may resolve to ::1 as well: count there too, where the host has IPv6.
+    if let Ok(v6) = tokio::net::TcpListener::bind(("::1", port)).await {
+        listeners.push(v6);
+    }
+    for listener in listeners {
+        let n = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((_socket, _)) = listener.accept().await {
+                n.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    Counter { port, connections }
+}
+
+/// An app of `w` trusting `w.issuer` as `w.key`'s app does, with a webhook at `url`, and a
+/// session of `sub` there (so that `sub`'s security events are its to hear about).
+async fn app_hooked_to(w: &World, url: &str, sub: &str) -> String {
+    let (_, key) =
+        users_support::app_with_grants_trusting_keys(&w.s, &w.issuer, &["sign"], w.jwks.clone())
+            .await;
+    let a = call(
+        &w.s,
+        "POST",
+        "/v1/webhook",
+        &key,
+        None,
+        Some(json!({ "url": url })),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{url}: {}", a.text);
+    users_support::login_ok(&w.s, &key, &w.issuer, sub).await;
+    key
+}
+
+/// The app's own view of its one delivery, once its last attempt is over.
+async fn settled(w: &World, key: &str) -> (Value, String) {
+    for _ in 0..300 {
+        let a = call(&w.s, "GET", "/v1/webhook", key, None, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        if let Some(d) = a.body["deliveries"].as_array().and_then(|d| d.first())
+            && d["status"] == "failed"
+        {
+            return (d.clone(), a.body["deliveries"].to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no failed delivery for an app");
+}
+
+/// Words of the underlying errors that must never reach an app.
+fn assert_coarse(text: &str) {
+    for detail in [
+        "os error",
+        "Connection refused",
+        "InvalidContentType",
+        "rustls",
+        "io:",
+        "outbound_allow",
+        "resolves",
+        "127.0.0.1",
+    ] {
+        assert!(
+            !text.contains(detail),
+            "{detail:?} shown to the app: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_never_reach_internal_addresses() {
+    // No outbound allowlist (the app reads the issuer's keys from a file, so logins need no
+    // fetch): loopback, private and link-local addresses are all out of reach.
+    let w = world_with_jwks_file(&[
+        ("PARAPET_OUTBOUND_ALLOW", ""),
+        ("PARAPET_WEBHOOK_RETRY_BASE_MS", "50"),
+        ("PARAPET_WEBHOOK_MAX_ATTEMPTS", "2"),
+    ])
+    .await;
+    let listening = counter().await;
+    let port = listening.port;
+    let urls = [
+        "https://169.254.169.254/x".to_owned(),
+        "https://10.0.0.1/".to_owned(),
+        // A name is resolved and its addresses checked: `localhost` is loopback.
+        format!("http://localhost:{port}/hook"),
+        format!("https://localhost:{port}/hook"),
+        // IPv6 spellings of an IPv4 address are the IPv4 address.
+        format!("https://[::ffff:127.0.0.1]:{port}/hook"),
+        format!("https://[::ffff:a9fe:a9fe]:{port}/hook"),
+    ];
+    let mut keys = Vec::new();
+    for url in &urls {
+        keys.push((url, app_hooked_to(&w, url, "alice").await));
+    }
+    // A device of Alice's is added: every app above is told, or would be.
+    let started = std::time::Instant::now();
+    user_with(&w, "alice", false, false).await;
+    for (url, key) in &keys {
+        let (d, text) = settled(&w, key).await;
+        assert_eq!(d["event_type"], "device.added", "{url}: {text}");
+        assert_eq!(d["last_error"], "refused_address", "{url}: {text}");
+        assert_eq!(d["attempts"], 2, "{url}: {text}");
+        assert_eq!(d["last_status"], Value::Null, "{url}: {text}");
+        assert_coarse(&text);
+    }
+    // Refused before any connection: nothing waited for a timeout, nothing reached loopback.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(listening.connections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_see_only_coarse_failure_kinds() {
+    // Loopback is allowed here (the tests' default): the receivers are reached, and what went
+    // wrong there is told to the app only as a kind.
+    let w = world_with(&[
+        ("PARAPET_WEBHOOK_RETRY_BASE_MS", "50"),
+        ("PARAPET_WEBHOOK_MAX_ATTEMPTS", "1"),
+    ])
+    .await;
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let plain = receiver(usize::MAX).await;
+    let cases = [
+        // Nothing listens: the old answer was the socket error.
+        (format!("http://127.0.0.1:{closed}/hook"), "connect_failed"),
+        // A plain-HTTP server behind an https URL: the old answer was the TLS alert.
+        (plain.url.replace("http://", "https://"), "tls"),
+        // It answers, but not 2xx.
+        (plain.url.clone(), "http_status"),
+    ];
+    let mut keys = Vec::new();
+    for (url, kind) in &cases {
+        keys.push((url, *kind, app_hooked_to(&w, url, "bob").await));
+    }
+    user_with(&w, "bob", false, false).await;
+    for (url, kind, key) in &keys {
+        let (d, text) = settled(&w, key).await;
+        assert_eq!(d["last_error"], *kind, "{url}: {text}");
+        assert_coarse(&text);
+    }
+    // The admin view shows the same kinds.
+    let (_, admin) = app_with_grants_trusting(&w.s, &w.issuer, &["admin"]).await;
+    let all = admin_deliveries(&w, &admin, "?status=failed").await;
+    assert!(all.iter().any(|d| d["last_error"] == "tls"), "{all:?}");
+    assert!(
+        all.iter()
+            .all(|d| FAILURE_KINDS.contains(&d["last_error"].as_str().unwrap()))
+    );
+    // And with loopback allowed, a name that resolves to it is reached.
+    let hooks = receiver(0).await;
+    let by_name = hooks.url.replace("127.0.0.1", "localhost");
+    app_hooked_to(&w, &by_name, "carol").await;
+    user_with(&w, "carol", false, false).await;
+    hooks.wait_for(&["device.added"]).await;
+}
+
+const FAILURE_KINDS: &[&str] = parapet_gateway::webhooks::delivery::FailureKind::NAMES;

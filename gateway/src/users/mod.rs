@@ -75,11 +75,13 @@ fn session_event(
 }
 
 impl Users {
-    pub fn new(store: Store) -> Users {
+    /// Users on `store`; JWKS are fetched only from addresses `outbound_allow` permits
+    /// ([`crate::outbound`]).
+    pub fn new(store: Store, outbound_allow: crate::outbound::Allowlist) -> Users {
         Users {
             sessions: Sessions::new(store.clone()),
             store,
-            jwks: oidc::JwksCache::default(),
+            jwks: oidc::JwksCache::new(outbound_allow),
             user_failures: FailureWindow::new(USER_FAILURES, FAILURE_WINDOW),
             ip_failures: FailureWindow::new(IP_FAILURES, FAILURE_WINDOW),
         }

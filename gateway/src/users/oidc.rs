@@ -24,6 +24,7 @@ use crate::audit::event::{AuditEvent, EventKind, format_time};
 use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
 use crate::identity::{Actor, Auditor, key_hash};
+use crate::outbound::{self, Allowlist};
 
 /// Clock skew accepted on `exp`, `nbf` and `iat`.
 pub const LEEWAY: i64 = 60;
@@ -96,7 +97,9 @@ fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// `https://…`, or `http://` to a loopback host (tests and local development).
+/// `https://…`, or `http://` to a loopback host (tests and local development). This is only the
+/// string's check, made when the URL is stored: where it may actually lead is decided when each
+/// request connects ([`crate::outbound`]), against the addresses its host resolves to then.
 pub fn check_url(url: &str, what: &str) -> Result<()> {
     let bad = |why: &str| Err(Error::InvalidRequest(format!("{what} {url:?}: {why}")));
     let rest = if let Some(r) = url.strip_prefix("https://") {
@@ -322,13 +325,19 @@ struct Fetched {
 /// Cached JWKS per source.
 #[derive(Debug, Default)]
 pub struct JwksCache {
+    /// Where JWKS URLs may lead ([`crate::outbound`]).
+    allow: Allowlist,
     entries: Mutex<HashMap<String, Fetched>>,
     /// When each source was last refetched because of an unknown `kid`.
     forced: Mutex<HashMap<String, Instant>>,
     fetches: std::sync::atomic::AtomicU64,
 }
 
-async fn fetch(source: &JwksSource) -> Result<JwkSet> {
+/// Reads a JWKS. A URL is fetched through [`outbound::agent`]: its host is resolved and checked
+/// at every fetch (DNS can change after the issuer was configured), and a host that resolves
+/// only to refused addresses fails like an unreachable issuer (`issuer_unavailable`), with the
+/// detail in the log.
+async fn fetch(source: &JwksSource, allow: &Allowlist) -> Result<JwkSet> {
     let text = match source {
         JwksSource::File(path) => {
             let path = path.clone();
@@ -339,17 +348,21 @@ async fn fetch(source: &JwksSource) -> Result<JwkSet> {
         }
         JwksSource::Url(url) => {
             check_url(url, "JWKS URL")?;
-            let url = url.clone();
+            let (url, allow) = (url.clone(), allow.clone());
             let get = tokio::task::spawn_blocking(move || -> Result<String> {
-                let agent: ureq::Agent = ureq::Agent::config_builder()
-                    .timeout_global(Some(JWKS_FETCH_TIMEOUT))
-                    .max_redirects(0)
-                    .build()
-                    .into();
-                let mut res = agent
-                    .get(&url)
-                    .call()
-                    .map_err(|e| Error::Config(format!("fetching a JWKS: {e}")))?;
+                let agent = outbound::agent(&allow, JWKS_FETCH_TIMEOUT, "parapet-jwks/1");
+                let mut res = agent.get(&url).call().map_err(|e| {
+                    Error::Config(format!(
+                        "fetching a JWKS ({}): {e}",
+                        outbound::Failure::of(&e).as_str()
+                    ))
+                })?;
+                if !res.status().is_success() {
+                    return Err(Error::Config(format!(
+                        "fetching a JWKS: the issuer answered {}",
+                        res.status()
+                    )));
+                }
                 res.body_mut()
                     .with_config()
                     .limit(JWKS_MAX_BYTES)
@@ -366,6 +379,14 @@ async fn fetch(source: &JwksSource) -> Result<JwkSet> {
 }
 
 impl JwksCache {
+    /// An empty cache whose URL fetches reach only addresses `allow` permits.
+    pub fn new(allow: Allowlist) -> JwksCache {
+        JwksCache {
+            allow,
+            ..JwksCache::default()
+        }
+    }
+
     /// Fetches made so far (tests check the refresh rules with it).
     pub fn fetches(&self) -> u64 {
         self.fetches.load(std::sync::atomic::Ordering::Relaxed)
@@ -374,7 +395,7 @@ impl JwksCache {
     async fn load(&self, source: &JwksSource) -> Result<JwkSet> {
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let set = fetch(source).await?;
+        let set = fetch(source, &self.allow).await?;
         let mut entries = self.entries.lock();
         if entries.len() >= 1000 {
             entries.clear();

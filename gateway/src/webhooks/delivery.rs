@@ -14,6 +14,7 @@ use crate::audit::Store;
 use crate::audit::event::format_time;
 use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
+use crate::outbound::{self, Allowlist, Failure};
 use crate::sealing::PersonalDataKey;
 
 /// How deliveries are paced.
@@ -81,21 +82,76 @@ async fn claim(store: &Store, settings: &Settings, now: OffsetDateTime) -> Resul
         .collect())
 }
 
-/// What one attempt came to.
-enum Outcome {
-    Delivered(u16),
-    Failed { status: Option<u16>, error: String },
+/// Why an attempt failed, as the app and admins see it (`last_error`): a coarse kind only. The
+/// underlying error — which address was refused, which socket error, which TLS alert — would
+/// let an app probe the gateway's network through its webhook URL, so it goes to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The request itself failed (refused address, no connection, timeout, TLS, not HTTP).
+    Outbound(Failure),
+    /// The receiver answered, but not 2xx (the status is `last_status`).
+    HttpStatus,
+    /// The app removed its webhook; the delivery is failed without a request.
+    WebhookRemoved,
+    /// The gateway could not make the attempt (its own fault, not the receiver's).
+    Internal,
 }
 
-/// POSTs `body` to `url`; blocking (ureq), so it runs off the async threads.
-fn post(url: &str, id: &str, signature: &str, body: &str, timeout: Duration) -> Outcome {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .max_redirects(0)
-        .http_status_as_error(false)
-        .user_agent("parapet-webhooks/1")
-        .build()
-        .into();
+impl FailureKind {
+    /// Every name [`FailureKind::as_str`] gives.
+    pub const NAMES: &[&str] = &[
+        "refused_address",
+        "connect_failed",
+        "timeout",
+        "tls",
+        "invalid_response",
+        "http_status",
+        "webhook_removed",
+        "internal",
+    ];
+
+    /// The stable name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Outbound(f) => f.as_str(),
+            FailureKind::HttpStatus => "http_status",
+            FailureKind::WebhookRemoved => "webhook_removed",
+            FailureKind::Internal => "internal",
+        }
+    }
+
+    /// What is shown for a stored `last_error`: the stored kind, or `other` for text that is not
+    /// one (written by an older gateway during an upgrade), never the text itself.
+    pub fn shown(stored: &str) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|n| **n == stored)
+            .copied()
+            .unwrap_or("other")
+    }
+}
+
+/// What one attempt came to. `detail` is for the log only.
+enum Outcome {
+    Delivered(u16),
+    Failed {
+        status: Option<u16>,
+        kind: FailureKind,
+        detail: String,
+    },
+}
+
+/// POSTs `body` to `url` through [`outbound::agent`] (only addresses `allow` permits, no
+/// redirects); blocking (ureq), so it runs off the async threads.
+fn post(
+    allow: &Allowlist,
+    url: &str,
+    id: &str,
+    signature: &str,
+    body: &str,
+    timeout: Duration,
+) -> Outcome {
+    let agent = outbound::agent(allow, timeout, "parapet-webhooks/1");
     match agent
         .post(url)
         .header("content-type", "application/json")
@@ -106,11 +162,13 @@ fn post(url: &str, id: &str, signature: &str, body: &str, timeout: Duration) -> 
         Ok(res) if res.status().is_success() => Outcome::Delivered(res.status().as_u16()),
         Ok(res) => Outcome::Failed {
             status: Some(res.status().as_u16()),
-            error: format!("the receiver answered {}", res.status()),
+            kind: FailureKind::HttpStatus,
+            detail: format!("the receiver answered {}", res.status()),
         },
         Err(e) => Outcome::Failed {
             status: None,
-            error: e.to_string(),
+            kind: FailureKind::Outbound(Failure::of(&e)),
+            detail: e.to_string(),
         },
     }
 }
@@ -119,19 +177,26 @@ async fn attempt(
     store: &Store,
     key: &PersonalDataKey,
     settings: &Settings,
+    allow: &Allowlist,
     d: &Claimed,
 ) -> Result<Outcome> {
     let Some((url, secret)) = super::target(store, key, &d.app_id).await? else {
         return Ok(Outcome::Failed {
             status: None,
-            error: "webhook removed".to_owned(),
+            kind: FailureKind::WebhookRemoved,
+            detail: "webhook removed".to_owned(),
         });
     };
     let sent_at = OffsetDateTime::now_utc().unix_timestamp();
     let header = signature::sign(&secret, sent_at, d.payload.as_bytes());
     drop(secret);
-    let (id, body, timeout) = (d.id.clone(), d.payload.clone(), settings.timeout);
-    tokio::task::spawn_blocking(move || post(&url, &id, &header, &body, timeout))
+    let (id, body, timeout, allow) = (
+        d.id.clone(),
+        d.payload.clone(),
+        settings.timeout,
+        allow.clone(),
+    );
+    tokio::task::spawn_blocking(move || post(&allow, &url, &id, &header, &body, timeout))
         .await
         .map_err(|e| Error::Internal(format!("webhook delivery task: {e}")))
 }
@@ -144,15 +209,15 @@ async fn record(store: &Store, settings: &Settings, d: &Claimed, outcome: &Outco
                 .bind(d.id.as_str()).bind(format_time(now)).bind(i32::from(*status))
                 .execute(pool).await.map_err(db("recording a webhook delivery"))?;
         }),
-        Outcome::Failed { status, error } => {
+        Outcome::Failed { status, kind, .. } => {
             let attempts = u32::try_from(d.attempts).unwrap_or(u32::MAX);
-            let gone = error == "webhook removed";
+            let gone = *kind == FailureKind::WebhookRemoved;
             let (state, next) = if gone || attempts >= settings.max_attempts {
                 ("failed", now)
             } else {
                 ("pending", now + backoff(settings, attempts))
             };
-            let error: String = error.chars().take(300).collect();
+            let error = kind.as_str();
             with_pool!(store, pool => {
                 sqlx::query("UPDATE webhook_deliveries SET status = $2, next_attempt_at = $3, last_status = $4, last_error = $5, lease_until = NULL WHERE id = $1")
                     .bind(d.id.as_str()).bind(state).bind(format_time(next))
@@ -164,21 +229,31 @@ async fn record(store: &Store, settings: &Settings, d: &Claimed, outcome: &Outco
     Ok(())
 }
 
-/// Queues what the audit log holds and sends every due delivery once. Returns how many
-/// attempts were made.
-pub async fn run_once(store: &Store, key: &PersonalDataKey, settings: &Settings) -> Result<usize> {
+/// Queues what the audit log holds and sends every due delivery once, to addresses `allow`
+/// permits. Returns how many attempts were made.
+pub async fn run_once(
+    store: &Store,
+    key: &PersonalDataKey,
+    settings: &Settings,
+    allow: &Allowlist,
+) -> Result<usize> {
     super::notifier::enqueue(store, OffsetDateTime::now_utc()).await?;
     let claimed = claim(store, settings, OffsetDateTime::now_utc()).await?;
-    let outcomes =
-        futures_util::future::join_all(claimed.iter().map(|d| attempt(store, key, settings, d)))
-            .await;
+    let outcomes = futures_util::future::join_all(
+        claimed
+            .iter()
+            .map(|d| attempt(store, key, settings, allow, d)),
+    )
+    .await;
     for (d, outcome) in claimed.iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|e| Outcome::Failed {
             status: None,
-            error: e.to_string(),
+            kind: FailureKind::Internal,
+            detail: e.to_string(),
         });
-        if let Outcome::Failed { error, .. } = &outcome {
-            tracing::info!(delivery = %d.id, app = %d.app_id, attempt = d.attempts, %error, "webhook delivery failed");
+        if let Outcome::Failed { kind, detail, .. } = &outcome {
+            // The detail is the operator's: the app sees only the kind.
+            tracing::info!(delivery = %d.id, app = %d.app_id, attempt = d.attempts, kind = kind.as_str(), error = %detail, "webhook delivery failed");
         }
         record(store, settings, d, &outcome).await?;
     }
@@ -190,6 +265,7 @@ pub fn spawn(
     store: Store,
     key: Arc<PersonalDataKey>,
     settings: Settings,
+    allow: Allowlist,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(settings.poll);
@@ -197,7 +273,7 @@ pub fn spawn(
         loop {
             tick.tick().await;
             loop {
-                match run_once(&store, &key, &settings).await {
+                match run_once(&store, &key, &settings, &allow).await {
                     Ok(n) if n as i64 == BATCH => continue,
                     Ok(_) => break,
                     Err(error) => {
@@ -213,6 +289,29 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_failure_kind_is_named_and_stored_text_is_never_shown() {
+        let kinds = [
+            FailureKind::Outbound(Failure::RefusedAddress),
+            FailureKind::Outbound(Failure::ConnectFailed),
+            FailureKind::Outbound(Failure::Timeout),
+            FailureKind::Outbound(Failure::Tls),
+            FailureKind::Outbound(Failure::InvalidResponse),
+            FailureKind::HttpStatus,
+            FailureKind::WebhookRemoved,
+            FailureKind::Internal,
+        ];
+        for k in kinds {
+            assert!(FailureKind::NAMES.contains(&k.as_str()), "{k:?}");
+            assert_eq!(FailureKind::shown(k.as_str()), k.as_str());
+        }
+        assert_eq!(FailureKind::NAMES.len(), kinds.len());
+        assert_eq!(
+            FailureKind::shown("io: Connection refused (os error 111)"),
+            "other"
+        );
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

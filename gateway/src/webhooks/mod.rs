@@ -49,7 +49,8 @@ fn admin_event(
 }
 
 /// Registers (or replaces) `app_id`'s webhook and returns it with a new signing secret, shown
-/// only now: registering again rotates the secret. HTTPS only (plain HTTP to loopback for tests).
+/// only now: registering again rotates the secret. HTTPS only (plain HTTP to loopback for tests);
+/// each delivery then connects only to public or allowlisted addresses ([`crate::outbound`]).
 /// Audited before it is stored.
 pub async fn register(
     store: &Store,
@@ -85,7 +86,7 @@ pub async fn register(
     Ok((hook, secret))
 }
 
-/// Removes `app_id`'s webhook; its pending deliveries then fail with "webhook removed".
+/// Removes `app_id`'s webhook; its pending deliveries then fail with `webhook_removed`.
 pub async fn remove(
     store: &Store,
     auditor: Auditor<'_>,
@@ -152,6 +153,9 @@ pub struct Delivery {
     pub attempts: i64,
     pub next_attempt_at: Option<String>,
     pub last_status: Option<i64>,
+    /// Why the last attempt failed, as a coarse kind only ([`delivery::FailureKind`]):
+    /// `refused_address`, `connect_failed`, `timeout`, `tls`, `invalid_response`, `http_status`,
+    /// `webhook_removed` or `internal`. The detail is in the gateway's log.
     pub last_error: Option<String>,
     pub created_at: String,
     pub delivered_at: Option<String>,
@@ -174,7 +178,9 @@ fn delivery_row(r: &impl RowLike) -> std::result::Result<Delivery, sqlx::Error> 
             None
         },
         last_status: r.opt_int("last_status")?,
-        last_error: r.opt_text("last_error")?,
+        last_error: r
+            .opt_text("last_error")?
+            .map(|e| delivery::FailureKind::shown(&e).to_owned()),
         created_at: r.text("created_at")?,
         delivered_at: r.opt_text("delivered_at")?,
     })

@@ -22,8 +22,9 @@ use webauthn_authenticator_rs::prelude::Url;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
 use crate::users_support::{
-    self, Issuer, app_with_grants_trusting, call, call_with, gateway_with, login_ok,
+    self, Issuer, app_with_grants_trusting_keys, call, call_with, gateway_with, login_ok,
 };
+use parapet_gateway::users::oidc::JwksSource;
 
 pub struct User {
     pub session: String,
@@ -49,6 +50,8 @@ pub struct World {
     pub key: String,
     pub base: String,
     pub issuer: Issuer,
+    /// Where the app reads the issuer's keys.
+    pub jwks: JwksSource,
     pub _data: tempfile::TempDir,
 }
 
@@ -57,10 +60,27 @@ pub async fn world() -> World {
 }
 
 pub async fn world_with(extra: &[(&str, &str)]) -> World {
+    world_from(extra, false).await
+}
+
+/// [`world_with`], the app reading the issuer's keys from a JWKS file instead of its URL: for
+/// gateways that may not fetch from loopback (no outbound allowlist).
+pub async fn world_with_jwks_file(extra: &[(&str, &str)]) -> World {
+    world_from(extra, true).await
+}
+
+async fn world_from(extra: &[(&str, &str)], jwks_file: bool) -> World {
     let data = tempfile::tempdir().unwrap();
     let issuer = Issuer::start().await;
     let (s, clock) = gateway_with(data.path(), extra).await;
-    let (_app, key) = app_with_grants_trusting(&s, &issuer, &["sign"]).await;
+    let jwks = if jwks_file {
+        let file = data.path().join("issuer-jwks.json");
+        std::fs::write(&file, issuer.jwks_json()).unwrap();
+        JwksSource::File(file)
+    } else {
+        JwksSource::Url(issuer.jwks_url.clone())
+    };
+    let (_app, key) = app_with_grants_trusting_keys(&s, &issuer, &["sign"], jwks.clone()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let service = app(s.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -71,6 +91,7 @@ pub async fn world_with(extra: &[(&str, &str)]) -> World {
         key,
         base,
         issuer,
+        jwks,
         _data: data,
     }
 }

@@ -140,7 +140,12 @@ pub async fn gateway(data: &Path) -> (Arc<AppState>, Arc<OffsetClock>) {
     gateway_with(data, &[]).await
 }
 
-/// [`gateway`] with more configuration.
+/// What tests allow outbound requests to reach: their issuers and webhook receivers listen on
+/// loopback, which the gateway refuses unless the operator allows it.
+pub const TEST_OUTBOUND_ALLOW: &str = "127.0.0.1/32,::1/128";
+
+/// [`gateway`] with more configuration. Outbound requests may reach loopback
+/// ([`TEST_OUTBOUND_ALLOW`]) unless `extra` sets `PARAPET_OUTBOUND_ALLOW` (empty: nothing).
 pub async fn gateway_with(
     data: &Path,
     extra: &[(&str, &str)],
@@ -156,6 +161,7 @@ pub async fn gateway_with(
         root().join("schemas").display().to_string(),
     );
     env.insert("PARAPET_STATIC_TOKEN".into(), "false".into());
+    env.insert("PARAPET_OUTBOUND_ALLOW".into(), TEST_OUTBOUND_ALLOW.into());
     for (k, v) in extra {
         env.insert((*k).to_owned(), (*v).to_owned());
     }
@@ -177,6 +183,16 @@ pub async fn app_with_grants_trusting(
     s: &AppState,
     issuer: &Issuer,
     grants: &[&str],
+) -> (String, String) {
+    app_with_grants_trusting_keys(s, issuer, grants, JwksSource::Url(issuer.jwks_url.clone())).await
+}
+
+/// [`app_with_grants_trusting`] with the issuer's keys taken from `jwks`.
+pub async fn app_with_grants_trusting_keys(
+    s: &AppState,
+    issuer: &Issuer,
+    grants: &[&str],
+    jwks: JwksSource,
 ) -> (String, String) {
     let new = NewApp {
         name: "Checkout".to_owned(),
@@ -206,7 +222,7 @@ pub async fn app_with_grants_trusting(
             app_id: app.id.clone(),
             issuer: issuer.url.clone(),
             audiences: vec![AUD.to_owned()],
-            jwks: JwksSource::Url(issuer.jwks_url.clone()),
+            jwks,
         },
         time::OffsetDateTime::now_utc(),
     )
