@@ -405,31 +405,41 @@ fn plain_http_off_loopback_needs_the_explicit_flag() {
     );
     assert!(!dir.path().join("data/dev-token").exists());
 
-    // With the flag and the defaults chosen, it serves, and the log says what it is doing.
-    let dir = scratch();
-    let child = spawn(
-        dir.path(),
-        &[
-            listen,
-            ("PARAPET_ALLOW_PLAIN_HTTP", "true".to_owned()),
-            ("PARAPET_STATIC_TOKEN", "false".to_owned()),
-            ("PARAPET_CUSTODY", "file".to_owned()),
-        ],
-    );
-    let s = Server { child, port, dir };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut up = false;
-    while Instant::now() < deadline && !up {
-        up = ureq::get(&format!("http://127.0.0.1:{}/healthz", s.port))
-            .call()
-            .is_ok();
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        up,
-        "serve with allow_plain_http did not come up:\n{}",
-        s.log()
-    );
+    // With the flag and the defaults chosen, it serves, and the log says what it is doing. The
+    // wildcard address shares its port with every address: a port another test's connections
+    // hold on loopback makes the bind fail, so a run refused for that tries another port.
+    let mut attempt = 0;
+    let s = loop {
+        attempt += 1;
+        let dir = scratch();
+        let port = free_port();
+        let mut child = spawn(
+            dir.path(),
+            &[
+                ("PARAPET_LISTEN", format!("0.0.0.0:{port}")),
+                ("PARAPET_ALLOW_PLAIN_HTTP", "true".to_owned()),
+                ("PARAPET_STATIC_TOKEN", "false".to_owned()),
+                ("PARAPET_CUSTODY", "file".to_owned()),
+            ],
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut up = false;
+        while Instant::now() < deadline && !up && child.try_wait().unwrap().is_none() {
+            up = ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
+                .call()
+                .is_ok();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let s = Server { child, port, dir };
+        if up {
+            break s;
+        }
+        let log = s.log();
+        assert!(
+            attempt < 5 && log.contains("Address already in use"),
+            "serve with allow_plain_http did not come up:\n{log}"
+        );
+    };
     assert!(
         s.log()
             .contains("plain HTTP on a non-loopback address (allow_plain_http)"),
