@@ -528,3 +528,64 @@ fn idle_and_slow_connections_are_bounded_and_healthz_still_answers() {
         drop(held);
     });
 }
+
+#[test]
+fn a_body_arriving_after_the_headers_gets_a_whole_answer_and_keeps_the_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = start();
+    let to = s.base.trim_start_matches("http://").to_owned();
+    let c = std::net::TcpStream::connect(&to).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    // Read one answer: status line, headers, and a body of its content-length.
+    let answer = |r: &mut BufReader<std::net::TcpStream>| -> (String, Vec<String>, Vec<u8>) {
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            headers.push(line.trim().to_ascii_lowercase());
+        }
+        let len: usize = headers
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        (status, headers, body)
+    };
+    for path in [
+        "/v1/recovery/00000000-0000-0000-0000-000000000000/complete",
+        "/v1/authorize",
+    ] {
+        let body = b"{}";
+        write!(
+            w,
+            "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Recovery pr_00\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        w.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // The connection may already be closed by a server that answered without the body.
+        let _ = w.write_all(body);
+        let (status, headers, body) = answer(&mut r);
+        assert!(status.starts_with("HTTP/1.1 401"), "{path}: {status}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "unauthorized", "{path}");
+        assert!(
+            !headers.iter().any(|h| h == "connection: close"),
+            "{path}: {headers:?}"
+        );
+    }
+    // Still the same connection: the next request on it is answered.
+    w.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let (status, _, _) = answer(&mut r);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+}
