@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The sockets come from many loopback source addresses (127.1.x.y), 100 each, as many distinct
-//! clients would. Everything is bounded: the number of sockets (`PARAPET_BENCH_SOCKETS`,
+//! clients would. `/healthz` is probed from 127.0.0.1 before, right after opening them, and
+//! again 12 s later with them all still held. Everything is bounded: the number of sockets (`PARAPET_BENCH_SOCKETS`,
 //! default 20,000), each connect (2 s), each probe (5 s) and the whole run. Loopback only.
 #![allow(
     clippy::unwrap_used,
@@ -138,6 +139,15 @@ fn main() {
             started.elapsed().as_secs_f64()
         );
         probe(to, "while held").await;
+        // Sockets that never send a byte are closed after the header-read timeout (10 s by
+        // default): the server is itself again without the client letting go.
+        tokio::time::sleep_until((started + Duration::from_secs(12)).into()).await;
+        let open = held
+            .iter()
+            .filter(|c| matches!(c.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock))
+            .count();
+        println!("{open} still open 12 s after the first was opened");
+        probe(to, "12 s later, still held").await;
         drop(held);
     });
 }
