@@ -115,6 +115,21 @@ pub fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The JSON of the gateway's answer. A success whose body cannot be read or parsed (the
+/// connection broke on the way, say) is an error that says so, never an empty answer; a refusal
+/// without a JSON body reads as null, and its status tells what happened.
+pub fn answer_json(res: &mut ureq::http::Response<ureq::Body>) -> Result<Value> {
+    let status = res.status();
+    match res.body_mut().read_json::<Value>() {
+        Ok(v) => Ok(v),
+        Err(e) if status.is_success() => Err(anyhow::Error::new(e).context(format!(
+            "reading the gateway's answer (HTTP {})",
+            status.as_u16()
+        ))),
+        Err(_) => Ok(Value::Null),
+    }
+}
+
 /// A string field of a JSON answer.
 pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
@@ -173,7 +188,7 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
         .send_json(serde_json::json!({"code": code, "name": name}))
         .with_context(|| format!("reaching {gateway}"))?;
     let status = res.status().as_u16();
-    let body: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    let body: Value = answer_json(&mut res)?;
     if status != 200 {
         bail!("pairing refused: {}", refusal(status, &body));
     }
@@ -212,7 +227,7 @@ fn show(path: &Path, json: bool) -> Result<ExitCode> {
         .call()
         .with_context(|| format!("reaching {}", secrets.gateway))?;
     let status = res.status().as_u16();
-    let body: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    let body: Value = answer_json(&mut res)?;
     if status != 200 {
         bail!(
             "the gateway refused this device: {}",

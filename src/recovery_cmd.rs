@@ -17,7 +17,7 @@ use parapet_signer::recovery::{RecoveryKeys, RecoveryPublicKey, RecoverySecret};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::device_cmd::{FileArgs, agent, passphrase, refusal, text};
+use crate::device_cmd::{FileArgs, agent, answer_json, passphrase, refusal, text};
 
 #[derive(Subcommand)]
 pub enum RecoveryCommand {
@@ -124,7 +124,7 @@ pub fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
         .call()
         .with_context(|| format!("reaching {}", secrets.gateway))?;
     let status = res.status().as_u16();
-    let body: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    let body: Value = answer_json(&mut res)?;
     if status != 200 {
         bail!(
             "the gateway refused: {} ({})",
@@ -142,7 +142,7 @@ fn device_post(secrets: &DeviceSecrets, path: &str, body: &Value) -> Result<(u16
         .send_json(body)
         .with_context(|| format!("reaching {}", secrets.gateway))?;
     let status = res.status().as_u16();
-    Ok((status, res.body_mut().read_json().unwrap_or(Value::Null)))
+    Ok((status, answer_json(&mut res)?))
 }
 
 /// The wallets of `GET /v1/device/recovery`'s answer: each entry with its address and epoch.
@@ -437,7 +437,7 @@ pub fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Va
         .send_json(body)
         .with_context(|| format!("reaching {url}"))?;
     let status = res.status().as_u16();
-    Ok((status, res.body_mut().read_json().unwrap_or(Value::Null)))
+    Ok((status, answer_json(&mut res)?))
 }
 
 pub fn refused(status: u16, body: &Value) -> anyhow::Error {
@@ -529,17 +529,27 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
         .recovery_pending
         .clone()
         .context("this device file has no open recovery: `parapet recovery start` first")?;
-    let (status, done) = post_json(
-        &format!("{}/v1/recovery/{}/complete", secrets.gateway, pending.id),
-        Some(&format!("Recovery {}", pending.token)),
-        &json!({}),
-    )?;
-    if status != 200 {
-        return Err(refused(status, &done));
-    }
+    // The secret is checked before completing: a typo must not leave a completed recovery
+    // whose answer this run then cannot use.
     let keys = derive(&ask_secret()?, &secrets.user)?;
     if secrets.recovery_public_key.as_deref() != Some(keys.public_key().to_hex().as_str()) {
         bail!("that is not the recovery secret this recovery was opened with");
+    }
+    let url = format!("{}/v1/recovery/{}/complete", secrets.gateway, pending.id);
+    let auth = format!("Recovery {}", pending.token);
+    // Asking again is safe: a completed recovery whose new device has not yet used its token
+    // answers again, with a fresh token in place of the lost one.
+    let (status, done) = match post_json(&url, Some(&auth), &json!({})) {
+        Ok(answer) => answer,
+        Err(first) => {
+            eprintln!("the gateway's answer did not arrive ({first:#}); asking again");
+            post_json(&url, Some(&auth), &json!({})).context(
+                "the recovery's answer did not arrive; run `parapet recovery complete` again to fetch it",
+            )?
+        }
+    };
+    if status != 200 {
+        return Err(refused(status, &done));
     }
     secrets.device_token = text(&done, "device_token")
         .context("no device_token in the answer")?

@@ -19,7 +19,7 @@ use parapet_signer::recovery::kit::BackupKit;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::device_cmd::{FileArgs, agent, passphrase, refusal, text};
+use crate::device_cmd::{FileArgs, agent, answer_json, passphrase, refusal, text};
 use crate::recovery_cmd::{self, share_of};
 
 #[derive(Subcommand)]
@@ -279,7 +279,7 @@ fn submit(
         .send_json(body)
         .with_context(|| format!("reaching {}", secrets.gateway))?;
     let status = res.status().as_u16();
-    let answer: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    let answer: Value = answer_json(&mut res)?;
     if status != 200 && status != 201 {
         let code = text(&answer, "code").unwrap_or("?");
         if code == "step_up_required" {
@@ -363,7 +363,7 @@ fn device_view(secrets: &DeviceSecrets, request: &str) -> Result<Value> {
         .call()
         .with_context(|| format!("reaching {}", secrets.gateway))?;
     let status = res.status().as_u16();
-    let answer: Value = res.body_mut().read_json().unwrap_or(Value::Null);
+    let answer: Value = answer_json(&mut res)?;
     if status != 200 {
         let code = text(&answer, "code").unwrap_or("?");
         bail!(

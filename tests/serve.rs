@@ -52,10 +52,16 @@ fn start() -> Server {
 
 /// Starts `parapet serve` in `dir`, which holds (or links) `policies/` and `schemas/`.
 fn start_in(dir: tempfile::TempDir) -> Server {
+    start_with(dir, &[])
+}
+
+/// [`start_in`] with more environment.
+fn start_with(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_parapet"))
         .arg("serve")
         .current_dir(dir.path())
+        .envs(env.iter().copied())
         .env("PARAPET_LISTEN", format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -377,4 +383,209 @@ fn apps_created_with_the_cli_call_with_their_keys_which_never_reach_the_log() {
         assert!(!logged.contains(&secret[3..]), "key in the log");
         assert!(!events.contains(secret.as_str()), "key in the audit export");
     }
+}
+
+fn scratch_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["policies", "schemas"] {
+        std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
+    }
+    dir
+}
+
+/// A connection to the server from the loopback address `from` (127.0.0.0/8 is all local, so
+/// each address is a distinct client IP to the server).
+async fn connect_from(
+    from: [u8; 4],
+    to: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from((from, 0)))?;
+    socket.connect(to).await
+}
+
+/// `GET /healthz` on a fresh connection from `from`; the time it took, or why it failed.
+async fn healthz_from(from: [u8; 4], to: std::net::SocketAddr) -> Result<Duration, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = Instant::now();
+    let work = async {
+        let mut c = connect_from(from, to).await.map_err(|e| e.to_string())?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+        if out.starts_with(b"HTTP/1.1 200") {
+            Ok(started.elapsed())
+        } else {
+            Err(format!("answer: {:?}", String::from_utf8_lossy(&out)))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| "no answer within 5 s".to_owned())?
+}
+
+/// Whether the server closed `c` (EOF or reset) within `within`, reading and ignoring any bytes.
+async fn closed_within(c: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[test]
+fn idle_and_slow_connections_are_bounded_and_healthz_still_answers() {
+    // The sockets below and the server's own need descriptors: use what the hard limit allows.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let idle = 2000.min(usize::try_from(limit).unwrap().saturating_sub(300));
+    let per_ip = 64;
+    let s = start_with(
+        scratch_dir(),
+        &[
+            ("PARAPET_MAX_CONNECTIONS_PER_IP", "64"),
+            ("PARAPET_HEADER_READ_TIMEOUT_MS", "1500"),
+        ],
+    );
+    let to: std::net::SocketAddr = s.base.trim_start_matches("http://").parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::AsyncWriteExt;
+        // Idle sockets spread over client addresses, under the per-IP cap each.
+        let mut held = Vec::with_capacity(idle);
+        for i in 0..idle {
+            let host = u8::try_from(2 + i / (per_ip - 1)).unwrap();
+            held.push(connect_from([127, 0, 0, host], to).await.unwrap());
+        }
+        // One client at its cap: the next connection is closed at once, before any HTTP.
+        let capped = [127, 0, 1, 1];
+        let mut at_cap = Vec::new();
+        for _ in 0..per_ip {
+            at_cap.push(connect_from(capped, to).await.unwrap());
+        }
+        assert!(healthz_from([127, 0, 1, 2], to).await.is_ok());
+        let mut over = connect_from(capped, to).await.unwrap();
+        let _ = over
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await;
+        assert!(
+            closed_within(&mut over, Duration::from_secs(2)).await,
+            "a connection over the per-IP cap was served"
+        );
+        assert!(
+            healthz_from(capped, to).await.is_err(),
+            "the per-IP cap let a request through"
+        );
+        // Slowloris: request heads sent a byte at a time never finish; the header-read timeout
+        // closes them.
+        let mut slow = Vec::new();
+        for i in 0..8u8 {
+            slow.push(connect_from([127, 0, 2, i + 1], to).await.unwrap());
+        }
+        let trickle = async {
+            let head = b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+            let mut open = vec![true; slow.len()];
+            for byte in head.iter().cycle().take(60) {
+                for (c, open) in slow.iter_mut().zip(open.iter_mut()) {
+                    if *open && c.write_all(&[*byte]).await.is_err() {
+                        *open = false;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        // Meanwhile /healthz answers promptly from another client.
+        let probe = async {
+            let mut took = Vec::new();
+            for _ in 0..20 {
+                took.push(healthz_from([127, 0, 3, 1], to).await.unwrap());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            took
+        };
+        let ((), mut took) = tokio::join!(trickle, probe);
+        took.sort();
+        assert!(
+            took[took.len() - 1] < Duration::from_secs(1),
+            "healthz latencies {took:?}"
+        );
+        for c in &mut slow {
+            assert!(
+                closed_within(c, Duration::from_secs(3)).await,
+                "a slowloris connection outlived the header-read timeout"
+            );
+        }
+        drop(held);
+    });
+}
+
+#[test]
+fn a_body_arriving_after_the_headers_gets_a_whole_answer_and_keeps_the_connection() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let s = start();
+    let to = s.base.trim_start_matches("http://").to_owned();
+    let c = std::net::TcpStream::connect(&to).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let mut r = BufReader::new(c);
+    // Read one answer: status line, headers, and a body of its content-length.
+    let answer = |r: &mut BufReader<std::net::TcpStream>| -> (String, Vec<String>, Vec<u8>) {
+        let mut status = String::new();
+        r.read_line(&mut status).unwrap();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            headers.push(line.trim().to_ascii_lowercase());
+        }
+        let len: usize = headers
+            .iter()
+            .find_map(|h| h.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        let mut body = vec![0; len];
+        r.read_exact(&mut body).unwrap();
+        (status, headers, body)
+    };
+    for path in [
+        "/v1/recovery/00000000-0000-0000-0000-000000000000/complete",
+        "/v1/authorize",
+    ] {
+        let body = b"{}";
+        write!(
+            w,
+            "POST {path} HTTP/1.1\r\nhost: t\r\nauthorization: Recovery pr_00\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        w.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // The connection may already be closed by a server that answered without the body.
+        let _ = w.write_all(body);
+        let (status, headers, body) = answer(&mut r);
+        assert!(status.starts_with("HTTP/1.1 401"), "{path}: {status}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["code"], "unauthorized", "{path}");
+        assert!(
+            !headers.iter().any(|h| h == "connection: close"),
+            "{path}: {headers:?}"
+        );
+    }
+    // Still the same connection: the next request on it is answered.
+    w.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+        .unwrap();
+    let (status, _, _) = answer(&mut r);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 }

@@ -27,6 +27,11 @@ struct FileConfig {
     api_token_file: Option<PathBuf>,
     body_limit_bytes: Option<usize>,
     request_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_connection_age_secs: Option<u64>,
+    max_connections: Option<u64>,
+    max_connections_per_ip: Option<u64>,
     log_format: Option<String>,
     audit_timeout_ms: Option<u64>,
     audit_checkpoint_every: Option<u64>,
@@ -129,6 +134,9 @@ pub struct Config {
     pub api_token: Option<String>,
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
+    /// Bounds on connections: header-read and idle timeouts, maximum age, caps overall and per
+    /// client IP (see [`crate::connections`]).
+    pub connections: crate::connections::ConnectionSettings,
     pub log_format: LogFormat,
     /// Longest a decision waits for its audit event to commit before it fails with 503
     /// `audit_unavailable`.
@@ -196,6 +204,7 @@ impl std::fmt::Debug for Config {
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("connections", &self.connections)
             .field("log_format", &self.log_format)
             .field("audit_timeout", &self.audit_timeout)
             .field("audit_checkpoint_every", &self.audit_checkpoint_every)
@@ -335,6 +344,48 @@ impl Config {
             match get(name) {
                 Some(v) => v.parse().map_err(|e| Error::Config(format!("{name}: {e}"))),
                 None => Ok(from_file.unwrap_or(default)),
+            }
+        };
+        let connections = {
+            use crate::connections as c;
+            // Clamped so that a typo cannot make a bound vanish (0) or overflow a deadline.
+            let clamp = |v: u64, max: u64| v.clamp(1, max);
+            let count = |v: u64| usize::try_from(clamp(v, 1_000_000)).unwrap_or(1);
+            c::ConnectionSettings {
+                header_read_timeout: Duration::from_millis(clamp(
+                    number(
+                        "PARAPET_HEADER_READ_TIMEOUT_MS",
+                        file.header_read_timeout_ms,
+                        c::DEFAULT_HEADER_READ_TIMEOUT_MS,
+                    )?,
+                    3_600_000,
+                )),
+                idle_timeout: Duration::from_secs(clamp(
+                    number(
+                        "PARAPET_IDLE_TIMEOUT_SECS",
+                        file.idle_timeout_secs,
+                        c::DEFAULT_IDLE_TIMEOUT_SECS,
+                    )?,
+                    86_400,
+                )),
+                max_age: Duration::from_secs(clamp(
+                    number(
+                        "PARAPET_MAX_CONNECTION_AGE_SECS",
+                        file.max_connection_age_secs,
+                        c::DEFAULT_MAX_CONNECTION_AGE_SECS,
+                    )?,
+                    30 * 86_400,
+                )),
+                max_connections: count(number(
+                    "PARAPET_MAX_CONNECTIONS",
+                    file.max_connections,
+                    c::DEFAULT_MAX_CONNECTIONS as u64,
+                )?),
+                max_per_ip: count(number(
+                    "PARAPET_MAX_CONNECTIONS_PER_IP",
+                    file.max_connections_per_ip,
+                    c::DEFAULT_MAX_CONNECTIONS_PER_IP as u64,
+                )?),
             }
         };
         let signing_request_ttl = number(
@@ -528,6 +579,7 @@ impl Config {
             api_token,
             body_limit_bytes,
             request_timeout: Duration::from_millis(timeout_ms),
+            connections,
             log_format,
             audit_timeout: Duration::from_millis(audit_timeout_ms.max(1)),
             audit_checkpoint_every,
@@ -683,6 +735,47 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.database_url, "sqlite://data/parapet.db");
         assert!(c.api_token.is_none());
+    }
+
+    #[test]
+    fn connection_bounds_have_defaults_and_come_from_file_and_env() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(
+            c.connections,
+            crate::connections::ConnectionSettings::default()
+        );
+        assert_eq!(c.connections.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.connections.max_connections, 10_000);
+        assert_eq!(c.connections.max_per_ip, 256);
+        let file: FileConfig = toml::from_str(
+            "max_connections = 50\nmax_connections_per_ip = 0\nidle_timeout_secs = 5\nmax_connection_age_secs = 9",
+        )
+        .unwrap();
+        let c = Config::resolve(
+            file,
+            &env(&[
+                ("PARAPET_MAX_CONNECTIONS", "70"),
+                ("PARAPET_HEADER_READ_TIMEOUT_MS", "250"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.connections.max_connections, 70);
+        // Zero would refuse every connection: the smallest cap is one.
+        assert_eq!(c.connections.max_per_ip, 1);
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.connections.max_age, Duration::from_secs(9));
+        assert_eq!(
+            c.connections.header_read_timeout,
+            Duration::from_millis(250)
+        );
+        assert!(
+            Config::resolve(
+                FileConfig::default(),
+                &env(&[("PARAPET_MAX_CONNECTIONS", "many")])
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod backup_devices;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod consent;
 pub mod cosign;
 pub mod custody;

@@ -1,10 +1,8 @@
 //! Starting and stopping the service: load config-derived state, bind, serve (TLS or plain HTTP)
 //! until SIGTERM or Ctrl-C, and reload policies and the TLS certificate on SIGHUP.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum_server::tls_rustls::RustlsAcceptor;
 use tokio::net::TcpListener;
 
 use crate::audit;
@@ -176,6 +174,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         ),
     };
     config.check_exposed_defaults()?;
+    raise_fd_limit(&config);
     let state = build_state(&mut config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -199,33 +198,42 @@ pub async fn run(mut config: Config) -> Result<()> {
         ),
     }
     spawn_reload_on_sighup(state.clone(), tls.clone());
-    let app = http::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let served = match &tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| Error::Internal(format!("server: {e}"))),
-        Some(tls) => {
-            let handle = axum_server::Handle::<SocketAddr>::new();
-            let on_signal = handle.clone();
-            // In-flight requests end within the request timeout anyway; idle connections close
-            // at once.
-            let grace = config.request_timeout;
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                on_signal.graceful_shutdown(Some(grace));
-            });
-            axum_server::Server::<SocketAddr>::from_listener(listener)
-                .acceptor(RustlsAcceptor::new(tls.rustls_config()))
-                .handle(handle)
-                .serve(app)
-                .await
-                .map_err(|e| Error::Internal(format!("server: {e}")))
-        }
-    };
+    let gate = crate::connections::Gate::new(&config.connections, config.trusted_proxies.clone());
+    // In-flight requests end within the request timeout anyway; idle connections close at once.
+    let grace = config.request_timeout + config.connections.header_read_timeout;
+    crate::connections::serve(
+        listener,
+        http::app(state.clone()),
+        tls,
+        config.connections,
+        gate,
+        shutdown_signal(),
+        grace,
+    )
+    .await;
     state.audit.flush_flood(state.clock.now(), true).await;
     state.audit.shutdown().await;
-    served
+    Ok(())
+}
+
+/// Raises the open-files soft limit to the hard one and says when even that is too low for the
+/// connection cap (the caps then never apply: accepts fail first).
+fn raise_fd_limit(config: &Config) {
+    let Some(limit) = crate::connections::raise_fd_limit() else {
+        return;
+    };
+    // Descriptors the gateway needs besides connections: database, files, signals, logs.
+    const RESERVED: u64 = 256;
+    let wanted = config.connections.max_connections as u64 + RESERVED;
+    if limit < wanted {
+        tracing::warn!(
+            open_files_limit = limit,
+            max_connections = config.connections.max_connections,
+            "the open-files limit is below max_connections plus {RESERVED}: raise the hard limit (LimitNOFILE, ulimit -Hn) or lower max_connections"
+        );
+    } else {
+        tracing::debug!(open_files_limit = limit, "open-files limit");
+    }
 }
 
 /// SIGHUP reloads the policy set and, when serving TLS, the certificate and key from the same

@@ -1663,3 +1663,79 @@ async fn once_totp_is_enrolled_a_recovery_needs_a_fresh_code_used_once() {
         .unwrap();
     assert!(!log.contains(seed));
 }
+
+#[tokio::test]
+async fn a_completed_recovery_whose_answer_was_lost_is_answered_again_until_its_device_uses_it() {
+    let w = world_with(&[("PARAPET_RECOVERY_DELAY_SECS", "300")]).await;
+    let alice = user(&w, "alice", true).await;
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    let opened = open_recovery(&w, &alice.id, &alice.recovery).await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.text);
+    let id = opened.body["id"].as_str().unwrap().to_owned();
+    let bearer = format!(
+        "Recovery {}",
+        opened.body["recovery_token"].as_str().unwrap()
+    );
+    w.clock.advance(301);
+    macro_rules! complete {
+        () => {
+            post_keyless(
+                &w,
+                &format!("/v1/recovery/{id}/complete"),
+                Some(&bearer),
+                json!({}),
+            )
+            .await
+        };
+    }
+
+    // The first answer is lost on the way: the completion is committed all the same.
+    let lost = complete!();
+    assert_eq!(lost.status, StatusCode::OK, "{}", lost.text);
+    let lost_token = lost.body["device_token"].as_str().unwrap().to_owned();
+
+    // The same call answers again: the same device, the backups, a fresh token.
+    let again = complete!();
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert_eq!(again.body["device_id"], lost.body["device_id"]);
+    assert_eq!(again.body["backups"], lost.body["backups"]);
+    assert_eq!(again.body["backups"][0]["wallet"], address.as_str());
+    assert!(again.body["passkey_link"]["url"].as_str().is_some());
+    let token = again.body["device_token"].as_str().unwrap().to_owned();
+    assert_ne!(token, lost_token);
+    let recovered = parapet_signer::recovery::kit::open_share(
+        &alice.recovery,
+        parapet_signer::recovery::envelope::Contents::DeviceShare,
+        share.address(),
+        0,
+        again.body["backups"][0]["device_share"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert_eq!(recovered.to_bytes().as_slice(), share.to_bytes().as_slice());
+
+    // The token in the lost answer no longer works; the new one does.
+    macro_rules! device {
+        ($t:expr) => {
+            call_with(
+                &w.s,
+                "GET",
+                "/v1/device",
+                "",
+                None,
+                &[("authorization", &format!("Device {}", $t))],
+                None,
+            )
+            .await
+        };
+    }
+    assert_eq!(device!(lost_token).status, StatusCode::UNAUTHORIZED);
+    let used = device!(token);
+    assert_eq!(used.status, StatusCode::OK, "{}", used.text);
+
+    // Once the device has used its token it has its answer: no more copies.
+    let late = complete!();
+    assert_eq!(late.status, StatusCode::CONFLICT, "{}", late.text);
+    assert_eq!(late.body["code"], "recovery_not_completable");
+    assert_eq!(device!(token).status, StatusCode::OK);
+}

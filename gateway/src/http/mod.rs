@@ -460,14 +460,54 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Every request gets the configured deadline (503 `timeout` past it) and is counted.
+/// Request bodies up to this size are read whole before any handler or check runs.
+const READ_FIRST_LIMIT: usize = 64 * 1024;
+
+/// Reads a small declared body (`Content-Length` up to [`READ_FIRST_LIMIT`] and the body limit)
+/// before the request goes on. An answer sent while the body is still arriving (a 401 from
+/// authentication, a 429 from a limiter, a handler that ignores its body) makes the server close
+/// the connection with the body unread, and the reset that follows can cut the answer off at the
+/// client. Read first, every answer is sent on a connection in a clean state. Larger or
+/// unannounced bodies are left to their handlers, which read them.
+async fn read_small_body(req: Request, limit: usize) -> Result<Request, Error> {
+    let declared = req
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let limit = limit.min(READ_FIRST_LIMIT);
+    match declared {
+        Some(len) if len > 0 && len <= limit => {
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+                Error::InvalidRequest("the request body could not be read".to_owned())
+            })?;
+            Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        }
+        _ => Ok(req),
+    }
+}
+
+/// Every request gets the configured deadline (503 `timeout` past it), its small body read
+/// first ([`read_small_body`]), and is counted.
 async fn deadline_and_count(
     State(state): State<Arc<AppState>>,
     req: Request,
     next: Next,
 ) -> Response {
     let request_id = ReqId::of(&req);
-    let res = match tokio::time::timeout(state.request_timeout, next.run(req)).await {
+    let limit = state.body_limit_bytes;
+    let work = async {
+        match read_small_body(req, limit).await {
+            Ok(req) => next.run(req).await,
+            Err(error) => ApiError {
+                error,
+                request_id: request_id.clone(),
+            }
+            .into_response(),
+        }
+    };
+    let res = match tokio::time::timeout(state.request_timeout, work).await {
         Ok(res) => res,
         Err(_) => ApiError {
             error: Error::Timeout,

@@ -401,19 +401,34 @@ pub async fn get(
 }
 
 /// `POST /v1/recovery/{id}/complete` for the device that opened it, once the delay has passed.
+/// The same call again, after a completion whose answer was lost on the way, answers again
+/// (with a fresh device token replacing the lost one) until the new device first uses its
+/// token ([`recovery::flow::redeliver`]). The body (`{}` or none) is read before anything is
+/// answered: an answer sent while the request is still arriving can be cut off by the reset
+/// that closing a socket with unread data causes.
 pub async fn complete(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Path(id): Path<String>,
     headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
+    body.map_err(|_| Error::InvalidRequest("the request body could not be read".to_owned()))
+        .map_err(fail)?;
     let r = recovery_of(&state, &id, &headers).await.map_err(fail)?;
     let now = state.clock.now();
-    let done = recovery::flow::complete(&state.audit, &r, &request_id, now)
-        .await
-        .map_err(fail)?;
-    state.users.sessions.invalidate();
+    let done = if r.state == "completed" {
+        recovery::flow::redeliver(&state.audit, &r, &request_id, now)
+            .await
+            .map_err(fail)?
+    } else {
+        let done = recovery::flow::complete(&state.audit, &r, &request_id, now)
+            .await
+            .map_err(fail)?;
+        state.users.sessions.invalidate();
+        done
+    };
     // The new passkey is registered on the page: a one-time link logged in as the user.
     let grant = crate::users::handoff::CodeGrant {
         user: r.user_id,

@@ -21,6 +21,10 @@ use crate::identity::key_hash;
 /// How long a completed recovery's refresh approvals last: the new device refreshes right away,
 /// but a user who steps away still finds them valid the same day.
 pub const REFRESH_APPROVAL_TTL: Duration = Duration::hours(24);
+/// How long after its completion a recovery's answer can be fetched again, while its new device
+/// has not used its token: long enough to retry after a lost connection, short enough that a
+/// stolen recovery token is of no use for long.
+pub const REDELIVERY_WINDOW: Duration = Duration::hours(24);
 /// How long after it becomes completable an open recovery can still be completed.
 pub const COMPLETION_WINDOW: Duration = Duration::days(7);
 
@@ -322,14 +326,7 @@ pub async fn complete(
     }
     let user = recovery.user_id;
     let wallets = crate::wallets::of_owner(store, user).await?;
-    let mut backups = Vec::new();
-    let mut missing = Vec::new();
-    for w in &wallets {
-        match backup_of(store, &w.address, w.epoch).await? {
-            Some(sealed) => backups.push((w.address.clone(), w.epoch, sealed)),
-            None => missing.push(w.address.clone()),
-        }
-    }
+    let (backups, missing) = backups_of(store, &wallets).await?;
     let device_token = crate::devices::new_device_token();
     let device = Device {
         device_id: crate::devices::new_device_id(),
@@ -350,8 +347,8 @@ pub async fn complete(
     let approval_expires = format_time(now + REFRESH_APPROVAL_TTL);
     with_pool!(store, pool => {
         let mut tx = pool.begin().await.map_err(db("completing a recovery"))?;
-        let n = sqlx::query("UPDATE recoveries SET state = 'completed', ended_at = $2 WHERE id = $1 AND state = 'open'")
-            .bind(recovery.id.as_str()).bind(at.as_str())
+        let n = sqlx::query("UPDATE recoveries SET state = 'completed', ended_at = $2, device_id = $3 WHERE id = $1 AND state = 'open'")
+            .bind(recovery.id.as_str()).bind(at.as_str()).bind(device.device_id.as_str())
             .execute(&mut *tx).await.map_err(db("completing a recovery"))?.rows_affected();
         if n != 1 {
             return Err(Error::RecoveryNotCompletable("the recovery ended meanwhile".to_owned()));
@@ -392,6 +389,97 @@ pub async fn complete(
         backups,
         missing,
     })
+}
+
+/// The answer of a completed recovery, again, for the device that completed it: the backups as
+/// they are now and a fresh device token that replaces the previous one (only its hash is ever
+/// stored, so the lost one cannot be sent again; replacing it means a token that went astray
+/// with a lost answer stops working). Possible only while the new device has never used its
+/// token, it and the user are live, and within [`REDELIVERY_WINDOW`] of the completion; once the
+/// device has used its token it evidently has the answer, and anything else is
+/// `recovery_not_completable` as before.
+pub async fn redeliver(
+    audit: &AuditLog,
+    recovery: &Recovery,
+    request_id: &str,
+    now: OffsetDateTime,
+) -> Result<Completed> {
+    let store = audit.store();
+    let not_again =
+        |why: &str| Error::RecoveryNotCompletable(format!("the recovery is completed; {why}"));
+    if recovery.state != "completed" {
+        return Err(Error::RecoveryNotCompletable(format!(
+            "the recovery is {}",
+            recovery.state_at(now)
+        )));
+    }
+    let ended = recovery
+        .ended_at
+        .as_deref()
+        .map(parse_time)
+        .transpose()
+        .map_err(|e| Error::Database(format!("recovery time: {e}")))?;
+    if ended.is_none_or(|t| now >= t + REDELIVERY_WINDOW) {
+        return Err(not_again("its answer can no longer be fetched again"));
+    }
+    let device_id: Option<(Option<String>,)> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT device_id FROM recoveries WHERE id = $1")
+            .bind(recovery.id.as_str()).fetch_optional(pool).await.map_err(db("reading a recovery"))?
+    });
+    let Some((Some(device_id),)) = device_id else {
+        return Err(not_again("its answer can no longer be fetched again"));
+    };
+    let user = recovery.user_id;
+    let device = match crate::devices::live_of(store, user, &device_id).await {
+        Ok(d) if d.last_seen.is_none() => d,
+        Ok(_) | Err(Error::NotFound) => {
+            return Err(not_again("its device has already received its answer"));
+        }
+        Err(e) => return Err(e),
+    };
+    if crate::users::store::user_disabled(store, user).await? != Some(false) {
+        return Err(not_again("the user is disabled"));
+    }
+    let wallets = crate::wallets::of_owner(store, user).await?;
+    let (backups, missing) = backups_of(store, &wallets).await?;
+    let device_token = crate::devices::new_device_token();
+    let mut e = event("recovery.redeliver", recovery, request_id, now);
+    e.request = Some(serde_json::json!({
+        "recovery": recovery.id, "device_id": device.device_id,
+        "wallets": wallets.iter().map(|w| serde_json::json!({"address": w.address, "epoch": w.epoch})).collect::<Vec<_>>(),
+        "without_backup": missing,
+    }));
+    audit.append(e).await?;
+    let n = with_pool!(store, pool => {
+        sqlx::query("UPDATE devices SET token_hash = $2 WHERE id = $1 AND last_seen IS NULL AND revoked_at IS NULL")
+            .bind(device.device_id.as_str()).bind(key_hash(&device_token).as_slice())
+            .execute(pool).await.map_err(db("re-issuing a device token"))?.rows_affected()
+    });
+    if n != 1 {
+        return Err(not_again("its device has already received its answer"));
+    }
+    Ok(Completed {
+        device,
+        device_token,
+        backups,
+        missing,
+    })
+}
+
+/// Each wallet's backup at its current epoch, and the wallets without one.
+async fn backups_of(
+    store: &Store,
+    wallets: &[crate::wallets::StoredWallet],
+) -> Result<(Vec<(String, i64, Vec<u8>)>, Vec<String>)> {
+    let mut backups = Vec::new();
+    let mut missing = Vec::new();
+    for w in wallets {
+        match backup_of(store, &w.address, w.epoch).await? {
+            Some(sealed) => backups.push((w.address.clone(), w.epoch, sealed)),
+            None => missing.push(w.address.clone()),
+        }
+    }
+    Ok((backups, missing))
 }
 
 async fn backup_of(store: &Store, wallet: &str, epoch: i64) -> Result<Option<Vec<u8>>> {
