@@ -252,36 +252,25 @@ pub async fn register_finish(
             .end_unbound_page_sessions(user, now)
             .await
             .map_err(fail)?;
-        let app = AppRecord::gateway_page();
-        let issued = state
-            .users
-            .begin_session(
-                &state.audit,
-                SessionKind::Page,
-                &app,
-                user,
-                Method::Passkey,
-                true,
-                Some(&info.credential_id),
-                "registration",
-                &request_id,
-                now,
-            )
+    } else {
+        crate::users::store::ensure_user(state.audit.store(), user, now)
             .await
             .map_err(fail)?;
-        let mut body = new_session_body(&issued, &app);
-        if let Some(o) = body.as_object_mut() {
-            o.insert("credential_id".to_owned(), info.credential_id.into());
-        }
-        let cookie = state
-            .page
-            .set_cookie(&issued.token, max_age(&issued, now))
-            .map_err(fail)?;
-        return Ok(with_cookie(&request_id, body, cookie));
     }
-    crate::users::store::ensure_user(state.audit.store(), user, now)
+    registered_session(&state, user, &info.credential_id, &request_id, now)
         .await
-        .map_err(fail)?;
+        .map_err(fail)
+}
+
+/// The page session of a passkey just registered (a new person's, or a link person's first),
+/// with its cookie.
+async fn registered_session(
+    state: &AppState,
+    user: Uuid,
+    credential_id: &str,
+    request_id: &str,
+    now: time::OffsetDateTime,
+) -> Result<Response> {
     let app = AppRecord::gateway_page();
     let issued = state
         .users
@@ -292,22 +281,20 @@ pub async fn register_finish(
             user,
             Method::Passkey,
             true,
-            Some(&info.credential_id),
+            Some(credential_id),
             "registration",
-            &request_id,
+            request_id,
             now,
         )
-        .await
-        .map_err(fail)?;
+        .await?;
     let mut body = new_session_body(&issued, &app);
     if let Some(o) = body.as_object_mut() {
-        o.insert("credential_id".to_owned(), info.credential_id.into());
+        o.insert("credential_id".to_owned(), credential_id.into());
     }
     let cookie = state
         .page
-        .set_cookie(&issued.token, max_age(&issued, now))
-        .map_err(fail)?;
-    Ok(with_cookie(&request_id, body, cookie))
+        .set_cookie(&issued.token, max_age(&issued, now))?;
+    Ok(with_cookie(request_id, body, cookie))
 }
 
 #[derive(Debug, Deserialize)]
