@@ -65,11 +65,7 @@ pub async fn remove(
     now: OffsetDateTime,
 ) -> Result<()> {
     let store = audit.store();
-    let exists: Option<(bool,)> = with_pool!(store, pool => {
-        sqlx::query_as("SELECT active FROM totp_factors WHERE user_id = $1")
-            .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading a TOTP factor"))?
-    });
-    let Some((was_active,)) = exists else {
+    let Some(was_active) = factor(store, user).await? else {
         return Err(Error::NotFound);
     };
     let mut e = crate::audit::event::AuditEvent::new(
@@ -112,22 +108,23 @@ pub fn qr_svg(uri: &str) -> Result<String> {
     ))
 }
 
-/// Whether the user has a TOTP factor, active or being enrolled.
-pub async fn exists(store: &Store, user: Uuid) -> Result<bool> {
+/// The user's TOTP factor, if any: whether it is active (`false` while being enrolled).
+async fn factor(store: &Store, user: Uuid) -> Result<Option<bool>> {
     let row: Option<(bool,)> = with_pool!(store, pool => {
         sqlx::query_as("SELECT active FROM totp_factors WHERE user_id = $1")
             .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading a TOTP factor"))?
     });
-    Ok(row.is_some())
+    Ok(row.map(|(a,)| a))
+}
+
+/// Whether the user has a TOTP factor, active or being enrolled.
+pub async fn exists(store: &Store, user: Uuid) -> Result<bool> {
+    Ok(factor(store, user).await?.is_some())
 }
 
 /// Whether the user has an active TOTP factor.
 pub async fn is_active(store: &Store, user: Uuid) -> Result<bool> {
-    let row: Option<(bool,)> = with_pool!(store, pool => {
-        sqlx::query_as("SELECT active FROM totp_factors WHERE user_id = $1")
-            .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading a TOTP factor"))?
-    });
-    Ok(row.is_some_and(|(a,)| a))
+    Ok(factor(store, user).await? == Some(true))
 }
 
 /// Starts (or restarts) enrolment: a fresh seed, sealed and stored inactive. Returns the
