@@ -1,6 +1,6 @@
 //! Decode + authorize in process: a 1559 ERC-20 transfer against the shipped set, and against
 //! the shipped set plus 1,000 generated app-constrained policies (sliced, and unsliced for
-//! comparison). Run: `cargo bench --bench decide`.
+//! comparison); and the costliest typed data the decoder admits. Run: `cargo bench --bench decide`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "benchmark setup")]
 
 use std::hint::black_box;
@@ -87,6 +87,22 @@ fn bench(c: &mut Criterion) {
         "authorize only, shipped + 1,000 app policies (unsliced, naive)",
         |b| b.iter(|| black_box(big.decide_unsliced(&input))),
     );
+    // The target: ≤ 5 ms for the costliest typed data the decoder's limits admit.
+    for (shape, body) in decode::costliest_typed_data() {
+        g.bench_function(format!("decode only (typed data: {shape})"), |b| {
+            b.iter(|| {
+                black_box(
+                    decode::decode(
+                        parapet_gateway::request::Payload::TypedData(&body),
+                        1,
+                        wallet.address,
+                        shipped.registry(),
+                    )
+                    .unwrap(),
+                )
+            })
+        });
+    }
     g.finish();
 }
 

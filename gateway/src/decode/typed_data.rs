@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use alloy::dyn_abi::eip712::{PropertyDef, Resolver, TypeDef};
 use alloy::dyn_abi::{DynSolType, DynSolValue};
-use alloy::primitives::{Address, B256, I256, Sign, U256, keccak256};
+use alloy::primitives::{Address, B256, I256, KECCAK256_EMPTY, Keccak256, Sign, U256, keccak256};
 use serde_json::{Map, Value};
 
 use super::hex;
@@ -31,11 +31,14 @@ const MAX_ARRAY_DIMS: usize = 8;
 const MAX_FIXED_ARRAY_LEN: usize = 1024;
 /// Nodes of a fully expanded type tree (bounds the work of resolving shared sub-structs).
 const MAX_EXPANDED_TYPE: usize = 4096;
+/// Bytes of all declarations written as `encodeType` text (`Name(type field,…)` per struct): the
+/// bound on any one struct's `encodeType`, hashed once per struct type. Seaport's bulk order
+/// types, the largest in common use, take about 1.2 KB.
+const MAX_TYPES_TEXT: usize = 16 * 1024;
 /// Nesting of structs and arrays in a value.
 const MAX_DEPTH: usize = 24;
-/// Scalars, arrays and structs in one message and domain together. alloy recomputes a struct's
-/// `encodeType` for every instance, so hashing cost grows with struct count times type-graph size:
-/// at this bound the worst case measured ~30 ms (release); real permits and orders are far below.
+/// Scalars, arrays and structs in one message and domain together. With each type hash computed
+/// once ([`Hasher`]), hashing is linear in this count plus the bytes of strings and `bytes`.
 const MAX_VALUES: usize = 10_000;
 
 /// What a typed-data payload says, once hashed.
@@ -78,11 +81,12 @@ pub(crate) fn read(v: &Value, chain_id: u64) -> Result<TypedDataReading> {
     let domain = obj.get("domain").ok_or_else(|| bad("domain is required"))?;
 
     let resolver = build_resolver(types)?;
+    let mut hasher = Hasher::new(&resolver);
     let mut budget = MAX_VALUES;
 
     let domain_ty = resolver.resolve(DOMAIN).map_err(dyn_abi)?;
     let domain_value = coerce(&domain_ty, domain, 0, &mut budget)?;
-    let separator = resolver.eip712_data_word(&domain_value).map_err(dyn_abi)?;
+    let separator = hasher.data_word(&domain_value)?;
     let facts = domain_facts(primary, &domain_value, chain_id)?;
 
     let mut preimage = Vec::with_capacity(66);
@@ -107,7 +111,7 @@ pub(crate) fn read(v: &Value, chain_id: u64) -> Result<TypedDataReading> {
             .ok_or_else(|| bad("message is required"))?;
         let ty = resolver.resolve(primary).map_err(dyn_abi)?;
         let value = coerce(&ty, message, 0, &mut budget)?;
-        let hash = resolver.eip712_data_word(&value).map_err(dyn_abi)?;
+        let hash = hasher.data_word(&value)?;
         preimage.extend_from_slice(hash.as_slice());
         Some(value)
     };
@@ -115,6 +119,145 @@ pub(crate) fn read(v: &Value, chain_id: u64) -> Result<TypedDataReading> {
         digest: keccak256(&preimage),
         facts,
         message,
+    })
+}
+
+/// EIP-712 `encodeData`/`hashStruct`, the same rules as alloy's
+/// [`Resolver::eip712_data_word`], with each struct's type hash computed once per payload. alloy
+/// rebuilds a struct's `encodeType` (a walk over its whole type graph) for every instance, so a
+/// message with many instances of a type with a large graph cost seconds; here it costs one
+/// keccak per distinct struct type. `encodeType` itself still comes from alloy.
+struct Hasher<'r> {
+    resolver: &'r Resolver,
+    type_hashes: HashMap<String, B256>,
+    /// How many `encodeType`s were built: one per distinct struct type, whatever the count of
+    /// instances.
+    #[cfg(test)]
+    encoded_types: usize,
+}
+
+impl<'r> Hasher<'r> {
+    fn new(resolver: &'r Resolver) -> Self {
+        Hasher {
+            resolver,
+            type_hashes: HashMap::new(),
+            #[cfg(test)]
+            encoded_types: 0,
+        }
+    }
+
+    fn type_hash(&mut self, name: &str) -> Result<B256> {
+        if let Some(hash) = self.type_hashes.get(name) {
+            return Ok(*hash);
+        }
+        let hash = self.resolver.type_hash(name).map_err(dyn_abi)?;
+        #[cfg(test)]
+        {
+            self.encoded_types += 1;
+        }
+        self.type_hashes.insert(name.to_owned(), hash);
+        Ok(hash)
+    }
+
+    /// A value as a struct member: atomic values as their word, the rest as a keccak256.
+    fn data_word(&mut self, value: &DynSolValue) -> Result<B256> {
+        if let Some(word) = value.as_word() {
+            return Ok(word);
+        }
+        Ok(match value {
+            // keccak256 of nothing, a constant: empty arrays are the cheapest values to send.
+            DynSolValue::Array(items) if items.is_empty() => KECCAK256_EMPTY,
+            DynSolValue::Bytes(buf) if buf.is_empty() => KECCAK256_EMPTY,
+            DynSolValue::String(s) if s.is_empty() => KECCAK256_EMPTY,
+            DynSolValue::CustomStruct { name, tuple, .. } => {
+                let mut hasher = Keccak256::new();
+                hasher.update(self.type_hash(name)?);
+                for v in tuple {
+                    hasher.update(self.data_word(v)?);
+                }
+                hasher.finalize()
+            }
+            DynSolValue::Array(items) | DynSolValue::FixedArray(items) => {
+                let mut hasher = Keccak256::new();
+                for v in items {
+                    hasher.update(self.data_word(v)?);
+                }
+                hasher.finalize()
+            }
+            DynSolValue::Bytes(buf) => keccak256(buf),
+            DynSolValue::String(s) => keccak256(s.as_bytes()),
+            // Only tuples and functions are left; `coerce` never builds either.
+            _ => return Err(bad("tuple values are not part of EIP-712")),
+        })
+    }
+}
+
+/// The costliest shapes of typed data these limits admit, each named, for benchmarks and
+/// tests: hashing costs a keccak per struct, array, string and `bytes` value plus one per 136
+/// bytes hashed, so each shape maximises one of those within the value budget.
+#[must_use]
+pub fn costliest_admitted() -> Vec<(&'static str, Value)> {
+    let shape = |types: Value, message: Value| serde_json::json!({"types": types, "primaryType": "Root", "domain": {}, "message": message});
+    // Domain, Root and the array each take a value.
+    let room = MAX_VALUES - 3;
+    vec![
+        ("wide type graph per instance", wide_type_graph()),
+        (
+            "one-field structs",
+            shape(
+                serde_json::json!({"EIP712Domain": [], "One": [{"name": "s", "type": "string"}],
+                    "Root": [{"name": "v", "type": "One[]"}]}),
+                serde_json::json!({"v": vec![serde_json::json!({"s": "a"}); room / 2]}),
+            ),
+        ),
+        (
+            "one-character strings",
+            shape(
+                serde_json::json!({"EIP712Domain": [], "Root": [{"name": "v", "type": "string[]"}]}),
+                serde_json::json!({"v": vec!["a"; room]}),
+            ),
+        ),
+        (
+            "one 120 KiB bytes value",
+            shape(
+                serde_json::json!({"EIP712Domain": [], "Root": [{"name": "v", "type": "bytes[]"}]}),
+                serde_json::json!({"v": [format!("0x{}", "ab".repeat(120 * 1024))]}),
+            ),
+        ),
+    ]
+}
+
+/// A struct whose `encodeType` is as long as the declarations may be (a chain of wide structs
+/// reached through an empty array, so each instance costs three values), repeated as often as
+/// the value budget allows: before type hashes were cached, each instance re-encoded the chain.
+fn wide_type_graph() -> Value {
+    let mut types = Map::new();
+    types.insert(DOMAIN.to_owned(), Value::Array(Vec::new()));
+    let links = 52;
+    for link in 0..links {
+        let mut fields: Vec<Value> = (0..8)
+            .map(|i| serde_json::json!({"name": format!("field_{link}_{i}_padding_padding"), "type": "uint256"}))
+            .collect();
+        if link + 1 < links {
+            fields.push(serde_json::json!({"name": "next", "type": format!("Link{}", link + 1)}));
+        }
+        types.insert(format!("Link{link}"), Value::Array(fields));
+    }
+    types.insert(
+        "Item".to_owned(),
+        serde_json::json!([{"name": "x", "type": "uint256"}, {"name": "pad", "type": "Link0[]"}]),
+    );
+    types.insert(
+        "Root".to_owned(),
+        serde_json::json!([{"name": "items", "type": "Item[]"}]),
+    );
+    let item = serde_json::json!({"x": "0x01", "pad": []});
+    let items = vec![item; (MAX_VALUES - 2) / 3];
+    serde_json::json!({
+        "types": types,
+        "primaryType": "Root",
+        "domain": {},
+        "message": {"items": items},
     })
 }
 
@@ -171,6 +314,7 @@ fn build_resolver(types: &Map<String, Value>) -> Result<Resolver> {
         ));
     }
     let mut decls: HashMap<&str, Vec<(String, String)>> = HashMap::new();
+    let mut text = 0usize;
     for (name, fields) in types {
         check_struct_name(name)?;
         let fields = fields
@@ -200,7 +344,13 @@ fn build_resolver(types: &Map<String, Value>) -> Result<Resolver> {
                     "types.{name}: field {field:?} declared twice"
                 )));
             }
+            // `type field,` in the struct's encodeType.
+            text = text.saturating_add(ty.len() + field.len() + 2);
             props.push((field.to_owned(), ty.to_owned()));
+        }
+        text = text.saturating_add(name.len() + 2);
+        if text > MAX_TYPES_TEXT {
+            return Err(bad("type declarations too large"));
         }
         decls.insert(name.as_str(), props);
     }
@@ -483,4 +633,67 @@ fn bad(msg: &str) -> Error {
 
 fn dyn_abi(e: alloy::dyn_abi::Error) -> Error {
     Error::InvalidTypedData(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message of [`wide_type_graph`], coerced, with the resolver it was read with.
+    fn heaviest_message(items: Option<usize>) -> (Resolver, DynSolValue) {
+        let mut v = wide_type_graph();
+        if let Some(n) = items {
+            v["message"]["items"]
+                .as_array_mut()
+                .expect("items")
+                .truncate(n);
+        }
+        let resolver = build_resolver(v["types"].as_object().expect("types")).expect("admitted");
+        let ty = resolver.resolve("Root").expect("Root");
+        let value = coerce(&ty, &v["message"], 0, &mut MAX_VALUES.clone()).expect("coerces");
+        (resolver, value)
+    }
+
+    #[test]
+    fn each_struct_type_is_encoded_once_per_payload() {
+        let (resolver, value) = heaviest_message(None);
+        let mut hasher = Hasher::new(&resolver);
+        hasher.data_word(&value).expect("hashes");
+        // Root and Item; the chain behind the empty arrays is only part of Item's encodeType.
+        assert_eq!(hasher.encoded_types, 2);
+        assert!(read(&wide_type_graph(), 1).is_ok());
+    }
+
+    #[test]
+    fn every_costly_shape_is_admitted_at_the_limit() {
+        for (name, v) in costliest_admitted() {
+            assert!(read(&v, 1).is_ok(), "{name}");
+            assert!(
+                serde_json::to_vec(&v).expect("json").len() < crate::config::DEFAULT_BODY_LIMIT,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn cached_hashing_equals_alloys() {
+        let (resolver, value) = heaviest_message(Some(40));
+        let ours = Hasher::new(&resolver).data_word(&value).expect("hashes");
+        let alloys = resolver.eip712_data_word(&value).expect("hashes");
+        assert_eq!(ours, alloys);
+    }
+
+    #[test]
+    fn declarations_are_bounded_in_length() {
+        let mut v = wide_type_graph();
+        let fields: Vec<Value> = (0..40)
+            .map(|i| serde_json::json!({"name": format!("extra_field_number_{i}_with_a_long_name"), "type": "uint256"}))
+            .collect();
+        v["types"]["Extra"] = Value::Array(fields);
+        let err = read(&v, 1).expect_err("too large");
+        assert!(
+            err.to_string().contains("type declarations too large"),
+            "{err}"
+        );
+    }
 }
