@@ -572,7 +572,7 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
         ) else {
             bail!("the gateway's answer has a malformed backup");
         };
-        let address = parapet_signer::recovery::kit::parse_address(wallet)?;
+        let address = parapet_gateway::pipeline::parse_address(wallet)?.into_array();
         let share = parapet_signer::recovery::kit::open_share(
             &keys,
             parapet_signer::recovery::envelope::Contents::DeviceShare,

@@ -164,6 +164,10 @@ pub enum Error {
     // ---- the gateway's side ----
     #[error("request timed out")]
     Timeout,
+    /// Every slot for this kind of costly work (large decodes, recovery-secret hashing) is taken,
+    /// and none came free in time: nothing was done; retry shortly (`Retry-After`).
+    #[error("busy: too many {0} at once; retry shortly")]
+    Busy(&'static str),
     /// The audit log could not commit in time: no decision may be returned (fail closed).
     #[error("audit log unavailable")]
     AuditUnavailable,
@@ -243,6 +247,7 @@ impl Error {
             Error::RecoveryKeyMismatch => "recovery_key_mismatch",
             Error::TransferNotReady(_) => "transfer_not_ready",
             Error::Timeout => "timeout",
+            Error::Busy(_) => "busy",
             Error::AuditUnavailable => "audit_unavailable",
             Error::StoreUnavailable => "store_unavailable",
             Error::HsmUnavailable(_) => "hsm_unavailable",
@@ -293,6 +298,7 @@ impl Error {
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Timeout
+            | Error::Busy(_)
             | Error::AuditUnavailable
             | Error::StoreUnavailable
             | Error::HsmUnavailable(_)

@@ -19,6 +19,7 @@ pub mod identity;
 pub mod ledger;
 pub mod limits;
 pub mod metrics;
+pub mod offload;
 pub mod outbound;
 pub mod passkeys;
 pub mod pipeline;

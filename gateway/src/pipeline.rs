@@ -8,7 +8,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::decode;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::facts::{Action, Facts};
 use crate::ledger::{Ledger, Velocity};
 use crate::policy::{DecisionInput, DeterminingPolicy, LoadedPolicies};
@@ -47,21 +47,9 @@ pub struct StageTimings {
     pub policy: std::time::Duration,
 }
 
-/// Parses a wallet address in any casing.
+/// Parses an address the way the decoder does (see [`decode::parse_address`]).
 pub fn parse_address(s: &str) -> Result<Address> {
-    let hex = s
-        .strip_prefix("0x")
-        .or_else(|| s.strip_prefix("0X"))
-        .ok_or_else(|| Error::InvalidAddress("expected 0x followed by 40 hex digits".to_owned()))?;
-    if hex.len() != 40 {
-        return Err(Error::InvalidAddress(
-            "expected 0x followed by 40 hex digits".to_owned(),
-        ));
-    }
-    let mut out = [0u8; 20];
-    hex::decode_to_slice(hex, &mut out)
-        .map_err(|_| Error::InvalidAddress("expected 0x followed by 40 hex digits".to_owned()))?;
-    Ok(Address::from(out))
+    decode::parse_address(s)
 }
 
 /// The wallet entity for a request: until wallet records exist, built from the request.
@@ -127,17 +115,138 @@ pub fn evaluate_stepped(
     step_up: bool,
     now: OffsetDateTime,
 ) -> Result<(Facts, Outcome)> {
-    let payload = req.payload()?;
     let started = std::time::Instant::now();
-    let facts = decode::decode(payload, req.chain_id, wallet.address, policies.registry())?;
-    let decoded_at = std::time::Instant::now();
+    let facts = decode_request(policies, wallet.address, req)?;
+    let outcome = decide(
+        policies,
+        ledger,
+        &Decided {
+            facts: &facts,
+            decode_time: started.elapsed(),
+        },
+        app,
+        wallet,
+        session,
+        scopes,
+        step_up,
+        now,
+    );
+    Ok((facts, outcome))
+}
+
+/// The decode stage alone: the request's payload read for `wallet`.
+pub fn decode_request(
+    policies: &LoadedPolicies,
+    wallet: Address,
+    req: &AuthorizeRequest,
+) -> Result<Facts> {
+    let payload = req.payload()?;
+    decode::decode(payload, req.chain_id, wallet, policies.registry())
+}
+
+/// Payloads up to this weight ([`payload_weight`]) decode on the request's own task: a
+/// transaction or a permit takes microseconds, less than handing it to another thread. Heavier
+/// ones (large typed data, calldata) go to the bounded pool ([`decode_bounded`]).
+pub const INLINE_DECODE_WEIGHT: usize = 8 * 1024;
+
+/// Roughly the bytes of a request's payload, counted only up to just past
+/// [`INLINE_DECODE_WEIGHT`] (so measuring costs no more than that).
+#[must_use]
+pub fn payload_weight(req: &AuthorizeRequest) -> usize {
+    use crate::request::Payload;
+    match req.payload() {
+        Ok(
+            Payload::Transaction(s)
+            | Payload::Message(s)
+            | Payload::MessageBytes(s)
+            | Payload::Hash(s),
+        ) => s.len(),
+        Ok(Payload::TransactionRequest(v) | Payload::TypedData(v)) => {
+            json_weight(v, INLINE_DECODE_WEIGHT)
+        }
+        // Refused at once by the decoder.
+        Err(_) => 0,
+    }
+}
+
+/// Bytes of strings plus 8 per value, stopping once past `limit`.
+fn json_weight(v: &serde_json::Value, limit: usize) -> usize {
+    use serde_json::Value;
+    let mut weight = 0usize;
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        weight += 8;
+        match v {
+            Value::String(s) => weight += s.len(),
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                for (k, item) in map {
+                    weight += k.len();
+                    stack.push(item);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+        if weight > limit {
+            break;
+        }
+    }
+    weight
+}
+
+/// [`decode_request`] for a request handler: light payloads inline, heavier ones on `pool`
+/// (a copy of the request goes with them), so that hostile bodies cannot occupy the runtime.
+/// Returns the facts and how long decoding took (waiting for a slot excluded).
+pub async fn decode_bounded(
+    pool: &crate::offload::Offload,
+    policies: &Arc<LoadedPolicies>,
+    wallet: Address,
+    req: &AuthorizeRequest,
+) -> Result<(Facts, std::time::Duration)> {
+    let timed = move |policies: &LoadedPolicies, req: &AuthorizeRequest| {
+        let started = std::time::Instant::now();
+        decode_request(policies, wallet, req).map(|facts| (facts, started.elapsed()))
+    };
+    if payload_weight(req) <= INLINE_DECODE_WEIGHT {
+        return timed(policies, req);
+    }
+    let policies = Arc::clone(policies);
+    let req = req.clone();
+    pool.run(move || timed(&policies, &req)).await?
+}
+
+/// Facts already decoded, and what decoding them cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    pub facts: &'a Facts,
+    pub decode_time: std::time::Duration,
+}
+
+/// Velocity → Cedar for facts already decoded: the explained decision.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the stages' inputs, each distinct"
+)]
+pub fn decide(
+    policies: &LoadedPolicies,
+    ledger: &dyn Ledger,
+    decided: &Decided<'_>,
+    app: &AppRecord,
+    wallet: &WalletRecord,
+    session: Option<&SessionFacts>,
+    scopes: &[String],
+    step_up: bool,
+    now: OffsetDateTime,
+) -> Outcome {
+    let facts = decided.facts;
+    let started = std::time::Instant::now();
     let token = facts.decoded.token.as_ref().map(|t| t.contract);
     let totals = ledger.totals(wallet.address, facts.decoded.chain_id, token, now);
-    let velocity = Velocity::including(&totals, &facts);
+    let velocity = Velocity::including(&totals, facts);
     let decision = policies.decide(&DecisionInput {
         app,
         wallet,
-        facts: &facts,
+        facts,
         velocity: &velocity,
         session,
         step_up,
@@ -146,10 +255,10 @@ pub fn evaluate_stepped(
     });
     let step_up_may_help = policies.step_up_may_help(&decision);
     let timings = StageTimings {
-        decode: decoded_at - started,
-        policy: decoded_at.elapsed(),
+        decode: decided.decode_time,
+        policy: started.elapsed(),
     };
-    let outcome = Outcome {
+    Outcome {
         decision: if decision.allowed { "allow" } else { "deny" },
         action: facts.action,
         determining_policies: decision.determining,
@@ -163,8 +272,7 @@ pub fn evaluate_stepped(
         entities: decision.entities,
         timings,
         step_up_may_help,
-    };
-    Ok((facts, outcome))
+    }
 }
 
 /// Scopes that apply without a user session.

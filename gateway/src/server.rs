@@ -119,6 +119,10 @@ pub async fn build_state_with_clock(
         wallet_locks: crate::cosign::velocity::WalletLocks::new(audit_store),
         signing_request_ttl: config.signing_request_ttl,
         recovery_delay: config.recovery_delay,
+        decode_pool: crate::offload::Offload::per_spare_core(
+            "large payloads being decoded",
+            std::time::Duration::from_secs(2),
+        ),
     }))
 }
 

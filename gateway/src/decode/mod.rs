@@ -28,6 +28,7 @@ use alloy::primitives::{Address, B256};
 
 pub use registry::{Registry, Standard, TokenInfo};
 pub use stateless::Fork;
+pub use typed_data::costliest_admitted as costliest_typed_data;
 
 use crate::error::{Error, Result};
 use crate::facts::{Action, Decoded, Facts};
@@ -54,6 +55,12 @@ pub fn signed_transaction(
     let signature = Signature::new(U256::from_be_bytes(r), U256::from_be_bytes(s), y_parity);
     let envelope: EthereumTxEnvelope<TxEip4844> = tx.into_signed(signature).into();
     Ok(Some((envelope.encoded_2718(), *envelope.tx_hash())))
+}
+
+/// Parses an address: `0x` and 40 hex digits, all of one case or mixed case with a valid EIP-55
+/// checksum (the one address parser of the gateway).
+pub fn parse_address(s: &str) -> Result<Address> {
+    hex::address(s, "address")
 }
 
 /// Decodes one payload for `wallet` on `chain_id`.

@@ -86,12 +86,20 @@ impl IntoResponse for ApiError {
             request_id: &self.request_id,
         };
         let mut res = (status, Json(body)).into_response();
-        if let Error::RateLimited {
-            retry_after_secs, ..
-        } = self.error
-        {
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+        match self.error {
+            Error::RateLimited {
+                retry_after_secs, ..
+            } => {
+                res.headers_mut()
+                    .insert(http::header::RETRY_AFTER, retry_after_secs.into());
+            }
+            Error::Busy(_) => {
+                res.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
+            _ => {}
         }
         res
     }

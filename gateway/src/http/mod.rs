@@ -85,6 +85,8 @@ pub struct AppState {
     pub signing_request_ttl: Duration,
     /// See [`crate::config::Config::recovery_delay`].
     pub recovery_delay: Duration,
+    /// Where heavy payloads are decoded ([`crate::pipeline::decode_bounded`]).
+    pub decode_pool: crate::offload::Offload,
 }
 
 impl AppState {

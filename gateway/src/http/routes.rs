@@ -210,20 +210,25 @@ pub async fn authorize(
             }
         },
     };
-    let result = pipeline::evaluate_for(
+    let (facts, decode_time) =
+        match pipeline::decode_bounded(&state.decode_pool, &policies, wallet.address, &req).await {
+            Ok(ok) => ok,
+            Err(e) => return Err(refuse(Some(&req), e).await),
+        };
+    let outcome = pipeline::decide(
         &policies,
         state.ledger.as_ref(),
+        &pipeline::Decided {
+            facts: &facts,
+            decode_time,
+        },
         &caller,
         &wallet,
-        &req,
         session.as_ref().map(|s| &s.facts),
         &scopes,
+        false,
         now,
     );
-    let (_facts, outcome) = match result {
-        Ok(ok) => ok,
-        Err(e) => return Err(refuse(Some(&req), e).await),
-    };
     state
         .audit
         .ensure_policy_version(policies.version(), policies.files(), now)

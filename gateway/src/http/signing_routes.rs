@@ -253,9 +253,33 @@ async fn decide_locked<'a>(
 ) -> Result<Locked<'a>, Error> {
     let store = state.audit.store();
     let policies = state.engine.current();
+    let record = wallet.record()?;
+    // Decoding needs no lock: a heavy payload waiting for a decoder slot must not hold up the
+    // wallet's other requests.
+    let (facts, decode_time) =
+        match pipeline::decode_bounded(&state.decode_pool, &policies, record.address, req).await {
+            Ok(ok) => ok,
+            Err(error) => {
+                let now = state.clock.now();
+                state
+                    .audit
+                    .ensure_policy_version(policies.version(), policies.files(), now)
+                    .await?;
+                let mut event = audit_record::refusal(
+                    now,
+                    request_id,
+                    &caller.id,
+                    Some(req),
+                    policies.version(),
+                    &error,
+                );
+                event.user = Some(session.user.to_string());
+                state.audit.append(event).await?;
+                return Err(error);
+            }
+        };
     let guard = state.wallet_locks.lock(store, &wallet.address).await?;
     let now = state.clock.now();
-    let record = wallet.record()?;
     let entries = signing::reserved(store, record.address, now)
         .await
         .map_err(store_down)?;
@@ -270,41 +294,25 @@ async fn decide_locked<'a>(
         .audit
         .ensure_policy_version(policies.version(), policies.files(), now)
         .await?;
+    let decided = pipeline::Decided {
+        facts: &facts,
+        decode_time,
+    };
     let evaluate = |step_up: bool| {
-        pipeline::evaluate_stepped(
+        pipeline::decide(
             &policies,
             &ledger,
+            &decided,
             caller,
             &record,
-            req,
             Some(session),
             &scopes,
             step_up,
             now,
         )
     };
-    let (facts, outcome) = match evaluate(step_up) {
-        Ok(ok) => ok,
-        Err(error) => {
-            let mut event = audit_record::refusal(
-                now,
-                request_id,
-                &caller.id,
-                Some(req),
-                policies.version(),
-                &error,
-            );
-            event.user = Some(session.user.to_string());
-            state.audit.append(event).await?;
-            guard.release().await;
-            return Err(error);
-        }
-    };
-    let with_step_up = if !step_up && outcome.step_up_may_help {
-        evaluate(true).ok().map(|(_, o)| o)
-    } else {
-        None
-    };
+    let outcome = evaluate(step_up);
+    let with_step_up = (!step_up && outcome.step_up_may_help).then(|| evaluate(true));
     Ok(Locked {
         guard,
         facts,
