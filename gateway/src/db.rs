@@ -19,7 +19,14 @@ pub(crate) use with_pool;
 
 /// Maps a database error to the crate's, naming what was being done (the detail stays in logs).
 pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |e| Error::Database(format!("{context}: {e}"))
+    move |e| match e {
+        // No connection came free in time: the store is overloaded, not broken (503, retry).
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            tracing::warn!(context, error = %e, "database pool exhausted");
+            Error::StoreUnavailable
+        }
+        e => Error::Database(format!("{context}: {e}")),
+    }
 }
 
 /// The few column reads shared by both databases' rows, so that a row mapper is written once.

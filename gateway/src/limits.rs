@@ -354,6 +354,41 @@ impl FailureWindow {
         entry.1 = entry.1.saturating_add(1);
     }
 
+    /// Checks and counts one attempt of `key` in one step, for work that costs before it can
+    /// tell success from failure (hashing a recovery secret): concurrent attempts cannot all pass
+    /// the check before any of them is counted. A success gives its count back
+    /// ([`FailureWindow::refund`]).
+    pub fn take(&self, key: &str, now: time::OffsetDateTime) -> Result<(), Refusal> {
+        let mut keys = self.keys.lock();
+        if let Some((start, n)) = keys.get(key)
+            && *n >= self.max
+            && now < *start + self.window
+        {
+            return Err(Refusal {
+                limiter: "login",
+                retry_after: (*start + self.window - now)
+                    .try_into()
+                    .unwrap_or(self.window),
+            });
+        }
+        if keys.len() >= self.max_keys && !keys.contains_key(key) {
+            self.make_room(&mut keys, now);
+        }
+        let entry = keys.entry(key.to_owned()).or_insert((now, 0));
+        if now >= entry.0 + self.window {
+            *entry = (now, 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
+        Ok(())
+    }
+
+    /// Gives back one attempt [`FailureWindow::take`] counted, once it turned out a success.
+    pub fn refund(&self, key: &str) {
+        if let Some(entry) = self.keys.lock().get_mut(key) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
+    }
+
     /// Keys currently held.
     pub fn len(&self) -> usize {
         self.keys.lock().len()

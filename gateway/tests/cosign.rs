@@ -1546,29 +1546,102 @@ async fn a_recovery_cancelled_with_a_passkey_never_completes() {
     );
 }
 
+/// `POST /v1/recovery` as sent from `peer`.
+async fn open_recovery_from(
+    w: &World,
+    peer: &str,
+    user: &str,
+    keys: &RecoveryKeys,
+) -> users_support::Answer {
+    users_support::call_from(
+        &w.s,
+        peer,
+        "POST",
+        "/v1/recovery",
+        "",
+        None,
+        &[],
+        Some(json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": "new laptop"})),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guessing_the_recovery_secret_hits_the_limiter() {
+async fn strangers_guessing_a_recovery_secret_are_limited_and_never_lock_the_owner_out() {
+    use parapet_gateway::users::IP_FAILURES;
     let w = world().await;
     let alice = user(&w, "alice", true).await;
+    let guess = RecoverySecret::generate().derive(&alice.id).unwrap();
     let mut codes = Vec::new();
-    for _ in 0..12 {
-        let guess = RecoverySecret::generate().derive(&alice.id).unwrap();
-        codes.push(open_recovery(&w, &alice.id, &guess).await.body["code"].clone());
+    for _ in 0..IP_FAILURES + 2 {
+        codes.push(
+            open_recovery_from(&w, "203.0.113.9", &alice.id, &guess)
+                .await
+                .body["code"]
+                .clone(),
+        );
     }
+    let limit = usize::try_from(IP_FAILURES).unwrap();
     assert!(
-        codes[..10].iter().all(|c| c == "recovery_refused"),
+        codes[..limit].iter().all(|c| c == "recovery_refused"),
         "{codes:?}"
     );
-    assert_eq!(codes[11], "rate_limited", "{codes:?}");
-    // Even the right secret waits out the window.
+    assert_eq!(codes[limit + 1], "rate_limited", "{codes:?}");
+    // The owner, from their own address, opens their recovery at once: a stranger's failures
+    // never count against the person.
     let right = open_recovery(&w, &alice.id, &alice.recovery).await;
-    assert_eq!(right.body["code"], "rate_limited");
+    assert_eq!(right.status, StatusCode::CREATED, "{}", right.text);
     let refused = events(&w.s)
         .await
         .iter()
         .filter(|e| e["action"] == "recovery.refused")
         .count();
-    assert_eq!(refused, 10);
+    assert_eq!(refused, limit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_recovery_attempts_is_limited_before_any_hashing() {
+    use parapet_gateway::users::IP_FAILURES;
+    let w = world().await;
+    let alice = user(&w, "alice", true).await;
+    let guess = RecoverySecret::generate().derive(&alice.id).unwrap();
+    let w = std::sync::Arc::new(w);
+    let burst: Vec<_> = (0..80)
+        .map(|_| {
+            let (w, id, guess) = (w.clone(), alice.id.clone(), guess.auth_key().to_owned());
+            tokio::spawn(async move {
+                users_support::call_from(
+                    &w.s,
+                    "203.0.113.10",
+                    "POST",
+                    "/v1/recovery",
+                    "",
+                    None,
+                    &[],
+                    Some(
+                        json!({"user_id": id, "auth_key": hex::encode(guess), "device_name": "x"}),
+                    ),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for answer in burst {
+        let answer = answer.await.unwrap();
+        match answer.body["code"].as_str() {
+            // The secret was hashed and was wrong.
+            Some("recovery_refused") => refused += 1,
+            // Refused before any hashing: the IP's attempts, or every hashing slot, taken.
+            Some("rate_limited" | "busy") => {}
+            other => panic!("{other:?}: {}", answer.text),
+        }
+    }
+    // Concurrent attempts cannot all pass the limit before the first one is counted.
+    assert!(
+        refused <= usize::try_from(IP_FAILURES).unwrap(),
+        "{refused} attempts were hashed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,7 @@ pub async fn set_up(
         .users
         .check_login(&ip, Some(&user_key), now)
         .map_err(fail)?;
+    let charged = Charged::take(&state, &ip, now).map_err(fail)?;
     let public_key = RecoveryPublicKey::from_hex(&req.public_key).map_err(|_| {
         fail(Error::InvalidRequest(
             "public_key is an X25519 key in hex".into(),
@@ -168,16 +169,23 @@ pub async fn set_up(
     )
     .await
     {
-        Ok(kits) => Ok((
-            StatusCode::CREATED,
-            json_answer(serde_json::json!({ "kits": kits }), &request_id),
-        )
-            .into_response()),
+        Ok(kits) => {
+            charged.succeeded();
+            Ok((
+                StatusCode::CREATED,
+                json_answer(serde_json::json!({ "kits": kits }), &request_id),
+            )
+                .into_response())
+        }
         Err(Error::RecoverySecretRejected) => {
-            rejected(&state, &device, &ip, &user_key, &request_id, now).await;
+            charged.failed();
+            rejected(&state, &device, &user_key, &request_id, now).await;
             Err(fail(Error::RecoverySecretRejected))
         }
-        Err(other) => Err(fail(other)),
+        Err(other) => {
+            charged.succeeded();
+            Err(fail(other))
+        }
     }
 }
 
@@ -200,18 +208,62 @@ pub async fn operation(
     Ok(json_answer(a.to_json(Some(&device.name)), &request_id))
 }
 
-/// Counts a wrong secret against the user and the IP and audits it (never what was sent).
+/// An attempt at a costly check (a recovery secret's verifier), counted against the client's IP
+/// *before* the check runs, so that concurrent attempts cannot all pass the limit first. It stays
+/// counted unless the check turns out a success or never ran.
+struct Charged<'a> {
+    state: &'a AppState,
+    ip: &'a str,
+    now: time::OffsetDateTime,
+    settled: bool,
+}
+
+impl<'a> Charged<'a> {
+    fn take(state: &'a AppState, ip: &'a str, now: time::OffsetDateTime) -> Result<Self, Error> {
+        state.users.charge_attempt(ip, now)?;
+        Ok(Charged {
+            state,
+            ip,
+            now,
+            settled: false,
+        })
+    }
+
+    /// The secret matched, or the attempt ended before it was checked: it no longer counts.
+    fn succeeded(mut self) {
+        self.settled = true;
+        self.state.users.attempt_succeeded(self.ip);
+    }
+
+    /// The secret was wrong: it stays counted.
+    fn failed(mut self) {
+        self.settled = true;
+        self.state
+            .users
+            .attempt_failed(&self.state.audit, self.ip, self.now);
+    }
+}
+
+impl Drop for Charged<'_> {
+    /// An attempt dropped unsettled (an early `?`) never reached the check.
+    fn drop(&mut self) {
+        if !self.settled {
+            self.state.users.attempt_succeeded(self.ip);
+        }
+    }
+}
+
+/// Counts a wrong secret against the user (the IP was charged before the check) and audits it
+/// (never what was sent). Only the person's own devices reach this: a stranger's failures at
+/// `POST /v1/recovery` never count against the person.
 async fn rejected(
     state: &AppState,
     device: &crate::devices::Device,
-    ip: &str,
     user_key: &str,
     request_id: &str,
     now: time::OffsetDateTime,
 ) {
-    let _ = state
-        .users
-        .login_failed(&state.audit, ip, Some(user_key), now);
+    state.users.person_failed(user_key, now);
     let mut e = AuditEvent::new(EventKind::Recovery, now, request_id);
     e.user = Some(device.user_id.to_string());
     e.action = Some("recovery.secret_rejected".to_owned());
@@ -250,10 +302,13 @@ pub async fn check(
         .await
         .map_err(fail)?
         .ok_or_else(|| fail(Error::RecoverySetupRequired))?;
+    let charged = Charged::take(&state, &ip, now).map_err(fail)?;
     if !stored.matches(key).await.map_err(fail)? {
-        rejected(&state, &device, &ip, &user_key, &request_id, now).await;
+        charged.failed();
+        rejected(&state, &device, &user_key, &request_id, now).await;
         return Err(fail(Error::RecoverySecretRejected));
     }
+    charged.succeeded();
     Ok(json_answer(
         serde_json::json!({ "matches": true, "public_key": stored.public_key.to_hex() }),
         &request_id,
@@ -282,6 +337,7 @@ pub async fn identify(
     let req: Identify = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
+    state.users.charge_lookup(&ip, now).map_err(fail)?;
     match recovery::flow::resolve_user(state.audit.store(), &req.user)
         .await
         .map_err(fail)?
@@ -321,12 +377,11 @@ pub async fn open(
     let (ip, now) = (ip_key(ip), state.clock.now());
     let user = uuid::Uuid::parse_str(req.user_id.trim())
         .map_err(|_| fail(Error::InvalidRequest("user_id is a user id".to_owned())))?;
-    let user_key = recovery::limiter_key(user);
-    state
-        .users
-        .check_login(&ip, Some(&user_key), now)
-        .map_err(fail)?;
+    // Per IP only, charged before the secret is hashed: the secret has 128 bits, so the per-IP
+    // limit and the hashing slots are the defence, and a stranger's failures never count against
+    // the person, who can always open their own recovery.
     let key = auth_key(&req.auth_key).map_err(fail)?;
+    let charged = Charged::take(&state, &ip, now).map_err(fail)?;
     let delay = time::Duration::try_from(state.recovery_delay)
         .map_err(|e| fail(Error::Internal(format!("recovery delay: {e}"))))?;
     let open = recovery::flow::OpenRequest {
@@ -346,6 +401,7 @@ pub async fn open(
     .await
     {
         Ok((r, token)) => {
+            charged.succeeded();
             let mut body = r.to_json(now);
             if let Some(o) = body.as_object_mut() {
                 o.insert("recovery_token".to_owned(), token.into());
@@ -353,9 +409,7 @@ pub async fn open(
             Ok((StatusCode::CREATED, json_answer(body, &request_id)).into_response())
         }
         Err(Error::RecoveryRefused) => {
-            let _ = state
-                .users
-                .login_failed(&state.audit, &ip, Some(&user_key), now);
+            charged.failed();
             let mut e = AuditEvent::new(EventKind::Recovery, now, request_id.clone());
             e.user = Some(user.to_string());
             e.action = Some("recovery.refused".to_owned());

@@ -28,6 +28,25 @@ use crate::error::{Error, Result};
 const VERIFIER_MEMORY_KIB: u32 = 19 * 1024;
 const VERIFIER_PASSES: u32 = 2;
 
+/// Verifier hashes computed at once, gateway-wide. Each holds [`VERIFIER_MEMORY_KIB`] for tens of
+/// milliseconds, and the routes that hash are open to strangers (`POST /v1/recovery`): without a
+/// bound, a burst of attempts holds memory and threads in proportion to its size. Beyond these
+/// slots a request waits up to [`HASHING_WAIT`], then answers `503 busy` having hashed nothing.
+const HASHING_SLOTS: usize = 2;
+const HASHING_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The slots every verifier hash takes one of (process-wide, like the memory they bound).
+fn hashing() -> &'static crate::offload::Offload {
+    static POOL: std::sync::LazyLock<crate::offload::Offload> = std::sync::LazyLock::new(|| {
+        crate::offload::Offload::new(
+            "recovery secrets being checked",
+            HASHING_SLOTS,
+            HASHING_WAIT,
+        )
+    });
+    &POOL
+}
+
 /// A backup envelope is a share (a few KiB) plus HPKE overhead; anything bigger is not one.
 pub const MAX_ENVELOPE_BYTES: usize = 64 * 1024;
 
@@ -48,46 +67,47 @@ fn argon(m_kib: u32, t: u32) -> Result<Argon2<'static>> {
 
 /// `argon2id$m$t$salt$hash` (hex) for `auth_key`, computed on the blocking pool.
 async fn make_verifier(auth_key: Zeroizing<[u8; 32]>) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt: [u8; 16] = rand::random();
-        let mut hash = [0u8; 32];
-        argon(VERIFIER_MEMORY_KIB, VERIFIER_PASSES)?
-            .hash_password_into(auth_key.as_ref(), &salt, &mut hash)
-            .map_err(|e| Error::Internal(format!("verifier: {e}")))?;
-        Ok(format!(
-            "argon2id${VERIFIER_MEMORY_KIB}${VERIFIER_PASSES}${}${}",
-            hex::encode(salt),
-            hex::encode(hash)
-        ))
-    })
-    .await
-    .map_err(|e| Error::Internal(format!("verifier task: {e}")))?
+    hashing()
+        .run(move || {
+            let salt: [u8; 16] = rand::random();
+            let mut hash = [0u8; 32];
+            argon(VERIFIER_MEMORY_KIB, VERIFIER_PASSES)?
+                .hash_password_into(auth_key.as_ref(), &salt, &mut hash)
+                .map_err(|e| Error::Internal(format!("verifier: {e}")))?;
+            Ok(format!(
+                "argon2id${VERIFIER_MEMORY_KIB}${VERIFIER_PASSES}${}${}",
+                hex::encode(salt),
+                hex::encode(hash)
+            ))
+        })
+        .await?
 }
 
 impl StoredRecovery {
     /// Whether `auth_key` matches the verifier (constant-time comparison of the hashes).
     pub async fn matches(&self, auth_key: Zeroizing<[u8; 32]>) -> Result<bool> {
         let verifier = self.verifier.clone();
-        tokio::task::spawn_blocking(move || {
-            let parts: Vec<&str> = verifier.split('$').collect();
-            let [alg, m, t, salt, hash] = parts.as_slice() else {
-                return Err(Error::Internal("stored verifier is malformed".to_owned()));
-            };
-            let bad = || Error::Internal("stored verifier is malformed".to_owned());
-            if *alg != "argon2id" {
-                return Err(bad());
-            }
-            let (m, t): (u32, u32) = (m.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
-            let salt = hex::decode(salt).map_err(|_| bad())?;
-            let expected = hex::decode(hash).map_err(|_| bad())?;
-            let mut got = [0u8; 32];
-            argon(m, t)?
-                .hash_password_into(auth_key.as_ref(), &salt, &mut got)
-                .map_err(|e| Error::Internal(format!("verifier: {e}")))?;
-            Ok(bool::from(got.as_slice().ct_eq(expected.as_slice())))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("verifier task: {e}")))?
+        hashing()
+            .run(move || {
+                let parts: Vec<&str> = verifier.split('$').collect();
+                let [alg, m, t, salt, hash] = parts.as_slice() else {
+                    return Err(Error::Internal("stored verifier is malformed".to_owned()));
+                };
+                let bad = || Error::Internal("stored verifier is malformed".to_owned());
+                if *alg != "argon2id" {
+                    return Err(bad());
+                }
+                let (m, t): (u32, u32) =
+                    (m.parse().map_err(|_| bad())?, t.parse().map_err(|_| bad())?);
+                let salt = hex::decode(salt).map_err(|_| bad())?;
+                let expected = hex::decode(hash).map_err(|_| bad())?;
+                let mut got = [0u8; 32];
+                argon(m, t)?
+                    .hash_password_into(auth_key.as_ref(), &salt, &mut got)
+                    .map_err(|e| Error::Internal(format!("verifier: {e}")))?;
+                Ok(bool::from(got.as_slice().ct_eq(expected.as_slice())))
+            })
+            .await?
     }
 }
 

@@ -34,6 +34,11 @@ pub const USER_FAILURES: u32 = 10;
 /// Failed logins allowed per client IP per window (after the IP rate limit).
 pub const IP_FAILURES: u32 = 30;
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Recovery lookups (`POST /v1/recovery/identify`) per client IP per [`LOOKUP_WINDOW`], found or
+/// not: a person recovering looks themselves up once or twice; a stranger mapping addresses to
+/// people gets this many a day's fraction.
+pub const LOOKUPS_PER_IP: u32 = 20;
+pub const LOOKUP_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Users, sessions and OIDC logins of one process.
 #[derive(Debug)]
@@ -43,6 +48,7 @@ pub struct Users {
     pub jwks: oidc::JwksCache,
     user_failures: FailureWindow,
     ip_failures: FailureWindow,
+    lookups: FailureWindow,
 }
 
 /// What a successful login or link reports.
@@ -84,6 +90,7 @@ impl Users {
             jwks: oidc::JwksCache::new(outbound_allow),
             user_failures: FailureWindow::new(USER_FAILURES, FAILURE_WINDOW),
             ip_failures: FailureWindow::new(IP_FAILURES, FAILURE_WINDOW),
+            lookups: FailureWindow::new(LOOKUPS_PER_IP, LOOKUP_WINDOW),
         }
     }
 
@@ -288,6 +295,37 @@ impl Users {
                 .map_err(crate::limits::Refusal::into_error)?;
         }
         Ok(())
+    }
+
+    /// Counts an attempt against `ip` before its costly check runs (see
+    /// [`crate::limits::FailureWindow::take`]); give it back with [`Users::attempt_succeeded`].
+    /// The failure is audited in aggregate when the attempt fails ([`Users::attempt_failed`]).
+    pub fn charge_attempt(&self, ip: &str, now: OffsetDateTime) -> Result<()> {
+        self.ip_failures
+            .take(ip, now)
+            .map_err(crate::limits::Refusal::into_error)
+    }
+
+    /// Counts one recovery lookup from `ip`, found or not ([`LOOKUPS_PER_IP`]).
+    pub fn charge_lookup(&self, ip: &str, now: OffsetDateTime) -> Result<()> {
+        self.lookups
+            .take(ip, now)
+            .map_err(crate::limits::Refusal::into_error)
+    }
+
+    /// The charged attempt succeeded: it no longer counts against `ip`.
+    pub fn attempt_succeeded(&self, ip: &str) {
+        self.ip_failures.refund(ip);
+    }
+
+    /// Counts a failure against a person's own key only (`ip` was charged already).
+    pub fn person_failed(&self, user_key: &str, now: OffsetDateTime) {
+        self.user_failures.fail(user_key, now);
+    }
+
+    /// The charged attempt failed: it stays counted; noted for the aggregated audit.
+    pub fn attempt_failed(&self, audit: &AuditLog, ip: &str, now: OffsetDateTime) {
+        audit.note_flood(ip, "login_failed", now);
     }
 
     /// Counts a failed login (passkey, code or recovery secret) against `ip`, and against
