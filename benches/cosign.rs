@@ -145,6 +145,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
         &device,
         recovery.public_key(),
         zeroize::Zeroizing::new(*recovery.auth_key()),
+        None,
         &[],
         "bench",
         now,

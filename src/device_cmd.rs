@@ -204,6 +204,7 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
         device_token: field("device_token")?,
         shares: Default::default(),
         recovery_public_key: None,
+        recovery_salt: None,
         kits: Default::default(),
         recovery_pending: None,
         device_key: None,

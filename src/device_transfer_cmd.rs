@@ -122,6 +122,7 @@ fn store_bundle(secrets: &mut DeviceSecrets, bundle: &TransferBundle) -> Result<
         bail!("the bundle's recovery key is not the one this device holds; nothing stored");
     }
     secrets.recovery_public_key = Some(bundle.recovery_public_key.clone());
+    secrets.recovery_salt.clone_from(&bundle.recovery_salt);
     let mut out = Vec::new();
     for w in &bundle.wallets {
         w.key_share()?;
@@ -215,6 +216,7 @@ fn bundle_for(
         to_device: to.to_owned(),
         transfer: transfer.to_owned(),
         recovery_public_key,
+        recovery_salt: secrets.recovery_salt.clone(),
         wallets: carried,
     })
 }

@@ -103,10 +103,10 @@ pub fn ask_secret() -> Result<RecoverySecret> {
     Ok(RecoverySecret::parse(&typed)?)
 }
 
-/// Derives the keys off the caller's thread budget: Argon2id with 64 MiB takes a moment.
-pub fn derive(secret: &RecoverySecret, user: &str) -> Result<RecoveryKeys> {
+/// Derives the keys with the person's recovery salt: Argon2id with 64 MiB takes a moment.
+pub fn derive(secret: &RecoverySecret, salt: &str) -> Result<RecoveryKeys> {
     eprintln!("deriving keys from the recovery secret…");
-    Ok(secret.derive(user)?)
+    Ok(secret.derive(salt)?)
 }
 
 /// What `setup` did.
@@ -189,15 +189,17 @@ pub fn share_of(secrets: &DeviceSecrets, key: &str) -> Result<KeyShare> {
 pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<SetUp> {
     let status = device_get(secrets, "/v1/device/recovery")?;
     let existing = status.get("set_up").and_then(Value::as_bool) == Some(true);
-    let (secret, new_secret) = if existing {
+    let (secret, new_secret, salt) = if existing {
         eprintln!("Your account has a recovery secret: type it to add this device.");
-        (ask_secret()?, None)
+        // The salt is checked with the secret: the keys must give the stored public key.
+        let salt = text(&status, "salt").unwrap_or(&secrets.user).to_owned();
+        (ask_secret()?, None, salt)
     } else {
         let secret = RecoverySecret::generate();
         let written = secret.written();
-        (secret, Some(written))
+        (secret, Some(written), parapet_signer::recovery::new_salt())
     };
-    let keys = derive(&secret, &secrets.user)?;
+    let keys = derive(&secret, &salt)?;
     let public_key = *keys.public_key();
     if existing && text(&status, "public_key") != Some(public_key.to_hex().as_str()) {
         bail!("that is not this account's recovery secret");
@@ -218,6 +220,9 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
         "auth_key": hex::encode(keys.auth_key()),
         "backups": backups,
     });
+    if !existing && let Some(o) = body.as_object_mut() {
+        o.insert("salt".to_owned(), json!(salt));
+    }
     let (mut status_code, mut answer) = device_post(secrets, "/v1/device/recovery", &body)?;
     if status_code == 403
         && text(&answer, "code") == Some("step_up_required")
@@ -258,7 +263,7 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
         };
         let gateway_envelope = hex::decode(gateway_share).context("a kit that is not hex")?;
         let made = BackupKit::new(
-            &secrets.user,
+            &salt,
             share,
             epoch,
             &public_key,
@@ -271,6 +276,7 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
         secrets.kits.insert(key.clone(), made);
     }
     secrets.recovery_public_key = Some(public_key.to_hex());
+    secrets.recovery_salt = (salt != secrets.user).then_some(salt);
     file::save(path, secrets, pass)?;
     Ok(SetUp {
         new_secret,
@@ -348,7 +354,7 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
     let pass = Zeroizing::new(passphrase(false)?);
     let secrets = file::load(path, &pass)?;
     let secret = ask_secret()?;
-    let keys = derive(&secret, &secrets.user)?;
+    let keys = derive(&secret, secrets.kdf_salt())?;
     let (status_code, answer) = device_post(
         &secrets,
         "/v1/device/recovery/check",
@@ -478,14 +484,14 @@ fn start(
     if status != 200 {
         return Err(refused(status, &found));
     }
-    let user = text(&found, "user_id")
-        .context("the gateway's answer has no user_id")?
+    let salt = text(&found, "salt")
+        .context("the gateway's answer has no salt")?
         .to_owned();
-    let keys = derive(&ask_secret()?, &user)?;
+    let keys = derive(&ask_secret()?, &salt)?;
     let (status, opened) = post_json(
         &format!("{gateway}/v1/recovery"),
         None,
-        &json!({"user_id": user, "auth_key": hex::encode(keys.auth_key()), "device_name": name, "totp": totp}),
+        &json!({"salt": salt, "auth_key": hex::encode(keys.auth_key()), "device_name": name, "totp": totp}),
     )?;
     if status != 201 {
         if text(&opened, "code") == Some("recovery_refused") && totp.is_none() {
@@ -500,7 +506,9 @@ fn start(
     };
     let mut secrets = DeviceSecrets::default();
     secrets.gateway = gateway.to_owned();
-    secrets.user = user;
+    // Only a recovery opened with the secret learns the user id.
+    secrets.user = field("user_id")?;
+    secrets.recovery_salt = (salt != secrets.user).then_some(salt);
     secrets.recovery_public_key = Some(keys.public_key().to_hex());
     secrets.recovery_pending = Some(PendingRecovery {
         id: field("id")?,
@@ -531,7 +539,7 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
         .context("this device file has no open recovery: `parapet recovery start` first")?;
     // The secret is checked before completing: a typo must not leave a completed recovery
     // whose answer this run then cannot use.
-    let keys = derive(&ask_secret()?, &secrets.user)?;
+    let keys = derive(&ask_secret()?, secrets.kdf_salt())?;
     if secrets.recovery_public_key.as_deref() != Some(keys.public_key().to_hex().as_str()) {
         bail!("that is not the recovery secret this recovery was opened with");
     }
@@ -599,7 +607,7 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
         let (gateway, token, user) = (
             secrets.gateway.clone(),
             secrets.device_token.clone(),
-            secrets.user.clone(),
+            secrets.kdf_salt().to_owned(),
         );
         let target = client::RecoveryTarget {
             user: &user,

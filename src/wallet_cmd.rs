@@ -213,7 +213,7 @@ fn create(path: &Path, json: bool) -> Result<ExitCode> {
     let (gateway, token, user) = (
         secrets.gateway.clone(),
         secrets.device_token.clone(),
-        secrets.user.clone(),
+        secrets.kdf_salt().to_owned(),
     );
     let target = client::RecoveryTarget {
         user: &user,
@@ -655,7 +655,7 @@ fn refresh(path: &Path, wallet: &str, json: bool) -> Result<ExitCode> {
     let (gateway, token, user) = (
         secrets.gateway.clone(),
         secrets.device_token.clone(),
-        secrets.user.clone(),
+        secrets.kdf_salt().to_owned(),
     );
     let target = client::RecoveryTarget {
         user: &user,

@@ -105,6 +105,7 @@ fn bundle(
         to_device: to.to_owned(),
         transfer: transfer.to_owned(),
         recovery_public_key: u.recovery.public_key().to_hex(),
+        recovery_salt: None,
         wallets: vec![TransferredWallet {
             address: address_of(share),
             epoch,

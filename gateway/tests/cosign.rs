@@ -1294,15 +1294,90 @@ async fn a_device_with_another_recovery_key_gets_no_wallet_and_no_kit() {
 /// A keyless POST (the recovery routes' credential is in the body or the header).
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_lookup_gives_strangers_a_random_salt_never_the_user_id() {
+    let w = world().await;
+    let alice = user_salted(&w, "alice").await;
+    let salt = alice.salt.clone().unwrap();
+    let share = new_wallet(&w, &alice).await;
+    let address = address_of(&share);
+    let who = post_keyless(&w, "/v1/recovery/identify", None, json!({"user": address})).await;
+    assert_eq!(who.status, StatusCode::OK, "{}", who.text);
+    assert_eq!(who.body["salt"], json!(salt));
+    assert_eq!(
+        who.body.as_object().unwrap().len(),
+        2,
+        "salt and request_id only"
+    );
+    assert!(!who.text.contains(&alice.id));
+    // The user id no longer opens her recovery (her keys derive with the salt), nor does another
+    // salt; her salt and her secret do, and only then is the user id told.
+    let by_id = open_recovery(&w, &alice.id, &alice.recovery).await;
+    assert_eq!(by_id.body["code"], "recovery_refused", "{}", by_id.text);
+    let stranger = RecoverySecret::generate()
+        .derive(&parapet_signer::recovery::new_salt())
+        .unwrap();
+    let other_salt = post_keyless(
+        &w,
+        "/v1/recovery",
+        None,
+        json!({"salt": parapet_signer::recovery::new_salt(), "auth_key": hex::encode(stranger.auth_key()), "device_name": "x"}),
+    )
+    .await;
+    assert_eq!(
+        other_salt.body["code"], "recovery_refused",
+        "{}",
+        other_salt.text
+    );
+    let opened = post_keyless(
+        &w,
+        "/v1/recovery",
+        None,
+        json!({"salt": salt, "auth_key": hex::encode(alice.recovery.auth_key()), "device_name": "new laptop"}),
+    )
+    .await;
+    assert_eq!(opened.status, StatusCode::CREATED, "{}", opened.text);
+    assert_eq!(opened.body["user_id"], alice.id);
+    // Lookups are limited per IP, found or not.
+    let mut last = who;
+    for _ in 0..parapet_gateway::users::LOOKUPS_PER_IP {
+        last = users_support::call_from(
+            &w.s,
+            "198.51.100.7",
+            "POST",
+            "/v1/recovery/identify",
+            "",
+            None,
+            &[],
+            Some(json!({"user": address})),
+        )
+        .await;
+    }
+    assert_eq!(last.status, StatusCode::OK, "{}", last.text);
+    let over = users_support::call_from(
+        &w.s,
+        "198.51.100.7",
+        "POST",
+        "/v1/recovery/identify",
+        "",
+        None,
+        &[],
+        Some(json!({"user": address})),
+    )
+    .await;
+    assert_eq!(over.body["code"], "rate_limited", "{}", over.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused() {
     let w = world_with(&[("PARAPET_RECOVERY_DELAY_SECS", "300")]).await;
     let alice = user(&w, "alice", true).await;
     let share = new_wallet(&w, &alice).await;
     let address = address_of(&share);
 
-    // The new device knows only a wallet address; the gateway names the user.
+    // The new device knows only a wallet address; the gateway names what the keys derive with
+    // (for a secret set up before salts existed, the user id).
     let who = post_keyless(&w, "/v1/recovery/identify", None, json!({"user": address})).await;
-    assert_eq!(who.body["user_id"], alice.id, "{}", who.text);
+    assert_eq!(who.body["salt"], alice.id, "{}", who.text);
 
     // A wrong secret is refused, audited, and says nothing about why.
     let wrong = RecoverySecret::generate().derive(&alice.id).unwrap();
@@ -1428,6 +1503,7 @@ async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused
         device_token: new_token.clone(),
         passkey: None,
         recovery: RecoverySecret::generate().derive("unused").unwrap(),
+        salt: None,
     };
     let blocked = submit(
         &w,

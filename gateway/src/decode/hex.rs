@@ -73,7 +73,9 @@ mod tests {
     fn accepts_only_prefixed_even_hex() {
         assert_eq!(decode_0x("0xAbCd").unwrap(), vec![0xab, 0xcd]);
         assert_eq!(decode_0x("0x").unwrap(), Vec::<u8>::new());
-        for bad in ["abcd", "0xabc", "0x zz", " 0xab", "0xab ", "0xgg", "0XAbCd", "0X"] {
+        for bad in [
+            "abcd", "0xabc", "0x zz", " 0xab", "0xab ", "0xgg", "0XAbCd", "0X",
+        ] {
             assert_eq!(decode_0x(bad).unwrap_err().code(), "invalid_hex", "{bad}");
         }
     }
@@ -85,7 +87,11 @@ mod tests {
             "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eb48",
             "0xa0B86991c6218b36c1d19D4a2e9Eb0cE3606eB48",
         ] {
-            assert_eq!(address(bad, "a").unwrap_err().code(), "invalid_address", "{bad}");
+            assert_eq!(
+                address(bad, "a").unwrap_err().code(),
+                "invalid_address",
+                "{bad}"
+            );
         }
         assert_eq!(
             address("0XA0B86991C6218B36C1D19D4A2E9EB0CE3606EB48", "a")

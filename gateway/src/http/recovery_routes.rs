@@ -67,6 +67,7 @@ pub async fn status(
             "user_id": device.user_id.to_string(),
             "set_up": stored.is_some(),
             "public_key": stored.as_ref().map(|s| s.public_key.to_hex()),
+            "salt": stored.as_ref().map(recovery::StoredRecovery::kdf_salt),
             "created_at": stored.as_ref().map(|s| s.created_at.clone()),
             "wallets": wallets,
         }),
@@ -79,6 +80,11 @@ pub async fn status(
 pub struct SetUp {
     public_key: String,
     auth_key: String,
+    /// The salt the device derived the keys with, for a first secret (`rs_…`, random); without
+    /// one the user id is the salt, as before salts existed. Ignored once a secret is set up: a
+    /// further device derives with the stored one.
+    #[serde(default)]
+    salt: Option<String>,
     #[serde(default)]
     backups: Vec<DeviceBackup>,
     /// The operation the owner approved with their passkey, for a first secret
@@ -114,6 +120,12 @@ pub async fn set_up(
         ))
     })?;
     let key = auth_key(&req.auth_key).map_err(fail)?;
+    let salt = req
+        .salt
+        .as_deref()
+        .map(recovery::Salt::parse)
+        .transpose()
+        .map_err(fail)?;
     let store = state.audit.store();
     let first = recovery::get(store, device.user_id)
         .await
@@ -163,6 +175,7 @@ pub async fn set_up(
         &device,
         &public_key,
         key,
+        salt.as_ref(),
         &req.backups,
         &request_id,
         now,
@@ -323,9 +336,12 @@ pub struct Identify {
     user: String,
 }
 
-/// `POST /v1/recovery/identify`: the user id a recovering device derives its keys with, from
-/// the user id itself or any of the user's wallet addresses. Counted per IP like a failed login
-/// when nothing matches.
+/// `POST /v1/recovery/identify`: what a recovering device derives its keys with (the person's
+/// recovery `salt`), from any of the person's wallet addresses or their user id. The salt is
+/// random and says nothing else: the user id is only in the answer to a recovery opened with
+/// the secret. (For secrets set up before salts existed, the salt is the user id.) Every lookup
+/// counts per IP ([`crate::users::LOOKUPS_PER_IP`]), found or not; a miss also counts like a
+/// failed login.
 pub async fn identify(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -338,12 +354,17 @@ pub async fn identify(
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     state.users.charge_lookup(&ip, now).map_err(fail)?;
-    match recovery::flow::resolve_user(state.audit.store(), &req.user)
+    let store = state.audit.store();
+    let stored = match recovery::flow::resolve_user(store, &req.user)
         .await
         .map_err(fail)?
     {
-        Some(user) => Ok(json_answer(
-            serde_json::json!({ "user_id": user.to_string() }),
+        Some(user) => recovery::get(store, user).await.map_err(fail)?,
+        None => None,
+    };
+    match stored {
+        Some(stored) => Ok(json_answer(
+            serde_json::json!({ "salt": stored.kdf_salt() }),
             &request_id,
         )),
         None => {
@@ -356,7 +377,11 @@ pub async fn identify(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Open {
-    user_id: String,
+    /// The salt `identify` gave (or, from clients made before salts, the user id).
+    #[serde(default)]
+    salt: Option<String>,
+    #[serde(default)]
+    user_id: Option<String>,
     auth_key: String,
     #[serde(default)]
     totp: Option<String>,
@@ -375,13 +400,27 @@ pub async fn open(
     let fail = ApiError::of(&request_id);
     let req: Open = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
-    let user = uuid::Uuid::parse_str(req.user_id.trim())
-        .map_err(|_| fail(Error::InvalidRequest("user_id is a user id".to_owned())))?;
     // Per IP only, charged before the secret is hashed: the secret has 128 bits, so the per-IP
     // limit and the hashing slots are the defence, and a stranger's failures never count against
     // the person, who can always open their own recovery.
+    let who = match (&req.salt, &req.user_id) {
+        (Some(who), None) | (None, Some(who)) => who.trim().to_owned(),
+        _ => {
+            return Err(fail(Error::InvalidRequest(
+                "send salt (from /v1/recovery/identify)".to_owned(),
+            )));
+        }
+    };
     let key = auth_key(&req.auth_key).map_err(fail)?;
     let charged = Charged::take(&state, &ip, now).map_err(fail)?;
+    let Some(user) = recovery::user_by_salt(state.audit.store(), &who)
+        .await
+        .map_err(fail)?
+    else {
+        // Nobody's salt: refused like a wrong secret, and counted the same.
+        charged.failed();
+        return Err(fail(Error::RecoveryRefused));
+    };
     let delay = time::Duration::try_from(state.recovery_delay)
         .map_err(|e| fail(Error::Internal(format!("recovery delay: {e}"))))?;
     let open = recovery::flow::OpenRequest {

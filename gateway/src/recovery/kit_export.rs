@@ -56,7 +56,7 @@ pub async fn export(
     });
     Ok(BackupKit {
         format: KIT_FORMAT.to_owned(),
-        user: user.to_string(),
+        user: recovery.kdf_salt(),
         address: w.address.clone(),
         public_key: w.public_key.clone(),
         epoch: w.epoch,

@@ -57,6 +57,47 @@ pub struct StoredRecovery {
     pub public_key: RecoveryPublicKey,
     verifier: String,
     pub created_at: String,
+    /// The salt the secret's keys were derived with; `None` for setups made before salts, which
+    /// used the user id.
+    salt: Option<Salt>,
+}
+
+impl StoredRecovery {
+    /// What a device derives this person's keys with: the salt, or the user id for setups made
+    /// before salts existed.
+    #[must_use]
+    pub fn kdf_salt(&self) -> String {
+        self.salt
+            .as_ref()
+            .map_or_else(|| self.user_id.to_string(), |s| s.as_str().to_owned())
+    }
+}
+
+/// A recovery salt: `rs_` and 32 lower-case hex digits (128 random bits, chosen by the device).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Salt(String);
+
+impl Salt {
+    /// Parses a salt as a device sends it; anything else is a 400.
+    pub fn parse(text: &str) -> Result<Salt> {
+        let ok = text.strip_prefix("rs_").is_some_and(|h| {
+            h.len() == 32
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if ok {
+            Ok(Salt(text.to_owned()))
+        } else {
+            Err(Error::InvalidRequest(
+                "salt is rs_ followed by 32 lower-case hex digits".to_owned(),
+            ))
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 fn argon(m_kib: u32, t: u32) -> Result<Argon2<'static>> {
@@ -119,20 +160,42 @@ pub fn limiter_key(user: Uuid) -> String {
 
 /// The user's recovery material, if they have set it up.
 pub async fn get(store: &Store, user: Uuid) -> Result<Option<StoredRecovery>> {
-    let row: Option<(String, String, String)> = with_pool!(store, pool => {
-        sqlx::query_as("SELECT public_key, verifier, created_at FROM recovery_keys WHERE user_id = $1")
+    let row: Option<(String, String, String, Option<String>)> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT public_key, verifier, created_at, salt FROM recovery_keys WHERE user_id = $1")
             .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading recovery keys"))?
     });
-    row.map(|(public_key, verifier, created_at)| {
+    row.map(|(public_key, verifier, created_at, salt)| {
         Ok(StoredRecovery {
             user_id: user,
             public_key: RecoveryPublicKey::from_hex(&public_key)
                 .map_err(|e| Error::Database(e.to_string()))?,
             verifier,
             created_at,
+            salt: salt.map(Salt),
         })
     })
     .transpose()
+}
+
+/// The person whose keys derive with `salt`: a stored salt, or (for setups made before salts
+/// existed) a user id whose setup has none. `None` when nobody's does.
+pub async fn user_by_salt(store: &Store, salt: &str) -> Result<Option<Uuid>> {
+    if let Ok(user) = Uuid::parse_str(salt) {
+        let legacy: Option<(String,)> = with_pool!(store, pool => {
+            sqlx::query_as("SELECT user_id FROM recovery_keys WHERE user_id = $1 AND salt IS NULL")
+                .bind(user.to_string()).fetch_optional(pool).await.map_err(db("reading recovery keys"))?
+        });
+        return Ok(legacy.map(|_| user));
+    }
+    let Ok(salt) = Salt::parse(salt) else {
+        return Ok(None);
+    };
+    let row: Option<(String,)> = with_pool!(store, pool => {
+        sqlx::query_as("SELECT user_id FROM recovery_keys WHERE salt = $1")
+            .bind(salt.as_str()).fetch_optional(pool).await.map_err(db("reading recovery keys"))?
+    });
+    row.map(|(u,)| Uuid::parse_str(&u).map_err(|e| Error::Database(e.to_string())))
+        .transpose()
 }
 
 /// The user's recovery public key, or `recovery_setup_required`.
@@ -179,11 +242,16 @@ pub struct KitEnvelope {
 /// a wrong one is `recovery_secret_rejected`). Either way the device hands over the backups of
 /// every wallet it holds, at the wallets' current epochs, and gets back those wallets' kits, so
 /// a user whose wallets predate their secret, or a device that lost its kits, is made whole.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the device, what its secret derived, its backups, the request"
+)]
 pub async fn enrol(
     cosigner: &crate::cosign::Cosigner,
     device: &crate::devices::Device,
     public_key: &RecoveryPublicKey,
     auth_key: Zeroizing<[u8; 32]>,
+    salt: Option<&Salt>,
     backups: &[DeviceBackup],
     request_id: &str,
     now: OffsetDateTime,
@@ -247,8 +315,9 @@ pub async fn enrol(
     with_pool!(store, pool => {
         let mut tx = pool.begin().await.map_err(db("storing recovery keys"))?;
         if let Some(verifier) = &verifier {
-            let inserted = sqlx::query("INSERT INTO recovery_keys (user_id, public_key, verifier, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO NOTHING")
+            let inserted = sqlx::query("INSERT INTO recovery_keys (user_id, public_key, verifier, created_at, salt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
                 .bind(device.user_id.to_string()).bind(public_key.to_hex()).bind(verifier.as_str()).bind(format_time(now))
+                .bind(salt.map(Salt::as_str))
                 .execute(&mut *tx).await.map_err(db("storing recovery keys"))?.rows_affected();
             if inserted != 1 {
                 // Another device set one up at the same moment: this one must use that secret.

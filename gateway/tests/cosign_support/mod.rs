@@ -32,13 +32,15 @@ pub struct User {
     pub device_token: String,
     pub passkey: Option<SoftPasskey>,
     pub recovery: RecoveryKeys,
+    /// The recovery salt the keys derive with; `None`: the user id (as before salts).
+    pub salt: Option<String>,
 }
 
 impl User {
     /// The recovery key as this user's device file holds it.
     pub fn target(&self) -> client::RecoveryTarget<'_> {
         client::RecoveryTarget {
-            user: &self.id,
+            user: self.salt.as_deref().unwrap_or(&self.id),
             public_key: self.recovery.public_key(),
         }
     }
@@ -103,6 +105,22 @@ pub async fn user(w: &World, sub: &str, with_passkey: bool) -> User {
 
 /// [`user`], with the recovery secret only made (not set up) when `enrol` is false.
 pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) -> User {
+    user_made(w, sub, with_passkey, enrol, None).await
+}
+
+/// [`user`] whose recovery secret derives with a random salt, as devices set it up today.
+pub async fn user_salted(w: &World, sub: &str) -> User {
+    let salt = parapet_signer::recovery::new_salt();
+    user_made(w, sub, true, true, Some(salt)).await
+}
+
+async fn user_made(
+    w: &World,
+    sub: &str,
+    with_passkey: bool,
+    enrol: bool,
+    salt: Option<String>,
+) -> User {
     let (session, id) = login_ok(&w.s, &w.key, &w.issuer, sub).await;
     let uuid: uuid::Uuid = id.parse().unwrap();
     let now = time::OffsetDateTime::now_utc();
@@ -137,7 +155,9 @@ pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) ->
     .await
     .unwrap();
     // Every user here has a recovery secret: wallets are made only once one exists.
-    let recovery = RecoverySecret::generate().derive(&id).unwrap();
+    let recovery = RecoverySecret::generate()
+        .derive(salt.as_deref().unwrap_or(&id))
+        .unwrap();
     if !enrol {
         return User {
             session,
@@ -145,6 +165,7 @@ pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) ->
             device_token,
             passkey,
             recovery,
+            salt,
         };
     }
     parapet_gateway::recovery::enrol(
@@ -155,6 +176,9 @@ pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) ->
         &device,
         recovery.public_key(),
         zeroize::Zeroizing::new(*recovery.auth_key()),
+        salt.as_deref()
+            .map(|s| parapet_gateway::recovery::Salt::parse(s).unwrap())
+            .as_ref(),
         &[],
         "req-recovery",
         now,
@@ -167,6 +191,7 @@ pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) ->
         device_token,
         passkey,
         recovery,
+        salt,
     }
 }
 

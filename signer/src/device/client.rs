@@ -152,6 +152,8 @@ fn session_of(session: &str) -> Result<SessionId> {
 /// gateway supplies), and the user it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct RecoveryTarget<'a> {
+    /// The recovery secret's salt ([`crate::device::file::DeviceSecrets::kdf_salt`]), named in
+    /// the kit.
     pub user: &'a str,
     pub public_key: &'a RecoveryPublicKey,
 }

@@ -65,6 +65,10 @@ pub struct DeviceSecrets {
     /// key the user's own secret derives, never to one the gateway supplies (DESIGN §9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_public_key: Option<String>,
+    /// The salt the user's recovery secret derives with (`rs_…`), kept with the public key;
+    /// absent for secrets set up before salts existed, which derive with the user id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_salt: Option<String>,
     /// Each wallet's current backup kit, under the same keys as `shares` (a refreshed wallet's
     /// pending kit waits under `address#epoch` with its share).
     #[serde(default)]
@@ -80,6 +84,15 @@ pub struct DeviceSecrets {
     /// code, so that re-syncs go to that key and never to one the gateway names later.
     #[serde(default)]
     pub siblings: std::collections::BTreeMap<String, Sibling>,
+}
+
+impl DeviceSecrets {
+    /// What the recovery secret's keys derive with, and what kits name: the recovery salt, or
+    /// the user id for secrets set up before salts existed.
+    #[must_use]
+    pub fn kdf_salt(&self) -> &str {
+        self.recovery_salt.as_deref().unwrap_or(&self.user)
+    }
 }
 
 /// Another device of the user that this device sealed wallets to.

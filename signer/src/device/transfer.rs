@@ -161,6 +161,9 @@ pub struct TransferBundle {
     /// The gateway's id of this transfer: a bundle relayed into another transfer does not open.
     pub transfer: String,
     pub recovery_public_key: String,
+    /// The recovery secret's salt, as the sending device holds it (absent: the user id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_salt: Option<String>,
     pub wallets: Vec<TransferredWallet>,
 }
 

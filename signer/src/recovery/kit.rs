@@ -21,7 +21,8 @@ pub const KIT_FORMAT: &str = "parapet-backup-kit-v1";
 #[serde(deny_unknown_fields)]
 pub struct BackupKit {
     pub format: String,
-    /// The user whose recovery secret opens it (part of the secret's KDF salt).
+    /// Whose recovery secret opens it, as the key derivation names them: their recovery salt
+    /// (`rs_…`), or their user id for secrets set up before salts existed.
     pub user: String,
     /// `0x…`, lower case.
     pub address: String,

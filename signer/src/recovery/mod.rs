@@ -1,6 +1,9 @@
 //! The user's recovery secret (DESIGN §9): generated on a device, shown once, and the only thing
 //! that opens the backups of a user's shares. From it, Argon2id (64 MiB, t = 3, p = 1, salt =
-//! `"parapet-recovery-v1" ‖ user id`) and HKDF-SHA-256 derive two independent keys:
+//! `"parapet-recovery-v1" ‖ recovery salt`) and HKDF-SHA-256 derive two independent keys. The
+//! recovery salt is random per person ([`new_salt`]), chosen by the device at the first setup and
+//! handed to anyone who names one of the person's wallets, so it says nothing else; secrets set
+//! up before salts existed use the user id instead.
 //! - the *auth key*, which the gateway checks against an Argon2id verifier to open a recovery;
 //! - an *X25519 key pair*; backups and backup kits are HPKE-encrypted to its public key
 //!   ([`envelope`]), so the gateway, which keeps only that public key, can decrypt nothing.
@@ -28,6 +31,14 @@ const DOMAIN: &str = "parapet-recovery-v1";
 /// Argon2id cost of the derivation (DESIGN §9): 64 MiB, 3 passes, 1 lane.
 const KDF_MEMORY_KIB: u32 = 64 * 1024;
 const KDF_PASSES: u32 = 3;
+
+/// A fresh recovery salt: `rs_` and 32 hex digits (128 random bits).
+#[must_use]
+pub fn new_salt() -> String {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("rs_{}", hex::encode(bytes))
+}
 
 /// The recovery secret itself. Only its written form ever leaves memory, and only to the user.
 pub struct RecoverySecret(Zeroizing<[u8; SECRET_BYTES]>);
@@ -88,12 +99,13 @@ impl RecoverySecret {
         Ok(RecoverySecret(bytes))
     }
 
-    /// Derives the user's keys. Slow on purpose (Argon2id, 64 MiB): call it off async threads.
-    pub fn derive(&self, user_id: &str) -> Result<RecoveryKeys> {
+    /// Derives the user's keys with their recovery salt (or, for secrets set up before salts,
+    /// their user id). Slow on purpose (Argon2id, 64 MiB): call it off async threads.
+    pub fn derive(&self, salt: &str) -> Result<RecoveryKeys> {
         let params = Params::new(KDF_MEMORY_KIB, KDF_PASSES, 1, Some(32))
             .map_err(|e| Error::Recovery(format!("KDF parameters: {e}")))?;
         let mut root = Zeroizing::new([0u8; 32]);
-        let salt = format!("{DOMAIN}{user_id}");
+        let salt = format!("{DOMAIN}{salt}");
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
             .hash_password_into(self.0.as_ref(), salt.as_bytes(), root.as_mut())
             .map_err(|e| Error::Recovery(format!("KDF: {e}")))?;
