@@ -13,6 +13,7 @@ mod db;
 pub mod decode;
 pub mod devices;
 pub mod error;
+pub mod expiry;
 pub mod facts;
 pub mod http;
 pub mod identity;

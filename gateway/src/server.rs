@@ -89,6 +89,11 @@ pub async fn build_state_with_clock(
     ));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
+    crate::expiry::spawn(
+        audit.store().clone(),
+        clock.clone(),
+        crate::expiry::SWEEP_EVERY,
+    );
     let passkeys =
         crate::passkeys::Passkeys::new(&config.webauthn, audit.store().clone(), audit.clone())?;
     let audit_store = &audit.store().clone();
