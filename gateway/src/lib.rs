@@ -24,6 +24,7 @@ pub mod outbound;
 pub mod passkeys;
 pub mod pipeline;
 pub mod policy;
+pub mod quotas;
 pub mod records;
 pub mod recovery;
 pub mod request;

@@ -86,10 +86,7 @@ impl IntoResponse for ApiError {
             request_id: &self.request_id,
         };
         let mut res = (status, Json(body)).into_response();
-        if let Error::RateLimited {
-            retry_after_secs, ..
-        } = self.error
-        {
+        if let Some(retry_after_secs) = self.error.retry_after_secs() {
             res.headers_mut()
                 .insert(http::header::RETRY_AFTER, retry_after_secs.into());
         }
