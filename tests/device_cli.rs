@@ -1371,3 +1371,20 @@ fn the_cli_shows_what_it_signs_and_refuses_a_digest_that_is_not_the_requests() {
     assert_ne!(got["state"], "signed", "{got}");
     assert!(got.get("signature").is_none(), "{got}");
 }
+
+/// Key generation costs the gateway CPU as soon as it starts: past the quota of generations a
+/// device started in the last hour (aborted ones count too), the ceremony ends before any
+/// protocol message with `keygen_quota`, and no wallet is made.
+#[test]
+fn key_generations_past_the_devices_hourly_quota_are_refused() {
+    let (p, mut passkey) = onboard(&[("PARAPET_KEYGENS_PER_DEVICE_PER_HOUR", "1")]);
+    let created = p.create_first_wallet(&mut passkey);
+    let address = created["address"].as_str().unwrap().to_owned();
+
+    let again = p.wallet(&["create", "--json"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("keygen_quota"), "{stderr}");
+    let listed = ok_json(&p.wallet(&["list", "--json"]));
+    assert_eq!(listed["wallets"], json!([address]));
+}

@@ -49,6 +49,10 @@ struct FileConfig {
     wallet_rate: Option<String>,
     app_rate: Option<String>,
     user_rate: Option<String>,
+    registration_ip_rate: Option<String>,
+    registrations_per_day: Option<u64>,
+    keygens_per_device_per_hour: Option<u64>,
+    keygens_per_person_per_hour: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     webauthn_rp_id: Option<String>,
     webauthn_origins: Option<Vec<String>>,
@@ -173,6 +177,9 @@ pub struct Config {
     /// [`Config::check_exposed_defaults`]).
     pub chosen: Chosen,
     pub limits: LimitSettings,
+    /// Quotas on costly work: page registrations per client IP and per day, key generations
+    /// per device and per person (see [`crate::quotas`]).
+    pub quotas: crate::quotas::QuotaSettings,
     /// Peers whose `X-Forwarded-For` is believed: the client IP is then the right-most address
     /// in it that is not itself a trusted proxy.
     pub trusted_proxies: Vec<IpAddr>,
@@ -218,6 +225,7 @@ impl std::fmt::Debug for Config {
             .field("static_token", &self.static_token)
             .field("chosen", &self.chosen)
             .field("limits", &self.limits)
+            .field("quotas", &self.quotas)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("webauthn", &self.webauthn)
             .field("custody", &self.custody)
@@ -484,6 +492,43 @@ impl Config {
             app_default: rate("PARAPET_APP_RATE", file.app_rate, DEFAULT_APP_RATE)?,
             user: rate("PARAPET_USER_RATE", file.user_rate, DEFAULT_USER_RATE)?,
         };
+        // A quota of 0 would refuse every registration or key generation: more likely a typo
+        // than a wish, so it is refused at start.
+        let quota = |name: &str, from_file: Option<u64>, default: u32| -> Result<u32> {
+            let n = number(name, from_file, u64::from(default))?;
+            match u32::try_from(n) {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(Error::Config(format!(
+                    "{name}: {n} is not a quota (1 to {})",
+                    u32::MAX
+                ))),
+            }
+        };
+        let quotas = {
+            use crate::quotas as q;
+            q::QuotaSettings {
+                registration_ip: rate(
+                    "PARAPET_REGISTRATION_IP_RATE",
+                    file.registration_ip_rate,
+                    q::DEFAULT_REGISTRATION_IP_RATE,
+                )?,
+                registrations_per_day: quota(
+                    "PARAPET_REGISTRATIONS_PER_DAY",
+                    file.registrations_per_day,
+                    q::DEFAULT_REGISTRATIONS_PER_DAY,
+                )?,
+                keygens_per_device: quota(
+                    "PARAPET_KEYGENS_PER_DEVICE_PER_HOUR",
+                    file.keygens_per_device_per_hour,
+                    q::DEFAULT_KEYGENS_PER_DEVICE,
+                )?,
+                keygens_per_person: quota(
+                    "PARAPET_KEYGENS_PER_PERSON_PER_HOUR",
+                    file.keygens_per_person_per_hour,
+                    q::DEFAULT_KEYGENS_PER_PERSON,
+                )?,
+            }
+        };
         let proxies = match get("PARAPET_TRUSTED_PROXIES") {
             Some(v) => v
                 .split(',')
@@ -593,6 +638,7 @@ impl Config {
             static_token,
             chosen,
             limits,
+            quotas,
             trusted_proxies,
             webauthn,
             custody,
@@ -877,6 +923,38 @@ mod tests {
         ] {
             let c = Config::resolve(FileConfig::default(), &behind).unwrap();
             assert!(c.check_exposed_defaults().is_err());
+        }
+    }
+
+    #[test]
+    fn quotas_have_defaults_and_come_from_file_and_env() {
+        let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
+        assert_eq!(c.quotas, crate::quotas::QuotaSettings::default());
+        assert_eq!(c.quotas.registration_ip.to_string(), "5/h");
+        assert_eq!(c.quotas.registrations_per_day, 1000);
+        assert_eq!(
+            (c.quotas.keygens_per_device, c.quotas.keygens_per_person),
+            (10, 20)
+        );
+        let file: FileConfig = toml::from_str(
+            "registration_ip_rate = \"2/h\"\nregistrations_per_day = 50\nkeygens_per_device_per_hour = 3\nkeygens_per_person_per_hour = 7",
+        )
+        .unwrap();
+        let c =
+            Config::resolve(file, &env(&[("PARAPET_KEYGENS_PER_DEVICE_PER_HOUR", "4")])).unwrap();
+        assert_eq!(c.quotas.registration_ip.to_string(), "2/h");
+        assert_eq!(c.quotas.registrations_per_day, 50);
+        // The environment wins.
+        assert_eq!(
+            (c.quotas.keygens_per_device, c.quotas.keygens_per_person),
+            (4, 7)
+        );
+        for bad in [
+            ("PARAPET_REGISTRATION_IP_RATE", "often"),
+            ("PARAPET_REGISTRATIONS_PER_DAY", "-1"),
+            ("PARAPET_KEYGENS_PER_PERSON_PER_HOUR", "0"),
+        ] {
+            assert!(Config::resolve(FileConfig::default(), &env(&[bad])).is_err());
         }
     }
 

@@ -68,6 +68,11 @@ pub enum Error {
         limiter: &'static str,
         retry_after_secs: u64,
     },
+    /// A quota on costly work refused it: new accounts from the page (per client IP, and per
+    /// day for the whole gateway) or key generations (per device, per person). `Retry-After`
+    /// says when the oldest counted use leaves the window.
+    #[error("{}; retry after {retry_after_secs} s", .quota.describe())]
+    QuotaExceeded { quota: Quota, retry_after_secs: u64 },
     #[error("request body too large")]
     BodyTooLarge,
     #[error("unsupported media type: send application/json")]
@@ -216,6 +221,7 @@ impl Error {
             Error::ConsentRequired => "consent_required",
             Error::IdentityInUse => "identity_in_use",
             Error::RateLimited { .. } => "rate_limited",
+            Error::QuotaExceeded { quota, .. } => quota.code(),
             Error::BodyTooLarge => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::PolicySetInvalid(_) => "policy_set_invalid",
@@ -293,7 +299,9 @@ impl Error {
             | Error::RecoveryRefused => StatusCode::FORBIDDEN,
             Error::CeremonyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::NotFound => StatusCode::NOT_FOUND,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::QuotaExceeded { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -319,6 +327,58 @@ impl Error {
             // Never PKCS#11 codes in a body (DESIGN §10).
             Error::HsmUnavailable(_) => "HSM unavailable; retry later".to_owned(),
             other => other.to_string(),
+        }
+    }
+}
+
+/// Which quota an [`Error::QuotaExceeded`] ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quota {
+    /// New accounts registered on the page from one client IP (IPv6: one /64).
+    RegistrationIp,
+    /// New accounts registered on the page in the last day, gateway-wide.
+    RegistrationDaily,
+    /// Key generations started by one device in the last hour.
+    KeygenDevice,
+    /// Key generations started by all of one person's devices in the last hour.
+    KeygenPerson,
+}
+
+impl Quota {
+    /// The stable code of the error (one per kind of work, so that a client can tell a person
+    /// what to do; the message says which quota).
+    pub fn code(self) -> &'static str {
+        match self {
+            Quota::RegistrationIp | Quota::RegistrationDaily => "registration_limited",
+            Quota::KeygenDevice | Quota::KeygenPerson => "keygen_quota",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Quota::RegistrationIp => "too many new accounts from this network",
+            Quota::RegistrationDaily => "the gateway takes no more new accounts today",
+            Quota::KeygenDevice => "this device started too many key generations in the last hour",
+            Quota::KeygenPerson => {
+                "this person's devices started too many key generations in the last hour"
+            }
+        }
+    }
+}
+
+impl Error {
+    /// Seconds for `Retry-After`, for the errors that have one.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::RateLimited {
+                retry_after_secs, ..
+            }
+            | Error::QuotaExceeded {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
+            // Slots come free in milliseconds.
+            Error::Busy(_) => Some(1),
+            _ => None,
         }
     }
 }

@@ -39,7 +39,7 @@ impl Rate {
         }
     }
 
-    fn quota(&self) -> Quota {
+    pub(crate) fn quota(&self) -> Quota {
         let replenish = self.per / self.count.get();
         Quota::with_period(replenish.max(Duration::from_nanos(1)))
             .unwrap_or_else(|| Quota::per_second(self.count))

@@ -22,6 +22,10 @@ use crate::tls::{self, PlainHttp, Tls};
 /// in the last few seconds, whatever the number of distinct clients.
 const LIMITER_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How often addresses whose registration quota has refilled are forgotten (it refills over an
+/// hour by default, so there is nothing to gain from sweeping often).
+const QUOTA_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Builds the shared state from configuration: loads and validates the policy set, makes sure a
 /// static token exists, opens custody (refusing an HSM with a wrong PIN, a missing key or a key
 /// that could leave it) and the personal data key, opens the audit store (refusing a SQLite
@@ -89,6 +93,13 @@ pub async fn build_state_with_clock(
     ));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
+    let quotas = Arc::new(crate::quotas::Quotas::new(config.quotas));
+    quotas.spawn_sweeper(QUOTA_SWEEP_EVERY);
+    crate::expiry::spawn(
+        audit.store().clone(),
+        clock.clone(),
+        crate::expiry::SWEEP_EVERY,
+    );
     let passkeys =
         crate::passkeys::Passkeys::new(&config.webauthn, audit.store().clone(), audit.clone())?;
     let audit_store = &audit.store().clone();
@@ -109,6 +120,7 @@ pub async fn build_state_with_clock(
         identity,
         users,
         limits,
+        quotas,
         trusted_proxies: config.trusted_proxies.clone(),
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout,

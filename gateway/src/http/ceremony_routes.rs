@@ -194,6 +194,15 @@ pub async fn keygen(
             Ok(_) => return channel.fail(&Error::PasskeyRequired).await,
             Err(e) => return channel.fail(&e).await,
         }
+        // Counted from the ceremonies recorded before their first message, so an aborted
+        // generation (whose cost is spent at its start) counts like a finished one.
+        if let Err(e) = state
+            .quotas
+            .check_keygen(state.audit.store(), &device, state.clock.now())
+            .await
+        {
+            return channel.fail(&e).await;
+        }
         let clock = state.clock.clone();
         let result = cosign::keygen::run(
             &cosigner(&state),

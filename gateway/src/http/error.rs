@@ -86,20 +86,9 @@ impl IntoResponse for ApiError {
             request_id: &self.request_id,
         };
         let mut res = (status, Json(body)).into_response();
-        match self.error {
-            Error::RateLimited {
-                retry_after_secs, ..
-            } => {
-                res.headers_mut()
-                    .insert(http::header::RETRY_AFTER, retry_after_secs.into());
-            }
-            Error::Busy(_) => {
-                res.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("1"),
-                );
-            }
-            _ => {}
+        if let Some(retry_after_secs) = self.error.retry_after_secs() {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, retry_after_secs.into());
         }
         res
     }

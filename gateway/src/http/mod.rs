@@ -66,6 +66,8 @@ pub struct AppState {
     pub users: Arc<crate::users::Users>,
     /// IP, app and wallet rate limits.
     pub limits: Arc<Limits>,
+    /// Page registrations per client IP and per day, key generations per device and person.
+    pub quotas: Arc<crate::quotas::Quotas>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     pub body_limit_bytes: usize,

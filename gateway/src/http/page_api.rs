@@ -128,6 +128,7 @@ pub struct RegisterStart {}
 pub async fn register_start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Answer {
@@ -151,12 +152,40 @@ pub async fn register_start(
             }
             s.facts.user
         }
-        None => Uuid::new_v4(),
+        None => {
+            new_person_may_register(&state, ip.map(|Extension(ip)| ip))
+                .await
+                .map_err(fail)?;
+            Uuid::new_v4()
+        }
     };
     let body = start_registration(&state, user, false)
         .await
         .map_err(fail)?;
     Ok(ok(&request_id, body))
+}
+
+/// Whether a person who is not logged in may start registering a new account: their client
+/// IP's quota of starts (spent here: a start is what leaves a ceremony row behind) and the
+/// gateway's daily cap of new accounts (only read: completions count against it). Refusals are
+/// counted per client IP in the audit log's flood aggregate.
+async fn new_person_may_register(state: &AppState, ip: Option<ClientIp>) -> Result<()> {
+    let now = state.clock.now();
+    let ip = ip.unwrap_or(ClientIp(None));
+    let checked = match state.quotas.start_registration(ip.0) {
+        Ok(()) => {
+            state
+                .quotas
+                .check_registrations_today(state.audit.store(), now)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &checked {
+        tracing::info!(client = %ip.key(), code = e.code(), "page registration refused by its quota");
+        state.audit.note_flood(&ip.key(), e.code(), now);
+    }
+    checked
 }
 
 /// Starts a passkey registration for `user` (`approved`: right after a step-up for it) and
@@ -227,6 +256,13 @@ pub async fn register_finish(
             {
                 return Err(fail(Error::PasskeyCeremonyUnknown));
             }
+            // The daily cap again, before anything is stored: other registrations may have
+            // completed since this one started.
+            state
+                .quotas
+                .check_registrations_today(state.audit.store(), now)
+                .await
+                .map_err(fail)?;
             user
         }
     };

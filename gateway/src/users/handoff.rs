@@ -146,13 +146,3 @@ pub async fn peek_code(
     }
     Uuid::parse_str(&user).map_err(|_| Error::LoginFailed)
 }
-
-/// Deletes codes past their lifetime (they are useless already; this only keeps the table
-/// small).
-pub async fn sweep_codes(store: &Store, now: OffsetDateTime) -> Result<u64> {
-    Ok(with_pool!(store, pool => {
-        sqlx::query("DELETE FROM login_codes WHERE expires_at < $1")
-            .bind(format_time(now)).execute(pool).await
-            .map_err(db("sweeping login codes"))?.rows_affected()
-    }))
-}

@@ -230,12 +230,14 @@ pub async fn disable_user(
     get_user(store, id, now).await
 }
 
-/// Creates the user `id` with no identity yet (a first passkey registration). Already there:
-/// nothing happens. Returns whether it was created and whether it is disabled.
+/// Creates the user `id` with no identity yet: a person who registered themselves on the page
+/// with a passkey, marked `self_registered` (what the daily registration cap counts, see
+/// [`crate::quotas`]). Already there: nothing happens. Returns whether it was created and
+/// whether it is disabled.
 pub async fn ensure_user(store: &Store, id: Uuid, now: OffsetDateTime) -> Result<(bool, bool)> {
     let created = with_pool!(store, pool => {
-        sqlx::query("INSERT INTO users (id, created_at, disabled) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING")
-            .bind(id.to_string()).bind(format_time(now)).bind(false)
+        sqlx::query("INSERT INTO users (id, created_at, disabled, self_registered) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING")
+            .bind(id.to_string()).bind(format_time(now)).bind(false).bind(true)
             .execute(pool).await.map_err(db("creating a user"))?.rows_affected() == 1
     });
     let disabled = user_disabled(store, id).await?.unwrap_or(false);
