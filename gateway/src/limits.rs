@@ -280,16 +280,7 @@ impl Limits {
 
     /// Sweeps every `every` for as long as the limits are alive.
     pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(limits) = weak.upgrade() else { break };
-                limits.sweep();
-            }
-        });
+        every_while_alive(self, every, Limits::sweep);
     }
 }
 
@@ -297,6 +288,21 @@ impl Limits {
 /// that prove who they are about): a key with `max` failures in its window is refused until the
 /// window ends. Successes cost nothing.
 ///
+/// Runs `work` on `target` every `every` while anything else holds `target`: the task holds it
+/// only weakly, so a table that is dropped stops being swept instead of being kept alive.
+pub fn every_while_alive<T: Send + Sync + 'static>(target: &Arc<T>, every: Duration, work: fn(&T)) {
+    let weak = Arc::downgrade(target);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(target) = weak.upgrade() else { break };
+            work(&target);
+        }
+    });
+}
+
 /// Bounded at [`FailureWindow::MAX_KEYS`] keys, and never emptied to make room: an attacker who
 /// can fail under many keys could otherwise wipe everyone's count, their own included. Room is
 /// made by dropping expired windows first, then the keys with the fewest failures (oldest first

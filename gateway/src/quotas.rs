@@ -201,16 +201,7 @@ impl Quotas {
 
     /// Sweeps every `every` for as long as the quotas are alive.
     pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(quotas) = weak.upgrade() else { break };
-                quotas.sweep();
-            }
-        });
+        crate::limits::every_while_alive(self, every, Quotas::sweep);
     }
 }
 

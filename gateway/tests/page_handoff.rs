@@ -1113,3 +1113,28 @@ async fn a_device_pairs_with_a_one_time_code_and_is_listed_and_revocable() {
         "a device token reached the audit log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_starts_from_one_address_are_bounded() {
+    let data = tempfile::tempdir().unwrap();
+    let (s, _clock) = gateway(data.path()).await;
+    let mut b = Browser::new(&s);
+    let user = b.register(&mut device()).await.body["user"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.call("POST", "/ui/api/logout", Some(json!({}))).await;
+    // Anyone may start a login for a known user id; each start leaves a ceremony row until it
+    // expires, so one address gets a bounded number of them.
+    for _ in 0..parapet_gateway::users::LOGIN_STARTS_PER_IP {
+        let start = b
+            .call("POST", "/ui/api/login/start", Some(json!({"user": user})))
+            .await;
+        assert_eq!(start.status, StatusCode::OK, "{}", start.text);
+    }
+    let over = b
+        .call("POST", "/ui/api/login/start", Some(json!({"user": user})))
+        .await;
+    assert_eq!(over.status, StatusCode::TOO_MANY_REQUESTS, "{}", over.text);
+    assert_eq!(over.body["code"], "rate_limited");
+}

@@ -356,6 +356,7 @@ pub async fn login_start(
     // anyone who knows it lock that person out. Nothing here can be guessed either: the login
     // is only as good as the passkey assertion that finishes it.
     state.users.check_login(&ip, None, now).map_err(fail)?;
+    state.users.charge_login_start(&ip, now).map_err(fail)?;
     // An unknown user and a user without live passkeys get the answer a wrong credential gets.
     let Ok(user) = Uuid::parse_str(req.user.trim()) else {
         return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));

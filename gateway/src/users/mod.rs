@@ -39,6 +39,12 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// people gets this many a day's fraction.
 pub const LOOKUPS_PER_IP: u32 = 20;
 pub const LOOKUP_WINDOW: Duration = Duration::from_secs(3600);
+/// Passkey login starts on the page per client IP per [`LOGIN_START_WINDOW`], finished or not:
+/// each leaves a ceremony row until it expires, so this bounds the rows one address can keep
+/// (a user id is no secret, so anyone can start a login for anyone). An office behind one
+/// address logs in far less often.
+pub const LOGIN_STARTS_PER_IP: u32 = 60;
+pub const LOGIN_START_WINDOW: Duration = Duration::from_secs(600);
 
 /// Users, sessions and OIDC logins of one process.
 #[derive(Debug)]
@@ -49,6 +55,7 @@ pub struct Users {
     user_failures: FailureWindow,
     ip_failures: FailureWindow,
     lookups: FailureWindow,
+    login_starts: FailureWindow,
 }
 
 /// What a successful login or link reports.
@@ -91,6 +98,7 @@ impl Users {
             user_failures: FailureWindow::new(USER_FAILURES, FAILURE_WINDOW),
             ip_failures: FailureWindow::new(IP_FAILURES, FAILURE_WINDOW),
             lookups: FailureWindow::new(LOOKUPS_PER_IP, LOOKUP_WINDOW),
+            login_starts: FailureWindow::new(LOGIN_STARTS_PER_IP, LOGIN_START_WINDOW),
         }
     }
 
@@ -309,6 +317,13 @@ impl Users {
     /// Counts one recovery lookup from `ip`, found or not ([`LOOKUPS_PER_IP`]).
     pub fn charge_lookup(&self, ip: &str, now: OffsetDateTime) -> Result<()> {
         self.lookups
+            .take(ip, now)
+            .map_err(crate::limits::Refusal::into_error)
+    }
+
+    /// Counts one page login start from `ip` ([`LOGIN_STARTS_PER_IP`]).
+    pub fn charge_login_start(&self, ip: &str, now: OffsetDateTime) -> Result<()> {
+        self.login_starts
             .take(ip, now)
             .map_err(crate::limits::Refusal::into_error)
     }
