@@ -141,11 +141,17 @@ pub fn open_share(
     KeyShare::from_bytes(&plain)
 }
 
-/// Parses `0x` + 40 hex digits.
-pub fn parse_address(text: &str) -> Result<[u8; 20]> {
+/// A kit's address exactly as kits are written: `0x` and 40 lower-case hex digits. Kits are
+/// made by devices and the gateway only, so any other spelling is a damaged or edited file (the
+/// envelopes are bound to the address too, so a changed one would not open either).
+fn parse_address(text: &str) -> Result<[u8; 20]> {
+    let bad = || Error::Recovery(format!("{text:?} is not a wallet address as kits write it"));
+    let digits = text
+        .strip_prefix("0x")
+        .filter(|d| d.len() == 40 && !d.bytes().any(|b| b.is_ascii_uppercase()))
+        .ok_or_else(bad)?;
     let mut out = [0u8; 20];
-    hex::decode_to_slice(text.strip_prefix("0x").unwrap_or(text), &mut out)
-        .map_err(|_| Error::Recovery(format!("{text:?} is not a wallet address")))?;
+    hex::decode_to_slice(digits, &mut out).map_err(|_| bad())?;
     Ok(out)
 }
 
@@ -201,6 +207,15 @@ mod tests {
             *device.address()
         );
 
+        // An address spelled any other way than kits write it is refused before any opening.
+        for spelling in [
+            kit.address.to_uppercase().replacen("0X", "0x", 1),
+            kit.address.trim_start_matches("0x").to_owned(),
+        ] {
+            let mut edited = kit.clone();
+            edited.address = spelling;
+            assert!(matches!(edited.open(&keys), Err(Error::Recovery(_))));
+        }
         // Another user's secret opens nothing; the shares swapped between envelopes do not open.
         let stranger = RecoverySecret::generate().derive("user-1").unwrap();
         assert!(matches!(kit.open(&stranger), Err(Error::BackupUnreadable)));
