@@ -28,6 +28,7 @@ use alloy::primitives::{Address, B256};
 
 pub use registry::{Registry, Standard, TokenInfo};
 pub use stateless::Fork;
+#[cfg(any(test, feature = "testing"))]
 pub use typed_data::costliest_admitted as costliest_typed_data;
 
 use crate::error::{Error, Result};

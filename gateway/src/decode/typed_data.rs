@@ -195,6 +195,7 @@ impl<'r> Hasher<'r> {
 /// The costliest shapes of typed data these limits admit, each named, for benchmarks and
 /// tests: hashing costs a keccak per struct, array, string and `bytes` value plus one per 136
 /// bytes hashed, so each shape maximises one of those within the value budget.
+#[cfg(any(test, feature = "testing"))]
 #[must_use]
 pub fn costliest_admitted() -> Vec<(&'static str, Value)> {
     let shape = |types: Value, message: Value| serde_json::json!({"types": types, "primaryType": "Root", "domain": {}, "message": message});
@@ -230,6 +231,7 @@ pub fn costliest_admitted() -> Vec<(&'static str, Value)> {
 /// A struct whose `encodeType` is as long as the declarations may be (a chain of wide structs
 /// reached through an empty array, so each instance costs three values), repeated as often as
 /// the value budget allows: before type hashes were cached, each instance re-encoded the chain.
+#[cfg(any(test, feature = "testing"))]
 fn wide_type_graph() -> Value {
     let mut types = Map::new();
     types.insert(DOMAIN.to_owned(), Value::Array(Vec::new()));

@@ -20,6 +20,7 @@ mod load;
 mod names;
 mod scopes;
 mod slice;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod version;
 
