@@ -1,5 +1,5 @@
-//! `parapet device link | add | sync`: backup devices (DESIGN §9). `link` runs on the new
-//! device: it makes its own key, asks the gateway, shows the short code and waits for the
+//! `parapet device link | add | sync`: backup devices (docs/architecture.md §9). `link` runs on the
+//! new device: it makes its own key, asks the gateway, shows the short code and waits for the
 //! sealed wallets. `add` runs on a device that holds them: it derives the code from the key the
 //! gateway relays and seals only when it equals the code the user read off the new device.
 //! `sync` sends refreshed shares to the devices this one added before, to the keys confirmed

@@ -1,7 +1,7 @@
-//! `parapet recovery …`: the user's recovery secret on this device (DESIGN §9). `setup` makes
-//! one the first time (shown once, to be written down) or takes the existing one on another
-//! device, hands the gateway the backups of this device's wallets and keeps their kits; `check`
-//! tells whether a secret is the user's and whether every kit on this device is current and
+//! `parapet recovery …`: the user's recovery secret on this device (docs/architecture.md §9).
+//! `setup` makes one the first time (shown once, to be written down) or takes the existing one on
+//! another device, hands the gateway the backups of this device's wallets and keeps their kits;
+//! `check` tells whether a secret is the user's and whether every kit on this device is current and
 //! opens, without opening a recovery.
 
 use std::path::Path;

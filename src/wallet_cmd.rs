@@ -4,9 +4,9 @@
 //! already created (`--request`). Either way the device decodes the request itself, shows what
 //! it is, asks before it signs, and signs only the digest it computed (see [`checked`]); `list`
 //! shows the wallets in the file. Every key generation
-//! and refresh also leaves the wallet's backup kit in the file (DESIGN §9): `kit` writes it out,
-//! `sign --offline --backup-kit` signs with it and no gateway, and `export-key` rebuilds the
-//! private key from it for a user who leaves.
+//! and refresh also leaves the wallet's backup kit in the file (docs/architecture.md §9): `kit`
+//! writes it out, `sign --offline --backup-kit` signs with it and no gateway, and `export-key`
+//! rebuilds the private key from it for a user who leaves.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,5 +1,5 @@
-//! Backup devices (DESIGN §9): a user's wallet shares on more than one device. A new device
-//! asks for a transfer with its own X25519 public key; the user approves it with a passkey
+//! Backup devices (docs/architecture.md §9): a user's wallet shares on more than one device. A new
+//! device asks for a transfer with its own X25519 public key; the user approves it with a passkey
 //! step-up; an existing device that holds the wallets derives the short code from the key this
 //! module relays, and — only when the user confirms it matches the new device's — seals the
 //! shares to it. The gateway stores and relays the sealed bundle and records which device holds

@@ -1,6 +1,6 @@
-//! Configuration (DESIGN §10): `parapet.toml`, then `PARAPET_*` environment variables, and every
-//! secret also as `…_FILE` so it can come from a mounted secret instead of the environment.
-//! With nothing configured, the embedded defaults run a single development gateway.
+//! Configuration (docs/architecture.md §10): `parapet.toml`, then `PARAPET_*` environment
+//! variables, and every secret also as `…_FILE` so it can come from a mounted secret instead of the
+//! environment. With nothing configured, the embedded defaults run a single development gateway.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -150,10 +150,10 @@ pub struct Config {
     /// …or this often, whichever comes first.
     pub audit_checkpoint_interval: Duration,
     /// How long an authorized signing request waits for its ceremony before it expires and
-    /// its velocity reservation is released (DESIGN §6).
+    /// its velocity reservation is released (docs/architecture.md §6).
     pub signing_request_ttl: Duration,
-    /// How long an opened recovery waits before it can be completed (DESIGN §9), during which
-    /// the user can cancel it with a passkey. Default 48 h.
+    /// How long an opened recovery waits before it can be completed (docs/architecture.md §9),
+    /// during which the user can cancel it with a passkey. Default 48 h.
     pub recovery_delay: Duration,
     /// How security webhooks are retried: the first wait (`webhook_retry_base_ms`, default
     /// 5 s, doubling) and the attempts before a delivery is failed (`webhook_max_attempts`, 12).

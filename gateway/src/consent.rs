@@ -1,4 +1,4 @@
-//! Users' consent to apps' scopes (DESIGN §3).
+//! Users' consent to apps' scopes (docs/architecture.md §3).
 //!
 //! A user approves, per app, the required scopes offered to it and any optional ones. The
 //! approval is stored against the app's consent hash ([`LoadedPolicies::consent_hash`]): when

@@ -1,5 +1,5 @@
-//! Key custody as configured (DESIGN §8, docs/adr/0002): the development keystore or an HSM,
-//! opened once at start. `serve` refuses to start when the HSM is not in a state it may use
+//! Key custody as configured (docs/architecture.md §8, docs/adr/0002): the development keystore or
+//! an HSM, opened once at start. `serve` refuses to start when the HSM is not in a state it may use
 //! (wrong PIN, missing key, a key that could leave the HSM), so every refusal here says what is
 //! wrong and what to do about it. The signer crate does the PKCS#11 work; this module maps its
 //! errors into the gateway's and adapts the HSM's audit key to [`CheckpointSigner`].

@@ -1,8 +1,8 @@
-//! Paired devices (DESIGN §2): the `parapet wallet …` client that holds a user's key shares. A
-//! logged-in user makes a one-time pairing code on the page; the device trades it for a device
-//! token (`pd_` + 256 random bits, stored hashed) that it keeps in its encrypted file and sends as
-//! `Authorization: Device <token>` — in a header or a first WebSocket message, never in a URL.
-//! Pairing and revocation are audited before they take effect.
+//! Paired devices (docs/architecture.md §2): the `parapet wallet …` client that holds a user's key
+//! shares. A logged-in user makes a one-time pairing code on the page; the device trades it for a
+//! device token (`pd_` + 256 random bits, stored hashed) that it keeps in its encrypted file and
+//! sends as `Authorization: Device <token>` — in a header or a first WebSocket message, never in a
+//! URL. Pairing and revocation are audited before they take effect.
 
 use std::time::Duration;
 

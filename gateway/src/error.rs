@@ -141,7 +141,7 @@ pub enum Error {
     #[error("ceremony timed out")]
     CeremonyTimeout,
     /// The user has no recovery secret yet: wallets are created only once one exists, so that
-    /// every share has a backup and a kit from the start (DESIGN §9).
+    /// every share has a backup and a kit from the start (docs/architecture.md §9).
     #[error("set up a recovery secret first (parapet recovery setup)")]
     RecoverySetupRequired,
     /// The recovery secret (its auth key) does not match the user's; counted against the user
@@ -324,7 +324,7 @@ impl Error {
             Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
                 "internal error; see the gateway log".to_owned()
             }
-            // Never PKCS#11 codes in a body (DESIGN §10).
+            // Never PKCS#11 codes in a body (docs/architecture.md §10).
             Error::HsmUnavailable(_) => "HSM unavailable; retry later".to_owned(),
             other => other.to_string(),
         }

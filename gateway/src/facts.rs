@@ -1,6 +1,6 @@
 //! The typed facts a decoded request yields: the one Cedar action, the context attributes of
-//! DESIGN §4 and the signing digest. Every later stage (Cedar, step-up, MPC, audit) reads the
-//! digest from here so that all of them talk about the same bytes.
+//! docs/architecture.md §4 and the signing digest. Every later stage (Cedar, step-up, MPC, audit)
+//! reads the digest from here so that all of them talk about the same bytes.
 
 use alloy::primitives::{Address, B256, U256};
 use serde::Serialize;
@@ -59,9 +59,9 @@ impl Action {
     }
 }
 
-/// An amount as policies see it (DESIGN §4): nano-units of the asset, rounded up and clamped to
-/// 2^62 so that Cedar's 64-bit `Long` arithmetic can never overflow on it, plus the exact base
-/// units as a decimal string for auditors.
+/// An amount as policies see it (docs/architecture.md §4): nano-units of the asset, rounded up and
+/// clamped to 2^62 so that Cedar's 64-bit `Long` arithmetic can never overflow on it, plus the
+/// exact base units as a decimal string for auditors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Amount {
     pub scaled: i64,

@@ -1,5 +1,5 @@
-//! Who is calling: apps and their API keys (DESIGN §2), kept in the same store as the audit log
-//! so that one database holds everything a replica needs.
+//! Who is calling: apps and their API keys (docs/architecture.md §2), kept in the same store as the
+//! audit log so that one database holds everything a replica needs.
 //!
 //! A key is `pk_` + 256 random bits in hex and is shown once, at creation; the store keeps only
 //! its SHA-256, looked up by that hash and compared again in constant time. Lookups go through
@@ -26,7 +26,8 @@ use crate::records::{AppLimits, AppRecord};
 pub const GRANTS: &[&str] = &["sign", "audit:read", "admin"];
 
 /// How long a cached lookup (hit or miss) is trusted: the cross-process revocation delay. Under
-/// a second so that the delay, lookup included, stays within the one second DESIGN §11 allows.
+/// a second so that the delay, lookup included, stays within the one second
+/// docs/architecture.md §11 allows.
 pub const CACHE_TTL: Duration = Duration::from_millis(900);
 
 /// Most cached lookups of each kind; past it stale entries are dropped and, if that is not

@@ -1,6 +1,6 @@
-//! Velocity facts (DESIGN §4): what a wallet has signed or reserved over rolling windows. The
-//! signing issue backs this with reservations in the database; until then the in-memory ledger
-//! holds only what tests seed into it.
+//! Velocity facts (docs/architecture.md §4): what a wallet has signed or reserved over rolling
+//! windows. The signing issue backs this with reservations in the database; until then the
+//! in-memory ledger holds only what tests seed into it.
 
 use alloy::primitives::{Address, U256};
 use parking_lot::RwLock;

@@ -1,6 +1,6 @@
-//! Rate limits (DESIGN §1): a per-client-IP limiter that runs before any key lookup, then keyed
-//! limiters per app (each app's own `--rate`) and per wallet that run before decoding and Cedar,
-//! so a refused request costs a hash-map probe and nothing else.
+//! Rate limits (docs/architecture.md §1): a per-client-IP limiter that runs before any key lookup,
+//! then keyed limiters per app (each app's own `--rate`) and per wallet that run before decoding
+//! and Cedar, so a refused request costs a hash-map probe and nothing else.
 //!
 //! Keyed state is swept: a key whose bucket has refilled is indistinguishable from a fresh one
 //! and is dropped, so memory follows the number of keys seen in the last refill period, not

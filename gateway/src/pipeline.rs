@@ -35,7 +35,7 @@ pub struct Outcome {
     pub entities: serde_json::Value,
     #[serde(skip)]
     pub timings: StageTimings,
-    /// A deny that only `@step_up` forbids caused, without errors (DESIGN §6).
+    /// A deny that only `@step_up` forbids caused, without errors (docs/architecture.md §6).
     #[serde(skip)]
     pub step_up_may_help: bool,
 }
@@ -99,7 +99,7 @@ pub fn evaluate_for(
 }
 
 /// [`evaluate_for`] with `context.step_up` set as given: true only when a step-up assertion is
-/// bound to this very request (DESIGN §6).
+/// bound to this very request (docs/architecture.md §6).
 #[allow(
     clippy::too_many_arguments,
     reason = "the stages' inputs, each distinct"

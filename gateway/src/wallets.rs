@@ -1,7 +1,7 @@
-//! Wallet records (DESIGN §2): address, owner, the device that holds the other share, the
-//! current epoch, admin labels and groups, frozen, and `refresh_required`. The gateway's share of
-//! each epoch is stored sealed by custody (AAD = address and epoch) next to the record. Creating a
-//! wallet and every admin change are audited before they are made.
+//! Wallet records (docs/architecture.md §2): address, owner, the device that holds the other share,
+//! the current epoch, admin labels and groups, frozen, and `refresh_required`. The gateway's share
+//! of each epoch is stored sealed by custody (AAD = address and epoch) next to the record. Creating
+//! a wallet and every admin change are audited before they are made.
 
 use time::OffsetDateTime;
 use uuid::Uuid;

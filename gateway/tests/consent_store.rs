@@ -1,6 +1,6 @@
-//! The consent store (DESIGN §3) on SQLite and, when configured, PostgreSQL: approvals bound to
-//! the app's consent hash, asked again when it changes, revocable, and audited before each
-//! change.
+//! The consent store (docs/architecture.md §3) on SQLite and, when configured, PostgreSQL:
+//! approvals bound to the app's consent hash, asked again when it changes, revocable, and audited
+//! before each change.
 
 #![allow(
     clippy::unwrap_used,

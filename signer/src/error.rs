@@ -119,7 +119,7 @@ pub enum Error {
     )]
     AddressChanged { held: String, got: String },
 
-    // ---- recovery (DESIGN §9) ----
+    // ---- recovery (docs/architecture.md §9) ----
     /// What the user typed is not a recovery secret: wrong length, characters or checksum.
     #[error("that is not a recovery secret (check for a typo: the last characters are a checksum)")]
     RecoverySecretMalformed,

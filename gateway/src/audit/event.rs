@@ -1,5 +1,5 @@
-//! The audit event, format version 1 (DESIGN §7). Callers fill an [`AuditEvent`]; the writer
-//! gives it its `seq` and turns it into the canonical text that the chain hashes.
+//! The audit event, format version 1 (docs/architecture.md §7). Callers fill an [`AuditEvent`]; the
+//! writer gives it its `seq` and turns it into the canonical text that the chain hashes.
 
 use serde::Serialize;
 use serde_json::Value;

@@ -1,7 +1,7 @@
-//! Export formats. NDJSON is the auditor's format (DESIGN §7): one object per line with the
-//! decimal `seq`, hex `prev_hash` and `hash`, and the `canonical` text as a string — enough to
-//! recompute the chain with nothing but SHA-256 — plus convenience fields read from the event.
-//! CSV is for spreadsheets and carries the filter columns and hashes, not the full event.
+//! Export formats. NDJSON is the auditor's format (docs/architecture.md §7): one object per line
+//! with the decimal `seq`, hex `prev_hash` and `hash`, and the `canonical` text as a string —
+//! enough to recompute the chain with nothing but SHA-256 — plus convenience fields read from the
+//! event. CSV is for spreadsheets and carries the filter columns and hashes, not the full event.
 
 use serde::Serialize;
 

@@ -1,5 +1,5 @@
-//! The append-only audit log (DESIGN §7): every decision is committed here before it is
-//! answered. Events are hash-chained (`hash = SHA-256(prev_hash ‖ canonical)`), stored in
+//! The append-only audit log (docs/architecture.md §7): every decision is committed here before it
+//! is answered. Events are hash-chained (`hash = SHA-256(prev_hash ‖ canonical)`), stored in
 //! SQLite or PostgreSQL behind database-enforced append-only triggers, committed by one
 //! group-committing writer per process, checkpointed with a signature outside the database,
 //! and readable back for query, export, verification and replay.

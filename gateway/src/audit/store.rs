@@ -192,7 +192,7 @@ pub struct PolicyVersion {
 }
 
 /// The manifest of a policy set: `[[relative_path, sha256_hex(content)], …]` sorted by path, in
-/// RFC 8785 form (DESIGN §3); its SHA-256 is the policy-set version.
+/// RFC 8785 form (docs/architecture.md §3); its SHA-256 is the policy-set version.
 pub fn policy_manifest(files: &[(String, Vec<u8>)]) -> Result<(String, Vec<(String, String)>)> {
     let mut entries: Vec<(String, String)> = files
         .iter()
@@ -678,7 +678,7 @@ where
 /// A row that must commit together with an audit event.
 #[derive(Debug, Clone)]
 pub enum Attachment {
-    /// A signing request: the decision's reservation (DESIGN §6).
+    /// A signing request: the decision's reservation (docs/architecture.md §6).
     SigningRequest(Box<crate::cosign::signing::SigningRequest>),
     /// A request pending step-up becomes authorized (its reservation from now on): `(id, the
     /// new decision JSON, expires_at, now)`.

@@ -1,8 +1,8 @@
-//! The backup exchange that ends every key generation and refresh (DESIGN §9), before anything is
-//! committed: the device sends its new share sealed to the recovery public key *it* holds; the
-//! gateway refuses a key that is not the user's, then seals its own new share to that key and
-//! sends it back as the device's backup kit. The gateway keeps the device's envelope (it cannot
-//! open it) and commits it with the share it belongs to.
+//! The backup exchange that ends every key generation and refresh (docs/architecture.md §9), before
+//! anything is committed: the device sends its new share sealed to the recovery public key *it*
+//! holds; the gateway refuses a key that is not the user's, then seals its own new share to that
+//! key and sends it back as the device's backup kit. The gateway keeps the device's envelope (it
+//! cannot open it) and commits it with the share it belongs to.
 
 use parapet_signer::mpc::KeyShare;
 use parapet_signer::mpc::wire::Control;

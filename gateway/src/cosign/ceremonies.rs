@@ -1,6 +1,6 @@
-//! The record of every ceremony (DESIGN §6): its execution id is stored under a primary key
-//! before the first protocol message, so an id can never serve two ceremonies; how it ended is
-//! written when it ends.
+//! The record of every ceremony (docs/architecture.md §6): its execution id is stored under a
+//! primary key before the first protocol message, so an id can never serve two ceremonies; how it
+//! ended is written when it ends.
 
 use parapet_signer::mpc::SessionId;
 use time::OffsetDateTime;

@@ -1,4 +1,4 @@
-//! Idempotency keys of signing requests (DESIGN §6): scoped to (app, wallet), claimed
+//! Idempotency keys of signing requests (docs/architecture.md §6): scoped to (app, wallet), claimed
 //! atomically by the table's primary key, bound to the SHA-256 of the body's RFC 8785 form and
 //! kept 24 hours.
 

@@ -1,4 +1,4 @@
-//! Key generation with a paired device (DESIGN §8, §9): both parties run DKLs23's key
+//! Key generation with a paired device (docs/architecture.md §8, §9): both parties run DKLs23's key
 //! generation and exchange backups ([`super::backup`]; the user must have a recovery secret);
 //! the device stores its share and kit first and says so; the gateway seals its own share
 //! with custody (AAD = address, epoch 0) and commits the wallet (audited `wallet.create`), and

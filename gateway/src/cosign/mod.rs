@@ -1,6 +1,6 @@
-//! The gateway's MPC party (DESIGN §6, §8): key generation with a paired device, signing
-//! requests and their ceremonies, and the velocity reservations they hold. Everything here runs
-//! over a [`Channel`] (the ceremony WebSocket in production), so it is testable without HTTP.
+//! The gateway's MPC party (docs/architecture.md §6, §8): key generation with a paired device,
+//! signing requests and their ceremonies, and the velocity reservations they hold. Everything here
+//! runs over a [`Channel`] (the ceremony WebSocket in production), so it is testable without HTTP.
 
 pub mod backup;
 pub mod ceremonies;

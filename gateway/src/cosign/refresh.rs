@@ -1,5 +1,5 @@
-//! Key refresh (DESIGN §6): both shares re-randomised, the address unchanged, in two phases so
-//! that an interruption anywhere leaves a wallet that still signs.
+//! Key refresh (docs/architecture.md §6): both shares re-randomised, the address unchanged, in two
+//! phases so that an interruption anywhere leaves a wallet that still signs.
 //!
 //! The owner approves a refresh with a passkey (an `operations` row, bound to the wallet and its
 //! epoch); their device then runs the ceremony. Phase 1: the gateway seals its new share for

@@ -1,8 +1,8 @@
-//! The gateway's party of one signing ceremony (DESIGN §6). Only the owner's paired device that
-//! holds the wallet's other share may join; the request must be authorized and unexpired, and
-//! the gateway signs that request's digest with that request's epoch and nothing else. The
-//! signature is checked independently, audited (`signature.released`) and recorded before the
-//! gateway's final protocol message leaves; a failure before that releases the reservation and
+//! The gateway's party of one signing ceremony (docs/architecture.md §6). Only the owner's paired
+//! device that holds the wallet's other share may join; the request must be authorized and
+//! unexpired, and the gateway signs that request's digest with that request's epoch and nothing
+//! else. The signature is checked independently, audited (`signature.released`) and recorded before
+//! the gateway's final protocol message leaves; a failure before that releases the reservation and
 //! is audited as `signature.failed`.
 
 use parapet_signer::custody::share_aad;

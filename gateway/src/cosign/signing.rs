@@ -1,6 +1,6 @@
-//! Signing requests (DESIGN §6) as stored. A request moves `authorized → signing → signed |
-//! failed` or `authorized → expired` (or ends `denied`); every move is one conditional UPDATE,
-//! so two ceremonies cannot both take a request, and an expired one is never signed.
+//! Signing requests (docs/architecture.md §6) as stored. A request moves `authorized → signing →
+//! signed | failed` or `authorized → expired` (or ends `denied`); every move is one conditional
+//! UPDATE, so two ceremonies cannot both take a request, and an expired one is never signed.
 //!
 //! A request is also its own velocity reservation: it counts while `authorized` or `signing`
 //! and unexpired, and for good once signed or once the gateway's final protocol message left

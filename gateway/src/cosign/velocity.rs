@@ -1,5 +1,5 @@
 //! The per-wallet lock under which velocity is read, Cedar decides and the reservation is
-//! committed (DESIGN §6), and the ledger that reads reservations from the database.
+//! committed (docs/architecture.md §6), and the ledger that reads reservations from the database.
 //!
 //! Within one process a striped async mutex serialises requests for the same wallet. On
 //! PostgreSQL, where several gateway processes share the database, the holder also takes a

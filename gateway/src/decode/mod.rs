@@ -1,5 +1,5 @@
-//! Decoding: bytes/JSON in, typed [`Facts`] out (DESIGN §4–§5), including the signing digest
-//! that every later stage (Cedar, step-up, MPC, audit) refers to.
+//! Decoding: bytes/JSON in, typed [`Facts`] out (docs/architecture.md §4–§5), including the signing
+//! digest that every later stage (Cedar, step-up, MPC, audit) refers to.
 //!
 //! Two layers:
 //! - the **decoder layer** reads a transaction exactly (canonical encoding only), recovers its

@@ -5,9 +5,9 @@
 //!
 //! Then the app's own rate limit ([`crate::limits`]), before the handler reads the body.
 //!
-//! Refusals here are what a flood produces, so they are audited in aggregate (DESIGN §7): per
-//! client IP for missing or unknown keys, per app for frozen apps, missing grants and rate
-//! limits.
+//! Refusals here are what a flood produces, so they are audited in aggregate
+//! (docs/architecture.md §7): per client IP for missing or unknown keys, per app for frozen apps,
+//! missing grants and rate limits.
 
 use std::sync::Arc;
 

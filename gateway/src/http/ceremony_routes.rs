@@ -1,7 +1,7 @@
-//! The ceremony WebSockets (DESIGN §2, §6): key generation at `/v1/device/keygen` and signing at
-//! `/v1/signing-requests/{id}/ceremony`. The device authenticates with `Authorization: Device
-//! <token>` on the upgrade request or in its first message (never a query string); everything
-//! else is the [`crate::cosign`] stage over [`WsChannel`].
+//! The ceremony WebSockets (docs/architecture.md §2, §6): key generation at `/v1/device/keygen` and
+//! signing at `/v1/signing-requests/{id}/ceremony`. The device authenticates with `Authorization:
+//! Device <token>` on the upgrade request or in its first message (never a query string);
+//! everything else is the [`crate::cosign`] stage over [`WsChannel`].
 
 use std::sync::Arc;
 use std::time::Duration;

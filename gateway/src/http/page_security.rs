@@ -3,7 +3,7 @@
 //! each take a passkey step-up (user verification) bound to what they act on: cancelling a
 //! recovery, approving a new device, downloading a kit, enrolling or removing TOTP, adding or
 //! revoking a passkey, pairing or removing a device. One gate for every change of who can act
-//! for the person (DESIGN §6).
+//! for the person (docs/architecture.md §6).
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! The first-party session of the gateway's page (DESIGN §2): a cookie (HttpOnly,
+//! The first-party session of the gateway's page (docs/architecture.md §2): a cookie (HttpOnly,
 //! SameSite=Strict, Secure outside `http://localhost`) that holds a page session token, bound to
 //! the app the login began for (or to the page itself). Only page sessions are accepted here: an
 //! app's `Parapet-Session` token, even for the same person, never opens the page

@@ -1,5 +1,5 @@
-//! The device's side of the recovery secret (DESIGN §9), with `Authorization: Device <token>`:
-//! whether the user has one, setting it up (or joining it with the same secret) with the
+//! The device's side of the recovery secret (docs/architecture.md §9), with `Authorization: Device
+//! <token>`: whether the user has one, setting it up (or joining it with the same secret) with the
 //! backups of the device's wallets, and checking a secret without opening a recovery. Auth keys
 //! travel only in these bodies and are never logged or audited; wrong ones are counted per user
 //! and per IP like failed logins.
@@ -328,7 +328,7 @@ pub async fn check(
     ))
 }
 
-// ---- the recovery flow (DESIGN §9) ----
+// ---- the recovery flow (docs/architecture.md §9) ----
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

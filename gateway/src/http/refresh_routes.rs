@@ -1,6 +1,6 @@
-//! Key refresh over HTTP (DESIGN §6): the owner asks for it and approves it with a passkey
-//! (`POST /v1/wallets/{address}/refresh`, then `POST /v1/operations/{id}/step-up`), and their
-//! device runs it (`/v1/device/wallets/{address}/refresh`, a WebSocket; see
+//! Key refresh over HTTP (docs/architecture.md §6): the owner asks for it and approves it with a
+//! passkey (`POST /v1/wallets/{address}/refresh`, then `POST /v1/operations/{id}/step-up`), and
+//! their device runs it (`/v1/device/wallets/{address}/refresh`, a WebSocket; see
 //! [`crate::cosign::refresh`]).
 
 use std::sync::Arc;

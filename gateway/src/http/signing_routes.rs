@@ -1,6 +1,6 @@
-//! Signing requests over HTTP (DESIGN §6): `POST /v1/wallets/{address}/sign` (app key, the
-//! owner's session, an `Idempotency-Key`), `GET /v1/signing-requests/{id}` (the creating app or
-//! the owner), `GET /v1/device/signing-requests/{id}` (the owner's device) and the ceremony
+//! Signing requests over HTTP (docs/architecture.md §6): `POST /v1/wallets/{address}/sign` (app
+//! key, the owner's session, an `Idempotency-Key`), `GET /v1/signing-requests/{id}` (the creating
+//! app or the owner), `GET /v1/device/signing-requests/{id}` (the owner's device) and the ceremony
 //! WebSocket. The decision, with its reservation, is committed to the audit log before the
 //! answer; the ceremony signs only what was committed.
 

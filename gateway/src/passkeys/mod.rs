@@ -1,4 +1,5 @@
-//! Passkeys (DESIGN §2): the gateway is the WebAuthn relying party, through `webauthn-rs`.
+//! Passkeys (docs/architecture.md §2): the gateway is the WebAuthn relying party, through
+//! `webauthn-rs`.
 //!
 //! * A ceremony (registration or login) is started for one user; its state lives in the
 //!   database under the SHA-256 of a random 256-bit id that only the caller gets. The first
@@ -206,7 +207,7 @@ pub struct Passkeys {
 }
 
 /// Whether `user` has a live passkey: from then on every security change needs a step-up with
-/// it, and page links no longer open their page (DESIGN §6).
+/// it, and page links no longer open their page (docs/architecture.md §6).
 pub async fn has_live_passkey(store: &Store, user: Uuid) -> Result<bool> {
     store::has_live(store, &user.to_string()).await
 }

@@ -1,6 +1,6 @@
-//! The Cedar context of DESIGN §4, built once as a small typed tree and rendered three ways:
-//! as Cedar values for evaluation, as Cedar JSON for the audit record and replay, and as plain
-//! JSON (`facts`) for callers. One source for all three keeps them from drifting apart.
+//! The Cedar context of docs/architecture.md §4, built once as a small typed tree and rendered
+//! three ways: as Cedar values for evaluation, as Cedar JSON for the audit record and replay, and
+//! as plain JSON (`facts`) for callers. One source for all three keeps them from drifting apart.
 
 use cedar_policy::{Context, RestrictedExpression};
 use serde_json::{Map, Value};
@@ -177,7 +177,7 @@ fn datetime_expr(s: &str) -> RestrictedExpression {
     })
 }
 
-/// Every context attribute, in DESIGN §4 order; the position is its [`presence`] bit.
+/// Every context attribute, in docs/architecture.md §4 order; the position is its [`presence`] bit.
 pub(crate) const ATTRIBUTES: [&str; 18] = [
     "chain_id",
     "tx_type",
@@ -212,7 +212,8 @@ pub(crate) fn presence(fields: &[(&'static str, Val)]) -> u32 {
     fields.iter().fold(0, |m, (k, _)| m | attribute_bit(k))
 }
 
-/// The context attributes in DESIGN §4 order; absent attributes are simply not listed.
+/// The context attributes in docs/architecture.md §4 order; absent attributes are simply not
+/// listed.
 pub(crate) fn build(input: &DecisionInput<'_>) -> Vec<(&'static str, Val)> {
     let d = &input.facts.decoded;
     let mut c: Vec<(&'static str, Val)> = Vec::with_capacity(20);

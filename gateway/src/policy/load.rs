@@ -1,6 +1,6 @@
-//! Loading a policy set (DESIGN §3): read every file, parse each separately so that problems
-//! carry `file:line`, check our annotations, validate strictly against the schema, close the
-//! address lists and compute the version. Any problem refuses the whole set: a partly loaded
+//! Loading a policy set (docs/architecture.md §3): read every file, parse each separately so that
+//! problems carry `file:line`, check our annotations, validate strictly against the schema, close
+//! the address lists and compute the version. Any problem refuses the whole set: a partly loaded
 //! set could drop a `forbid`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -33,7 +33,7 @@ pub struct PolicyMeta {
     pub reason: String,
     /// `@scope` of a permit; `None` means the required scope `basic`. Always `None` on forbids.
     pub scope: Option<String>,
-    /// `@step_up` on a forbid: a step-up assertion may lift it (DESIGN §6).
+    /// `@step_up` on a forbid: a step-up assertion may lift it (docs/architecture.md §6).
     pub step_up: bool,
     /// Path relative to the project root, e.g. `policies/base.cedar`.
     pub file: String,

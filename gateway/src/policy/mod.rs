@@ -1,4 +1,4 @@
-//! Authorization with Cedar (DESIGN §3–§4).
+//! Authorization with Cedar (docs/architecture.md §3–§4).
 //!
 //! A policy set is loaded and strictly validated as a whole ([`LoadedPolicies::load`]), then
 //! shared read-only by every request until a reload swaps it ([`Engine`]). Decisions are deny
@@ -229,8 +229,9 @@ impl LoadedPolicies {
         decide::decide_unsliced(self, input)
     }
 
-    /// True when `decision` is a deny that only `@step_up` forbids caused (DESIGN §6): the
-    /// caller may then re-evaluate with `step_up: true` to see whether a step-up would help.
+    /// True when `decision` is a deny that only `@step_up` forbids caused
+    /// (docs/architecture.md §6): the caller may then re-evaluate with `step_up: true` to see
+    /// whether a step-up would help.
     pub fn step_up_may_help(&self, decision: &Decision) -> bool {
         !decision.allowed
             && decision.errors.is_empty()
@@ -240,8 +241,8 @@ impl LoadedPolicies {
             })
     }
 
-    /// The consent scopes offered to `app` (DESIGN §3), by id: those without `apps`, and
-    /// those whose `apps` name the app or one of its groups.
+    /// The consent scopes offered to `app` (docs/architecture.md §3), by id: those without `apps`,
+    /// and those whose `apps` name the app or one of its groups.
     pub fn offered_scopes<'a>(
         &'a self,
         app: &'a AppRecord,
@@ -260,9 +261,9 @@ impl LoadedPolicies {
             .map(|(id, d)| (id.as_str(), d))
     }
 
-    /// The hash a user's consent to `app` is bound to (DESIGN §3): over the scopes offered to
-    /// the app, their ids, required flags and the text of their permits that can apply to the
-    /// app. Editing a name or a description keeps consent; editing such a permit, a required
+    /// The hash a user's consent to `app` is bound to (docs/architecture.md §3): over the scopes
+    /// offered to the app, their ids, required flags and the text of their permits that can apply
+    /// to the app. Editing a name or a description keeps consent; editing such a permit, a required
     /// flag or which scopes are offered asks users again.
     pub fn consent_hash(&self, app: &AppRecord) -> Result<String> {
         load::consent_hash(self, &app.id, &app.groups)

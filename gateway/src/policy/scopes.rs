@@ -1,4 +1,4 @@
-//! Consent scopes (`policies/scopes.json`, DESIGN §3).
+//! Consent scopes (`policies/scopes.json`, docs/architecture.md §3).
 //!
 //! ```json
 //! {

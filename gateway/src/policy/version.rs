@@ -1,6 +1,6 @@
-//! The policy-set version (DESIGN §3): SHA-256 of the RFC 8785 canonical JSON of the manifest
-//! `[[relative_path, sha256_hex(content)], …]` sorted by path. Anyone holding the files can
-//! recompute it with any JCS implementation, without our code.
+//! The policy-set version (docs/architecture.md §3): SHA-256 of the RFC 8785 canonical JSON of the
+//! manifest `[[relative_path, sha256_hex(content)], …]` sorted by path. Anyone holding the files
+//! can recompute it with any JCS implementation, without our code.
 
 use sha2::{Digest, Sha256};
 

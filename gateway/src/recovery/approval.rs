@@ -1,7 +1,7 @@
-//! The person's passkey approval of a first recovery secret (DESIGN §6, §9). Whoever knows the
-//! recovery secret can take the wallets over after the recovery delay, so setting it changes who
-//! can act for the person: once they have a passkey, a device sets it only with an approval bound
-//! to that device and that secret's public key.
+//! The person's passkey approval of a first recovery secret (docs/architecture.md §6, §9). Whoever
+//! knows the recovery secret can take the wallets over after the recovery delay, so setting it
+//! changes who can act for the person: once they have a passkey, a device sets it only with an
+//! approval bound to that device and that secret's public key.
 //!
 //! An approval is an `operations` row of kind `recovery_setup` whose target is the device and
 //! the public key: `pending_step_up` → `approved` (the owner's step-up, on the page or through an

@@ -1,7 +1,7 @@
-//! Account recovery (DESIGN §9): a user who lost their devices opens a recovery from a new one
-//! with the auth key their recovery secret derives; it becomes completable only after a delay
-//! (48 h by default) during which they can cancel it with any of their passkeys. Completing it,
-//! in one transaction: revokes every device, passkey and session of the user, enrols the new
+//! Account recovery (docs/architecture.md §9): a user who lost their devices opens a recovery from
+//! a new one with the auth key their recovery secret derives; it becomes completable only after a
+//! delay (48 h by default) during which they can cancel it with any of their passkeys. Completing
+//! it, in one transaction: revokes every device, passkey and session of the user, enrols the new
 //! device, hands every wallet to it marked `refresh_required` with an approved refresh, and
 //! releases the device-share backups (sealed to the recovery key: only the secret opens them).
 //! No wallet signs again until the new device has refreshed it, so the old device's share can

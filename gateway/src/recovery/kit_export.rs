@@ -1,5 +1,5 @@
-//! A backup kit downloaded from the page (DESIGN §9), for a user whose device is gone or who
-//! wants a copy on paper or a stick: the device share's backup the gateway keeps and the
+//! A backup kit downloaded from the page (docs/architecture.md §9), for a user whose device is gone
+//! or who wants a copy on paper or a stick: the device share's backup the gateway keeps and the
 //! gateway's current share, both sealed to the user's recovery key, so only the recovery secret
 //! opens it. Each download is audited (`kit.export`, notified to the user's apps) after a
 //! passkey step-up, and its epoch is kept so that the page can say when the copy is stale.

@@ -1,6 +1,6 @@
-//! What the gateway keeps of a user's recovery secret (DESIGN §9): an Argon2id verifier of the
-//! auth key the secret derives, and the X25519 public key backups are encrypted to. Never the
-//! secret, never the auth key, never anything that decrypts a backup. Also the backups
+//! What the gateway keeps of a user's recovery secret (docs/architecture.md §9): an Argon2id
+//! verifier of the auth key the secret derives, and the X25519 public key backups are encrypted to.
+//! Never the secret, never the auth key, never anything that decrypts a backup. Also the backups
 //! themselves: each wallet's device share, HPKE-encrypted by the device to that public key, one
 //! per (wallet, epoch), released only by a completed recovery.
 

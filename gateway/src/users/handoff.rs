@@ -1,6 +1,6 @@
-//! The app hand-off (DESIGN §2): after a passkey login on the gateway's page that began for an
-//! app, the page sends the user back to one of the app's registered redirect URIs with a
-//! one-time code; the app's backend exchanges it, with its key, for a session of its own.
+//! The app hand-off (docs/architecture.md §2): after a passkey login on the gateway's page that
+//! began for an app, the page sends the user back to one of the app's registered redirect URIs with
+//! a one-time code; the app's backend exchanges it, with its key, for a session of its own.
 //!
 //! A code is 256 random bits, stored hashed, valid for [`CODE_TTL`], bound to the app, the user,
 //! the exact redirect URI and how the user logged in. The first exchange attempt deletes it,

@@ -1,5 +1,5 @@
-//! The user side (DESIGN §1 "authenticate (user)", §2): users, their OIDC identities, and the
-//! app-bound sessions routes act for users with. Every outcome is audited: logins, logouts and
+//! The user side (docs/architecture.md §1 "authenticate", §2): users, their OIDC identities, and
+//! the app-bound sessions routes act for users with. Every outcome is audited: logins, logouts and
 //! links as `session` events, disablement as an `admin` event, failed logins in aggregate. No
 //! session token, ID token or nonce is ever written to the audit log or a log line.
 

@@ -1,6 +1,6 @@
-//! Logins through OpenID Connect issuers an app trusts (DESIGN §2): the app asks for a nonce,
-//! has its user log in at the issuer with it, and posts the ID token; the gateway verifies it
-//! against the issuer's JWKS and starts a session (method `oidc`).
+//! Logins through OpenID Connect issuers an app trusts (docs/architecture.md §2): the app asks for
+//! a nonce, has its user log in at the issuer with it, and posts the ID token; the gateway verifies
+//! it against the issuer's JWKS and starts a session (method `oidc`).
 //!
 //! Verification: asymmetric algorithms only (RS*, PS*, ES256, ES384, EdDSA; `none` and HMAC
 //! refused), the JWK named by `kid` must be of the header's algorithm family and, when it says

@@ -1,5 +1,5 @@
-//! User sessions (DESIGN §2): an opaque token `ps_` + 256 random bits, shown once; the store
-//! keeps its SHA-256. A session is bound to the app it was issued for and lives until the
+//! User sessions (docs/architecture.md §2): an opaque token `ps_` + 256 random bits, shown once;
+//! the store keeps its SHA-256. A session is bound to the app it was issued for and lives until the
 //! earliest of its absolute expiry (the app's `session_ttl` at issue), its idle limit (the app's
 //! `session_idle`, counted from the last use) and its end (logout, user disabled).
 //!

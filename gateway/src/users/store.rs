@@ -1,6 +1,6 @@
-//! Users and their OIDC identities in the store (DESIGN §2): a user is a UUID the gateway
-//! generates, created on first login, global across apps; an identity `(issuer, sub, trust)`
-//! belongs to exactly one user. `trust` names the key source that verified the identity
+//! Users and their OIDC identities in the store (docs/architecture.md §2): a user is a UUID the
+//! gateway generates, created on first login, global across apps; an identity `(issuer, sub,
+//! trust)` belongs to exactly one user. `trust` names the key source that verified the identity
 //! ([`crate::users::oidc::JwksSource::trust`]): an `iss` string alone is whatever an app
 //! configures, so two apps reach the same person only when they trust the same keys.
 

@@ -1,6 +1,6 @@
-//! The device's side of the ceremony WebSocket (DESIGN §2, §6): connects with its device token
-//! in the `Authorization` header, runs key generation or signing with its share, and checks
-//! what the gateway claims against what its own party computed.
+//! The device's side of the ceremony WebSocket (docs/architecture.md §2, §6): connects with its
+//! device token in the `Authorization` header, runs key generation or signing with its share, and
+//! checks what the gateway claims against what its own party computed.
 
 use std::time::Duration;
 
@@ -148,8 +148,8 @@ fn session_of(session: &str) -> Result<SessionId> {
         .ok_or_else(|| Error::Transport("bad execution id from the gateway".into()))
 }
 
-/// The user's recovery public key as the device's own file holds it (DESIGN §9: never one the
-/// gateway supplies), and the user it belongs to.
+/// The user's recovery public key as the device's own file holds it (docs/architecture.md §9: never
+/// one the gateway supplies), and the user it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub struct RecoveryTarget<'a> {
     /// The recovery secret's salt ([`crate::device::file::DeviceSecrets::kdf_salt`]), named in
@@ -200,9 +200,9 @@ async fn exchange_backup(
 }
 
 /// Key generation with the gateway at `base`: runs the device's party, exchanges the backups
-/// (DESIGN §9), hands the new share and its kit to `store` (which must keep both durably before
-/// returning), then waits for the gateway to commit the wallet. Returns the share (its address
-/// is the wallet's).
+/// (docs/architecture.md §9), hands the new share and its kit to `store` (which must keep both
+/// durably before returning), then waits for the gateway to commit the wallet. Returns the share
+/// (its address is the wallet's).
 pub async fn keygen(
     base: &str,
     device_token: &str,

@@ -1,7 +1,8 @@
-//! The device's file (DESIGN §8): everything a device keeps — the gateway it is paired with, its
-//! device token, its key shares, the user's recovery public key — sealed under a key derived from
-//! the user's passphrase with Argon2id and encrypted with AES-256-GCM. Only the KDF parameters,
-//! salt and nonce are in clear; the file is replaced atomically and readable by its owner only.
+//! The device's file (docs/architecture.md §8): everything a device keeps — the gateway it is
+//! paired with, its device token, its key shares, the user's recovery public key — sealed under a
+//! key derived from the user's passphrase with Argon2id and encrypted with AES-256-GCM. Only the
+//! KDF parameters, salt and nonce are in clear; the file is replaced atomically and readable by its
+//! owner only.
 
 use std::io::Write;
 use std::path::Path;
@@ -62,7 +63,8 @@ pub struct DeviceSecrets {
     #[serde(default)]
     pub shares: std::collections::BTreeMap<String, String>,
     /// The user's recovery public key (hex), kept here so that backups are always sealed to the
-    /// key the user's own secret derives, never to one the gateway supplies (DESIGN §9).
+    /// key the user's own secret derives, never to one the gateway supplies
+    /// (docs/architecture.md §9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_public_key: Option<String>,
     /// The salt the user's recovery secret derives with (`rs_…`), kept with the public key;

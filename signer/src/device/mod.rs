@@ -1,5 +1,6 @@
-//! The device side (DESIGN §2, §8): the passphrase-encrypted file a paired device keeps, and the
-//! client that runs the device's party of key generation and signing with the gateway.
+//! The device side (docs/architecture.md §2, §8): the passphrase-encrypted file a paired device
+//! keeps, and the client that runs the device's party of key generation and signing with the
+//! gateway.
 
 pub mod client;
 pub mod file;

@@ -1,9 +1,9 @@
-//! Adding a device from an existing one (DESIGN §9). The new device makes an X25519 key pair and
-//! shows a short code derived from its public key; the existing device receives that public key
-//! through the gateway, derives the code itself and seals its shares (with the user's recovery
-//! public key and the current kits) to the key only when the user confirms the two codes match.
-//! A gateway that substituted its own key would make the existing device show another code: it
-//! can relay the bundle but never open it.
+//! Adding a device from an existing one (docs/architecture.md §9). The new device makes an X25519
+//! key pair and shows a short code derived from its public key; the existing device receives that
+//! public key through the gateway, derives the code itself and seals its shares (with the user's
+//! recovery public key and the current kits) to the key only when the user confirms the two codes
+//! match. A gateway that substituted its own key would make the existing device show another code:
+//! it can relay the bundle but never open it.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -1,4 +1,4 @@
-//! What travels on a ceremony's WebSocket besides protocol messages (DESIGN §6).
+//! What travels on a ceremony's WebSocket besides protocol messages (docs/architecture.md §6).
 //!
 //! Binary frames carry [`super::Message`] bytes and nothing else. Text frames carry one
 //! [`Control`] JSON object each:
@@ -7,10 +7,10 @@
 //! 2. gateway → device: `start` with the fresh execution id and what is being done;
 //! 3. binary frames both ways until the protocol ends;
 //! 4. key generation and refresh: the device sends `backup` (its new share sealed to the
-//!    recovery public key it holds, DESIGN §9); the gateway checks that key against the user's,
-//!    answers `kit` (its own new share sealed to the same key); the device stores its share and
-//!    the kit and says `stored`; the gateway commits and says `done`. Signing: the gateway sends
-//!    its final protocol message, then `done` with the verified signature.
+//!    recovery public key it holds, docs/architecture.md §9); the gateway checks that key against
+//!    the user's, answers `kit` (its own new share sealed to the same key); the device stores its
+//!    share and the kit and says `stored`; the gateway commits and says `done`. Signing: the
+//!    gateway sends its final protocol message, then `done` with the verified signature.
 //!
 //! Either side may send `error` and close; the ceremony is then over with no output.
 

@@ -1,9 +1,9 @@
-//! The backup kit (DESIGN §9): a wallet's two shares, each HPKE-encrypted to the user's recovery
-//! public key, with the wallet's public key and epoch. The device assembles it at every key
-//! generation and refresh (its own share sealed by itself, the gateway's share sealed by the
-//! gateway to the public key *the device* supplied), so the exit path never goes stale and needs
-//! no gateway: with the kit and the recovery secret, `parapet wallet sign --offline` runs both
-//! parties on the user's machine, and `parapet wallet export-key` rebuilds the private key.
+//! The backup kit (docs/architecture.md §9): a wallet's two shares, each HPKE-encrypted to the
+//! user's recovery public key, with the wallet's public key and epoch. The device assembles it at
+//! every key generation and refresh (its own share sealed by itself, the gateway's share sealed by
+//! the gateway to the public key *the device* supplied), so the exit path never goes stale and
+//! needs no gateway: with the kit and the recovery secret, `parapet wallet sign --offline` runs
+//! both parties on the user's machine, and `parapet wallet export-key` rebuilds the private key.
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;

@@ -1,8 +1,8 @@
-//! The user's recovery secret (DESIGN §9): generated on a device, shown once, and the only thing
-//! that opens the backups of a user's shares. From it, Argon2id (64 MiB, t = 3, p = 1, salt =
-//! `"parapet-recovery-v1" ‖ recovery salt`) and HKDF-SHA-256 derive two independent keys. The
-//! recovery salt is random per person ([`new_salt`]), chosen by the device at the first setup and
-//! handed to anyone who names one of the person's wallets, so it says nothing else; secrets set
+//! The user's recovery secret (docs/architecture.md §9): generated on a device, shown once, and the
+//! only thing that opens the backups of a user's shares. From it, Argon2id (64 MiB, t = 3, p = 1,
+//! salt = `"parapet-recovery-v1" ‖ recovery salt`) and HKDF-SHA-256 derive two independent keys.
+//! The recovery salt is random per person ([`new_salt`]), chosen by the device at the first setup
+//! and handed to anyone who names one of the person's wallets, so it says nothing else; secrets set
 //! up before salts existed use the user id instead.
 //! - the *auth key*, which the gateway checks against an Argon2id verifier to open a recovery;
 //! - an *X25519 key pair*; backups and backup kits are HPKE-encrypted to its public key
@@ -21,14 +21,14 @@ use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
-/// Random bytes in a secret: 128 bits, the floor DESIGN §9 sets.
+/// Random bytes in a secret: 128 bits, the floor docs/architecture.md §9 sets.
 const SECRET_BYTES: usize = 16;
 /// Check bytes appended to the written form, so that a typo is caught before a slow KDF and a
 /// wrong answer from the gateway.
 const CHECK_BYTES: usize = 4;
 const DOMAIN: &str = "parapet-recovery-v1";
 
-/// Argon2id cost of the derivation (DESIGN §9): 64 MiB, 3 passes, 1 lane.
+/// Argon2id cost of the derivation (docs/architecture.md §9): 64 MiB, 3 passes, 1 lane.
 const KDF_MEMORY_KIB: u32 = 64 * 1024;
 const KDF_PASSES: u32 = 3;
 
