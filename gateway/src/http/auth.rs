@@ -106,3 +106,12 @@ pub async fn require_grant(
     req.extensions_mut().insert(caller);
     next.run(req).await
 }
+
+/// The `Parapet-Session` header, when present.
+pub(super) fn session_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(crate::users::SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}

@@ -14,10 +14,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::devices::{self, Device};
 use crate::error::Error;
 use crate::identity::Auditor;

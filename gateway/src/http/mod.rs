@@ -3,6 +3,7 @@
 mod apps_routes;
 mod audit_routes;
 pub mod auth;
+mod body;
 pub mod ceremony_routes;
 pub mod client_ip;
 mod device_routes;

@@ -15,11 +15,11 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::AppState;
+use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::page_session::{self, csrf_token};
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::audit::event::format_time;
 use crate::consent::{self, ConsentCtx};
 use crate::error::{Error, Result};

@@ -17,10 +17,10 @@ use uuid::Uuid;
 use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::AppState;
+use super::body::json_body;
 use super::error::{ApiError, json_answer};
 use super::page_session;
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::error::Result;
 use crate::recovery::{flow, kit_export};
 use crate::users::totp;

@@ -15,9 +15,9 @@ use axum::response::Response;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::json_body;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
-use super::routes::json_body;
 use super::step_up::{Gate, gate};
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::cosign::refresh::{self, APPROVAL_TTL};

@@ -62,29 +62,6 @@ struct AuthorizeResponse<'a> {
     request_id: &'a str,
 }
 
-/// Parses a JSON body strictly: JSON content type, size limit, unknown fields refused.
-pub(super) fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, Error> {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(Error::UnsupportedMediaType);
-    }
-    let body = body.map_err(|rej| {
-        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::BodyTooLarge
-        } else {
-            Error::InvalidRequest("could not read the request body".to_owned())
-        }
-    })?;
-    serde_json::from_slice(&body).map_err(|e| Error::InvalidRequest(e.to_string()))
-}
-
 pub async fn authorize(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -98,7 +75,7 @@ pub async fn authorize(
     // The user's session, when the app acts for one: valid for this app, or refused before
     // any other work (a flood of made-up tokens is counted, not logged one by one); then the
     // per-user limit.
-    let session = match super::users_routes::session_token(&headers) {
+    let session = match super::auth::session_token(&headers) {
         None => None,
         Some(token) => match state.users.sessions.resolve(token, &caller.id, now).await {
             Ok(s) => Some(s),
@@ -162,7 +139,7 @@ pub async fn authorize(
             }
         }
     };
-    let req: AuthorizeRequest = match json_body(&headers, body) {
+    let req: AuthorizeRequest = match super::body::json_body(&headers, body) {
         Ok(r) => r,
         Err(e) => return Err(refuse(None, e).await),
     };

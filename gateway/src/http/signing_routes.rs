@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::json_body;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::audit::record as audit_record;
 use crate::audit::store::Attachment;
 use crate::cosign::idempotency::{self, Claim};

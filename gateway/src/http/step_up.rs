@@ -10,7 +10,7 @@ use axum::response::Response;
 use uuid::Uuid;
 
 use super::AppState;
-use super::routes::json_body;
+use super::body::json_body;
 use crate::error::Error;
 
 /// What the gate decided.

@@ -15,10 +15,10 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::json_body;
 use super::device_routes::device_of;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
-use super::routes::json_body;
 use super::step_up::{Gate, gate};
 use crate::backup_devices::{self, Carried};
 use crate::error::Error;

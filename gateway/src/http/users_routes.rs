@@ -14,23 +14,15 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use super::auth::session_token;
+use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::audit::event::format_time;
 use crate::error::Error;
 use crate::identity::{Actor, Auditor};
-use crate::users::{self, SESSION_HEADER};
-
-/// The `Parapet-Session` header, when present.
-pub(super) fn session_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-}
+use crate::users;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

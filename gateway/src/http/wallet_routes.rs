@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::json_body;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::error::Error;
 use crate::identity::{Actor, Auditor};
 use crate::wallets::{self, WalletUpdate};

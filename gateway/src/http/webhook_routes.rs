@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use super::body::json_body;
 use super::error::ApiError;
 use super::request_id::ReqId;
-use super::routes::json_body;
 use crate::error::Error;
 use crate::identity::{Actor, Auditor};
 use crate::webhooks::{self, DeliveryFilter};

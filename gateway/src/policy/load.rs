@@ -12,54 +12,14 @@ use cedar_policy::{EntityUid, Policy, PolicyId, PolicySet, Schema, ValidationMod
 use super::context;
 use super::diag::{line_of, located};
 use super::entities::{StaticEntities, is_canonical_address};
+use super::meta::PolicyMeta;
 use super::names::Names;
 use super::scopes::{ScopeDef, parse_scopes};
 use super::slice::{self, SliceCache, SliceIndex};
 use super::version::{sha256_hex, version_of};
-use super::{
-    BASIC_SCOPE, DEFAULT_DENY_ID, Effect, LoadedPolicies, PolicyPaths, SCOPE_NOT_APPROVED_ID,
-};
+use super::{DEFAULT_DENY_ID, Effect, LoadedPolicies, PolicyPaths, SCOPE_NOT_APPROVED_ID};
 use crate::decode::Registry;
 use crate::error::{Error, Result};
-
-/// One policy of the set, with what our annotations say about it.
-#[derive(Debug, Clone)]
-pub struct PolicyMeta {
-    /// `@id`; also the Cedar policy id, so Cedar's own messages name it.
-    pub id: String,
-    /// `Permit` or `Forbid`.
-    pub effect: Effect,
-    /// `@reason`.
-    pub reason: String,
-    /// `@scope` of a permit; `None` means the required scope `basic`. Always `None` on forbids.
-    pub scope: Option<String>,
-    /// `@step_up` on a forbid: a step-up assertion may lift it (docs/architecture.md §6).
-    pub step_up: bool,
-    /// Path relative to the project root, e.g. `policies/base.cedar`.
-    pub file: String,
-    pub line: usize,
-    /// The policy's text exactly as written (consent binds to it).
-    pub text: String,
-    pub(crate) policy: Policy,
-}
-
-impl PolicyMeta {
-    /// The consent scope a permit belongs to; `None` for forbids.
-    pub fn effective_scope(&self) -> Option<&str> {
-        match self.effect {
-            Effect::Permit => Some(self.scope.as_deref().unwrap_or(BASIC_SCOPE)),
-            Effect::Forbid | Effect::DefaultDeny | Effect::ScopeNotApproved => None,
-        }
-    }
-
-    /// Forbids always apply; a permit only when the user approved its scope.
-    pub(crate) fn in_scopes(&self, scopes: &[String]) -> bool {
-        match self.effective_scope() {
-            None => true,
-            Some(s) => scopes.iter().any(|a| a == s),
-        }
-    }
-}
 
 /// Files of the set, read but not yet parsed.
 struct Sources {

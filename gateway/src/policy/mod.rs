@@ -17,6 +17,7 @@ mod diag;
 mod entities;
 mod format;
 mod load;
+mod meta;
 mod names;
 mod scopes;
 mod slice;
@@ -40,7 +41,7 @@ pub use cases::{
     CaseExpect, CaseResult, DEFAULT_CASE_NOW, format_case_table, run_cases, run_cases_with,
 };
 pub use format::format_policies;
-pub use load::PolicyMeta;
+pub use meta::PolicyMeta;
 pub use scopes::{MAX_SCOPE_DESCRIPTION, MAX_SCOPE_NAME, ScopeDef};
 
 /// The id reported for a deny that no `forbid` caused: nothing permitted the request.

@@ -25,7 +25,7 @@ use cedar_policy::{ActionConstraint, Entities, Policy, PolicySet, PrincipalConst
 use parking_lot::RwLock;
 use serde_json::Value;
 
-use super::load::PolicyMeta;
+use super::meta::PolicyMeta;
 use super::names::Names;
 use crate::error::{Error, Result};
 use crate::facts::Action;
