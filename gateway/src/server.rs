@@ -71,7 +71,7 @@ pub async fn build_state_with_clock(
     if opened.kind == crate::config::CustodyKind::File {
         tracing::warn!(
             path = %crate::custody::default_share_key_path(&config.data_dir).display(),
-            "DEVELOPMENT KEYSTORE: gateway shares, personal data and audit checkpoints are protected by key files in the data directory; anyone who can read them can open every gateway share. Set custody = \"hsm\" in production (README: Key custody)"
+            "DEVELOPMENT KEYSTORE: gateway shares, personal data and audit checkpoints are protected by key files in the data directory; anyone who can read them can open every gateway share. Set custody = \"hsm\" in production (docs/operations.md: Key custody)"
         );
     }
     let personal_data = Arc::new(crate::sealing::PersonalDataKey::open_or_create(

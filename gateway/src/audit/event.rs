@@ -46,7 +46,7 @@ pub enum EventKind {
     /// gateway's final message had left, i.e. whether the amount stays counted).
     Signature,
     /// A user's recovery secret set up (`recovery.setup`, with its public key and the wallets
-    /// whose backups came with it) or tried and refused (`recovery.check_failed`). Never the
+    /// whose backups came with it) or tried and refused (`recovery.secret_rejected`). Never the
     /// secret, the auth key, a backup or a kit.
     Recovery,
 }
