@@ -2,13 +2,16 @@
 //! token and keeps it in the device's passphrase-encrypted file (Argon2id + AES-256-GCM); `show`
 //! asks the gateway who this device is. The token travels only in `Authorization: Device …`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use parapet_signer::device::{DeviceSecrets, file};
 use serde_json::Value;
+
+use crate::device_file::{FileArgs, passphrase};
+use crate::gateway_calls::{agent, answer_json, refusal, text};
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
@@ -70,74 +73,6 @@ pub enum DeviceCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(clap::Args)]
-pub struct FileArgs {
-    /// The device file (default: $PARAPET_DEVICE_FILE, else ~/.config/parapet/device.json).
-    #[arg(long = "device-file", env = "PARAPET_DEVICE_FILE")]
-    path: Option<PathBuf>,
-}
-
-impl FileArgs {
-    pub fn path(&self) -> Result<PathBuf> {
-        if let Some(p) = &self.path {
-            return Ok(p.clone());
-        }
-        let home = std::env::var_os("HOME").context("HOME is not set; pass --device-file")?;
-        Ok(PathBuf::from(home).join(".config/parapet/device.json"))
-    }
-}
-
-/// The passphrase: `PARAPET_DEVICE_PASSPHRASE` (for scripts), else asked on the terminal
-/// without echo (twice when a new file is made).
-pub fn passphrase(confirm: bool) -> Result<String> {
-    if let Ok(p) = std::env::var("PARAPET_DEVICE_PASSPHRASE") {
-        return Ok(p);
-    }
-    let p =
-        rpassword::prompt_password("Device file passphrase: ").context("reading the passphrase")?;
-    if confirm {
-        let again = rpassword::prompt_password("Repeat the passphrase: ")
-            .context("reading the passphrase")?;
-        if again != p {
-            bail!("the passphrases differ");
-        }
-    }
-    Ok(p)
-}
-
-pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(30)))
-        .build()
-        .into()
-}
-
-/// The JSON of the gateway's answer. A success whose body cannot be read or parsed (the
-/// connection broke on the way, say) is an error that says so, never an empty answer; a refusal
-/// without a JSON body reads as null, and its status tells what happened.
-pub fn answer_json(res: &mut ureq::http::Response<ureq::Body>) -> Result<Value> {
-    let status = res.status();
-    match res.body_mut().read_json::<Value>() {
-        Ok(v) => Ok(v),
-        Err(e) if status.is_success() => Err(anyhow::Error::new(e).context(format!(
-            "reading the gateway's answer (HTTP {})",
-            status.as_u16()
-        ))),
-        Err(_) => Ok(Value::Null),
-    }
-}
-
-/// A string field of a JSON answer.
-pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-/// The gateway's error `message` (or the status) for a refused call.
-pub fn refusal(status: u16, body: &Value) -> String {
-    text(body, "message").map_or_else(|| format!("HTTP {status}"), str::to_owned)
 }
 
 pub fn run(command: DeviceCommand) -> Result<ExitCode> {

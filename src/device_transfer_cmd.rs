@@ -18,8 +18,9 @@ use parapet_signer::device::transfer::{
 };
 use serde_json::{Value, json};
 
-use crate::device_cmd::{passphrase, text};
-use crate::recovery_cmd::{current_share_key, device_get, post_json, refused};
+use crate::device_file::passphrase;
+use crate::gateway_calls::{device_get, post_json, refused, text};
+use crate::recovery_cmd::current_share_key;
 
 fn auth(secrets: &DeviceSecrets) -> String {
     format!("Device {}", secrets.device_token)

@@ -4,7 +4,9 @@
 mod apps_cmd;
 mod audit_cmd;
 mod device_cmd;
+mod device_file;
 mod device_transfer_cmd;
+mod gateway_calls;
 mod recovery_cmd;
 mod users_cmd;
 mod wallet_cmd;

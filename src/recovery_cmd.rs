@@ -17,7 +17,8 @@ use parapet_signer::recovery::{RecoveryKeys, RecoveryPublicKey, RecoverySecret};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
-use crate::device_cmd::{FileArgs, agent, answer_json, passphrase, refusal, text};
+use crate::device_file::{FileArgs, passphrase};
+use crate::gateway_calls::{device_get, device_post, post_json, refusal, refused, text};
 
 #[derive(Subcommand)]
 pub enum RecoveryCommand {
@@ -115,34 +116,6 @@ pub struct SetUp {
     pub new_secret: Option<Zeroizing<String>>,
     pub public_key: RecoveryPublicKey,
     pub wallets: Vec<String>,
-}
-
-pub fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
-    let mut res = agent()
-        .get(&format!("{}{path}", secrets.gateway))
-        .header("authorization", &format!("Device {}", secrets.device_token))
-        .call()
-        .with_context(|| format!("reaching {}", secrets.gateway))?;
-    let status = res.status().as_u16();
-    let body: Value = answer_json(&mut res)?;
-    if status != 200 {
-        bail!(
-            "the gateway refused: {} ({})",
-            refusal(status, &body),
-            text(&body, "code").unwrap_or("?")
-        );
-    }
-    Ok(body)
-}
-
-fn device_post(secrets: &DeviceSecrets, path: &str, body: &Value) -> Result<(u16, Value)> {
-    let mut res = agent()
-        .post(&format!("{}{path}", secrets.gateway))
-        .header("authorization", &format!("Device {}", secrets.device_token))
-        .send_json(body)
-        .with_context(|| format!("reaching {}", secrets.gateway))?;
-    let status = res.status().as_u16();
-    Ok((status, answer_json(&mut res)?))
 }
 
 /// The wallets of `GET /v1/device/recovery`'s answer: each entry with its address and epoch.
@@ -432,26 +405,6 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-pub fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Value)> {
-    let mut req = agent().post(url);
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    let mut res = req
-        .send_json(body)
-        .with_context(|| format!("reaching {url}"))?;
-    let status = res.status().as_u16();
-    Ok((status, answer_json(&mut res)?))
-}
-
-pub fn refused(status: u16, body: &Value) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the gateway refused: {} ({})",
-        refusal(status, body),
-        text(body, "code").unwrap_or("?")
-    )
 }
 
 fn start(

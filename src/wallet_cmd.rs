@@ -19,7 +19,8 @@ use parapet_signer::recovery::kit::BackupKit;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::device_cmd::{FileArgs, agent, answer_json, passphrase, refusal, text};
+use crate::device_file::{FileArgs, passphrase};
+use crate::gateway_calls::{agent, answer_json, refusal, text};
 use crate::recovery_cmd::{self, share_of};
 
 #[derive(Subcommand)]
