@@ -115,3 +115,31 @@ pub(super) fn session_token(headers: &axum::http::HeaderMap) -> Option<&str> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
 }
+
+/// The device the request's `Authorization: Device <token>` names.
+pub(super) async fn device_of(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::devices::Device, Error> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::devices::token_from_header)
+        .ok_or(Error::Unauthorized)?;
+    device_by_token(state, token).await
+}
+
+/// The live device with this token (however it arrived: a header, or the first message on a
+/// ceremony WebSocket); a store failure is `store_unavailable`.
+pub(super) async fn device_by_token(
+    state: &AppState,
+    token: &str,
+) -> Result<crate::devices::Device, Error> {
+    match crate::devices::authenticate(state.audit.store(), token, state.clock.now()).await {
+        Err(Error::Database(e)) => {
+            tracing::warn!(error = %e, "device lookup failed");
+            Err(Error::StoreUnavailable)
+        }
+        other => other,
+    }
+}

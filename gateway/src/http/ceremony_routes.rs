@@ -141,7 +141,7 @@ async fn authenticate(
             Err(_) => return Err(Error::CeremonyTimeout),
         },
     };
-    super::device_routes::device_by_token(state, &token).await
+    super::auth::device_by_token(state, &token).await
 }
 
 fn cosigner(state: &AppState) -> Cosigner {

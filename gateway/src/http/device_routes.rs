@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -18,33 +18,13 @@ use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
 use super::request_id::ReqId;
-use crate::devices::{self, Device};
+use crate::devices;
 use crate::error::Error;
 use crate::identity::Auditor;
 
+use super::auth::device_of;
+
 type Answer = Result<Response, ApiError>;
-
-/// The device the request's `Authorization: Device <token>` names.
-pub(super) async fn device_of(state: &AppState, headers: &HeaderMap) -> Result<Device, Error> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(devices::token_from_header)
-        .ok_or(Error::Unauthorized)?;
-    device_by_token(state, token).await
-}
-
-/// The live device with this token (however it arrived: a header, or the first message on a
-/// ceremony WebSocket); a store failure is `store_unavailable`.
-pub(super) async fn device_by_token(state: &AppState, token: &str) -> Result<Device, Error> {
-    match devices::authenticate(state.audit.store(), token, state.clock.now()).await {
-        Err(Error::Database(e)) => {
-            tracing::warn!(error = %e, "device lookup failed");
-            Err(Error::StoreUnavailable)
-        }
-        other => other,
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

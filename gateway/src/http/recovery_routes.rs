@@ -17,9 +17,9 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::auth::Caller;
+use super::auth::device_of;
 use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
-use super::device_routes::device_of;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
 use super::step_up::{Gate, gate};

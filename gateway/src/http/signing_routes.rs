@@ -483,7 +483,7 @@ pub async fn device_get(
     headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = super::device_routes::device_of(&state, &headers)
+    let device = super::auth::device_of(&state, &headers)
         .await
         .map_err(fail)?;
     let r = signing::get(state.audit.store(), &id)

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
+use super::auth::device_of;
 use super::body::json_body;
-use super::device_routes::device_of;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
 use super::step_up::{Gate, gate};
