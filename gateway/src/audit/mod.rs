@@ -113,7 +113,7 @@ impl AuditLog {
     pub async fn append_with(
         &self,
         event: AuditEvent,
-        attached: Option<store::Attachment>,
+        attached: Option<Box<dyn store::Attachment>>,
     ) -> Result<Appended> {
         let (ack, rx) = oneshot::channel();
         let job = writer::Job {

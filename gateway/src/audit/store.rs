@@ -335,7 +335,7 @@ impl Store {
     pub async fn append_batch_with(
         &self,
         events: &[AuditEvent],
-        attached: &[&Attachment],
+        attached: &[&dyn Attachment],
     ) -> Result<Vec<(i64, Vec<u8>)>> {
         let rows = match self {
             Store::Sqlite(pool) => {
@@ -675,46 +675,14 @@ where
         .bind(r.cols.policy_ids.clone())
 }
 
-/// A row that must commit together with an audit event.
-#[derive(Debug, Clone)]
-pub enum Attachment {
-    /// A signing request: the decision's reservation (docs/architecture.md §6).
-    SigningRequest(Box<crate::cosign::signing::SigningRequest>),
-    /// A request pending step-up becomes authorized (its reservation from now on): `(id, the
-    /// new decision JSON, expires_at, now)`.
-    SteppedUp(Box<(String, String, String, String)>),
-}
+/// A transaction's future, as [`Attachment`]'s methods return it.
+pub type TxFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
 
-impl Attachment {
-    async fn insert_sqlite(&self, tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
-        match self {
-            Attachment::SigningRequest(r) => {
-                crate::cosign::signing::insert_request!(&mut **tx, r)
-                    .await
-                    .map_err(db("inserting a signing request"))?;
-            }
-            Attachment::SteppedUp(s) => {
-                crate::cosign::signing::authorize_stepped!(&mut **tx, s)
-                    .await
-                    .map_err(db("authorizing a stepped-up request"))?;
-            }
-        }
-        Ok(())
-    }
-
-    async fn insert_postgres(&self, tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
-        match self {
-            Attachment::SigningRequest(r) => {
-                crate::cosign::signing::insert_request!(&mut **tx, r)
-                    .await
-                    .map_err(db("inserting a signing request"))?;
-            }
-            Attachment::SteppedUp(s) => {
-                crate::cosign::signing::authorize_stepped!(&mut **tx, s)
-                    .await
-                    .map_err(db("authorizing a stepped-up request"))?;
-            }
-        }
-        Ok(())
-    }
+/// A row that must commit together with an audit event, in the event's transaction (a signing
+/// request's reservation commits with its decision or not at all). The audit log knows nothing of
+/// what it is: the module that owns the row writes it, for each backend.
+pub trait Attachment: std::fmt::Debug + Send + Sync {
+    fn insert_sqlite<'a>(&'a self, conn: &'a mut sqlx::SqliteConnection) -> TxFuture<'a>;
+    fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a>;
 }

@@ -90,7 +90,7 @@ impl Health {
 
 pub(crate) struct Job {
     pub event: AuditEvent,
-    pub attached: Option<super::store::Attachment>,
+    pub attached: Option<Box<dyn super::store::Attachment>>,
     pub ack: oneshot::Sender<Result<(i64, Vec<u8>)>>,
 }
 
@@ -176,7 +176,8 @@ impl Writer {
                 (j.event, j.ack)
             })
             .unzip();
-        let attached: Vec<&super::store::Attachment> = attached.iter().collect();
+        let attached: Vec<&dyn super::store::Attachment> =
+            attached.iter().map(AsRef::as_ref).collect();
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.opts.append_timeout,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::stamp;
 use crate::audit::Store;
+use crate::audit::store::{Attachment, TxFuture};
 use crate::db::{RowLike, db, with_pool};
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
@@ -150,21 +151,71 @@ macro_rules! insert_request {
             .execute($conn)
     };
 }
-pub(crate) use insert_request;
 
 /// Moves a request from pending step-up to authorized inside the caller's transaction (the
-/// audit batch with the stepped-up decision). `$s` is `(id, outcome, expires_at, now)`.
+/// audit batch with the stepped-up decision).
 macro_rules! authorize_stepped {
     ($conn:expr, $s:expr) => {
         sqlx::query("UPDATE signing_requests SET state = 'authorized', outcome = $2, expires_at = $3, updated_at = $4 WHERE id = $1 AND state = 'pending_step_up' AND expires_at > $4")
-            .bind($s.0.as_str())
-            .bind($s.1.as_str())
-            .bind($s.2.as_str())
-            .bind($s.3.as_str())
+            .bind($s.id.as_str())
+            .bind($s.outcome.as_str())
+            .bind($s.expires_at.as_str())
+            .bind($s.now.as_str())
             .execute($conn)
     };
 }
-pub(crate) use authorize_stepped;
+
+/// A request's row commits with its decision's audit event ([`Attachment`]).
+impl Attachment for SigningRequest {
+    fn insert_sqlite<'a>(&'a self, conn: &'a mut sqlx::SqliteConnection) -> TxFuture<'a> {
+        Box::pin(async move {
+            insert_request!(conn, self)
+                .await
+                .map_err(db("inserting a signing request"))?;
+            Ok(())
+        })
+    }
+
+    fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a> {
+        Box::pin(async move {
+            insert_request!(conn, self)
+                .await
+                .map_err(db("inserting a signing request"))?;
+            Ok(())
+        })
+    }
+}
+
+/// A request pending step-up becomes authorized (its reservation from now on), with the
+/// stepped-up decision's audit event.
+#[derive(Debug, Clone)]
+pub struct SteppedUp {
+    pub id: String,
+    /// The new decision, as JSON.
+    pub outcome: String,
+    pub expires_at: String,
+    pub now: String,
+}
+
+impl Attachment for SteppedUp {
+    fn insert_sqlite<'a>(&'a self, conn: &'a mut sqlx::SqliteConnection) -> TxFuture<'a> {
+        Box::pin(async move {
+            authorize_stepped!(conn, self)
+                .await
+                .map_err(db("authorizing a stepped-up request"))?;
+            Ok(())
+        })
+    }
+
+    fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a> {
+        Box::pin(async move {
+            authorize_stepped!(conn, self)
+                .await
+                .map_err(db("authorizing a stepped-up request"))?;
+            Ok(())
+        })
+    }
+}
 
 /// The context a step-up passkey ceremony is started with: the request and its digest, so that
 /// an assertion made for one request is worthless for any other.

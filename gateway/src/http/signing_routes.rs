@@ -25,6 +25,7 @@ use super::request_id::ReqId;
 use crate::audit::record as audit_record;
 use crate::audit::store::Attachment;
 use crate::cosign::idempotency::{self, Claim};
+use crate::cosign::signing::SteppedUp;
 use crate::cosign::signing::{self, AUTHORIZED, DENIED, PENDING_STEP_UP, SigningRequest};
 use crate::cosign::velocity::{Snapshot, WalletGuard};
 use crate::cosign::{hex0x, stamp};
@@ -395,10 +396,7 @@ async fn decide_and_reserve(
     event.user = Some(session.facts.user.to_string());
     let committed = state
         .audit
-        .append_with(
-            event,
-            Some(Attachment::SigningRequest(Box::new(request.clone()))),
-        )
+        .append_with(event, Some(Box::new(request.clone())))
         .await;
     locked.guard.release().await;
     committed?;
@@ -633,13 +631,13 @@ pub async fn complete_step_up(
     event.user = Some(session.user.to_string());
     let decision_json =
         serde_json::to_string(outcome).map_err(|e| Error::Internal(e.to_string()))?;
-    let attached = allowed.then(|| {
-        Attachment::SteppedUp(Box::new((
-            r.id.clone(),
-            decision_json,
-            stamp(now + ttl),
-            stamp(now),
-        )))
+    let attached = allowed.then(|| -> Box<dyn Attachment> {
+        Box::new(SteppedUp {
+            id: r.id.clone(),
+            outcome: decision_json,
+            expires_at: stamp(now + ttl),
+            now: stamp(now),
+        })
     });
     let committed = state.audit.append_with(event, attached).await;
     locked.guard.release().await;
