@@ -312,7 +312,7 @@ fn audit_key(config: &Config) -> Result<Arc<dyn CheckpointSigner>> {
         }
         return Ok(Arc::new(FileSigner::load_or_create(&path)?));
     }
-    parapet_gateway::custody::checkpoint_signer(config)
+    parapet_gateway::custody::checkpoint_signer(config.custody_config())
         .context("opening the HSM audit key (or pass --public-key)")
 }
 
@@ -358,7 +358,7 @@ async fn archive(
     f.flush()?;
     f.get_ref().sync_all()?;
     drop(f);
-    let signer = parapet_gateway::custody::checkpoint_signer(config)?;
+    let signer = parapet_gateway::custody::checkpoint_signer(config.custody_config())?;
     let cp = Checkpoint::sign(
         signer.as_ref(),
         target.seq,

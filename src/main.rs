@@ -188,7 +188,7 @@ fn run(command: Command, config: Config) -> Result<ExitCode> {
 }
 
 fn hsm_init(json: bool, config: &Config) -> Result<ExitCode> {
-    let report = parapet_gateway::custody::init(config)?;
+    let report = parapet_gateway::custody::init(config.custody_config())?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(ExitCode::SUCCESS);

@@ -7,6 +7,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::custody::{CustodyKind, HsmSettings};
+pub use crate::tls::TlsPaths;
+
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -81,43 +84,6 @@ pub enum TokenSource {
     DevelopmentFile(PathBuf),
 }
 
-/// Which custody seals gateway shares and personal data, and signs audit checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CustodyKind {
-    /// The development keystore: keys in files under the data directory. Anyone who can read
-    /// them can open every gateway share, so `serve` says so loudly at every start.
-    File,
-    /// A PKCS#11 token ([`HsmSettings`]): the keys never leave it.
-    Hsm,
-}
-
-/// Where the HSM is and how to log in to it (`hsm_*` settings).
-#[derive(Debug, Clone)]
-pub struct HsmSettings {
-    /// The PKCS#11 module (shared library).
-    pub module: PathBuf,
-    /// Tokens are found by label: slot numbers change when tokens are added.
-    pub token_label: String,
-    /// The user PIN. `SecretString` so that it is redacted in `Debug` and wiped on drop.
-    pub pin: SecretString,
-    pub share_key_label: String,
-    pub audit_key_label: String,
-}
-
-impl HsmSettings {
-    /// The signer crate's view of the same settings.
-    pub fn signer_config(&self) -> parapet_signer::custody::HsmConfig {
-        let mut c = parapet_signer::custody::HsmConfig::new(
-            self.module.clone(),
-            self.token_label.clone(),
-            self.pin.clone(),
-        );
-        c.share_key_label.clone_from(&self.share_key_label);
-        c.audit_key_label.clone_from(&self.audit_key_label);
-        c
-    }
-}
-
 /// Which development defaults the operator chose explicitly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Chosen {
@@ -190,13 +156,6 @@ pub struct Config {
     /// The HSM settings when a token is configured (required by `custody = "hsm"` and by
     /// `parapet hsm init`, which may run before custody is switched over).
     pub hsm: Option<HsmSettings>,
-}
-
-/// Where the TLS certificate chain and key live.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsPaths {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 impl std::fmt::Debug for Config {
@@ -762,6 +721,17 @@ fn read_secret_file(path: &Path) -> Result<String> {
     let v = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("reading secret file {}: {e}", path.display())))?;
     Ok(v.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+impl Config {
+    /// What key custody needs of this configuration.
+    pub fn custody_config(&self) -> crate::custody::CustodyConfig<'_> {
+        crate::custody::CustodyConfig {
+            kind: self.custody,
+            hsm: self.hsm.as_ref(),
+            data_dir: &self.data_dir,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,52 @@ use parapet_signer::custody::{Custody, FileKeystore, Hsm};
 use serde::Serialize;
 
 use crate::audit::checkpoint::{self, ALGORITHM, CheckpointSigner, FileSigner};
-use crate::config::{Config, CustodyKind, HsmSettings};
 use crate::error::{Error, Result};
+
+/// Which custody seals gateway shares and personal data, and signs audit checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustodyKind {
+    /// The development keystore: keys in files under the data directory. Anyone who can read
+    /// them can open every gateway share, so `serve` says so loudly at every start.
+    File,
+    /// A PKCS#11 token ([`HsmSettings`]): the keys never leave it.
+    Hsm,
+}
+
+/// Where the HSM is and how to log in to it (`hsm_*` settings).
+#[derive(Debug, Clone)]
+pub struct HsmSettings {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// Tokens are found by label: slot numbers change when tokens are added.
+    pub token_label: String,
+    /// The user PIN. `SecretString` so that it is redacted in `Debug` and wiped on drop.
+    pub pin: secrecy::SecretString,
+    pub share_key_label: String,
+    pub audit_key_label: String,
+}
+
+impl HsmSettings {
+    /// The signer crate's view of the same settings.
+    pub fn signer_config(&self) -> parapet_signer::custody::HsmConfig {
+        let mut c = parapet_signer::custody::HsmConfig::new(
+            self.module.clone(),
+            self.token_label.clone(),
+            self.pin.clone(),
+        );
+        c.share_key_label.clone_from(&self.share_key_label);
+        c.audit_key_label.clone_from(&self.audit_key_label);
+        c
+    }
+}
+
+/// What custody needs of the configuration ([`crate::config::Config::custody_config`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CustodyConfig<'a> {
+    pub kind: CustodyKind,
+    pub hsm: Option<&'a HsmSettings>,
+    pub data_dir: &'a Path,
+}
 
 /// Where the development keystore keeps its sealing key.
 pub fn default_share_key_path(data_dir: &Path) -> PathBuf {
@@ -30,18 +74,18 @@ pub struct Opened {
 
 /// Opens custody as configured. With `custody = "hsm"`, logs in and checks both keys; any
 /// problem is an [`Error::Config`] that names it and the fix.
-pub fn open(config: &Config) -> Result<Opened> {
-    match config.custody {
+pub fn open(config: CustodyConfig<'_>) -> Result<Opened> {
+    match config.kind {
         CustodyKind::File => {
             if config.hsm.is_some() {
                 tracing::warn!(
                     "HSM settings are configured but custody is \"file\": they are not used until custody = \"hsm\""
                 );
             }
-            let keystore = FileKeystore::open_or_create(&default_share_key_path(&config.data_dir))
+            let keystore = FileKeystore::open_or_create(&default_share_key_path(config.data_dir))
                 .map_err(|e| Error::Config(format!("development keystore: {e}")))?;
             let signer =
-                FileSigner::load_or_create(&checkpoint::default_key_path(&config.data_dir))?;
+                FileSigner::load_or_create(&checkpoint::default_key_path(config.data_dir))?;
             Ok(Opened {
                 custody: Arc::new(keystore),
                 checkpoint_signer: Arc::new(signer),
@@ -70,10 +114,10 @@ pub fn open(config: &Config) -> Result<Opened> {
 
 /// The configured checkpoint signer alone, for commands that sign or verify checkpoints
 /// outside `serve` (`audit archive`, `audit verify`).
-pub fn checkpoint_signer(config: &Config) -> Result<Arc<dyn CheckpointSigner>> {
-    match config.custody {
+pub fn checkpoint_signer(config: CustodyConfig<'_>) -> Result<Arc<dyn CheckpointSigner>> {
+    match config.kind {
         CustodyKind::File => Ok(Arc::new(FileSigner::load_or_create(
-            &checkpoint::default_key_path(&config.data_dir),
+            &checkpoint::default_key_path(config.data_dir),
         )?)),
         CustodyKind::Hsm => Ok(Arc::new(HsmCheckpointSigner {
             hsm: Arc::new(open_hsm(hsm_settings(config)?)?),
@@ -81,8 +125,8 @@ pub fn checkpoint_signer(config: &Config) -> Result<Arc<dyn CheckpointSigner>> {
     }
 }
 
-fn hsm_settings(config: &Config) -> Result<&HsmSettings> {
-    config.hsm.as_ref().ok_or_else(|| {
+fn hsm_settings(config: CustodyConfig<'_>) -> Result<&HsmSettings> {
+    config.hsm.ok_or_else(|| {
         Error::Config(
             "no HSM configured: set hsm_token_label and hsm_pin (or PARAPET_HSM_TOKEN_LABEL and PARAPET_HSM_PIN / PARAPET_HSM_PIN_FILE)"
                 .to_owned(),
@@ -110,7 +154,7 @@ pub struct InitReport {
 
 /// Creates the share key and the audit key pair on the configured token when they are absent;
 /// keys already there are checked and left alone, so running it again changes nothing.
-pub fn init(config: &Config) -> Result<InitReport> {
+pub fn init(config: CustodyConfig<'_>) -> Result<InitReport> {
     let settings = hsm_settings(config)?;
     let report = parapet_signer::custody::hsm_init(&settings.signer_config())
         .map_err(|e| startup_error(settings, e))?;
@@ -206,6 +250,8 @@ mod tests {
     use super::*;
     use secrecy::SecretString;
 
+    use crate::config::Config;
+
     fn settings() -> HsmSettings {
         HsmSettings {
             module: "/usr/lib/softhsm/libsofthsm2.so".into(),
@@ -242,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::load(None, &Default::default()).unwrap();
         config.data_dir = dir.path().join("data");
-        let opened = open(&config).unwrap();
+        let opened = open(config.custody_config()).unwrap();
         assert_eq!(opened.kind, CustodyKind::File);
         assert!(default_share_key_path(&config.data_dir).exists());
         let sealed = opened.custody.seal(b"x", b"aad").unwrap();
@@ -250,7 +296,7 @@ mod tests {
             opened.custody.open(&sealed, b"aad").unwrap().as_slice(),
             b"x"
         );
-        let signer = checkpoint_signer(&config).unwrap();
+        let signer = checkpoint_signer(config.custody_config()).unwrap();
         assert_eq!(
             signer.public_key(),
             opened.checkpoint_signer.public_key(),

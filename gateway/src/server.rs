@@ -67,7 +67,7 @@ pub async fn build_state_with_clock(
         policy_version = engine.current().version(),
         "policy set loaded"
     );
-    let opened = crate::custody::open(config)?;
+    let opened = crate::custody::open(config.custody_config())?;
     if opened.kind == crate::config::CustodyKind::File {
         tracing::warn!(
             path = %crate::custody::default_share_key_path(&config.data_dir).display(),

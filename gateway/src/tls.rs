@@ -18,7 +18,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsPaths;
 use crate::error::{Error, Result};
 
 /// Protocols offered in ALPN, preferred first: HTTP/2 when the client speaks it.
@@ -119,6 +118,13 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
         )));
     }
     Ok(first)
+}
+
+/// Where the TLS certificate chain and key live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPaths {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Builds the rustls server configuration from the PEM files: TLS 1.2 and 1.3, no client
