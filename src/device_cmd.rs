@@ -11,7 +11,7 @@ use parapet_signer::device::{DeviceSecrets, file};
 use serde_json::Value;
 
 use crate::device_file::{FileArgs, passphrase};
-use crate::gateway_calls::{agent, answer_json, refusal, text};
+use crate::gateway_calls::{agent, answer_json, device_get, refusal, text};
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
@@ -157,19 +157,7 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
 
 fn show(path: &Path, json: bool) -> Result<ExitCode> {
     let secrets = file::load(path, &passphrase(false)?)?;
-    let mut res = agent()
-        .get(&format!("{}/v1/device", secrets.gateway))
-        .header("authorization", &format!("Device {}", secrets.device_token))
-        .call()
-        .with_context(|| format!("reaching {}", secrets.gateway))?;
-    let status = res.status().as_u16();
-    let body: Value = answer_json(&mut res)?;
-    if status != 200 {
-        bail!(
-            "the gateway refused this device: {}",
-            refusal(status, &body)
-        );
-    }
+    let body = device_get(&secrets, "/v1/device")?;
     if json {
         println!("{body}");
     } else {
