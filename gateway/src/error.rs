@@ -258,7 +258,9 @@ impl Error {
             Error::StoreUnavailable => "store_unavailable",
             Error::HsmUnavailable(_) => "hsm_unavailable",
             Error::IssuerUnavailable => "issuer_unavailable",
-            Error::Database(_) => "database_error",
+            // One code for every failure of the store, whichever route met it: the caller can
+            // only retry, and the detail is in the gateway's log.
+            Error::Database(_) => "store_unavailable",
             Error::Config(_) => "configuration_error",
             Error::Internal(_) => "internal",
         }
@@ -309,11 +311,10 @@ impl Error {
             | Error::Busy(_)
             | Error::AuditUnavailable
             | Error::StoreUnavailable
+            | Error::Database(_)
             | Error::HsmUnavailable(_)
             | Error::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -321,9 +322,10 @@ impl Error {
     /// The message a caller may see. Server-side errors are summarised; their detail is logged.
     pub fn public_message(&self) -> String {
         match self {
-            Error::Config(_) | Error::Internal(_) | Error::Database(_) => {
+            Error::Config(_) | Error::Internal(_) => {
                 "internal error; see the gateway log".to_owned()
             }
+            Error::Database(_) => "store unavailable; retry later".to_owned(),
             // Never PKCS#11 codes in a body (docs/architecture.md §10).
             Error::HsmUnavailable(_) => "HSM unavailable; retry later".to_owned(),
             other => other.to_string(),
@@ -384,3 +386,16 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_store_failure_is_one_retryable_answer_without_its_detail() {
+        let e = Error::Database("inserting an event: disk I/O error".to_owned());
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), Error::StoreUnavailable.code());
+        assert!(!e.public_message().contains("disk"));
+    }
+}
