@@ -348,13 +348,14 @@ fn onboard(env: &[(&str, &str)]) -> (Person, SoftPasskey) {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let (_, start, _) = page_post(
+    let (status, start, _) = page_post(
         &base,
         &origin,
         "/ui/api/login/start",
         None,
         json!({"user": user, "app": app_id}),
     );
+    assert_eq!(status, 200, "login start: {start}");
     let rcr: RequestChallengeResponse = serde_json::from_value(start["options"].clone()).unwrap();
     let assertion = passkey
         .do_authentication(Url::parse(&origin).unwrap(), rcr)
