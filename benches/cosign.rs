@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use parapet_device::client;
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
 use parapet_gateway::identity::{self, Actor, Auditor, NewApp};
 use parapet_gateway::users::sessions::Method;
-use parapet_signer::device::client;
-use parapet_signer::mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, run_locally};
+use parapet_mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, run_locally};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::Url;
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
@@ -35,7 +35,7 @@ struct Setup {
     session: String,
     device_token: String,
     user: String,
-    recovery: parapet_signer::recovery::RecoveryKeys,
+    recovery: parapet_mpc::recovery::RecoveryKeys,
     _data: tempfile::TempDir,
 }
 
@@ -134,7 +134,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
     )
     .await
     .unwrap();
-    let recovery = parapet_signer::recovery::RecoverySecret::generate()
+    let recovery = parapet_mpc::recovery::RecoverySecret::generate()
         .derive(&user.to_string())
         .unwrap();
     parapet_gateway::recovery::enrol(
@@ -175,7 +175,7 @@ fn sign_over_loopback(
     s: &Setup,
     wallet: &KeyShare,
     n: u64,
-) -> parapet_signer::mpc::RecoverableSignature {
+) -> parapet_mpc::RecoverableSignature {
     let address = format!("0x{}", hex::encode(wallet.address()));
     let mut res = ureq::post(&format!("{}/v1/wallets/{address}/sign", s.base))
         .header("authorization", &format!("Bearer {}", s.api_key))
@@ -185,7 +185,7 @@ fn sign_over_loopback(
         .unwrap();
     let body: serde_json::Value = res.body_mut().read_json().unwrap();
     let id = body["id"].as_str().unwrap();
-    let digest = parapet_signer::mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
+    let digest = parapet_mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
     rt.block_on(client::sign(&s.base, &s.device_token, id, &digest, wallet))
         .unwrap()
         .1
@@ -278,18 +278,16 @@ fn bench(c: &mut Criterion) {
 
     // The passphrase KDF the device pays to open its file (Argon2id 64 MiB, t = 3) before any
     // ceremony; kept apart from the ceremony figures above.
-    let mut secrets = parapet_signer::device::file::DeviceSecrets::default();
+    let mut secrets = parapet_device::file::DeviceSecrets::default();
     secrets.shares.insert(
         format!("0x{}", hex::encode(device_share.address())),
         hex::encode(device_share.to_bytes().as_slice()),
     );
-    let sealed = parapet_signer::device::file::seal(&secrets, "a long passphrase").unwrap();
+    let sealed = parapet_device::file::seal(&secrets, "a long passphrase").unwrap();
     let mut g = c.benchmark_group("device file");
     g.sample_size(10);
     g.bench_function("open (Argon2id + AES-GCM)", |b| {
-        b.iter(|| {
-            black_box(parapet_signer::device::file::open(&sealed, "a long passphrase").unwrap())
-        })
+        b.iter(|| black_box(parapet_device::file::open(&sealed, "a long passphrase").unwrap()))
     });
     g.finish();
 
@@ -341,12 +339,11 @@ fn n_concurrent(rt: &tokio::runtime::Runtime, s: &Setup, wallets: Vec<KeyShare>)
                 let body: serde_json::Value = res.body_mut().read_json().unwrap();
                 let id = body["id"].as_str().unwrap().to_owned();
                 let expected =
-                    parapet_signer::mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
+                    parapet_mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
                 let (digest, sig) = handle
                     .block_on(client::sign(&base, &token, &id, &expected, &w))
                     .unwrap();
-                parapet_signer::mpc::verify_signature(w.public_key(), w.address(), &digest, &sig)
-                    .unwrap();
+                parapet_mpc::verify_signature(w.public_key(), w.address(), &digest, &sig).unwrap();
             })
         })
         .collect();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use parapet_signer::device::{DeviceSecrets, file};
+use parapet_device::{DeviceSecrets, file};
 use serde_json::Value;
 
 use crate::device_file::{FileArgs, passphrase};

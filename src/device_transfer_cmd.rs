@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use parapet_signer::device::DeviceSecrets;
-use parapet_signer::device::file::{self, Sibling};
-use parapet_signer::device::transfer::{
+use parapet_device::DeviceSecrets;
+use parapet_device::file::{self, Sibling};
+use parapet_device::transfer::{
     BUNDLE_FORMAT, DeviceKey, TransferBundle, TransferredWallet, code_matches, new_transfer_id,
     parse_public_key, short_code,
 };

@@ -2,7 +2,7 @@
 //! as JSON that report a broken read as what it is, and refusals worded one way.
 
 use anyhow::{Context, Result, bail};
-use parapet_signer::device::DeviceSecrets;
+use parapet_device::DeviceSecrets;
 use serde_json::Value;
 
 pub fn agent() -> ureq::Agent {

@@ -9,11 +9,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use parapet_signer::device::file::PendingRecovery;
-use parapet_signer::device::{DeviceSecrets, client, file};
-use parapet_signer::mpc::KeyShare;
-use parapet_signer::recovery::kit::{BackupKit, seal_device_share};
-use parapet_signer::recovery::{RecoveryKeys, RecoveryPublicKey, RecoverySecret};
+use parapet_device::file::PendingRecovery;
+use parapet_device::{DeviceSecrets, client, file};
+use parapet_mpc::KeyShare;
+use parapet_mpc::recovery::kit::{BackupKit, seal_device_share};
+use parapet_mpc::recovery::{RecoveryKeys, RecoveryPublicKey, RecoverySecret};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -170,7 +170,7 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
     } else {
         let secret = RecoverySecret::generate();
         let written = secret.written();
-        (secret, Some(written), parapet_signer::recovery::new_salt())
+        (secret, Some(written), parapet_mpc::recovery::new_salt())
     };
     let keys = derive(&secret, &salt)?;
     let public_key = *keys.public_key();
@@ -534,9 +534,9 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
             bail!("the gateway's answer has a malformed backup");
         };
         let address = parapet_gateway::pipeline::parse_address(wallet)?.into_array();
-        let share = parapet_signer::recovery::kit::open_share(
+        let share = parapet_mpc::recovery::kit::open_share(
             &keys,
-            parapet_signer::recovery::envelope::Contents::DeviceShare,
+            parapet_mpc::recovery::envelope::Contents::DeviceShare,
             &address,
             epoch,
             sealed,

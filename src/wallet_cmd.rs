@@ -13,9 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use parapet_signer::device::{DeviceSecrets, client, file};
-use parapet_signer::mpc::{Dkls23, KeyShare, ThresholdEcdsa, sign_locally};
-use parapet_signer::recovery::kit::BackupKit;
+use parapet_device::{DeviceSecrets, client, file};
+use parapet_mpc::recovery::kit::BackupKit;
+use parapet_mpc::{Dkls23, KeyShare, ThresholdEcdsa, sign_locally};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -601,9 +601,9 @@ fn sign(
                     _ => wallet.to_owned(),
                 };
                 let share = share_of(&secrets, &key)
-                    .map_err(|e| parapet_signer::Error::DeviceFile(e.to_string()))?;
+                    .map_err(|e| parapet_device::Error::DeviceFile(e.to_string()))?;
                 if format!("0x{}", hex::encode(share.address())) != wallet {
-                    return Err(parapet_signer::Error::DeviceFile(format!(
+                    return Err(parapet_device::Error::DeviceFile(format!(
                         "the share kept for {wallet} is of another wallet"
                     )));
                 }

@@ -627,7 +627,7 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
     let checked = ok_json(&with_secret(&["recovery", "check"], &[]));
     assert_eq!(checked["ok"], true, "{checked}");
     assert_eq!(checked["wallets"][0]["kit_epoch"], 1, "{checked}");
-    let other = parapet_signer::recovery::RecoverySecret::generate().written();
+    let other = parapet_mpc::recovery::RecoverySecret::generate().written();
     let wrong = with_secret(
         &["recovery", "check"],
         &[("PARAPET_RECOVERY_SECRET", other.as_str())],

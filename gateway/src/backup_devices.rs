@@ -54,8 +54,8 @@ impl Transfer {
     /// The short code the new device shows (the page shows it too, as a reminder; the sending
     /// device derives its own from the key and never trusts this one).
     pub fn short_code(&self) -> String {
-        parapet_signer::device::transfer::parse_public_key(&self.public_key)
-            .map(|k| parapet_signer::device::transfer::short_code(&k))
+        parapet_device::transfer::parse_public_key(&self.public_key)
+            .map(|k| parapet_device::transfer::short_code(&k))
             .unwrap_or_default()
     }
 
@@ -147,11 +147,11 @@ pub async fn request(
     public_key: &str,
     now: OffsetDateTime,
 ) -> Result<Transfer> {
-    let key = parapet_signer::device::transfer::parse_public_key(public_key).map_err(|_| {
+    let key = parapet_device::transfer::parse_public_key(public_key).map_err(|_| {
         Error::InvalidRequest("public_key must be 32 bytes of X25519, hex".to_owned())
     })?;
     let t = Transfer {
-        id: parapet_signer::device::transfer::new_transfer_id(),
+        id: parapet_device::transfer::new_transfer_id(),
         user_id: device.user_id,
         kind: "add".to_owned(),
         to_device: device.device_id.clone(),

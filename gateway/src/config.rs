@@ -552,10 +552,10 @@ impl Config {
                 pin,
                 share_key_label: get("PARAPET_HSM_SHARE_KEY_LABEL")
                     .or(file.hsm_share_key_label)
-                    .unwrap_or_else(|| parapet_signer::custody::DEFAULT_SHARE_KEY_LABEL.to_owned()),
+                    .unwrap_or_else(|| parapet_custody::DEFAULT_SHARE_KEY_LABEL.to_owned()),
                 audit_key_label: get("PARAPET_HSM_AUDIT_KEY_LABEL")
                     .or(file.hsm_audit_key_label)
-                    .unwrap_or_else(|| parapet_signer::custody::DEFAULT_AUDIT_KEY_LABEL.to_owned()),
+                    .unwrap_or_else(|| parapet_custody::DEFAULT_AUDIT_KEY_LABEL.to_owned()),
             }),
             (None, None) => None,
             (Some(_), None) => {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parapet_signer::custody::{Custody, FileKeystore, Hsm};
+use parapet_custody::{Custody, FileKeystore, Hsm};
 use serde::Serialize;
 
 use crate::audit::checkpoint::{self, ALGORITHM, CheckpointSigner, FileSigner};
@@ -38,8 +38,8 @@ pub struct HsmSettings {
 
 impl HsmSettings {
     /// The signer crate's view of the same settings.
-    pub fn signer_config(&self) -> parapet_signer::custody::HsmConfig {
-        let mut c = parapet_signer::custody::HsmConfig::new(
+    pub fn signer_config(&self) -> parapet_custody::HsmConfig {
+        let mut c = parapet_custody::HsmConfig::new(
             self.module.clone(),
             self.token_label.clone(),
             self.pin.clone(),
@@ -156,7 +156,7 @@ pub struct InitReport {
 /// keys already there are checked and left alone, so running it again changes nothing.
 pub fn init(config: CustodyConfig<'_>) -> Result<InitReport> {
     let settings = hsm_settings(config)?;
-    let report = parapet_signer::custody::hsm_init(&settings.signer_config())
+    let report = parapet_custody::hsm_init(&settings.signer_config())
         .map_err(|e| startup_error(settings, e))?;
     Ok(InitReport {
         module: settings.module.display().to_string(),
@@ -171,8 +171,8 @@ pub fn init(config: CustodyConfig<'_>) -> Result<InitReport> {
 
 /// Turns a refusal from the signer into the message an operator needs at start: which check
 /// failed and what to do. The PIN itself never appears (the signer's errors never carry it).
-fn startup_error(settings: &HsmSettings, e: parapet_signer::Error) -> Error {
-    use parapet_signer::Error as S;
+fn startup_error(settings: &HsmSettings, e: parapet_custody::Error) -> Error {
+    use parapet_custody::Error as S;
     let token = &settings.token_label;
     let module = settings.module.display();
     Error::Config(match e {
@@ -207,8 +207,8 @@ fn startup_error(settings: &HsmSettings, e: parapet_signer::Error) -> Error {
 
 /// Maps a failure while using custody after start (sealing, opening, signing). A module that
 /// stops answering is a 503 the caller may retry; a blob that does not open is our fault.
-pub fn runtime_error(e: parapet_signer::Error) -> Error {
-    use parapet_signer::Error as S;
+pub fn runtime_error(e: parapet_custody::Error) -> Error {
+    use parapet_custody::Error as S;
     match e {
         S::Pkcs11(detail) => Error::HsmUnavailable(detail),
         S::WrongPin | S::PinLocked | S::TokenNotFound(_) => Error::HsmUnavailable(e.to_string()),
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn startup_refusals_say_what_to_do() {
-        use parapet_signer::Error as S;
+        use parapet_custody::Error as S;
         let msg = |e| startup_error(&settings(), e).to_string();
         assert!(msg(S::WrongPin).contains("refused the PIN"));
         assert!(msg(S::KeyMissing("s".into())).contains("parapet hsm init"));

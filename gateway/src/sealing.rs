@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use aes_gcm::aead::rand_core::RngCore;
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use parapet_signer::custody::Custody;
+use parapet_custody::Custody;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
@@ -80,7 +80,7 @@ impl PersonalDataKey {
 
     fn open_sealed(custody: &dyn Custody, sealed: &[u8], path: &Path) -> Result<PersonalDataKey> {
         let key = custody.open(sealed, DATA_KEY_AAD).map_err(|e| match e {
-            parapet_signer::Error::OpenFailed | parapet_signer::Error::SealedMalformed => {
+            parapet_custody::Error::OpenFailed | parapet_custody::Error::SealedMalformed => {
                 Error::Config(format!(
                     "the personal data key {} does not open with the configured custody: it was sealed by another key (a different HSM key, or the development keystore before switching to custody = \"hsm\"); restore the matching key or data directory",
                     path.display()
@@ -160,7 +160,7 @@ fn random_key() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parapet_signer::custody::FileKeystore;
+    use parapet_custody::FileKeystore;
 
     #[test]
     fn data_key_is_created_sealed_and_reopened() {

@@ -17,15 +17,15 @@ mod users_support;
 
 use cosign_support::*;
 use http::StatusCode;
-use parapet_gateway::devices;
-use parapet_gateway::identity::Auditor;
-use parapet_signer::device::client;
-use parapet_signer::device::transfer::{
+use parapet_device::client;
+use parapet_device::transfer::{
     BUNDLE_FORMAT, DeviceKey, TransferBundle, TransferredWallet, code_matches, parse_public_key,
     short_code,
 };
-use parapet_signer::mpc::KeyShare;
-use parapet_signer::recovery::kit::BackupKit;
+use parapet_gateway::devices;
+use parapet_gateway::identity::Auditor;
+use parapet_mpc::KeyShare;
+use parapet_mpc::recovery::kit::BackupKit;
 use serde_json::{Value, json};
 use users_support::{audit_text, call, call_with};
 
@@ -323,12 +323,14 @@ async fn a_backup_device_gets_the_share_through_the_gateway_and_signs() {
     )
     .await
     {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "device_not_allowed"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "device_not_allowed")
+        }
         other => panic!("a stale device signed: {other:?}"),
     }
     // The laptop re-syncs the phone, sealing to the key it confirmed before (not one the
     // gateway names now), bound to a transfer id it picks.
-    let rid = parapet_signer::device::transfer::new_transfer_id();
+    let rid = parapet_device::transfer::new_transfer_id();
     let resync = as_device(&w, &alice.device_token, "POST", "/v1/device/resync", Some(json!({
         "id": rid,
         "to_device": phone,

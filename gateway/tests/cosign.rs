@@ -21,12 +21,12 @@ use alloy::eips::eip2718::Decodable2718;
 use alloy::primitives::{Address, B256, Signature, U256};
 use cosign_support::*;
 use http::StatusCode;
+use parapet_device::client::{self, Connection, Link, ws_url};
 use parapet_gateway::identity::Auditor;
-use parapet_signer::device::client::{self, Connection, ws_url};
-use parapet_signer::mpc::wire::{Control, bytes32};
-use parapet_signer::mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, drive};
-use parapet_signer::recovery::kit::BackupKit;
-use parapet_signer::recovery::{RecoveryKeys, RecoverySecret};
+use parapet_mpc::recovery::kit::BackupKit;
+use parapet_mpc::recovery::{RecoveryKeys, RecoverySecret};
+use parapet_mpc::wire::{Control, bytes32};
+use parapet_mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, drive};
 use serde_json::{Value, json};
 use users_support::{call, call_with, events, gateway_with, login_ok};
 
@@ -133,7 +133,9 @@ async fn a_device_creates_a_wallet_and_signs_a_transaction_the_policy_allowed() 
     // One request, one signature: a second ceremony is refused.
     let second = client::sign(&w.base, &alice.device_token, &id, &expected, &share).await;
     match second {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "not_signable")
+        }
         other => panic!("a second ceremony ran: {other:?}"),
     }
 
@@ -167,7 +169,9 @@ async fn nobody_but_the_owner_and_their_device_reaches_a_wallet() {
 
     // Without a passkey there is no wallet.
     match client::keygen(&w.base, &carol.device_token, carol.target(), |_, _| Ok(())).await {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "passkey_required"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "passkey_required")
+        }
         other => panic!("carol got a wallet: {other:?}"),
     }
     // Bob's session cannot submit for Alice's wallet.
@@ -180,11 +184,15 @@ async fn nobody_but_the_owner_and_their_device_reaches_a_wallet() {
     let expected = device_digest(&usdc_transfer(), &address);
     // Bob's device cannot join, and reading the request needs the app or the owner.
     match client::sign(&w.base, &bob.device_token, id, &expected, &share).await {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_found"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "not_found")
+        }
         other => panic!("bob's device joined: {other:?}"),
     }
     match client::sign(&w.base, "pd_made_up", id, &expected, &share).await {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "unauthorized"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "unauthorized")
+        }
         other => panic!("a made-up token joined: {other:?}"),
     }
     // The request is still there for the owner's device.
@@ -217,7 +225,14 @@ async fn a_device_cannot_make_the_gateway_sign_another_digest() {
     let ceremony = Dkls23
         .sign(Role::Device, session, &share, [0x42; 32])
         .unwrap();
-    let result = drive::run(ceremony, &mut conn, std::time::Duration::from_secs(10)).await;
+    let result = drive::run(
+        drive::Runtime::Tokio {
+            step_timeout: std::time::Duration::from_secs(10),
+        },
+        ceremony,
+        &mut conn,
+    )
+    .await;
     assert!(
         result.is_err(),
         "the device finished a signature: {result:?}"
@@ -301,7 +316,7 @@ async fn a_device_signs_only_the_digest_it_computed_from_the_request() {
     assert_eq!(rewritten, 1);
 
     match client::sign(&w.base, &alice.device_token, id, &expected, &share).await {
-        Err(parapet_signer::Error::DigestMismatch {
+        Err(parapet_device::Error::DigestMismatch {
             expected: e,
             announced: a,
         }) => assert_eq!((e, a), (hex0x(&expected), hex0x(&substitute))),
@@ -457,12 +472,14 @@ async fn a_step_up_lifts_the_deny_of_its_own_request_only_once() {
         .await
         .unwrap();
     let digest = bytes32(ok.body["digest"].as_str().unwrap()).unwrap();
-    parapet_signer::mpc::verify_signature(share.public_key(), share.address(), &digest, &signature)
+    parapet_mpc::verify_signature(share.public_key(), share.address(), &digest, &signature)
         .unwrap();
     // B was never stepped up: its device cannot sign it.
     let expected_b = device_digest(&native_transfer(2, 6 * ETH), &address);
     match client::sign(&w.base, &alice.device_token, &id_b, &expected_b, &share).await {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "not_signable")
+        }
         other => panic!("B was signed: {other:?}"),
     }
 }
@@ -638,7 +655,9 @@ async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed(
     )
     .await
     {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "app_frozen"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "app_frozen")
+        }
         other => panic!("a frozen app's request was signed: {other:?}"),
     }
     // Unfrozen, the authorized one signs (the refusal was the freeze).
@@ -751,9 +770,15 @@ async fn a_dropped_ceremony_keeps_its_amount_only_once_the_final_message_left() 
             bytes32(&digest.unwrap()).unwrap(),
         )
         .unwrap();
-    let (_, signature) = drive::run(ceremony, &mut conn, std::time::Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (_, signature) = drive::run(
+        drive::Runtime::Tokio {
+            step_timeout: std::time::Duration::from_secs(10),
+        },
+        ceremony,
+        &mut conn,
+    )
+    .await
+    .unwrap();
     drop(conn);
     let got = wait_until_not_signing(&w, &id).await;
     assert_eq!(got["state"], "signed");
@@ -795,7 +820,7 @@ async fn replayed_or_out_of_place_messages_end_the_ceremony_without_a_signature(
             )
             .unwrap();
         let first = ceremony.start().unwrap();
-        use parapet_signer::mpc::drive::Transport;
+        use parapet_mpc::drive::Transport;
         match attack {
             "replay" => {
                 for m in first.iter().chain(first.iter()) {
@@ -820,7 +845,7 @@ async fn replayed_or_out_of_place_messages_end_the_ceremony_without_a_signature(
         // The gateway ends the ceremony with an error and no signature.
         let end = loop {
             match conn.expect_control().await {
-                Err(parapet_signer::Error::Transport(t)) if t.contains("protocol message") => {
+                Err(parapet_mpc::Error::Transport(t)) if t.contains("protocol message") => {
                     // a protocol message from the gateway's round 1 still in flight
                     continue;
                 }
@@ -828,7 +853,7 @@ async fn replayed_or_out_of_place_messages_end_the_ceremony_without_a_signature(
             }
         };
         assert!(
-            matches!(end, Err(parapet_signer::Error::Refused { ref code, .. }) if code == "ceremony_failed"),
+            matches!(end, Err(parapet_mpc::Error::Refused { ref code, .. }) if code == "ceremony_failed"),
             "{attack}: {end:?}"
         );
         let got = wait_until_not_signing(&w, &id).await;
@@ -1018,7 +1043,9 @@ async fn a_refresh_keeps_the_address_and_retires_the_old_shares() {
     )
     .await
     {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "not_signable"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "not_signable")
+        }
         other => panic!("an unapproved refresh ran: {other:?}"),
     }
     // An admin mark stops signing until the owner refreshes.
@@ -1095,13 +1122,19 @@ async fn a_refresh_interrupted_between_the_phases_leaves_the_old_epoch_signing()
     let ceremony = Dkls23
         .refresh(Role::Device, SessionId(bytes32(&session).unwrap()), &share)
         .unwrap();
-    let (_, pending) = drive::run(ceremony, &mut conn, std::time::Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (_, pending) = drive::run(
+        drive::Runtime::Tokio {
+            step_timeout: std::time::Duration::from_secs(10),
+        },
+        ceremony,
+        &mut conn,
+    )
+    .await
+    .unwrap();
     // The backup exchange of phase 1 completes: the gateway stores its pending share and the
     // device's pending backup.
     let sealed =
-        parapet_signer::recovery::kit::seal_device_share(alice.recovery.public_key(), &pending, 1)
+        parapet_mpc::recovery::kit::seal_device_share(alice.recovery.public_key(), &pending, 1)
             .unwrap();
     conn.control(&Control::Backup {
         address: address.clone(),
@@ -1174,7 +1207,7 @@ async fn every_wallet_gets_a_backup_and_a_kit_that_signs_without_the_gateway() {
     // The kit opens with the secret only, and its two shares sign and export with no gateway.
     let (device, gateway) = kit.open(&alice.recovery).unwrap();
     let digest = [0x42u8; 32];
-    let signature = parapet_signer::mpc::sign_locally(&Dkls23, &device, &gateway, digest).unwrap();
+    let signature = parapet_mpc::sign_locally(&Dkls23, &device, &gateway, digest).unwrap();
     let sig = Signature::new(
         U256::from_be_bytes(signature.r),
         U256::from_be_bytes(signature.s),
@@ -1225,9 +1258,9 @@ async fn every_wallet_gets_a_backup_and_a_kit_that_signs_without_the_gateway() {
     let fresh = kits.lock().unwrap().pop().unwrap();
     assert_eq!((epoch, fresh.epoch), (1, 1));
     let (d1, g1) = fresh.open(&alice.recovery).unwrap();
-    parapet_signer::mpc::sign_locally(&Dkls23, &d1, &g1, digest).unwrap();
+    parapet_mpc::sign_locally(&Dkls23, &d1, &g1, digest).unwrap();
     // The stale kit's gateway share no longer pairs with the new device share.
-    assert!(parapet_signer::mpc::sign_locally(&Dkls23, &d1, &gateway, digest).is_err());
+    assert!(parapet_mpc::sign_locally(&Dkls23, &d1, &gateway, digest).is_err());
     assert_eq!(
         recovery_status(&w, &alice).await["wallets"][0]["backup_epochs"],
         json!([1])
@@ -1244,7 +1277,7 @@ async fn a_device_with_another_recovery_key_gets_no_wallet_and_no_kit() {
         public_key: wrong.public_key(),
     };
     match client::keygen(&w.base, &alice.device_token, target, |_, _| Ok(())).await {
-        Err(parapet_signer::Error::Refused { code, .. }) => {
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
             assert_eq!(code, "recovery_key_mismatch")
         }
         other => panic!("a wallet with a foreign recovery key: {other:?}"),
@@ -1314,13 +1347,13 @@ async fn a_recovery_lookup_gives_strangers_a_random_salt_never_the_user_id() {
     let by_id = open_recovery(&w, &alice.id, &alice.recovery).await;
     assert_eq!(by_id.body["code"], "recovery_refused", "{}", by_id.text);
     let stranger = RecoverySecret::generate()
-        .derive(&parapet_signer::recovery::new_salt())
+        .derive(&parapet_mpc::recovery::new_salt())
         .unwrap();
     let other_salt = post_keyless(
         &w,
         "/v1/recovery",
         None,
-        json!({"salt": parapet_signer::recovery::new_salt(), "auth_key": hex::encode(stranger.auth_key()), "device_name": "x"}),
+        json!({"salt": parapet_mpc::recovery::new_salt(), "auth_key": hex::encode(stranger.auth_key()), "device_name": "x"}),
     )
     .await;
     assert_eq!(
@@ -1424,9 +1457,9 @@ async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused
         (backup["wallet"].as_str(), backup["epoch"].as_i64()),
         (Some(address.as_str()), Some(0))
     );
-    let recovered = parapet_signer::recovery::kit::open_share(
+    let recovered = parapet_mpc::recovery::kit::open_share(
         &alice.recovery,
-        parapet_signer::recovery::envelope::Contents::DeviceShare,
+        parapet_mpc::recovery::envelope::Contents::DeviceShare,
         share.address(),
         0,
         backup["device_share"].as_str().unwrap(),
@@ -1434,9 +1467,9 @@ async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused
     .unwrap();
     assert_eq!(recovered.to_bytes().as_slice(), share.to_bytes().as_slice());
     assert!(
-        parapet_signer::recovery::kit::open_share(
+        parapet_mpc::recovery::kit::open_share(
             &wrong,
-            parapet_signer::recovery::envelope::Contents::DeviceShare,
+            parapet_mpc::recovery::envelope::Contents::DeviceShare,
             share.address(),
             0,
             backup["device_share"].as_str().unwrap(),
@@ -1514,7 +1547,9 @@ async fn a_lost_device_is_recovered_after_the_delay_and_its_old_share_is_refused
     )
     .await
     {
-        Err(parapet_signer::Error::Refused { code, .. }) => assert_eq!(code, "unauthorized"),
+        Err(parapet_device::Error::Mpc(parapet_mpc::Error::Refused { code, .. })) => {
+            assert_eq!(code, "unauthorized")
+        }
         other => panic!("the old device refreshed: {other:?}"),
     }
     let (new_share, epoch) = client::refresh(
@@ -1844,9 +1879,9 @@ async fn a_completed_recovery_whose_answer_was_lost_is_answered_again_until_its_
     assert!(again.body["passkey_link"]["url"].as_str().is_some());
     let token = again.body["device_token"].as_str().unwrap().to_owned();
     assert_ne!(token, lost_token);
-    let recovered = parapet_signer::recovery::kit::open_share(
+    let recovered = parapet_mpc::recovery::kit::open_share(
         &alice.recovery,
-        parapet_signer::recovery::envelope::Contents::DeviceShare,
+        parapet_mpc::recovery::envelope::Contents::DeviceShare,
         share.address(),
         0,
         again.body["backups"][0]["device_share"].as_str().unwrap(),

@@ -17,7 +17,7 @@ use parapet_gateway::cosign::ceremonies::{self, Begin};
 use parapet_gateway::devices::Device;
 use parapet_gateway::error::{Error, Quota};
 use parapet_gateway::quotas::{QuotaSettings, Quotas};
-use parapet_signer::mpc::SessionId;
+use parapet_mpc::SessionId;
 use support::databases;
 use time::OffsetDateTime;
 use time::macros::datetime;

@@ -4,10 +4,10 @@
 //! key and sends it back as the device's backup kit. The gateway keeps the device's envelope (it
 //! cannot open it) and commits it with the share it belongs to.
 
-use parapet_signer::mpc::KeyShare;
-use parapet_signer::mpc::wire::Control;
-use parapet_signer::recovery::RecoveryPublicKey;
-use parapet_signer::recovery::envelope::{self, Contents};
+use parapet_mpc::KeyShare;
+use parapet_mpc::recovery::RecoveryPublicKey;
+use parapet_mpc::recovery::envelope::{self, Contents};
+use parapet_mpc::wire::Control;
 
 use super::{Channel, from_signer, hex0x};
 use crate::error::{Error, Result};

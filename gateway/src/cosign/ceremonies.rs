@@ -2,7 +2,7 @@
 //! primary key before the first protocol message, so an id can never serve two ceremonies; how it
 //! ended is written when it ends.
 
-use parapet_signer::mpc::SessionId;
+use parapet_mpc::SessionId;
 use time::OffsetDateTime;
 
 use super::stamp;

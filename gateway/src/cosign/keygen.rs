@@ -4,10 +4,10 @@
 //! with custody (AAD = address, epoch 0) and commits the wallet (audited `wallet.create`), and
 //! only then answers `done`. An interruption anywhere before the commit leaves no wallet.
 
-use parapet_signer::custody::share_aad;
-use parapet_signer::mpc::wire::Control;
-use parapet_signer::mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, drive};
-use parapet_signer::recovery::RecoveryPublicKey;
+use parapet_custody::share_aad;
+use parapet_mpc::recovery::RecoveryPublicKey;
+use parapet_mpc::wire::Control;
+use parapet_mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, drive};
 use time::OffsetDateTime;
 
 use super::ceremonies::{self, Begin};
@@ -72,7 +72,7 @@ async fn generate(
         .await
         .map_err(from_signer)?;
     let ceremony = Dkls23.keygen(Role::Gateway, session).map_err(from_signer)?;
-    let (last, share) = drive::run(ceremony, channel, super::STEP_TIMEOUT)
+    let (last, share) = drive::run(super::RUNTIME, ceremony, channel)
         .await
         .map_err(from_signer)?;
     drive::send_all(channel, last).await.map_err(from_signer)?;

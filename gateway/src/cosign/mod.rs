@@ -14,9 +14,9 @@ pub mod velocity;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parapet_signer::custody::Custody;
-use parapet_signer::mpc::drive::Transport;
-use parapet_signer::mpc::wire::Control;
+use parapet_custody::Custody;
+use parapet_mpc::drive::{Runtime, Transport};
+use parapet_mpc::wire::Control;
 use time::OffsetDateTime;
 
 use crate::audit::AuditLog;
@@ -25,15 +25,21 @@ use crate::error::Error;
 /// How long the gateway waits for any one message from the device.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How the gateway runs its party: protocol steps on the blocking pool, each wait for the device
+/// bounded by [`STEP_TIMEOUT`].
+pub const RUNTIME: Runtime = Runtime::Tokio {
+    step_timeout: STEP_TIMEOUT,
+};
+
 /// The connection to the device: protocol messages ([`Transport`]) and control messages.
 pub trait Channel: Transport {
     fn control(
         &mut self,
         control: &Control,
-    ) -> impl std::future::Future<Output = parapet_signer::Result<()>> + Send;
+    ) -> impl std::future::Future<Output = parapet_mpc::Result<()>> + Send;
     fn expect_control(
         &mut self,
-    ) -> impl std::future::Future<Output = parapet_signer::Result<Control>> + Send;
+    ) -> impl std::future::Future<Output = parapet_mpc::Result<Control>> + Send;
 }
 
 /// What a ceremony needs from the gateway.
@@ -49,10 +55,10 @@ impl std::fmt::Debug for Cosigner {
     }
 }
 
-/// Maps the signer crate's errors: what the device did wrong is the caller's fault
-/// (`ceremony_failed`), custody failures are the HSM's.
-pub fn from_signer(e: parapet_signer::Error) -> Error {
-    use parapet_signer::Error as S;
+/// Maps the protocol's errors: what the device did wrong is the caller's fault
+/// (`ceremony_failed`); anything else (a stored share that does not read) is custody's.
+pub fn from_signer(e: parapet_mpc::Error) -> Error {
+    use parapet_mpc::Error as S;
     match e {
         S::CeremonyTimeout => Error::CeremonyTimeout,
         S::Refused { code, message } => {

@@ -10,9 +10,9 @@
 //! Until phase 2 commits, the old epoch is the valid one on both sides; once it has, only the new
 //! shares sign together (the old device share no longer matches the gateway's).
 
-use parapet_signer::custody::share_aad;
-use parapet_signer::mpc::wire::Control;
-use parapet_signer::mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, drive};
+use parapet_custody::share_aad;
+use parapet_mpc::wire::Control;
+use parapet_mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, drive};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
@@ -203,7 +203,7 @@ pub async fn run(
 struct Job<'a> {
     wallet: &'a StoredWallet,
     /// The user's recovery public key, which the device's backup must be sealed to.
-    users_key: &'a parapet_signer::recovery::RecoveryPublicKey,
+    users_key: &'a parapet_mpc::recovery::RecoveryPublicKey,
     session: SessionId,
     /// The approved operation this ceremony carries out.
     op: &'a str,
@@ -251,7 +251,7 @@ async fn refresh(
         })
         .await
         .map_err(from_signer)?;
-    let (last, fresh) = drive::run(ceremony, channel, super::STEP_TIMEOUT)
+    let (last, fresh) = drive::run(super::RUNTIME, ceremony, channel)
         .await
         .map_err(from_signer)?;
     drive::send_all(channel, last).await.map_err(from_signer)?;

@@ -5,11 +5,9 @@
 //! the gateway's final protocol message leaves; a failure before that releases the reservation and
 //! is audited as `signature.failed`.
 
-use parapet_signer::custody::share_aad;
-use parapet_signer::mpc::wire::{Control, WireSignature, bytes32};
-use parapet_signer::mpc::{
-    Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, drive, verify_signature,
-};
+use parapet_custody::share_aad;
+use parapet_mpc::wire::{Control, WireSignature, bytes32};
+use parapet_mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, drive, verify_signature};
 use time::{Duration, OffsetDateTime};
 
 use super::ceremonies::{self, Begin};
@@ -167,7 +165,7 @@ async fn sign(
         })
         .await
         .map_err(from_signer)?;
-    let (last, signature) = drive::run(ceremony, channel, super::STEP_TIMEOUT)
+    let (last, signature) = drive::run(super::RUNTIME, ceremony, channel)
         .await
         .map_err(from_signer)?;
     // The ceremony checked it already; check again against the wallet's record, so that a

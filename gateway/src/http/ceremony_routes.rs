@@ -11,8 +11,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use parapet_signer::mpc::drive::Transport;
-use parapet_signer::mpc::wire::Control;
+use parapet_mpc::drive::Transport;
+use parapet_mpc::wire::Control;
 
 use super::AppState;
 use super::error::ApiError;
@@ -29,35 +29,35 @@ pub struct WsChannel {
     socket: WebSocket,
 }
 
-fn closed() -> parapet_signer::Error {
-    parapet_signer::Error::Transport("the device closed the connection".to_owned())
+fn closed() -> parapet_mpc::Error {
+    parapet_mpc::Error::Transport("the device closed the connection".to_owned())
 }
 
-fn parse_control(text: &str) -> parapet_signer::Result<Control> {
+fn parse_control(text: &str) -> parapet_mpc::Result<Control> {
     let control: Control = serde_json::from_str(text).map_err(|_| {
-        parapet_signer::Error::Transport("a control message that does not parse".to_owned())
+        parapet_mpc::Error::Transport("a control message that does not parse".to_owned())
     })?;
     match control {
-        Control::Error { code, message } => Err(parapet_signer::Error::Refused { code, message }),
+        Control::Error { code, message } => Err(parapet_mpc::Error::Refused { code, message }),
         other => Ok(other),
     }
 }
 
 impl Transport for WsChannel {
-    async fn send(&mut self, message: Vec<u8>) -> parapet_signer::Result<()> {
+    async fn send(&mut self, message: Vec<u8>) -> parapet_mpc::Result<()> {
         self.socket
             .send(Frame::Binary(message.into()))
             .await
             .map_err(|_| closed())
     }
 
-    async fn recv(&mut self) -> parapet_signer::Result<Vec<u8>> {
+    async fn recv(&mut self) -> parapet_mpc::Result<Vec<u8>> {
         loop {
             match self.socket.recv().await {
                 Some(Ok(Frame::Binary(bytes))) => return Ok(bytes.to_vec()),
                 Some(Ok(Frame::Text(text))) => {
                     parse_control(&text)?;
-                    return Err(parapet_signer::Error::Transport(
+                    return Err(parapet_mpc::Error::Transport(
                         "a control message in the middle of the protocol".to_owned(),
                     ));
                 }
@@ -69,21 +69,21 @@ impl Transport for WsChannel {
 }
 
 impl Channel for WsChannel {
-    async fn control(&mut self, control: &Control) -> parapet_signer::Result<()> {
+    async fn control(&mut self, control: &Control) -> parapet_mpc::Result<()> {
         let text = serde_json::to_string(control)
-            .map_err(|e| parapet_signer::Error::Transport(e.to_string()))?;
+            .map_err(|e| parapet_mpc::Error::Transport(e.to_string()))?;
         self.socket
             .send(Frame::Text(text.into()))
             .await
             .map_err(|_| closed())
     }
 
-    async fn expect_control(&mut self) -> parapet_signer::Result<Control> {
+    async fn expect_control(&mut self) -> parapet_mpc::Result<Control> {
         loop {
             match self.socket.recv().await {
                 Some(Ok(Frame::Text(text))) => return parse_control(&text),
                 Some(Ok(Frame::Binary(_))) => {
-                    return Err(parapet_signer::Error::Transport(
+                    return Err(parapet_mpc::Error::Transport(
                         "a protocol message where a control message was due".to_owned(),
                     ));
                 }

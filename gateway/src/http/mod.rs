@@ -75,7 +75,7 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Seals and opens gateway shares (the HSM in production, the development keystore by
     /// default); ceremonies open a share only for their own duration.
-    pub custody: Arc<dyn parapet_signer::custody::Custody>,
+    pub custody: Arc<dyn parapet_custody::Custody>,
     /// The personal data key, opened at start (OIDC claims, webhook and TOTP secrets).
     pub personal_data: Arc<crate::sealing::PersonalDataKey>,
     /// The WebAuthn relying party (passkeys belong to the gateway).

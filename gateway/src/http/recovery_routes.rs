@@ -11,7 +11,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use parapet_signer::recovery::RecoveryPublicKey;
+use parapet_mpc::recovery::RecoveryPublicKey;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 

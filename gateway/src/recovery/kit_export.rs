@@ -4,7 +4,7 @@
 //! opens it. Each download is audited (`kit.export`, notified to the user's apps) after a
 //! passkey step-up, and its epoch is kept so that the page can say when the copy is stale.
 
-use parapet_signer::recovery::kit::{BackupKit, KIT_FORMAT};
+use parapet_mpc::recovery::kit::{BackupKit, KIT_FORMAT};
 use time::OffsetDateTime;
 use uuid::Uuid;
 

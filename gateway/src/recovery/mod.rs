@@ -9,8 +9,8 @@ pub mod flow;
 pub mod kit_export;
 
 use argon2::{Algorithm, Argon2, Params, Version};
-use parapet_signer::recovery::RecoveryPublicKey;
-use parapet_signer::recovery::envelope::{self, Contents};
+use parapet_mpc::recovery::RecoveryPublicKey;
+use parapet_mpc::recovery::envelope::{self, Contents};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -352,7 +352,7 @@ pub(crate) async fn seal_gateway_share(
     let share = crate::cosign::open(
         &cosigner.custody,
         sealed,
-        parapet_signer::custody::share_aad(&address, epoch),
+        parapet_custody::share_aad(&address, epoch),
     )
     .await?;
     let kit = envelope::seal(

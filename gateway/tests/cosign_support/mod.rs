@@ -10,12 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::StatusCode;
+use parapet_device::client;
 use parapet_gateway::devices;
 use parapet_gateway::http::{AppState, app};
 use parapet_gateway::identity::Auditor;
-use parapet_signer::device::client;
-use parapet_signer::mpc::KeyShare;
-use parapet_signer::recovery::{RecoveryKeys, RecoverySecret};
+use parapet_mpc::KeyShare;
+use parapet_mpc::recovery::{RecoveryKeys, RecoverySecret};
 use serde_json::{Value, json};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::Url;
@@ -110,7 +110,7 @@ pub async fn user_with(w: &World, sub: &str, with_passkey: bool, enrol: bool) ->
 
 /// [`user`] whose recovery secret derives with a random salt, as devices set it up today.
 pub async fn user_salted(w: &World, sub: &str) -> User {
-    let salt = parapet_signer::recovery::new_salt();
+    let salt = parapet_mpc::recovery::new_salt();
     user_made(w, sub, true, true, Some(salt)).await
 }
 
@@ -245,7 +245,7 @@ pub fn device_digest(body: &Value, address: &str) -> [u8; 32] {
 
 /// The digest in a gateway's answer about a signing request.
 pub fn digest_in(answer: &Value) -> [u8; 32] {
-    parapet_signer::mpc::wire::bytes32(answer["digest"].as_str().unwrap()).unwrap()
+    parapet_mpc::wire::bytes32(answer["digest"].as_str().unwrap()).unwrap()
 }
 
 pub fn address_of(share: &KeyShare) -> String {
@@ -336,7 +336,7 @@ pub async fn sign_message(
     address: &str,
     key: &str,
     share: &KeyShare,
-) -> Result<(), parapet_signer::Error> {
+) -> Result<(), parapet_device::Error> {
     sign_message_as(w, u, &u.device_token, address, key, share).await
 }
 
@@ -348,7 +348,7 @@ pub async fn sign_message_as(
     address: &str,
     key: &str,
     share: &KeyShare,
-) -> Result<(), parapet_signer::Error> {
+) -> Result<(), parapet_device::Error> {
     let body = json!({"chain_id": 1, "message": key});
     let a = submit(w, u, address, key, body.clone()).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);

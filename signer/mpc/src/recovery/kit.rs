@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use super::envelope::{self, Contents};
 use super::{RecoveryKeys, RecoveryPublicKey};
-use crate::mpc::{KeyShare, Role};
 use crate::{Error, Result};
+use crate::{KeyShare, Role};
 
 /// The `format` of kit files this version writes and reads.
 pub const KIT_FORMAT: &str = "parapet-backup-kit-v1";
@@ -159,8 +159,8 @@ fn parse_address(text: &str) -> Result<[u8; 20]> {
 #[allow(clippy::unwrap_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::mpc::{Dkls23, SessionId, ThresholdEcdsa, run_locally, sign_locally};
     use crate::recovery::RecoverySecret;
+    use crate::{Dkls23, SessionId, ThresholdEcdsa, run_locally, sign_locally};
 
     #[test]
     fn a_kit_opens_with_the_secret_and_signs_and_exports_without_a_gateway() {
@@ -193,7 +193,7 @@ mod tests {
 
         let (d, g) = kit.open(&keys).unwrap();
         let signature = sign_locally(&Dkls23, &d, &g, [5u8; 32]).unwrap();
-        crate::mpc::verify_signature(
+        crate::verify_signature(
             device.public_key(),
             device.address(),
             &[5u8; 32],
@@ -203,7 +203,7 @@ mod tests {
         let key = Dkls23.export_key(&d, &g).unwrap();
         let signing = k256::ecdsa::SigningKey::from_slice(key.as_ref()).unwrap();
         assert_eq!(
-            crate::mpc::eth_address(signing.verifying_key()),
+            crate::eth_address(signing.verifying_key()),
             *device.address()
         );
 

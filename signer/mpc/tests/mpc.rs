@@ -12,8 +12,8 @@ use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
-use parapet_signer::Error;
-use parapet_signer::mpc::{
+use parapet_mpc::Error;
+use parapet_mpc::{
     Ceremony, Dkls23, KeyShare, Message, RecoverableSignature, Role, SessionId, Step,
     ThresholdEcdsa, eth_address, verify_signature,
 };
@@ -218,7 +218,7 @@ fn messages_from_another_session_kind_round_or_party_are_refused() {
     let (mut d, mut g) = new_pair();
     let m = d.start().unwrap().remove(0);
     g.start().unwrap();
-    let other = edit(&m, |m| m.kind = parapet_signer::mpc::CeremonyKind::Refresh);
+    let other = edit(&m, |m| m.kind = parapet_mpc::CeremonyKind::Refresh);
     assert!(matches!(g.handle(&other), Err(Error::WrongCeremony)));
 
     // The wrong party: the gateway's own message reflected back, and a forged sender.

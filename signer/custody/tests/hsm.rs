@@ -20,8 +20,8 @@ use cryptoki::object::{Attribute, KeyType, ObjectClass};
 use cryptoki::session::UserType;
 use k256::ecdsa::signature::Verifier;
 use k256::ecdsa::{Signature, VerifyingKey};
-use parapet_signer::Error;
-use parapet_signer::custody::{Custody, Hsm, HsmConfig, hsm_init, pkcs11_context, share_aad};
+use parapet_custody::Error;
+use parapet_custody::{Custody, Hsm, HsmConfig, hsm_init, pkcs11_context, share_aad};
 use secrecy::SecretString;
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";

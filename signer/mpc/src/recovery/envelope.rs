@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::{RecoveryKeys, RecoveryPublicKey};
 use crate::{Error, Result};
 
-pub(crate) type Kem = X25519HkdfSha256;
+pub type Kem = X25519HkdfSha256;
 
 /// Length of the encapsulated key that starts every envelope.
 const ENC_LEN: usize = 32;
@@ -77,7 +77,7 @@ pub fn open(
 
 /// HPKE base mode to the X25519 key `recipient`, with `bound` as both `info` and associated
 /// data: `enc ‖ ciphertext`. Every envelope kind in the crate goes through here.
-pub(crate) fn seal_bound(recipient: &[u8; 32], bound: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+pub fn seal_bound(recipient: &[u8; 32], bound: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
     let pk = <Kem as hpke::Kem>::PublicKey::from_bytes(recipient)
         .map_err(|_| Error::Recovery("not an X25519 public key".to_owned()))?;
     let (enc, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
@@ -95,7 +95,7 @@ pub(crate) fn seal_bound(recipient: &[u8; 32], bound: &[u8], plaintext: &[u8]) -
 }
 
 /// Opens what [`seal_bound`] made for the same `bound`; anything else is `BackupUnreadable`.
-pub(crate) fn open_bound(
+pub fn open_bound(
     private: &<Kem as hpke::Kem>::PrivateKey,
     bound: &[u8],
     sealed: &[u8],

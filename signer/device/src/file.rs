@@ -4,7 +4,9 @@
 //! KDF parameters, salt and nonce are in clear; the file is replaced atomically and readable by its
 //! owner only.
 
+#[cfg(unix)]
 use std::io::Write;
+#[cfg(unix)]
 use std::path::Path;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -74,7 +76,7 @@ pub struct DeviceSecrets {
     /// Each wallet's current backup kit, under the same keys as `shares` (a refreshed wallet's
     /// pending kit waits under `address#epoch` with its share).
     #[serde(default)]
-    pub kits: std::collections::BTreeMap<String, crate::recovery::kit::BackupKit>,
+    pub kits: std::collections::BTreeMap<String, parapet_mpc::recovery::kit::BackupKit>,
     /// A recovery this (new) device opened and will complete after the waiting period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_pending: Option<PendingRecovery>,
@@ -230,8 +232,9 @@ pub fn seal(secrets: &DeviceSecrets, passphrase: &str) -> Result<Vec<u8>> {
     )
 }
 
-/// Writes `secrets` to `path` (mode 0600, via a temporary file and a rename, so a crash leaves
+/// Writes `secrets` to `path` (a command-line device; a browser keeps [`seal`]'s bytes itself) (mode 0600, via a temporary file and a rename, so a crash leaves
 /// the old file or the new one, never half of either).
+#[cfg(unix)]
 pub fn save(path: &Path, secrets: &DeviceSecrets, passphrase: &str) -> Result<()> {
     if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
         return Err(Error::DeviceFile(format!(
@@ -260,6 +263,7 @@ pub fn save(path: &Path, secrets: &DeviceSecrets, passphrase: &str) -> Result<()
 }
 
 /// Reads and opens the file at `path`.
+#[cfg(unix)]
 pub fn load(path: &Path, passphrase: &str) -> Result<DeviceSecrets> {
     let bytes =
         std::fs::read(path).map_err(|e| Error::DeviceFile(format!("{}: {e}", path.display())))?;

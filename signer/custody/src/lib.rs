@@ -7,8 +7,11 @@
 //! data is not stored: the caller supplies it again when opening (see [`share_aad`]), so a share
 //! moved to another wallet or epoch row no longer opens.
 
+mod error;
 mod file;
 mod hsm;
+
+pub use error::{Error, Result};
 
 pub use file::FileKeystore;
 pub use hsm::{
@@ -17,8 +20,6 @@ pub use hsm::{
 };
 
 use zeroize::Zeroizing;
-
-use crate::{Error, Result};
 
 /// The first byte of every sealed blob written by this version.
 pub const SEALED_VERSION: u8 = 1;

@@ -1,12 +1,12 @@
 //! Quick in-process timing of the 2-of-2 ceremonies (both parties in one thread, no network):
 //! median key generation, signing and refresh, and bytes exchanged per ceremony.
 //!
-//! `cargo run --release -p parapet-signer --example mpc_timing [runs]`
+//! `cargo run --release -p parapet-mpc --example mpc_timing [runs]`
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use parapet_signer::mpc::{Ceremony, Dkls23, KeyShare, Role, SessionId, Step, ThresholdEcdsa};
+use parapet_mpc::{Ceremony, Dkls23, KeyShare, Role, SessionId, Step, ThresholdEcdsa};
 
 type Boxed<T> = Box<dyn Ceremony<Output = T>>;
 
@@ -14,7 +14,7 @@ type Boxed<T> = Box<dyn Ceremony<Output = T>>;
 fn run<T>(
     mut device: Boxed<T>,
     mut gateway: Boxed<T>,
-) -> Result<(T, T, usize, usize), parapet_signer::Error> {
+) -> Result<(T, T, usize, usize), parapet_mpc::Error> {
     let mut to_gateway: VecDeque<Vec<u8>> = device.start()?.into();
     let mut to_device: VecDeque<Vec<u8>> = gateway.start()?.into();
     let mut sent = (
@@ -49,12 +49,12 @@ fn run<T>(
             to_gateway.extend(out);
         }
         if !progressed {
-            return Err(parapet_signer::Error::CeremonyOver);
+            return Err(parapet_mpc::Error::CeremonyOver);
         }
     }
     match (d_out, g_out) {
         (Some(d), Some(g)) => Ok((d, g, sent.0, sent.1)),
-        _ => Err(parapet_signer::Error::CeremonyOver),
+        _ => Err(parapet_mpc::Error::CeremonyOver),
     }
 }
 
@@ -67,7 +67,7 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn main() -> Result<(), parapet_signer::Error> {
+fn main() -> Result<(), parapet_mpc::Error> {
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())

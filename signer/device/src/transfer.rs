@@ -9,10 +9,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::mpc::{KeyShare, Role};
-use crate::recovery::envelope::{Kem, open_bound, seal_bound};
-use crate::recovery::kit::BackupKit;
 use crate::{Error, Result};
+use parapet_mpc::recovery::envelope::{Kem, open_bound, seal_bound};
+use parapet_mpc::recovery::kit::BackupKit;
+use parapet_mpc::{KeyShare, Role};
+
+/// A transfer refused: the message is the recovery layer's, as the bundle is sealed like a kit.
+fn refused(reason: impl Into<String>) -> Error {
+    Error::Mpc(parapet_mpc::Error::Recovery(reason.into()))
+}
 use hpke::{Deserializable, Kem as _, Serializable};
 
 /// The `format` of the bundles this version seals.
@@ -53,10 +58,10 @@ impl DeviceKey {
     /// The key pair from its private half as [`DeviceKey::private_hex`] wrote it.
     pub fn from_private_hex(text: &str) -> Result<DeviceKey> {
         let bytes = Zeroizing::new(
-            hex::decode(text.trim()).map_err(|_| Error::Recovery("bad device key".to_owned()))?,
+            hex::decode(text.trim()).map_err(|_| refused("bad device key".to_owned()))?,
         );
         let private = <Kem as hpke::Kem>::PrivateKey::from_bytes(&bytes)
-            .map_err(|_| Error::Recovery("bad device key".to_owned()))?;
+            .map_err(|_| refused("bad device key".to_owned()))?;
         let public: [u8; 32] = Kem::sk_to_pk(&private).to_bytes().into();
         Ok(DeviceKey { private, public })
     }
@@ -83,13 +88,13 @@ pub fn new_transfer_id() -> String {
 
 /// Parses a device public key as it travels (hex).
 pub fn parse_public_key(text: &str) -> Result<[u8; 32]> {
-    let bytes = hex::decode(text.trim())
-        .map_err(|_| Error::Recovery("not a device public key".to_owned()))?;
+    let bytes =
+        hex::decode(text.trim()).map_err(|_| refused("not a device public key".to_owned()))?;
     let key: [u8; 32] = bytes
         .try_into()
-        .map_err(|_| Error::Recovery("not a device public key".to_owned()))?;
+        .map_err(|_| refused("not a device public key".to_owned()))?;
     <Kem as hpke::Kem>::PublicKey::from_bytes(&key)
-        .map_err(|_| Error::Recovery("not a device public key".to_owned()))?;
+        .map_err(|_| refused("not a device public key".to_owned()))?;
     Ok(key)
 }
 
@@ -187,10 +192,13 @@ fn binding(to_device: &str, transfer: &str) -> Vec<u8> {
 impl TransferBundle {
     /// Seals the bundle to `recipient`, bound to its target device and transfer id.
     pub fn seal(&self, recipient: &[u8; 32]) -> Result<Vec<u8>> {
-        let json = Zeroizing::new(
-            serde_json::to_vec(self).map_err(|e| Error::Recovery(format!("bundle: {e}")))?,
-        );
-        seal_bound(recipient, &binding(&self.to_device, &self.transfer), &json)
+        let json =
+            Zeroizing::new(serde_json::to_vec(self).map_err(|e| refused(format!("bundle: {e}")))?);
+        Ok(seal_bound(
+            recipient,
+            &binding(&self.to_device, &self.transfer),
+            &json,
+        )?)
     }
 
     /// Opens a bundle sealed to `key` for `to_device` and `transfer`, and checks every share in
@@ -204,30 +212,30 @@ impl TransferBundle {
     ) -> Result<TransferBundle> {
         let json = open_bound(&key.private, &binding(to_device, transfer), sealed)?;
         let bundle: TransferBundle =
-            serde_json::from_slice(&json).map_err(|e| Error::Recovery(format!("bundle: {e}")))?;
+            serde_json::from_slice(&json).map_err(|e| refused(format!("bundle: {e}")))?;
         if bundle.format != BUNDLE_FORMAT
             || bundle.user != user
             || bundle.to_device != to_device
             || bundle.transfer != transfer
         {
-            return Err(Error::Recovery(
+            return Err(refused(
                 "the bundle is for another user, device or transfer".to_owned(),
             ));
         }
-        crate::recovery::RecoveryPublicKey::from_hex(&bundle.recovery_public_key)?;
+        parapet_mpc::recovery::RecoveryPublicKey::from_hex(&bundle.recovery_public_key)?;
         for w in &bundle.wallets {
             let share = w.key_share()?;
             if share.role() != Role::Device
                 || format!("0x{}", hex::encode(share.address())) != w.address
             {
-                return Err(Error::ShareMismatch);
+                return Err(Error::Mpc(parapet_mpc::Error::ShareMismatch));
             }
             if let Some(kit) = &w.kit
                 && (kit.address != w.address
                     || kit.public_key != hex::encode(share.public_key())
                     || kit.recovery_public_key != bundle.recovery_public_key)
             {
-                return Err(Error::ShareMismatch);
+                return Err(Error::Mpc(parapet_mpc::Error::ShareMismatch));
             }
         }
         Ok(bundle)
@@ -237,8 +245,10 @@ impl TransferBundle {
 impl TransferredWallet {
     /// The share inside.
     pub fn key_share(&self) -> Result<KeyShare> {
-        let bytes = Zeroizing::new(hex::decode(&self.share).map_err(|_| Error::ShareMalformed)?);
-        KeyShare::from_bytes(&bytes)
+        let bytes = Zeroizing::new(
+            hex::decode(&self.share).map_err(|_| parapet_mpc::Error::ShareMalformed)?,
+        );
+        Ok(KeyShare::from_bytes(&bytes)?)
     }
 }
 

@@ -2,8 +2,12 @@
 //! keeps, and the client that runs the device's party of key generation and signing with the
 //! gateway.
 
+pub mod ceremony;
+#[cfg(feature = "native")]
 pub mod client;
+mod error;
 pub mod file;
 pub mod transfer;
 
+pub use error::{Error, Result};
 pub use file::DeviceSecrets;

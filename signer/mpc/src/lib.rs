@@ -20,7 +20,11 @@
 
 mod dkls;
 pub mod drive;
+mod error;
+pub mod recovery;
 pub mod wire;
+
+pub use error::{Error, Result};
 
 pub use dkls::Dkls23;
 
@@ -29,8 +33,6 @@ use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha3::{Digest, Keccak256};
 use zeroize::Zeroizing;
-
-use crate::{Error, Result};
 
 /// The two parties of a wallet. Their protocol indices are fixed: device 1, gateway 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -285,7 +287,7 @@ impl KeyShare {
         &self.address
     }
 
-    /// The share as bytes, to seal with [`crate::custody::Custody`] (gateway) or the device's
+    /// The share as bytes, to seal with the gateway's custody or the device's
     /// passphrase file: `version ‖ scheme ‖ role ‖ public key ‖ address ‖ library state`.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         // Allocated at its final size so that no reallocation leaves a copy behind.

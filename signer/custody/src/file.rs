@@ -121,7 +121,7 @@ impl Custody for FileKeystore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::custody::share_aad;
+    use crate::share_aad;
 
     #[test]
     fn round_trip_and_tamper() {
