@@ -134,7 +134,7 @@ pub fn run(command: AppsCommand, config: &Config) -> Result<ExitCode> {
 pub struct RateSetting(Option<Rate>);
 
 fn parse_rate(s: &str) -> Result<Rate, String> {
-    s.parse().map_err(|e: parapet_gateway::Error| e.to_string())
+    s.parse().map_err(|e: parapet_decide::Error| e.to_string())
 }
 
 fn parse_rate_or_default(s: &str) -> Result<RateSetting, String> {

@@ -256,7 +256,7 @@ fn policy_command(command: PolicyCommand, config: &Config) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     let problems = match &e {
-                        parapet_gateway::Error::PolicySetInvalid(list) => list.clone(),
+                        parapet_decide::Error::PolicySetInvalid(list) => list.clone(),
                         other => vec![other.to_string()],
                     };
                     if json {

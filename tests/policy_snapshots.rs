@@ -61,9 +61,13 @@ fn run(policies: &LoadedPolicies, path: &Path) -> Result<Value, Value> {
             }
             Ok(out)
         }
-        Err(e) => Err(
-            json!({"code": e.code(), "status": e.status().as_u16(), "message": e.public_message()}),
-        ),
+        // As the gateway answers it.
+        Err(e) => {
+            let e = parapet_gateway::Error::from(e);
+            Err(
+                json!({"code": e.code(), "status": e.status().as_u16(), "message": e.public_message()}),
+            )
+        }
     }
 }
 

@@ -443,7 +443,7 @@ impl Config {
                 .or(from_file)
                 .unwrap_or_else(|| default.to_owned());
             text.parse()
-                .map_err(|e: Error| Error::Config(format!("{name}: {e}")))
+                .map_err(|e: parapet_decide::Error| Error::Config(format!("{name}: {e}")))
         };
         let limits = LimitSettings {
             ip: rate("PARAPET_IP_RATE", file.ip_rate, DEFAULT_IP_RATE)?,
@@ -743,6 +743,15 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    /// The bench's costliest typed data are real bodies: each fits the default body limit.
+    #[test]
+    fn the_costliest_typed_data_fit_the_default_body_limit() {
+        for (name, v) in crate::decode::costliest_typed_data() {
+            let len = serde_json::to_vec(&v).expect("json").len();
+            assert!(len < DEFAULT_BODY_LIMIT, "{name}: {len} bytes");
+        }
     }
 
     #[test]

@@ -2,35 +2,13 @@
 //! an HTTP status; internals (paths, SQL, library messages) stay in logs, never in a body.
 
 use http::StatusCode;
+use parapet_decide::error::Kind as DecideKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     // ---- the caller's request (400) ----
     #[error("invalid request: {0}")]
     InvalidRequest(String),
-    #[error("invalid hex: {0}")]
-    InvalidHex(String),
-    #[error("invalid transaction: {0}")]
-    InvalidTransaction(String),
-    #[error("unsupported transaction type 0x{0:02x}")]
-    UnsupportedTxType(u8),
-    #[error("chain id {got} does not match the request's chain id {expected}")]
-    ChainMismatch { expected: u64, got: u64 },
-    #[error("legacy transaction without EIP-155 chain id: it would be valid on every chain")]
-    ReplayableTransaction,
-    #[error("signature has a high s value (EIP-2)")]
-    HighS,
-    #[error("signed transaction's sender {got} is not the wallet {expected}")]
-    SenderMismatch { expected: String, got: String },
-    #[error("incomplete transaction: missing {}", .missing.join(", "))]
-    IncompleteTransaction { missing: Vec<String> },
-    #[error("invalid typed data: {0}")]
-    InvalidTypedData(String),
-    #[error("invalid message: {0}")]
-    InvalidMessage(String),
-    #[error("invalid address: {0}")]
-    InvalidAddress(String),
-
     // ---- other client errors ----
     #[error("missing or invalid credentials")]
     Unauthorized,
@@ -77,8 +55,6 @@ pub enum Error {
     BodyTooLarge,
     #[error("unsupported media type: send application/json")]
     UnsupportedMediaType,
-    #[error("policy set invalid:\n{}", .0.join("\n"))]
-    PolicySetInvalid(Vec<String>),
     /// No passkey ceremony with this id is waiting for this user and this step: never issued,
     /// already finished (or failed), started for another user, or of the other kind.
     #[error("unknown passkey ceremony")]
@@ -193,6 +169,11 @@ pub enum Error {
     Config(String),
     #[error("internal error: {0}")]
     Internal(String),
+
+    // ---- the decision's own ----
+    /// Decoding or deciding refused (`parapet_decide::Error`): its message and code unchanged.
+    #[error(transparent)]
+    Decide(#[from] parapet_decide::Error),
 }
 
 impl Error {
@@ -200,17 +181,6 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidRequest(_) => "invalid_request",
-            Error::InvalidHex(_) => "invalid_hex",
-            Error::InvalidTransaction(_) => "invalid_transaction",
-            Error::UnsupportedTxType(_) => "unsupported_transaction_type",
-            Error::ChainMismatch { .. } => "chain_mismatch",
-            Error::ReplayableTransaction => "replayable_transaction",
-            Error::HighS => "high_s_signature",
-            Error::SenderMismatch { .. } => "sender_mismatch",
-            Error::IncompleteTransaction { .. } => "incomplete_transaction",
-            Error::InvalidTypedData(_) => "invalid_typed_data",
-            Error::InvalidMessage(_) => "invalid_message",
-            Error::InvalidAddress(_) => "invalid_address",
             Error::Unauthorized => "unauthorized",
             Error::Forbidden(_) | Error::PageRefused(_) => "forbidden",
             Error::AppFrozen => "app_frozen",
@@ -224,7 +194,6 @@ impl Error {
             Error::QuotaExceeded { quota, .. } => quota.code(),
             Error::BodyTooLarge => "body_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
-            Error::PolicySetInvalid(_) => "policy_set_invalid",
             Error::PasskeyCeremonyUnknown => "passkey_ceremony_unknown",
             Error::PasskeyCeremonyExpired => "passkey_ceremony_expired",
             Error::PasskeyRejected => "passkey_rejected",
@@ -263,6 +232,7 @@ impl Error {
             Error::Database(_) => "store_unavailable",
             Error::Config(_) => "configuration_error",
             Error::Internal(_) => "internal",
+            Error::Decide(e) => e.code(),
         }
     }
 
@@ -306,7 +276,6 @@ impl Error {
             }
             Error::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Error::PolicySetInvalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Timeout
             | Error::Busy(_)
             | Error::AuditUnavailable
@@ -315,7 +284,16 @@ impl Error {
             | Error::HsmUnavailable(_)
             | Error::IssuerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Config(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            _ => StatusCode::BAD_REQUEST,
+            Error::InvalidRequest(_)
+            | Error::PasskeyCeremonyUnknown
+            | Error::PasskeyCeremonyExpired
+            | Error::IdempotencyKeyRequired
+            | Error::CeremonyFailed(_) => StatusCode::BAD_REQUEST,
+            Error::Decide(e) => match e.kind() {
+                DecideKind::Request => StatusCode::BAD_REQUEST,
+                DecideKind::PolicySet => StatusCode::UNPROCESSABLE_ENTITY,
+                DecideKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 
@@ -323,6 +301,9 @@ impl Error {
     pub fn public_message(&self) -> String {
         match self {
             Error::Config(_) | Error::Internal(_) => {
+                "internal error; see the gateway log".to_owned()
+            }
+            Error::Decide(e) if e.kind() == DecideKind::Internal => {
                 "internal error; see the gateway log".to_owned()
             }
             Error::Database(_) => "store unavailable; retry later".to_owned(),

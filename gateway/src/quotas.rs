@@ -36,6 +36,7 @@ use crate::audit::event::{format_time, parse_time};
 use crate::db::{RowLike, db, with_pool};
 use crate::devices::Device;
 use crate::error::{Error, Quota, Result};
+use crate::limits::RateQuota as _;
 use crate::limits::{Rate, ip_key};
 
 /// Default `registration_ip_rate`: a household or an office registers a few people an hour.

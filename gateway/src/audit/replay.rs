@@ -172,7 +172,7 @@ pub fn load_from_files(
     expected_version: &str,
 ) -> Result<LoadedPolicies> {
     let root = std::env::temp_dir().join(format!("parapet-replay-{}", uuid::Uuid::new_v4()));
-    let result = (|| {
+    let result = (|| -> Result<LoadedPolicies> {
         for (rel, content) in files {
             let path = safe_join(&root, rel)?;
             if let Some(dir) = path.parent() {
@@ -186,10 +186,10 @@ pub fn load_from_files(
             std::fs::create_dir_all(root.join(d))
                 .map_err(|e| Error::Internal(format!("replay scratch: {e}")))?;
         }
-        LoadedPolicies::load(&PolicyPaths {
+        Ok(LoadedPolicies::load(&PolicyPaths {
             policies: root.join("policies"),
             schemas: root.join("schemas"),
-        })
+        })?)
     })();
     let _ = std::fs::remove_dir_all(&root);
     let set = result?;

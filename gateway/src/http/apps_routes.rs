@@ -31,7 +31,7 @@ fn actor(caller: &Caller, request_id: &str) -> Actor {
 }
 
 fn rate(text: Option<&str>) -> Result<Option<Rate>, Error> {
-    text.map(str::parse).transpose()
+    Ok(text.map(str::parse).transpose()?)
 }
 
 /// Refuses anything that is not an app id before touching the store.

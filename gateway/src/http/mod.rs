@@ -126,7 +126,7 @@ impl AppState {
                     .policy_reloads_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(%error, trigger, "policy reload refused; the previous set stays active");
-                Err(error)
+                Err(error.into())
             }
         }
     }

@@ -553,7 +553,7 @@ pub async fn consent_approve(
     let policies = state.engine.current();
     let hash = match req.consent_hash {
         Some(h) => h,
-        None => policies.consent_hash(&app).map_err(fail)?,
+        None => policies.consent_hash(&app).map_err(|e| fail(e.into()))?,
     };
     let cx = ConsentCtx {
         store: state.audit.store(),

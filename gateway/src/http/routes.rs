@@ -145,7 +145,7 @@ pub async fn authorize(
     };
     let wallet = match pipeline::wallet_from_request(&req) {
         Ok(w) => w,
-        Err(e) => return Err(refuse(Some(&req), e).await),
+        Err(e) => return Err(refuse(Some(&req), e.into()).await),
     };
     // The per-wallet limit, before any decoding or policy work; refusals are counted in
     // aggregate like every other flood refusal, not audited one by one.

@@ -151,7 +151,7 @@ pub async fn sign(
     if wallet.refresh_required {
         return Err(fail(Error::RefreshRequired));
     }
-    let parsed = pipeline::parse_address(&wallet.address).map_err(fail)?;
+    let parsed = pipeline::parse_address(&wallet.address).map_err(|e| fail(e.into()))?;
     if let Err(refusal) = state.limits.check_wallet(parsed.into_array()) {
         state.metrics.count_rate_limited(refusal.limiter);
         return Err(fail(refusal.into_error()));

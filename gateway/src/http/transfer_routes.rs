@@ -119,7 +119,8 @@ pub struct Sealed {
 }
 
 fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
-    hex::decode(text.trim()).map_err(|_| Error::InvalidHex("sealed".to_owned()))
+    hex::decode(text.trim())
+        .map_err(|_| parapet_decide::Error::InvalidHex("sealed".to_owned()).into())
 }
 
 /// `POST /v1/device/transfers/{id}/seal {sealed, wallets}`: an existing device seals its shares

@@ -668,12 +668,9 @@ mod tests {
 
     #[test]
     fn every_costly_shape_is_admitted_at_the_limit() {
+        // That each also fits the gateway's default body limit is checked beside that limit.
         for (name, v) in costliest_admitted() {
             assert!(read(&v, 1).is_ok(), "{name}");
-            assert!(
-                serde_json::to_vec(&v).expect("json").len() < crate::config::DEFAULT_BODY_LIMIT,
-                "{name}"
-            );
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use parapet_gateway::policy::{LoadedPolicies, format_case_table, run_cases, testing};
+use parapet_decide::policy::{LoadedPolicies, format_case_table, run_cases, testing};
 
 #[test]
 fn shipped_cases_pass() {

@@ -27,7 +27,7 @@ pub const WALLET: Address = address!("2222222222222222222222222222222222222222")
 
 /// The shipped `policies/` and `schemas/` of this repository.
 pub fn shipped_paths() -> PolicyPaths {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     PolicyPaths {
         policies: root.join("policies"),
         schemas: root.join("schemas"),

@@ -9,10 +9,10 @@ use std::sync::OnceLock;
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxLegacy, TypedTransaction};
 use alloy::primitives::{Address, Bytes, TxKind, U256};
-use parapet_gateway::decode::{
+use parapet_decide::decode::{
     Fork, Registry, conformance_check, decode, decode_signed_transaction,
 };
-use parapet_gateway::request::Payload;
+use parapet_decide::request::Payload;
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::{Value, json};
@@ -28,14 +28,14 @@ fn registry() -> &'static Registry {
         let abis = vec![
             (
                 "uniswap_v2_router02.json".to_owned(),
-                include_str!("../../schemas/abis/uniswap_v2_router02.json").to_owned(),
+                include_str!("../../../../schemas/abis/uniswap_v2_router02.json").to_owned(),
             ),
             (
                 "weth9.json".to_owned(),
-                include_str!("../../schemas/abis/weth9.json").to_owned(),
+                include_str!("../../../../schemas/abis/weth9.json").to_owned(),
             ),
         ];
-        Registry::load(include_str!("../../schemas/tokens.json"), &abis).unwrap()
+        Registry::load(include_str!("../../../../schemas/tokens.json"), &abis).unwrap()
     })
 }
 

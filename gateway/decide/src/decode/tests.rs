@@ -54,18 +54,18 @@ fn registry() -> Registry {
     let abis = [
         (
             "uniswap_v2_router02.json",
-            include_str!("../../../schemas/abis/uniswap_v2_router02.json"),
+            include_str!("../../../../schemas/abis/uniswap_v2_router02.json"),
         ),
         (
             "weth9.json",
-            include_str!("../../../schemas/abis/weth9.json"),
+            include_str!("../../../../schemas/abis/weth9.json"),
         ),
     ];
     let abis: Vec<(String, String)> = abis
         .iter()
         .map(|(n, t)| ((*n).to_owned(), (*t).to_owned()))
         .collect();
-    Registry::load(include_str!("../../../schemas/tokens.json"), &abis).unwrap()
+    Registry::load(include_str!("../../../../schemas/tokens.json"), &abis).unwrap()
 }
 
 fn key() -> SigningKey {
@@ -1459,7 +1459,8 @@ fn shipped_registry_loads_and_uses_checksummed_addresses() {
             .symbol,
         "USDC"
     );
-    let tokens: Value = serde_json::from_str(include_str!("../../../schemas/tokens.json")).unwrap();
+    let tokens: Value =
+        serde_json::from_str(include_str!("../../../../schemas/tokens.json")).unwrap();
     for (chain, entries) in tokens.as_object().unwrap() {
         for addr in entries.as_object().unwrap().keys() {
             let parsed: Address = addr.parse().unwrap();

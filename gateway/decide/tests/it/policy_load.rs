@@ -10,9 +10,9 @@
 use std::path::Path;
 
 use alloy::primitives::U256;
-use parapet_gateway::Error;
-use parapet_gateway::policy::testing::{self, ALICE};
-use parapet_gateway::policy::{DecisionInput, Engine, LoadedPolicies, PolicyPaths};
+use parapet_decide::Error;
+use parapet_decide::policy::testing::{self, ALICE};
+use parapet_decide::policy::{DecisionInput, Engine, LoadedPolicies, PolicyPaths};
 
 const SCOPES: &str = r#"{"basic": {"name": "N", "description": "b", "required": true}, "extra": {"name": "N", "description": "e", "required": false}}"#;
 const LISTS: &str =
@@ -484,7 +484,7 @@ fn readme_examples_are_valid_and_formatted_policies() {
     // Every example is written as `parapet policy fmt` would write it.
     let mut unformatted = Vec::new();
     for (i, block) in blocks.iter().enumerate() {
-        let formatted = parapet_gateway::policy::format_policies(block).unwrap();
+        let formatted = parapet_decide::policy::format_policies(block).unwrap();
         if let Ok(dir) = std::env::var("PARAPET_FMT_OUT") {
             std::fs::write(
                 Path::new(&dir).join(format!("readme-{i}.cedar")),
@@ -536,7 +536,7 @@ const SCOPED: &str = r#"{
   "only": {"name": "Only", "description": "o", "required": false, "apps": ["app_a", "group:partners"]}
 }"#;
 
-fn app(id: &str, groups: &[&str]) -> parapet_gateway::records::AppRecord {
+fn app(id: &str, groups: &[&str]) -> parapet_decide::records::AppRecord {
     let mut a = testing::app();
     a.id = id.to_owned();
     a.groups = groups.iter().map(|g| (*g).to_owned()).collect();
@@ -545,10 +545,10 @@ fn app(id: &str, groups: &[&str]) -> parapet_gateway::records::AppRecord {
 
 fn decide_with(
     set: &LoadedPolicies,
-    app: &parapet_gateway::records::AppRecord,
-    facts: &parapet_gateway::facts::Facts,
+    app: &parapet_decide::records::AppRecord,
+    facts: &parapet_decide::facts::Facts,
     scopes: &[&str],
-) -> parapet_gateway::policy::Decision {
+) -> parapet_decide::policy::Decision {
     let wallet = testing::wallet(&[]);
     let velocity = testing::velocity(facts);
     let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
@@ -572,13 +572,13 @@ fn decide_with(
     d
 }
 
-fn ids(d: &parapet_gateway::policy::Decision) -> Vec<&str> {
+fn ids(d: &parapet_decide::policy::Decision) -> Vec<&str> {
     d.determining.iter().map(|p| p.id.as_str()).collect()
 }
 
 #[test]
 fn only_approved_scopes_permit_and_the_rest_is_named() {
-    use parapet_gateway::policy::Effect;
+    use parapet_decide::policy::Effect;
     let t = scoped_set();
     let set = t.load().unwrap();
     let msg = testing::personal_sign(10);
@@ -619,11 +619,11 @@ fn only_approved_scopes_permit_and_the_rest_is_named() {
     assert_eq!(d.scope_not_approved, ["extra"]);
     // Nothing would allow it at all: the plain default deny.
     let d = decide_with(&set, &a, &testing::raw_hash(), &["basic", "extra", "only"]);
-    assert_eq!(ids(&d), [parapet_gateway::policy::DEFAULT_DENY_ID]);
+    assert_eq!(ids(&d), [parapet_decide::policy::DEFAULT_DENY_ID]);
     assert_eq!(d.determining[0].effect, Effect::DefaultDeny);
     assert_eq!(
         d.determining[0].reason,
-        parapet_gateway::policy::DEFAULT_DENY_REASON
+        parapet_decide::policy::DEFAULT_DENY_REASON
     );
     assert!(d.scope_not_approved.is_empty());
 }
@@ -656,7 +656,7 @@ fn consent_hash_keeps_names_and_descriptions_but_not_permits() {
     let a = app("app_a", &[]);
     let z = app("app_z", &[]);
     let hash =
-        |app: &parapet_gateway::records::AppRecord| t.load().unwrap().consent_hash(app).unwrap();
+        |app: &parapet_decide::records::AppRecord| t.load().unwrap().consent_hash(app).unwrap();
     let (ha, hz) = (hash(&a), hash(&z));
     assert_eq!(ha.len(), 64);
     assert_ne!(ha, hz, "app_a is offered one more scope");

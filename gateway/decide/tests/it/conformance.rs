@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use parapet_gateway::decode::{Fork, conformance_check};
+use parapet_decide::decode::{Fork, conformance_check};
 use serde::Deserialize;
 
 const VECTORS: &str = concat!(

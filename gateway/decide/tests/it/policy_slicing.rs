@@ -10,10 +10,10 @@
 )]
 
 use alloy::primitives::U256;
-use parapet_gateway::facts::Facts;
-use parapet_gateway::policy::testing::{self, ALICE, METAMASK_DELEGATOR, TORNADO_ROUTER};
-use parapet_gateway::policy::{DecisionInput, Effect, LoadedPolicies, PolicyPaths};
-use parapet_gateway::records::AppRecord;
+use parapet_decide::facts::Facts;
+use parapet_decide::policy::testing::{self, ALICE, METAMASK_DELEGATOR, TORNADO_ROUTER};
+use parapet_decide::policy::{DecisionInput, Effect, LoadedPolicies, PolicyPaths};
+use parapet_decide::records::AppRecord;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -208,7 +208,7 @@ fn slices_agree_with_the_whole_set() {
                 scopes: &all,
                 ..input
             });
-            let forbids = |d: &parapet_gateway::policy::Decision| -> Vec<String> {
+            let forbids = |d: &parapet_decide::policy::Decision| -> Vec<String> {
                 d.determining
                     .iter()
                     .filter(|p| p.effect == Effect::Forbid)

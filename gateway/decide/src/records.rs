@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy::primitives::Address;
 use uuid::Uuid;
 
-use crate::limits::Rate;
+use crate::rate::Rate;
 
 /// What an app is held to beyond its grants: its request rate and how long the user sessions
 /// it holds may live (absolute) and sit unused (idle).

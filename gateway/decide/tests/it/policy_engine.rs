@@ -8,14 +8,14 @@
 )]
 
 use alloy::primitives::{Address, U256, address};
-use parapet_gateway::facts::Facts;
-use parapet_gateway::ledger::{Velocity, VelocityTotals};
-use parapet_gateway::policy::testing::{self, ALICE, METAMASK_DELEGATOR, TORNADO_ROUTER};
-use parapet_gateway::policy::{
+use parapet_decide::facts::Facts;
+use parapet_decide::ledger::{Velocity, VelocityTotals};
+use parapet_decide::policy::testing::{self, ALICE, METAMASK_DELEGATOR, TORNADO_ROUTER};
+use parapet_decide::policy::{
     Decision, DecisionInput, Effect, LoadedPolicies, SCOPE_NOT_APPROVED_ID,
     SCOPE_NOT_APPROVED_REASON,
 };
-use parapet_gateway::records::{AppRecord, SessionFacts, WalletRecord};
+use parapet_decide::records::{AppRecord, SessionFacts, WalletRecord};
 use time::OffsetDateTime;
 
 fn shipped() -> LoadedPolicies {
@@ -433,7 +433,7 @@ fn shipped_policies_are_formatted() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "cedar") {
             let text = std::fs::read_to_string(&path).unwrap();
-            let formatted = parapet_gateway::policy::format_policies(&text).unwrap();
+            let formatted = parapet_decide::policy::format_policies(&text).unwrap();
             if formatted != text {
                 if let Ok(out) = std::env::var("PARAPET_FMT_OUT") {
                     std::fs::write(

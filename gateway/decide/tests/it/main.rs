@@ -1,0 +1,9 @@
+//! The decision's integration tests, one binary: decoding against public corpora and hostile
+//! input, and the policy stage (loading, slicing, the engine, the shipped cases).
+
+mod conformance;
+mod decode_fuzz;
+mod policy_cases;
+mod policy_engine;
+mod policy_load;
+mod policy_slicing;
