@@ -7,7 +7,7 @@ Every signed transaction must recover to the wallet and hash to the gateway's tx
 message and typed-data signature must recover to the wallet from the payload alone (eth-account
 computes the digest itself, so the gateway's digest is checked too).
 
-The offline exit path is checked the same way: `tests/device_cli.rs` writes what
+The offline exit path is checked the same way: `tests/it/device_cli.rs` writes what
 `parapet wallet sign --offline` produced (both MPC parties run from the backup kit, no gateway)
 to a second file, given as a further argument.
 

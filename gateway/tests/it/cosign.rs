@@ -11,10 +11,7 @@
     reason = "tests"
 )]
 
-mod cosign_support;
-mod support;
-mod users_support;
-
+use crate::{cosign_support, support, users_support};
 use alloy::consensus::TxEnvelope;
 use alloy::consensus::transaction::SignerRecoverable;
 use alloy::eips::eip2718::Decodable2718;

@@ -8,36 +8,17 @@
     reason = "tests"
 )]
 
-use std::net::TcpListener;
+use crate::support::{Process, free_port, root};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 struct Server {
-    child: Child,
+    child: Process,
     base: String,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Starts `parapet serve` with embedded defaults in a scratch directory that links the shipped
@@ -68,7 +49,7 @@ fn start_with(dir: tempfile::TempDir, env: &[(&str, &str)]) -> Server {
         .spawn()
         .unwrap();
     let server = Server {
-        child,
+        child: child.into(),
         base: format!("http://127.0.0.1:{port}"),
         dir,
     };
@@ -338,7 +319,7 @@ fn apps_created_with_the_cli_call_with_their_keys_which_never_reach_the_log() {
         .spawn()
         .unwrap();
     let s = Server {
-        child,
+        child: child.into(),
         base: format!("http://127.0.0.1:{port}"),
         dir,
     };

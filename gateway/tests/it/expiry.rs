@@ -3,8 +3,7 @@
 //! codes and OIDC nonces are gone after a sweep, and live ones stay.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod support;
-
+use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -8,8 +8,7 @@
     reason = "tests"
 )]
 
-mod support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

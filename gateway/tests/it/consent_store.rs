@@ -9,8 +9,7 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
+use crate::support;
 use parapet_gateway::audit::{Store, StoreOptions};
 use parapet_gateway::consent::{self, ConsentCtx, ConsentState};
 use parapet_gateway::identity::Auditor;

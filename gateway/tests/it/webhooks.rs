@@ -11,10 +11,7 @@
     reason = "tests"
 )]
 
-mod cosign_support;
-mod support;
-mod users_support;
-
+use crate::{cosign_support, support, users_support};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

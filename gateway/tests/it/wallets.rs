@@ -8,8 +8,7 @@
     reason = "tests"
 )]
 
-mod users_support;
-
+use crate::users_support;
 use http::StatusCode;
 use parapet_gateway::identity::{self, Auditor, NewApp};
 use parapet_gateway::wallets::{self, StoredWallet};

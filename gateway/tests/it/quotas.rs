@@ -8,8 +8,7 @@
     reason = "tests"
 )]
 
-mod support;
-
+use crate::support;
 use std::time::Duration;
 
 use parapet_gateway::audit::{Store, StoreOptions};

@@ -11,10 +11,7 @@
     reason = "tests"
 )]
 
-mod cosign_support;
-mod support;
-mod users_support;
-
+use crate::{cosign_support, users_support};
 use cosign_support::*;
 use http::StatusCode;
 use parapet_device::client;

@@ -9,8 +9,7 @@
     reason = "tests"
 )]
 
-mod users_support;
-
+use crate::users_support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

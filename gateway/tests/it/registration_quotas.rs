@@ -10,8 +10,7 @@
     reason = "tests"
 )]
 
-mod users_support;
-
+use crate::users_support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@
     reason = "tests"
 )]
 
+use crate::support::{free_port, root};
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,18 +20,6 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 const TOKEN: &str = "crash-test-token-0123456789abcdef";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn start(dir: &Path, port: u16) -> Child {
     let mut child = Command::new(env!("CARGO_BIN_EXE_parapet"))

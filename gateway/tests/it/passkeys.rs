@@ -4,8 +4,7 @@
 //! of the other kind — on SQLite, and on PostgreSQL when `PARAPET_TEST_POSTGRES_URL` is set.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-mod support;
-
+use crate::support;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -8,8 +8,7 @@
     reason = "tests"
 )]
 
-mod users_support;
-
+use crate::users_support;
 use base64::Engine as _;
 use http::StatusCode;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

@@ -9,8 +9,7 @@
     reason = "tests"
 )]
 
-mod support;
-
+use crate::support;
 use std::path::Path;
 
 use parapet_gateway::audit::{Backend, Store, StoreOptions};

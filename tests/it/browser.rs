@@ -14,16 +14,12 @@
     reason = "tests"
 )]
 
-use std::net::TcpListener;
+use crate::support::{Process, free_port, root};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn chromium() -> PathBuf {
     std::env::var_os("PARAPET_CHROMIUM")
@@ -51,22 +47,8 @@ fn browser_ready() -> Result<(), String> {
 }
 
 struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    /// Held for its `Drop`: the gateway stops with the test.
+    _process: Process,
 }
 
 fn parapet(dir: &Path, origin: &str) -> Command {
@@ -114,7 +96,9 @@ fn register_hand_off_consent_and_revoke_in_chromium() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let _server = Server { child };
+    let _server = Server {
+        _process: child.into(),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
         .call()

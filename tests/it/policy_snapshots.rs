@@ -75,8 +75,8 @@ fn run(policies: &LoadedPolicies, path: &Path) -> Result<Value, Value> {
 fn good_requests_decide() {
     let set = policies();
     let mut count = 0;
-    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
-        insta::glob!("fixtures/good/*.json", |path| {
+    insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::glob!("../fixtures/good", "*.json", |path| {
             count += 1;
             let out = run(&set, path).unwrap_or_else(|e| panic!("{} was refused: {e}", path.display()));
             assert!(out["errors"].as_array().is_some_and(|e| e.is_empty()), "{}: evaluation errors {}", path.display(), out["errors"]);
@@ -89,8 +89,8 @@ fn good_requests_decide() {
 #[test]
 fn bad_requests_are_refused_with_a_code() {
     let set = policies();
-    insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
-        insta::glob!("fixtures/bad/*.json", |path| {
+    insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::glob!("../fixtures/bad", "*.json", |path| {
             let err = run(&set, path).err().unwrap_or_else(|| panic!("{} was not refused", path.display()));
             assert_eq!(err["status"], 400, "{}: {err}", path.display());
             insta::assert_json_snapshot!(err);

@@ -9,8 +9,9 @@
     reason = "tests"
 )]
 
+use crate::support::{Process, free_port, root};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -23,18 +24,6 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::{Value, json};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A test certificate authority.
 struct Ca {
@@ -74,16 +63,9 @@ fn server_cert(ca: &Ca, serial: u64) -> (String, String, CertificateDer<'static>
 }
 
 struct Server {
-    child: Child,
+    child: Process,
     port: u16,
     dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -160,7 +142,11 @@ fn start_tls(ca: &Ca, cert_pem: &str, key_pem: &str) -> Server {
             ("PARAPET_CUSTODY", "file".to_owned()),
         ],
     );
-    let server = Server { child, port, dir };
+    let server = Server {
+        child: child.into(),
+        port,
+        dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         if let Ok(mut s) = connect(server.port, &ca.cert)
@@ -430,7 +416,11 @@ fn plain_http_off_loopback_needs_the_explicit_flag() {
                 .is_ok();
             std::thread::sleep(Duration::from_millis(50));
         }
-        let s = Server { child, port, dir };
+        let s = Server {
+            child: child.into(),
+            port,
+            dir,
+        };
         if up {
             break s;
         }
@@ -456,7 +446,11 @@ fn plain_http_on_loopback_is_the_logged_development_default() {
         dir.path(),
         &[("PARAPET_LISTEN", format!("127.0.0.1:{port}"))],
     );
-    let s = Server { child, port, dir };
+    let s = Server {
+        child: child.into(),
+        port,
+        dir,
+    };
     assert!(
         wait_for_log(&s, "plain HTTP on loopback (development)"),
         "{}",

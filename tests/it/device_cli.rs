@@ -9,9 +9,10 @@
     reason = "tests"
 )]
 
+use crate::support::{Process, free_port, root};
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,18 +22,7 @@ use webauthn_authenticator_rs::prelude::{
 };
 use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+struct Server(Process);
 
 /// A POST from the page: its origin, its cookie and CSRF token once logged in.
 fn page_post(
@@ -131,7 +121,8 @@ fn a_device_pairs_from_the_cli_and_keeps_its_token_encrypted() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap(),
+            .unwrap()
+            .into(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while ureq::get(&format!("{base}/healthz")).call().is_err() {
@@ -263,7 +254,7 @@ fn serve(dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
     for (k, v) in env {
         c.env(k, v);
     }
-    let server = Server(c.spawn().unwrap());
+    let server = Server(c.spawn().unwrap().into());
     let deadline = Instant::now() + Duration::from_secs(30);
     while ureq::get(&format!("http://127.0.0.1:{port}/healthz"))
         .call()
@@ -273,14 +264,6 @@ fn serve(dir: &Path, port: u16, env: &[(&str, &str)]) -> Server {
         std::thread::sleep(Duration::from_millis(50));
     }
     server
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn onboard(env: &[(&str, &str)]) -> (Person, SoftPasskey) {

@@ -11,8 +11,7 @@
     reason = "tests"
 )]
 
-mod support;
-
+use crate::support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -12,9 +12,9 @@
     reason = "tests"
 )]
 
-use std::net::TcpListener;
+use crate::support::{Process, free_port, root};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -25,10 +25,6 @@ const PIN: &str = "user-pin-2468";
 const SO_PIN: &str = "so-pin-1357";
 /// Set in the child process that creates a deliberately unprotected key (see `bad_key_helper`).
 const BAD_KEY: &str = "PARAPET_TEST_BAD_KEY";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A fresh SoftHSM2 token in a scratch directory that also serves as the gateway's working
 /// directory (with the shipped policies and schemas linked in).
@@ -159,24 +155,10 @@ fn serve_refuses(t: &Token, pin: &str) -> String {
     stderr
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
-    child: Child,
+    /// Held for its `Drop`: the gateway stops with the test.
+    _process: Process,
     base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn serve(t: &Token) -> Server {
@@ -190,7 +172,7 @@ fn serve(t: &Token) -> Server {
         .spawn()
         .unwrap();
     let server = Server {
-        child,
+        _process: child.into(),
         base: format!("http://127.0.0.1:{port}"),
     };
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -374,7 +356,7 @@ fn non_sensitive_audit_key_refuses_to_start() {
 fn create_bad_key(t: &Token, which: &str) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
-            "bad_key_helper",
+            "custody::bad_key_helper",
             "--exact",
             "--ignored",
             "--nocapture",

@@ -9,8 +9,7 @@
     reason = "tests"
 )]
 
-mod users_support;
-
+use crate::users_support;
 use std::time::Duration;
 
 use http::StatusCode;
