@@ -13,9 +13,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use parapet_device::signing::{self, Checked, OfflineSignature, shipped_registry, summary};
 use parapet_device::{DeviceSecrets, client, file};
 use parapet_mpc::recovery::kit::BackupKit;
-use parapet_mpc::{Dkls23, KeyShare, ThresholdEcdsa, sign_locally};
+use parapet_mpc::{Dkls23, KeyShare, ThresholdEcdsa};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
@@ -303,54 +304,9 @@ fn pending_key(wallet: &str, epoch: i64) -> String {
     format!("{wallet}#{epoch}")
 }
 
-/// What the device made of a request body on its own: the request and the decoder's facts,
-/// whose digest is the one thing it will sign.
-struct Checked {
-    request: parapet_gateway::request::AuthorizeRequest,
-    facts: parapet_gateway::facts::Facts,
-}
-
-impl Checked {
-    fn digest(&self) -> [u8; 32] {
-        self.facts.digest.0
-    }
-}
-
-/// The token list the binary ships with (`schemas/tokens.json`), to name tokens and their
-/// amounts in the summary. It plays no part in the digest.
-fn registry() -> parapet_gateway::decode::Registry {
-    parapet_gateway::decode::Registry::load(include_str!("../schemas/tokens.json"), &[])
-        .unwrap_or_default()
-}
-
-/// Decodes a request body (`chain_id` and one payload, and `wallet` when the gateway's copy
-/// names it) for `wallet` with the gateway's own decoder, run here: the digest it yields is what
-/// this device computed, whatever the gateway says.
-fn checked(mut body: Value, wallet: &str) -> Result<Checked> {
-    let object = body
-        .as_object_mut()
-        .context("the request body is a JSON object")?;
-    if let Some(named) = object.get("wallet") {
-        let named = named
-            .get("address")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if named != wallet {
-            bail!("the request is for wallet {named}, not {wallet}: nothing was signed");
-        }
-    }
-    object.insert(
-        "wallet".to_owned(),
-        serde_json::json!({ "address": wallet }),
-    );
-    let request: parapet_gateway::request::AuthorizeRequest =
-        serde_json::from_value(body).context("not a signing request body")?;
-    let address = parapet_gateway::pipeline::parse_address(wallet)?;
-    let facts =
-        parapet_gateway::decode::decode(request.payload()?, request.chain_id, address, &registry())
-            .context("this device cannot decode the request, so it will not sign it")?;
-    Ok(Checked { request, facts })
+/// The device's own read of a request body for `wallet` ([`Checked::from_body`]).
+fn checked(body: Value, wallet: &str) -> Result<Checked> {
+    Ok(Checked::from_body(body, wallet, &shipped_registry())?)
 }
 
 /// The device's read of a signing request (`GET /v1/device/signing-requests/{id}`).
@@ -405,142 +361,6 @@ fn check_view(view: &Value, request: &str, wallet: &str, mine: &Checked) -> Resu
             other.unwrap_or("in an unknown state")
         ),
     }
-}
-
-/// `raw` base units of an asset with `decimals` decimals, in whole units ("1.5").
-fn whole_units(raw: &str, decimals: u8) -> String {
-    let decimals = usize::from(decimals);
-    if decimals == 0 || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return raw.to_owned();
-    }
-    let padded = format!("{raw:0>width$}", width = decimals + 1);
-    let (int, frac) = padded.split_at(padded.len() - decimals);
-    let frac = frac.trim_end_matches('0');
-    if frac.is_empty() {
-        int.to_owned()
-    } else {
-        format!("{int}.{frac}")
-    }
-}
-
-/// At most `max` characters of `text`, marked when cut.
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        format!("{}…", text.chars().take(max).collect::<String>())
-    }
-}
-
-/// The one-screen summary of what the device is about to sign, from its own decoding.
-fn summary(request_id: Option<&str>, wallet: &str, mine: &Checked) -> String {
-    use parapet_gateway::facts::Action;
-    use parapet_gateway::request::Payload;
-    let (facts, d) = (&mine.facts, &mine.facts.decoded);
-    let mut lines: Vec<(&str, String)> = Vec::new();
-    if let Some(id) = request_id {
-        lines.push(("request", id.to_owned()));
-    }
-    lines.push(("wallet", wallet.to_owned()));
-    lines.push(("chain id", mine.request.chain_id.to_string()));
-    lines.push(("action", facts.action.as_str().to_owned()));
-    match (d.to, facts.action) {
-        (Some(to), _) => lines.push(("to", format!("{to:#x}"))),
-        (None, Action::ContractDeploy) => lines.push(("to", "nobody: deploys a contract".into())),
-        _ => {}
-    }
-    if let Some(value) = &d.value {
-        lines.push((
-            "value",
-            format!(
-                "{} wei ({} in the chain's native coin)",
-                value.raw,
-                whole_units(&value.raw, 18)
-            ),
-        ));
-    }
-    if let Some(t) = &d.token {
-        let name = if t.known {
-            format!("{} ({})", t.symbol, t.standard)
-        } else {
-            "a token this device does not know".to_owned()
-        };
-        lines.push(("token", format!("{:#x}, {name}", t.contract)));
-        let amount = if t.unlimited {
-            "UNLIMITED".to_owned()
-        } else if t.known {
-            format!(
-                "{} {} ({} base units)",
-                whole_units(&t.amount.raw, t.decimals),
-                t.symbol,
-                t.amount.raw
-            )
-        } else {
-            format!("{} base units", t.amount.raw)
-        };
-        lines.push(("amount", amount));
-        let role = match facts.action {
-            Action::Erc20Transfer => "token to",
-            _ => "spender",
-        };
-        lines.push((role, format!("{:#x}", t.counterparty)));
-    }
-    if let Some(n) = &d.nft {
-        lines.push((
-            "nft",
-            format!("{:#x} ({}) token id {}", n.contract, n.standard, n.token_id),
-        ));
-        let role = match (facts.action, n.approved) {
-            (Action::NftApproveAll, true) => "operator (all NFTs)",
-            (Action::NftApproveAll, false) => "revokes operator",
-            _ => "nft to",
-        };
-        lines.push((role, format!("{:#x}", n.counterparty)));
-    }
-    if let Some(call) = &d.call {
-        lines.push(("function", call.function.clone()));
-    }
-    if let (Some(selector), Some(len)) = (&d.selector, d.data_len)
-        && !selector.is_empty()
-    {
-        lines.push(("calldata", format!("{len} bytes, selector {selector}")));
-    }
-    if let Some(delegates) = &d.delegates {
-        let list: Vec<String> = delegates.iter().map(|a| format!("{a:#x}")).collect();
-        lines.push(("delegates to", list.join(", ")));
-    }
-    if let Some(t) = &d.typed_data {
-        lines.push(("domain name", format!("{:?}", t.domain_name)));
-        if let Some(c) = t.verifying_contract {
-            lines.push(("verifying contract", format!("{c:#x}")));
-        }
-        if let Some(c) = t.domain_chain_id {
-            lines.push(("domain chain id", c.to_string()));
-        }
-        lines.push(("primary type", t.primary_type.clone()));
-    }
-    match mine.request.payload() {
-        Ok(Payload::Message(m)) => {
-            lines.push(("message", format!("{:?} ({} bytes)", clip(m, 400), m.len())));
-        }
-        Ok(Payload::MessageBytes(m)) => {
-            let len = d.message.as_ref().map_or(0, |m| m.len);
-            lines.push(("message", format!("{len} bytes: {}", clip(m, 130))));
-        }
-        Ok(Payload::Hash(_)) => {
-            lines.push((
-                "WARNING",
-                "a bare hash: nobody can tell what it authorizes".into(),
-            ));
-        }
-        _ => {}
-    }
-    lines.push(("digest", format!("0x{}", hex::encode(mine.digest()))));
-    let mut out = String::from("About to sign, as this device decoded it:\n");
-    for (k, v) in lines {
-        out.push_str(&format!("  {k:<18} {v}\n"));
-    }
-    out
 }
 
 /// Prints the summary (on stderr: stdout keeps the result, `--json` included).
@@ -764,18 +584,12 @@ fn sign_offline(wallet: &str, kit_path: &Path, body: &Path, json: bool) -> Resul
     if body.get("wallet").is_some() {
         bail!("the body names no wallet: the kit says which");
     }
-    let Checked { request, facts } = checked(body, &kit.address)?;
-    let address = parapet_gateway::pipeline::parse_address(&kit.address)?;
-    let digest: [u8; 32] = facts.digest.0;
-    let signature = sign_locally(&Dkls23, &device, &gateway, digest)?;
-    let signed = parapet_gateway::decode::signed_transaction(
-        request.payload()?,
-        request.chain_id,
-        address,
-        signature.r,
-        signature.s,
-        signature.y_parity(),
-    )?;
+    let mine = checked(body, &kit.address)?;
+    let OfflineSignature {
+        digest,
+        signature,
+        signed_transaction: signed,
+    } = signing::sign_offline(&mine, &device, &gateway)?;
     let out = serde_json::json!({
         "digest": format!("0x{}", hex::encode(digest)),
         "signature": {
@@ -784,7 +598,7 @@ fn sign_offline(wallet: &str, kit_path: &Path, body: &Path, json: bool) -> Resul
             "y_parity": signature.y_parity(),
         },
         "signed_transaction": signed.as_ref().map(|(raw, _)| format!("0x{}", hex::encode(raw))),
-        "tx_hash": signed.as_ref().map(|(_, hash)| format!("{hash:#x}")),
+        "tx_hash": signed.as_ref().map(|(_, hash)| format!("0x{}", hex::encode(hash))),
         "offline": true,
     });
     if json {
@@ -841,19 +655,4 @@ fn export_key(kit_path: &Path, understood: bool, json: bool) -> Result<ExitCode>
         println!("{}", key_hex.as_str());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::whole_units;
-
-    #[test]
-    fn base_units_read_as_whole_units() {
-        assert_eq!(whole_units("1500000000000000", 18), "0.0015");
-        assert_eq!(whole_units("250000000", 6), "250");
-        assert_eq!(whole_units("5", 18), "0.000000000000000005");
-        assert_eq!(whole_units("0", 18), "0");
-        assert_eq!(whole_units("12345", 0), "12345");
-        assert_eq!(whole_units("not a number", 6), "not a number");
-    }
 }

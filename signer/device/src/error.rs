@@ -29,6 +29,17 @@ pub enum Error {
     )]
     AddressChanged { held: String, got: String },
 
+    // ---- what the device signs (`signing`) ----
+    /// The body is not a signing request (not JSON, no payload, an unknown field, …).
+    #[error("not a signing request body: {0}")]
+    NotARequest(String),
+    /// The body names another wallet than the one the device signs for.
+    #[error("the request is for wallet {named}, not {wallet}: nothing was signed")]
+    OtherWallet { named: String, wallet: String },
+    /// The device's own decoder refuses the payload, so it will not sign it.
+    #[error("this device cannot decode the request, so it will not sign it: {0}")]
+    Undecodable(parapet_decide::Error),
+
     // ---- the protocol and recovery envelopes ----
     #[error(transparent)]
     Mpc(#[from] parapet_mpc::Error),

@@ -7,6 +7,7 @@ pub mod ceremony;
 pub mod client;
 mod error;
 pub mod file;
+pub mod signing;
 pub mod transfer;
 
 pub use error::{Error, Result};
