@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::audit::AuditLog;
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
-use crate::db::{RowLike, db, with_pool};
+use crate::db::{RowLike, db, stored_enum, with_pool};
 use crate::devices::Device;
 use crate::error::{Error, Result};
 use crate::wallets::{self, StoredWallet};
@@ -32,18 +32,38 @@ pub struct Carried {
     pub epoch: i64,
 }
 
+stored_enum! {
+    /// What a transfer is for.
+    pub enum TransferKind {
+        /// A new device of the person receives copies of the shares (a backup device).
+        Add => "add",
+        /// A device catches up with shares refreshed while it was away.
+        Resync => "resync",
+    }
+}
+
+stored_enum! {
+    /// Where a transfer is: the new device `waiting`, the owner's passkey `approved` it, a
+    /// device of the person `sealed` the shares to it, the new device `received` them.
+    pub enum TransferState {
+        Waiting => "waiting",
+        Approved => "approved",
+        Sealed => "sealed",
+        Received => "received",
+        Refused => "refused",
+    }
+}
+
 /// One transfer as stored (the sealed bundle is read apart, only by its recipient).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     pub id: String,
     pub user_id: Uuid,
-    /// `add` or `resync`.
-    pub kind: String,
+    pub kind: TransferKind,
     pub to_device: String,
     /// The recipient's X25519 public key (hex) as it registered it.
     pub public_key: String,
-    /// `waiting`, `approved`, `sealed`, `received` or `refused`.
-    pub state: String,
+    pub state: TransferState,
     pub from_device: Option<String>,
     pub wallets: Vec<Carried>,
     pub created_at: String,
@@ -74,6 +94,15 @@ impl Transfer {
         })
     }
 
+    /// The state as a refusal names it: `expired` once past its expiry.
+    pub fn state_at(&self, now: OffsetDateTime) -> String {
+        if self.expired(now) {
+            "expired".to_owned()
+        } else {
+            self.state.to_string()
+        }
+    }
+
     fn expired(&self, now: OffsetDateTime) -> bool {
         parse_time(&self.expires_at).map_or(true, |t| t <= now)
     }
@@ -94,10 +123,10 @@ fn row(r: &impl RowLike) -> std::result::Result<Transfer, sqlx::Error> {
     Ok(Transfer {
         id: r.text("id")?,
         user_id: Uuid::parse_str(&r.text("user_id")?).map_err(|e| bad(e.to_string()))?,
-        kind: r.text("kind")?,
+        kind: TransferKind::decode(&r.text("kind")?)?,
         to_device: r.text("to_device")?,
         public_key: r.text("public_key")?,
-        state: r.text("state")?,
+        state: TransferState::decode(&r.text("state")?)?,
         from_device: r.opt_text("from_device")?,
         wallets,
         created_at: r.text("created_at")?,
@@ -153,10 +182,10 @@ pub async fn request(
     let t = Transfer {
         id: parapet_device::transfer::new_transfer_id(),
         user_id: device.user_id,
-        kind: "add".to_owned(),
+        kind: TransferKind::Add,
         to_device: device.device_id.clone(),
         public_key: hex::encode(key),
-        state: "waiting".to_owned(),
+        state: TransferState::Waiting,
         from_device: None,
         wallets: Vec::new(),
         created_at: format_time(now),
@@ -187,10 +216,10 @@ pub async fn approve(
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<Transfer> {
-    if t.state != "waiting" || t.kind != "add" || t.expired(now) {
+    if t.state != TransferState::Waiting || t.kind != TransferKind::Add || t.expired(now) {
         return Err(Error::TransferNotReady(format!(
             "it is {}",
-            if t.expired(now) { "expired" } else { &t.state }
+            t.state_at(now)
         )));
     }
     audit
@@ -212,7 +241,7 @@ pub async fn approve(
         return Err(Error::TransferNotReady("it changed meanwhile".to_owned()));
     }
     Ok(Transfer {
-        state: "approved".to_owned(),
+        state: TransferState::Approved,
         ..t.clone()
     })
 }
@@ -343,12 +372,12 @@ async fn store_sealed(
     carried: &[Carried],
     sealed: &[u8],
     now: OffsetDateTime,
-    from_state: &str,
+    from_state: TransferState,
 ) -> Result<()> {
     let wallets = serde_json::to_string(carried).map_err(|e| Error::Internal(e.to_string()))?;
     let moved = with_pool!(store, pool => {
         sqlx::query("UPDATE device_transfers SET state = 'sealed', from_device = $2, wallets = $3, sealed = $4, sealed_at = $5 WHERE id = $1 AND state = $6")
-            .bind(id).bind(from.device_id.as_str()).bind(wallets).bind(sealed).bind(format_time(now)).bind(from_state)
+            .bind(id).bind(from.device_id.as_str()).bind(wallets).bind(sealed).bind(format_time(now)).bind(from_state.as_str())
             .execute(pool).await.map_err(db("storing a sealed transfer"))?.rows_affected()
     });
     if moved == 1 {
@@ -371,15 +400,14 @@ pub async fn seal(
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<()> {
-    if t.kind != "add" || t.state != "approved" || t.expired(now) {
-        return Err(Error::TransferNotReady(if t.state == "waiting" {
-            "the user has not approved it yet".to_owned()
-        } else {
-            format!(
-                "it is {}",
-                if t.expired(now) { "expired" } else { &t.state }
-            )
-        }));
+    if t.kind != TransferKind::Add || t.state != TransferState::Approved || t.expired(now) {
+        return Err(Error::TransferNotReady(
+            if t.state == TransferState::Waiting {
+                "the user has not approved it yet".to_owned()
+            } else {
+                format!("it is {}", t.state_at(now))
+            },
+        ));
     }
     if t.to_device == from.device_id {
         return Err(Error::DeviceNotAllowed);
@@ -395,7 +423,16 @@ pub async fn seal(
             "transfer": t.id, "from_device": from.device_id, "to_device": t.to_device, "wallets": carried,
         })))
         .await?;
-    store_sealed(audit.store(), &t.id, from, carried, sealed, now, "approved").await
+    store_sealed(
+        audit.store(),
+        &t.id,
+        from,
+        carried,
+        sealed,
+        now,
+        TransferState::Approved,
+    )
+    .await
 }
 
 /// `from`, holding the current epoch, sends a refreshed share to `to_device`, a live device of
@@ -453,10 +490,10 @@ pub async fn resync(
     let t = Transfer {
         id: id.to_owned(),
         user_id: from.user_id,
-        kind: "resync".to_owned(),
+        kind: TransferKind::Resync,
         to_device: target.device_id.clone(),
         public_key: key.and_then(|(k,)| k).unwrap_or_default(),
-        state: "sealed".to_owned(),
+        state: TransferState::Sealed,
         from_device: Some(from.device_id.clone()),
         wallets: carried.to_vec(),
         created_at: format_time(now),
@@ -473,7 +510,16 @@ pub async fn resync(
             .bind(t.created_at.as_str()).bind(t.expires_at.as_str())
             .execute(pool).await.map_err(db("storing a re-sync"))?;
     });
-    store_sealed(store, &t.id, from, carried, sealed, now, "waiting").await?;
+    store_sealed(
+        store,
+        &t.id,
+        from,
+        carried,
+        sealed,
+        now,
+        TransferState::Waiting,
+    )
+    .await?;
     Ok(t)
 }
 
@@ -483,7 +529,7 @@ pub async fn sealed_for(store: &Store, device: &Device, id: &str) -> Result<(Tra
     if t.to_device != device.device_id {
         return Err(Error::NotFound);
     }
-    if t.state != "sealed" {
+    if t.state != TransferState::Sealed {
         return Err(Error::TransferNotReady(format!("it is {}", t.state)));
     }
     let sealed: Option<(Option<Vec<u8>>,)> = with_pool!(store, pool => {
@@ -518,7 +564,7 @@ pub async fn received(
         tx.commit().await.map_err(db("confirming a transfer"))?;
     });
     Ok(Transfer {
-        state: "received".to_owned(),
+        state: TransferState::Received,
         ..t
     })
 }

@@ -17,6 +17,57 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// A state or kind stored as a fixed snake_case name: the enum, its name both ways, `Display`
+/// and `Serialize` as the name. A row with another name fails to decode instead of becoming a
+/// string nobody matches.
+macro_rules! stored_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                }
+            }
+
+            /// The value stored under `name`, if it is one.
+            pub fn from_name(name: &str) -> Option<$name> {
+                match name {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+
+            /// Reads the value from a stored name; another name is a decoding error.
+            pub(crate) fn decode(name: &str) -> std::result::Result<$name, sqlx::Error> {
+                $name::from_name(name).ok_or_else(|| {
+                    sqlx::Error::Decode(
+                        format!(concat!("unknown ", stringify!($name), " {:?}"), name).into(),
+                    )
+                })
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use stored_enum;
+
 /// Maps a database error to the crate's, naming what was being done (the detail stays in logs).
 pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| match e {

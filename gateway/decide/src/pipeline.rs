@@ -15,10 +15,37 @@ use crate::policy::{DecisionInput, DeterminingPolicy, LoadedPolicies};
 use crate::records::{AppRecord, LabelsSource, SessionFacts, WalletRecord};
 use crate::request::AuthorizeRequest;
 
+/// What the policy set answered: shown and stored as `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Allow,
+    Deny,
+}
+
+impl Verdict {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+
+    pub const fn is_allow(self) -> bool {
+        matches!(self, Verdict::Allow)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The answer of `/v1/authorize` (without `request_id`, which the HTTP layer adds).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
-    pub decision: &'static str,
+    pub decision: Verdict,
     pub action: Action,
     pub determining_policies: Vec<DeterminingPolicy>,
     pub errors: Vec<String>,
@@ -238,7 +265,11 @@ pub fn decide(
         policy: started.elapsed(),
     };
     Outcome {
-        decision: if decision.allowed { "allow" } else { "deny" },
+        decision: if decision.allowed {
+            Verdict::Allow
+        } else {
+            Verdict::Deny
+        },
         action: facts.action,
         determining_policies: decision.determining,
         errors: decision.errors,

@@ -28,7 +28,7 @@ pub fn decision(
     e.wallet = wallet_of(req);
     e.chain_id = Some(req.chain_id);
     e.action = Some(outcome.action.as_str().to_owned());
-    e.decision = Some(outcome.decision.to_owned());
+    e.decision = Some(outcome.decision.as_str().to_owned());
     e.determining_policies = policy_refs(&outcome.determining_policies);
     e.errors = outcome.errors.clone();
     e.scope_not_approved = outcome.scope_not_approved.clone();

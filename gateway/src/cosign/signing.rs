@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::stamp;
 use crate::audit::Store;
 use crate::audit::store::{Attachment, TxFuture};
-use crate::db::{RowLike, db, with_pool};
+use crate::db::{RowLike, db, stored_enum, with_pool};
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
 
@@ -36,7 +36,7 @@ pub struct SigningRequest {
     pub body: String,
     /// The decision as `/v1/authorize` shows it.
     pub outcome: String,
-    pub state: String,
+    pub state: SigningState,
     /// Native value, wei, decimal.
     pub native: String,
     /// The token contract and amount (base units, decimal) of an `erc20_transfer`.
@@ -51,24 +51,36 @@ pub struct SigningRequest {
     pub updated_at: String,
 }
 
-pub const DENIED: &str = "denied";
-pub const PENDING_STEP_UP: &str = "pending_step_up";
-pub const AUTHORIZED: &str = "authorized";
-pub const SIGNING: &str = "signing";
-pub const SIGNED: &str = "signed";
-pub const FAILED: &str = "failed";
-pub const EXPIRED: &str = "expired";
+stored_enum! {
+    /// Where a signing request is in its life.
+    pub enum SigningState {
+        /// Policy refused it; it never signs.
+        Denied => "denied",
+        /// Policy allows it with the owner's passkey: it waits for that step-up.
+        PendingStepUp => "pending_step_up",
+        /// Allowed: a device may join its ceremony until it expires.
+        Authorized => "authorized",
+        /// A ceremony holds it.
+        Signing => "signing",
+        Signed => "signed",
+        Failed => "failed",
+        /// Authorized or waiting for a step-up past its expiry (derived, never stored).
+        Expired => "expired",
+    }
+}
+
+use SigningState::{Authorized, PendingStepUp, Signed, Signing};
 
 impl SigningRequest {
     /// The state as of `now`: an authorized (or step-up pending) request past its expiry is
     /// expired.
-    pub fn state_at(&self, now: OffsetDateTime) -> &str {
-        if (self.state == AUTHORIZED || self.state == PENDING_STEP_UP)
+    pub fn state_at(&self, now: OffsetDateTime) -> SigningState {
+        if (self.state == Authorized || self.state == PendingStepUp)
             && self.expires_at <= stamp(now)
         {
-            EXPIRED
+            SigningState::Expired
         } else {
-            &self.state
+            self.state
         }
     }
 
@@ -84,7 +96,7 @@ impl SigningRequest {
             "chain_id": self.chain_id.to_string(),
             "action": self.action,
             "digest": self.digest,
-            "state": self.state_at(now),
+            "state": self.state_at(now).as_str(),
             "decision": decision,
             "created_at": self.created_at,
             "expires_at": self.expires_at,
@@ -110,7 +122,7 @@ fn row(r: &impl RowLike) -> std::result::Result<SigningRequest, sqlx::Error> {
         epoch: r.int("epoch")?,
         body: r.text("body")?,
         outcome: r.text("outcome")?,
-        state: r.text("state")?,
+        state: SigningState::decode(&r.text("state")?)?,
         native: r.text("native")?,
         token: r.opt_text("token")?,
         token_amount: r.opt_text("token_amount")?,
@@ -249,7 +261,7 @@ pub async fn pending_of(
         " FROM signing_requests WHERE owner = $1 AND ((state IN ($2, $5) AND expires_at > $3) OR state = $4) ORDER BY created_at DESC LIMIT 100"
     );
     with_pool!(store, pool => {
-        let rows = sqlx::query(SQL).bind(owner.to_string()).bind(AUTHORIZED).bind(stamp(now)).bind(SIGNING).bind(PENDING_STEP_UP)
+        let rows = sqlx::query(SQL).bind(owner.to_string()).bind(Authorized.as_str()).bind(stamp(now)).bind(Signing.as_str()).bind(PendingStepUp.as_str())
             .fetch_all(pool).await.map_err(db("listing signing requests"))?;
         rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing signing requests"))
     })
@@ -265,12 +277,12 @@ pub async fn take_for_ceremony(
 ) -> Result<SigningRequest> {
     let taken = with_pool!(store, pool => {
         sqlx::query("UPDATE signing_requests SET state = $2, expires_at = $3, updated_at = $4 WHERE id = $1 AND state = $5 AND expires_at > $4")
-            .bind(id).bind(SIGNING).bind(stamp(deadline)).bind(stamp(now)).bind(AUTHORIZED)
+            .bind(id).bind(Signing.as_str()).bind(stamp(deadline)).bind(stamp(now)).bind(Authorized.as_str())
             .execute(pool).await.map_err(db("taking a signing request"))?.rows_affected()
     });
     let request = get(store, id).await?.ok_or(Error::NotFound)?;
     if taken != 1 {
-        return Err(Error::NotSignable(request.state_at(now).to_owned()));
+        return Err(Error::NotSignable(request.state_at(now).to_string()));
     }
     Ok(request)
 }
@@ -285,7 +297,7 @@ pub async fn mark_final_sent(
 ) -> Result<()> {
     with_pool!(store, pool => {
         sqlx::query("UPDATE signing_requests SET final_sent = $2, signature = $3, state = $4, updated_at = $5 WHERE id = $1 AND state = $6")
-            .bind(id).bind(true).bind(signature).bind(SIGNED).bind(stamp(now)).bind(SIGNING)
+            .bind(id).bind(true).bind(signature).bind(Signed.as_str()).bind(stamp(now)).bind(Signing.as_str())
             .execute(pool).await.map_err(db("recording a signature"))?;
     });
     Ok(())
@@ -296,7 +308,7 @@ pub async fn mark_final_sent(
 pub async fn mark_failed(store: &Store, id: &str, reason: &str, now: OffsetDateTime) -> Result<()> {
     with_pool!(store, pool => {
         sqlx::query("UPDATE signing_requests SET state = $2, failure = $3, updated_at = $4 WHERE id = $1 AND state = $5")
-            .bind(id).bind(FAILED).bind(reason).bind(stamp(now)).bind(SIGNING)
+            .bind(id).bind(SigningState::Failed.as_str()).bind(reason).bind(stamp(now)).bind(Signing.as_str())
             .execute(pool).await.map_err(db("recording a failed ceremony"))?;
     });
     Ok(())
@@ -316,7 +328,7 @@ pub async fn reserved(
     let address = format!("{wallet:#x}");
     let rows: Vec<ReservedRow> = with_pool!(store, pool => {
         sqlx::query_as("SELECT chain_id, created_at, native, token, token_amount FROM signing_requests WHERE wallet = $1 AND created_at > $2 AND (state = $3 OR final_sent = $4 OR (state IN ($5, $6) AND expires_at > $7))")
-            .bind(address.as_str()).bind(since.as_str()).bind(SIGNED).bind(true).bind(AUTHORIZED).bind(SIGNING).bind(stamp(now))
+            .bind(address.as_str()).bind(since.as_str()).bind(Signed.as_str()).bind(true).bind(Authorized.as_str()).bind(Signing.as_str()).bind(stamp(now))
             .fetch_all(pool).await.map_err(db("reading velocity"))?
     });
     let mut out = Vec::with_capacity(rows.len());

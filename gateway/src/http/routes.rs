@@ -220,7 +220,7 @@ pub async fn authorize(
     state
         .metrics
         .stage(crate::metrics::Stage::Policy, outcome.timings.policy);
-    let counter = if outcome.decision == "allow" {
+    let counter = if outcome.decision.is_allow() {
         &state.metrics.decisions_allow
     } else {
         &state.metrics.decisions_deny
@@ -228,7 +228,7 @@ pub async fn authorize(
     counter.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         request_id = %request_id,
-        decision = outcome.decision,
+        decision = outcome.decision.as_str(),
         action = outcome.action.as_str(),
         policy_version = %outcome.policy_version,
         "decision"

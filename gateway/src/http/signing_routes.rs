@@ -26,7 +26,7 @@ use crate::audit::record as audit_record;
 use crate::audit::store::Attachment;
 use crate::cosign::idempotency::{self, Claim};
 use crate::cosign::signing::SteppedUp;
-use crate::cosign::signing::{self, AUTHORIZED, DENIED, PENDING_STEP_UP, SigningRequest};
+use crate::cosign::signing::{self, SigningRequest, SigningState};
 use crate::cosign::velocity::{Snapshot, WalletGuard};
 use crate::cosign::{hex0x, stamp};
 use crate::error::Error;
@@ -61,8 +61,8 @@ async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Respo
         refused(&error, request_id, &r.id, decision, extra)
     };
     match r.state_at(now) {
-        DENIED => refusal(Error::PolicyDenied, Vec::new(), &mut body),
-        PENDING_STEP_UP => {
+        SigningState::Denied => refusal(Error::PolicyDenied, Vec::new(), &mut body),
+        SigningState::PendingStepUp => {
             match state
                 .passkeys
                 .start_step_up(r.owner, &signing::step_up_context(r), now)
@@ -324,7 +324,7 @@ async fn decide_locked<'a>(
 }
 
 fn count(state: &AppState, outcome: &Outcome) {
-    let counter = if outcome.decision == "allow" {
+    let counter = if outcome.decision.is_allow() {
         &state.metrics.decisions_allow
     } else {
         &state.metrics.decisions_deny
@@ -355,16 +355,16 @@ async fn decide_and_reserve(
     )
     .await?;
     let (facts, outcome, now) = (&locked.facts, &locked.outcome, locked.now);
-    let request_state = if outcome.decision == "allow" {
-        AUTHORIZED
+    let request_state = if outcome.decision.is_allow() {
+        SigningState::Authorized
     } else if locked
         .with_step_up
         .as_ref()
-        .is_some_and(|o| o.decision == "allow")
+        .is_some_and(|o| o.decision.is_allow())
     {
-        PENDING_STEP_UP
+        SigningState::PendingStepUp
     } else {
-        DENIED
+        SigningState::Denied
     };
     let (native, token, token_amount) = reservation(facts);
     let ttl = time::Duration::try_from(state.signing_request_ttl)
@@ -381,7 +381,7 @@ async fn decide_and_reserve(
         body: serde_json_canonicalizer::to_string(body)
             .map_err(|e| Error::InvalidRequest(e.to_string()))?,
         outcome: serde_json::to_string(outcome).map_err(|e| Error::Internal(e.to_string()))?,
-        state: request_state.to_owned(),
+        state: request_state,
         native,
         token,
         token_amount,
@@ -401,7 +401,7 @@ async fn decide_and_reserve(
     locked.guard.release().await;
     committed?;
     count(state, &locked.outcome);
-    tracing::info!(request_id, decision = locked.outcome.decision, state = request_state, action = locked.outcome.action.as_str(), wallet = %wallet.address, "signing request");
+    tracing::info!(request_id, decision = locked.outcome.decision.as_str(), state = request_state.as_str(), action = locked.outcome.action.as_str(), wallet = %wallet.address, "signing request");
     Ok(request)
 }
 
@@ -562,8 +562,8 @@ pub async fn start_step_up(state: &AppState, user: uuid::Uuid, id: &str) -> Resu
         .map_err(store_down)?
         .filter(|r| r.owner == user)
         .ok_or(Error::NotFound)?;
-    if r.state_at(now) != PENDING_STEP_UP {
-        return Err(Error::NotSignable(r.state_at(now).to_owned()));
+    if r.state_at(now) != SigningState::PendingStepUp {
+        return Err(Error::NotSignable(r.state_at(now).to_string()));
     }
     state
         .passkeys
@@ -589,8 +589,8 @@ pub async fn complete_step_up(
         .filter(|r| r.owner == session.user)
         .ok_or(Error::NotFound)?;
     let now = state.clock.now();
-    if r.state_at(now) != PENDING_STEP_UP {
-        return Err(Error::NotSignable(r.state_at(now).to_owned()));
+    if r.state_at(now) != SigningState::PendingStepUp {
+        return Err(Error::NotSignable(r.state_at(now).to_string()));
     }
     // A revoked or frozen app's request is not approved, whoever carries the assertion.
     crate::identity::app_may_act(store, &r.app_id, state.dev_app_acting())
@@ -624,7 +624,7 @@ pub async fn complete_step_up(
         .map_err(|e| Error::Internal(format!("a stored request body: {e}")))?;
     let locked = decide_locked(state, &app, session, &wallet, &parsed, request_id, true).await?;
     let (outcome, now) = (&locked.outcome, locked.now);
-    let allowed = outcome.decision == "allow" && hex0x(locked.facts.digest.as_slice()) == r.digest;
+    let allowed = outcome.decision.is_allow() && hex0x(locked.facts.digest.as_slice()) == r.digest;
     let ttl = time::Duration::try_from(state.signing_request_ttl)
         .map_err(|e| Error::Config(e.to_string()))?;
     let mut event = audit_record::decision(now, request_id, &app.id, &parsed, outcome);

@@ -20,7 +20,7 @@ use super::body::json_body;
 use super::error::{ApiError, json_answer};
 use super::request_id::ReqId;
 use super::step_up::{Gate, gate};
-use crate::backup_devices::{self, Carried};
+use crate::backup_devices::{self, Carried, TransferState};
 use crate::error::Error;
 
 type Answer = Result<Response, ApiError>;
@@ -94,7 +94,7 @@ pub async fn fetch(
         return Err(fail(Error::NotFound));
     }
     let mut out = t.to_json();
-    if t.state == "sealed" {
+    if t.state == TransferState::Sealed {
         let (_, sealed) = backup_devices::sealed_for(store, &device, &id)
             .await
             .map_err(fail)?;
@@ -229,7 +229,7 @@ pub async fn approve(
         .await
         .map_err(fail)?;
     let context = backup_devices::approval_context(&t);
-    if super::error::asks_for_step_up(&body) && t.state != "waiting" {
+    if super::error::asks_for_step_up(&body) && t.state != TransferState::Waiting {
         return Err(fail(Error::TransferNotReady(format!("it is {}", t.state))));
     }
     let waiting = ("transfer", t.id.as_str());

@@ -233,7 +233,7 @@ fn run_case(set: &LoadedPolicies, file: String, case: Case) -> CaseResult {
         problems.push("the request was not refused".to_owned());
     }
     if let Some(d) = &case.expect.decision
-        && d != outcome.decision
+        && d != outcome.decision.as_str()
     {
         problems.push(format!("decision {} instead of {d}", outcome.decision));
     }
