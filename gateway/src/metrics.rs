@@ -94,6 +94,16 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One decision, by its verdict.
+    pub fn count_decision(&self, verdict: crate::pipeline::Verdict) {
+        let c = if verdict.is_allow() {
+            &self.decisions_allow
+        } else {
+            &self.decisions_deny
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// One request refused by the named limiter (`ip`, `app`, `wallet`).
     pub fn count_rate_limited(&self, limiter: &str) {
         let c = match limiter {

@@ -4,9 +4,11 @@
 
 use time::OffsetDateTime;
 
+use super::AuditLog;
 use super::event::{AuditEvent, EventKind, Refusal, policy_refs, request_summary};
 use crate::error::Error;
 use crate::pipeline::Outcome;
+use crate::policy::LoadedPolicies;
 use crate::request::AuthorizeRequest;
 
 fn wallet_of(req: &AuthorizeRequest) -> Option<String> {
@@ -65,4 +67,40 @@ pub fn refusal(
         message,
     });
     e
+}
+
+/// A request refused before or while it was decided, as both `/v1/authorize` and signing
+/// requests commit it.
+#[derive(Debug)]
+pub struct Refused<'a> {
+    pub request_id: &'a str,
+    pub app: &'a str,
+    pub user: Option<String>,
+    pub req: Option<&'a AuthorizeRequest>,
+    pub error: &'a Error,
+}
+
+/// Commits a refusal before it is answered (docs/architecture.md §7): the policy set it was
+/// refused under, then the event. The one place a refusal of a decision route is recorded; an
+/// error here is what the caller gets instead (`503 audit_unavailable`).
+pub async fn commit_refusal(
+    audit: &AuditLog,
+    policies: &LoadedPolicies,
+    refused: Refused<'_>,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    audit
+        .ensure_policy_version(policies.version(), policies.files(), now)
+        .await?;
+    let mut event = refusal(
+        now,
+        refused.request_id,
+        refused.app,
+        refused.req,
+        policies.version(),
+        refused.error,
+    );
+    event.user = refused.user;
+    audit.append(event).await?;
+    Ok(())
 }

@@ -105,38 +105,27 @@ pub async fn authorize(
     let user = session.as_ref().map(|s| s.facts.user.to_string());
     // Every answer below, refusals included, is committed to the audit log before it is sent;
     // if that fails the caller gets 503 audit_unavailable and no decision.
-    let refuse = |req: Option<&AuthorizeRequest>, error: Error| {
-        let mut event = audit_record::refusal(
-            now,
-            &request_id,
-            &caller.id,
+    let refuse = async |req: Option<&AuthorizeRequest>, error: Error| {
+        state
+            .metrics
+            .decisions_refused
+            .fetch_add(1, Ordering::Relaxed);
+        let refused = audit_record::Refused {
+            request_id: &request_id,
+            app: &caller.id,
+            user: user.clone(),
             req,
-            policies.version(),
-            &error,
-        );
-        event.user.clone_from(&user);
-        let state = state.clone();
-        let policies = policies.clone();
-        let request_id = request_id.clone();
-        async move {
-            state
-                .metrics
-                .decisions_refused
-                .fetch_add(1, Ordering::Relaxed);
-            let audited = async {
-                state
-                    .audit
-                    .ensure_policy_version(policies.version(), policies.files(), now)
-                    .await?;
-                state.audit.append(event).await
-            };
-            match audited.await {
-                Ok(_) => ApiError { error, request_id },
-                Err(audit_error) => ApiError {
-                    error: audit_error,
-                    request_id,
-                },
-            }
+            error: &error,
+        };
+        match audit_record::commit_refusal(&state.audit, &policies, refused, now).await {
+            Ok(()) => ApiError {
+                error,
+                request_id: request_id.clone(),
+            },
+            Err(audit_error) => ApiError {
+                error: audit_error,
+                request_id: request_id.clone(),
+            },
         }
     };
     let req: AuthorizeRequest = match super::body::json_body(&headers, body) {
@@ -220,12 +209,7 @@ pub async fn authorize(
     state
         .metrics
         .stage(crate::metrics::Stage::Policy, outcome.timings.policy);
-    let counter = if outcome.decision.is_allow() {
-        &state.metrics.decisions_allow
-    } else {
-        &state.metrics.decisions_deny
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
+    state.metrics.count_decision(outcome.decision);
     tracing::info!(
         request_id = %request_id,
         decision = outcome.decision.as_str(),

@@ -5,7 +5,6 @@
 //! answer; the ceremony signs only what was committed.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -261,21 +260,15 @@ async fn decide_locked<'a>(
         match pipeline::decode_bounded(&state.decode_pool, &policies, record.address, req).await {
             Ok(ok) => ok,
             Err(error) => {
-                let now = state.clock.now();
-                state
-                    .audit
-                    .ensure_policy_version(policies.version(), policies.files(), now)
-                    .await?;
-                let mut event = audit_record::refusal(
-                    now,
+                let refused = audit_record::Refused {
                     request_id,
-                    &caller.id,
-                    Some(req),
-                    policies.version(),
-                    &error,
-                );
-                event.user = Some(session.user.to_string());
-                state.audit.append(event).await?;
+                    app: &caller.id,
+                    user: Some(session.user.to_string()),
+                    req: Some(req),
+                    error: &error,
+                };
+                audit_record::commit_refusal(&state.audit, &policies, refused, state.clock.now())
+                    .await?;
                 return Err(error);
             }
         };
@@ -321,15 +314,6 @@ async fn decide_locked<'a>(
         with_step_up,
         now,
     })
-}
-
-fn count(state: &AppState, outcome: &Outcome) {
-    let counter = if outcome.decision.is_allow() {
-        &state.metrics.decisions_allow
-    } else {
-        &state.metrics.decisions_deny
-    };
-    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Decides a new request and commits the decision's event with the request (its reservation,
@@ -400,7 +384,7 @@ async fn decide_and_reserve(
         .await;
     locked.guard.release().await;
     committed?;
-    count(state, &locked.outcome);
+    state.metrics.count_decision(locked.outcome.decision);
     tracing::info!(request_id, decision = locked.outcome.decision.as_str(), state = request_state.as_str(), action = locked.outcome.action.as_str(), wallet = %wallet.address, "signing request");
     Ok(request)
 }
@@ -642,7 +626,7 @@ pub async fn complete_step_up(
     let committed = state.audit.append_with(event, attached).await;
     locked.guard.release().await;
     committed?;
-    count(state, outcome);
+    state.metrics.count_decision(outcome.decision);
     if !allowed {
         let decision = serde_json::to_value(outcome).ok();
         return Ok(refused(
