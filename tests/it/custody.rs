@@ -13,13 +13,15 @@
 )]
 
 use crate::support::{Process, free_port, root};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use parapet_testkit::rerun_in_child;
+use parapet_testkit::softhsm::{self, MODULE};
+
 const TOKEN: &str = "parapet-gw";
 const PIN: &str = "user-pin-2468";
 const SO_PIN: &str = "so-pin-1357";
@@ -41,47 +43,14 @@ impl Token {
 
 /// `None` (after saying so loudly) when SoftHSM2 is not installed and CI did not require it.
 fn token() -> Option<Token> {
-    if !Path::new(MODULE).exists() {
-        assert!(
-            std::env::var_os("PARAPET_REQUIRE_SOFTHSM").is_none(),
-            "PARAPET_REQUIRE_SOFTHSM is set but {MODULE} is missing (apt-get install -y softhsm2)"
-        );
-        eprintln!(
-            "\n*** SKIPPED: SoftHSM2 is not installed ({MODULE} is missing). Install it with \
-             `apt-get install -y softhsm2`; CI sets PARAPET_REQUIRE_SOFTHSM=1. ***\n"
-        );
+    if !softhsm::available("the custody tests") {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     for d in ["policies", "schemas"] {
         std::os::unix::fs::symlink(root().join(d), dir.path().join(d)).unwrap();
     }
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            SO_PIN,
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "softhsm2-util: {init:?}");
+    let conf = softhsm::init_token(dir.path(), TOKEN, PIN, SO_PIN);
     Some(Token { dir, conf })
 }
 
@@ -354,23 +323,13 @@ fn non_sensitive_audit_key_refuses_to_start() {
 /// `hsm init`: in a child process of this test binary (`bad_key_helper`), because the
 /// PKCS#11 module reads `SOFTHSM2_CONF` at initialisation and this process cannot set it.
 fn create_bad_key(t: &Token, which: &str) {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "custody::bad_key_helper",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("SOFTHSM2_CONF", &t.conf)
-        .env(BAD_KEY, which)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "creating the {which} key failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    rerun_in_child(
+        "custody::bad_key_helper",
+        true,
+        &[
+            ("SOFTHSM2_CONF", t.conf.as_os_str()),
+            (BAD_KEY, which.as_ref()),
+        ],
     );
 }
 

@@ -702,47 +702,20 @@ fn a_device_creates_a_wallet_and_signs_with_it_from_the_cli() {
 /// A fresh PostgreSQL database under `PARAPET_TEST_POSTGRES_URL` (dropped by the returned
 /// guard), or `None` when the variable is unset.
 fn postgres_database() -> Option<(String, PgDrop)> {
-    use sqlx::Connection;
-    let pg = std::env::var("PARAPET_TEST_POSTGRES_URL").ok()?;
-    let with_db = |db: &str| {
-        let (base, query) = pg
-            .split_once('?')
-            .map_or((pg.as_str(), ""), |(b, q)| (b, q));
-        let (server, _) = base.rsplit_once('/').unwrap();
-        format!("{server}/{db}?{query}")
-    };
-    let name = format!("parapet_p_{}", uuid::Uuid::new_v4().simple());
-    let admin = with_db("postgres");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut c)
-            .await
-            .unwrap();
-    });
-    Some((with_db(&name), PgDrop { admin, name }))
+    let db = rt.block_on(parapet_testkit::postgres::TestDatabase::create("parapet_p"))?;
+    Some((db.url.clone(), PgDrop { db, rt }))
 }
 
+/// Drops the test database when the test ends, passed or failed.
 struct PgDrop {
-    admin: String,
-    name: String,
+    db: parapet_testkit::postgres::TestDatabase,
+    rt: tokio::runtime::Runtime,
 }
 
 impl Drop for PgDrop {
     fn drop(&mut self) {
-        use sqlx::Connection;
-        let Ok(rt) = tokio::runtime::Runtime::new() else {
-            return;
-        };
-        rt.block_on(async {
-            if let Ok(mut c) = sqlx::PgConnection::connect(&self.admin).await {
-                let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
-                let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                    .execute(&mut c)
-                    .await;
-            }
-        });
+        self.rt.block_on(self.db.drop_now());
     }
 }
 

@@ -13,7 +13,6 @@
 )]
 
 use std::path::Path;
-use std::process::Command;
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, KeyType, ObjectClass};
@@ -24,7 +23,9 @@ use parapet_custody::Error;
 use parapet_custody::{Custody, Hsm, HsmConfig, hsm_init, pkcs11_context, share_aad};
 use secrecy::SecretString;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+use parapet_testkit::rerun_in_child;
+use parapet_testkit::softhsm::{self, MODULE};
+
 const TOKEN: &str = "parapet-test";
 const PIN: &str = "user-pin-1234";
 const SO_PIN: &str = "so-pin-5678";
@@ -41,56 +42,15 @@ fn in_softhsm(name: &str, body: impl FnOnce()) {
         body();
         return;
     }
-    if !Path::new(MODULE).exists() {
-        assert!(
-            std::env::var_os("PARAPET_REQUIRE_SOFTHSM").is_none(),
-            "PARAPET_REQUIRE_SOFTHSM is set but {MODULE} is missing (apt-get install -y softhsm2)"
-        );
-        eprintln!(
-            "\n*** SKIPPED {name}: SoftHSM2 is not installed ({MODULE} is missing). \
-             Install it with `apt-get install -y softhsm2`; CI sets PARAPET_REQUIRE_SOFTHSM=1. ***\n"
-        );
+    if !softhsm::available(name) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            TOKEN,
-            "--pin",
-            PIN,
-            "--so-pin",
-            SO_PIN,
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .unwrap();
-    assert!(init.status.success(), "softhsm2-util: {init:?}");
-
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--nocapture", "--test-threads=1"])
-        .env("SOFTHSM2_CONF", &conf)
-        .env(CHILD, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child test {name} failed:\n{stdout}\n{stderr}"
+    let conf = softhsm::init_token(dir.path(), TOKEN, PIN, SO_PIN);
+    rerun_in_child(
+        name,
+        false,
+        &[("SOFTHSM2_CONF", conf.as_os_str()), (CHILD, "1".as_ref())],
     );
 }
 
