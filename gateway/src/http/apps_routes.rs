@@ -16,6 +16,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::body::json_body;
 use super::error::ApiError;
+use super::extract::StrictJson;
 use super::request_id::ReqId;
 use crate::error::Error;
 use crate::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
@@ -84,11 +85,9 @@ pub async fn create(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<CreateApp>,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let req: CreateApp = json_body(&headers, body).map_err(fail)?;
     let defaults = AppLimits::default();
     let new = NewApp {
         name: req.name,

@@ -13,16 +13,13 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::Caller;
-use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
+use super::extract::{AppSession, AuthedDevice, StrictJson};
 use super::request_id::ReqId;
 use crate::devices;
 use crate::error::Error;
 use crate::identity::Auditor;
-
-use super::auth::device_of;
 
 type Answer = Result<Response, ApiError>;
 
@@ -37,11 +34,9 @@ pub async fn pair(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Pair>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let req: Pair = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let (device, token) = match devices::pair(
@@ -71,17 +66,7 @@ pub async fn pair(
     .into_response())
 }
 
-pub async fn me(
-    State(state): State<Arc<AppState>>,
-    ReqId(request_id): ReqId,
-    headers: HeaderMap,
-) -> Answer {
-    let device = device_of(&state, &headers)
-        .await
-        .map_err(|error| ApiError {
-            error,
-            request_id: request_id.clone(),
-        })?;
+pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) -> Answer {
     let mut out = serde_json::to_value(&device).unwrap_or_default();
     if let Some(o) = out.as_object_mut() {
         o.insert("request_id".to_owned(), request_id.into());
@@ -92,15 +77,10 @@ pub async fn me(
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
+    AppSession(session): AppSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?
-        .facts
-        .user;
+    let user = session.facts.user;
     let out = devices_with_holdings(&state, user).await.map_err(fail)?;
     Ok(super::error::json_answer(out, &request_id))
 }
@@ -111,17 +91,13 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?
-        .facts
-        .user;
+    let user = session.facts.user;
     let device = devices::live_of(state.audit.store(), user, &id)
         .await
         .map_err(fail)?;

@@ -8,6 +8,7 @@ pub mod ceremony_routes;
 pub mod client_ip;
 mod device_routes;
 pub mod error;
+mod extract;
 pub mod openapi;
 mod page_api;
 mod page_security;

@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -15,9 +13,9 @@ use uuid::Uuid;
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::AppState;
-use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
+use super::extract::{PageChange, PageOrigin, PageSession, StrictJson};
 use super::page_session::{self, csrf_token};
 use super::request_id::ReqId;
 use crate::audit::event::format_time;
@@ -128,13 +126,12 @@ pub struct RegisterStart {}
 pub async fn register_start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    _origin: PageOrigin,
     ip: Option<Extension<ClientIp>>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    StrictJson(_): StrictJson<RegisterStart>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    page_session::check_origin(&state.page, &headers).map_err(fail)?;
-    let _: RegisterStart = json_body(&headers, body).map_err(fail)?;
     // Logged in: the first passkey of a person who has none yet (they came through a page
     // link). A further passkey is added only after a step-up with one they have
     // (`/ui/api/security/step-up/…` with `passkey_add`). Not logged in: a new person.
@@ -226,12 +223,11 @@ pub struct RegisterFinish {
 pub async fn register_finish(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    _origin: PageOrigin,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<RegisterFinish>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    page_session::check_origin(&state.page, &headers).map_err(fail)?;
-    let req: RegisterFinish = json_body(&headers, body).map_err(fail)?;
     let now = state.clock.now();
     let logged_in = page_session::current(&state, &headers)
         .await
@@ -343,13 +339,11 @@ pub struct LoginStart {
 pub async fn login_start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    _origin: PageOrigin,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<LoginStart>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    page_session::check_origin(&state.page, &headers).map_err(fail)?;
-    let req: LoginStart = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     let (app, _) = login_app(&state, req.app.as_deref()).await.map_err(fail)?;
     // Counted per client IP only: a user id is no secret, and a count per named user would let
@@ -390,13 +384,11 @@ pub struct LoginFinish {
 pub async fn login_finish(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    _origin: PageOrigin,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<LoginFinish>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    page_session::check_origin(&state.page, &headers).map_err(fail)?;
-    let req: LoginFinish = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let outcome = match state
@@ -455,12 +447,9 @@ pub async fn login_finish(
 pub async fn passkeys(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     let list = state.passkeys.list(s.facts.user).await.map_err(fail)?;
     Ok(ok(&request_id, serde_json::json!({ "passkeys": list })))
 }
@@ -511,13 +500,10 @@ async fn consent_view(
 pub async fn consent_get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    PageSession(s): PageSession,
     Query(q): Query<AppQuery>,
-    headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     if let Some(uri) = &q.redirect_uri {
         let (_, stored) = login_app(&state, Some(&q.app)).await.map_err(fail)?;
         check_redirect(stored.as_ref(), uri).map_err(fail)?;
@@ -541,14 +527,10 @@ pub struct Approve {
 pub async fn consent_approve(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<Approve>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: Approve = json_body(&headers, body).map_err(fail)?;
     let (app, _) = login_app(&state, Some(&req.app)).await.map_err(fail)?;
     let policies = state.engine.current();
     let hash = match req.consent_hash {
@@ -579,14 +561,10 @@ pub struct RevokeConsent {
 pub async fn consent_revoke(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<RevokeConsent>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: RevokeConsent = json_body(&headers, body).map_err(fail)?;
     let cx = ConsentCtx {
         store: state.audit.store(),
         auditor: Auditor::Log(&state.audit),
@@ -602,12 +580,9 @@ pub async fn consent_revoke(
 pub async fn consents(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     let policies = state.engine.current();
     let mut out = Vec::new();
     for c in consent::of_user(state.audit.store(), s.facts.user)
@@ -643,14 +618,10 @@ pub struct Handoff {
 pub async fn handoff(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<Handoff>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: Handoff = json_body(&headers, body).map_err(fail)?;
     if s.app_id != req.app {
         return Err(fail(Error::PageRefused(
             "this login was for another app: log in again from the app",
@@ -733,13 +704,11 @@ pub struct Link {
 pub async fn link_peek(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    _origin: PageOrigin,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Link>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    page_session::check_origin(&state.page, &headers).map_err(fail)?;
-    let req: Link = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let user = match handoff::peek_code(
@@ -772,13 +741,11 @@ pub async fn link_peek(
 pub async fn link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    _origin: PageOrigin,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Link>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    page_session::check_origin(&state.page, &headers).map_err(fail)?;
-    let req: Link = json_body(&headers, body).map_err(fail)?;
     let now = state.clock.now();
     let issued = state
         .users
@@ -799,12 +766,9 @@ pub async fn link(
 pub async fn devices(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     let out = super::device_routes::devices_with_holdings(&state, s.facts.user)
         .await
         .map_err(fail)?;
@@ -815,12 +779,9 @@ pub async fn devices(
 pub async fn pairing_code(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageChange(s): PageChange,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
     bootstrap_only(&state, s.facts.user).await.map_err(fail)?;
     let (code, expires) =
         crate::devices::issue_pairing_code(state.audit.store(), s.facts.user, state.clock.now())
@@ -841,14 +802,10 @@ pub struct RevokeDevice {
 pub async fn revoke_device(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<RevokeDevice>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: RevokeDevice = json_body(&headers, body).map_err(fail)?;
     bootstrap_only(&state, s.facts.user).await.map_err(fail)?;
     let device = crate::devices::revoke(
         state.audit.store(),
@@ -867,12 +824,9 @@ pub async fn revoke_device(
 pub async fn wallets(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     let list: Vec<_> = crate::wallets::of_owner(state.audit.store(), s.facts.user)
         .await
         .map_err(fail)?
@@ -887,12 +841,9 @@ pub async fn wallets(
 pub async fn signing_requests(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     let list = super::signing_routes::pending_of(&state, s.facts.user)
         .await
         .map_err(fail)?;
@@ -911,14 +862,10 @@ pub struct StepUpStart {
 pub async fn step_up_start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<StepUpStart>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: StepUpStart = json_body(&headers, body).map_err(fail)?;
     let started = super::signing_routes::start_step_up(&state, s.facts.user, &req.id)
         .await
         .map_err(fail)?;
@@ -936,14 +883,10 @@ pub struct StepUpFinish {
 pub async fn step_up_finish(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<StepUpFinish>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: StepUpFinish = json_body(&headers, body).map_err(fail)?;
     super::signing_routes::complete_step_up(
         &state,
         &s.facts,

@@ -7,19 +7,15 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 use uuid::Uuid;
 use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::AppState;
-use super::body::json_body;
 use super::error::{ApiError, json_answer};
-use super::page_session;
+use super::extract::{PageChange, PageSession, StrictJson};
 use super::request_id::ReqId;
 use crate::error::Result;
 use crate::recovery::{flow, kit_export};
@@ -31,12 +27,9 @@ type Answer = std::result::Result<Response, ApiError>;
 pub async fn overview(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required(&state, &headers)
-        .await
-        .map_err(fail)?;
     let (store, user, now) = (state.audit.store(), s.facts.user, state.clock.now());
     let recoveries = flow::open_of(store, user, now).await.map_err(fail)?;
     let kits = kit_export::status(store, user).await.map_err(fail)?;
@@ -179,14 +172,10 @@ pub struct Start {
 pub async fn start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<Start>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: Start = json_body(&headers, body).map_err(fail)?;
     let user = s.facts.user;
     let target = Target::load(&state, user, req.action, &req.id)
         .await
@@ -214,14 +203,10 @@ pub struct Finish {
 pub async fn finish(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<Finish>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: Finish = json_body(&headers, body).map_err(fail)?;
     let (user, now) = (s.facts.user, state.clock.now());
     let target = Target::load(&state, user, req.action, &req.id)
         .await
@@ -333,14 +318,10 @@ pub struct Code {
 pub async fn totp_confirm(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    PageChange(s): PageChange,
+    StrictJson(req): StrictJson<Code>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (_, s) = page_session::required_for_change(&state, &headers)
-        .await
-        .map_err(fail)?;
-    let req: Code = json_body(&headers, body).map_err(fail)?;
     super::recovery_routes::confirm_totp(&state, s.facts.user, None, &req.code, &request_id)
         .await
         .map_err(fail)?;

@@ -17,10 +17,9 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::auth::Caller;
-use super::auth::device_of;
-use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::{ApiError, json_answer};
+use super::extract::{AppSession, AuthedDevice, StrictJson};
 use super::request_id::ReqId;
 use super::step_up::{Gate, gate};
 use crate::audit::event::{AuditEvent, EventKind};
@@ -44,10 +43,9 @@ fn auth_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
 pub async fn status(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    AuthedDevice(device): AuthedDevice,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
     let store = state.audit.store();
     let stored = recovery::get(store, device.user_id).await.map_err(fail)?;
     let mut wallets = Vec::new();
@@ -100,13 +98,11 @@ pub struct SetUp {
 pub async fn set_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<SetUp>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
-    let req: SetUp = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     let user_key = recovery::limiter_key(device.user_id);
     state
@@ -207,11 +203,10 @@ pub async fn set_up(
 pub async fn operation(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
     let a = recovery::approval::of_owner(state.audit.store(), device.user_id, &id)
         .await
         .map_err(fail)?;
@@ -297,13 +292,11 @@ pub struct Check {
 pub async fn check(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Check>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
-    let req: Check = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     let user_key = recovery::limiter_key(device.user_id);
     state
@@ -346,11 +339,9 @@ pub async fn identify(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Identify>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let req: Identify = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     state.users.charge_lookup(&ip, now).map_err(fail)?;
@@ -394,11 +385,9 @@ pub async fn open(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Open>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let req: Open = json_body(&headers, body).map_err(fail)?;
     let (ip, now) = (ip_key(ip), state.clock.now());
     // Per IP only, charged before the secret is hashed: the secret has 128 bits, so the per-IP
     // limit and the hashing slots are the defence, and a stranger's failures never count against
@@ -568,15 +557,12 @@ pub async fn complete(
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let session = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     let user = session.facts.user;
     let r = recovery::flow::of_user(state.audit.store(), user, &id)
         .await
@@ -601,16 +587,12 @@ pub async fn cancel(
 pub async fn totp_start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?
-        .facts
-        .user;
+    let user = session.facts.user;
     let context = crate::users::totp::enrol_context(user);
     let waiting = ("totp", "enrol");
     let gate = gate(&state, user, &context, waiting, &request_id, &headers, body).await;
@@ -635,15 +617,12 @@ pub async fn totp_remove(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?
-        .facts
-        .user;
+    let user = session.facts.user;
     if !crate::users::totp::exists(state.audit.store(), user)
         .await
         .map_err(fail)?
@@ -678,16 +657,11 @@ pub async fn totp_confirm(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    AppSession(session): AppSession,
+    StrictJson(req): StrictJson<TotpCode>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?
-        .facts
-        .user;
-    let req: TotpCode = json_body(&headers, body).map_err(fail)?;
+    let user = session.facts.user;
     confirm_totp(&state, user, Some(&caller.id), &req.code, &request_id)
         .await
         .map_err(fail)?;

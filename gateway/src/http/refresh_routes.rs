@@ -17,6 +17,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::body::json_body;
 use super::error::{ApiError, json_answer};
+use super::extract::AppSession;
 use super::request_id::ReqId;
 use super::step_up::{Gate, gate};
 use crate::audit::event::{AuditEvent, EventKind};
@@ -31,14 +32,10 @@ type Answer = Result<Response, ApiError>;
 pub async fn start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(address): Path<String>,
-    headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let session = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     let store = state.audit.store();
     let wallet = wallets::owned_by(store, &address, session.facts.user)
         .await
@@ -67,14 +64,12 @@ pub async fn step_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let session = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     let store = state.audit.store();
     let user = session.facts.user;
     let Some(op) = refresh::get(store, &id)

@@ -20,6 +20,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::body::json_body;
 use super::error::{ApiError, json_answer};
+use super::extract::{AppSession, AuthedDevice, StrictJson};
 use super::request_id::ReqId;
 use crate::audit::record as audit_record;
 use crate::audit::store::Attachment;
@@ -119,14 +120,12 @@ pub async fn sign(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(address): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let session = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(|e| fail(store_down(e)))?;
     let user = session.facts.user;
     if let Err(refusal) = state.limits.check_user(user) {
         state.metrics.count_rate_limited(refusal.limiter);
@@ -461,13 +460,10 @@ pub async fn get(
 pub async fn device_get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = super::auth::device_of(&state, &headers)
-        .await
-        .map_err(fail)?;
     let r = signing::get(state.audit.store(), &id)
         .await
         .map_err(|e| fail(store_down(e)))?
@@ -506,16 +502,11 @@ pub struct StepUp {
 pub async fn step_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<StepUp>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let session = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(|e| fail(store_down(e)))?;
-    let req: StepUp = json_body(&headers, body).map_err(fail)?;
     complete_step_up(
         &state,
         &session.facts,

@@ -8,16 +8,14 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use super::auth::Caller;
-use super::auth::device_of;
-use super::body::json_body;
 use super::error::{ApiError, json_answer};
+use super::extract::{AppSession, AuthedDevice, StrictJson};
 use super::request_id::ReqId;
 use super::step_up::{Gate, gate};
 use crate::backup_devices::{self, Carried, TransferState};
@@ -35,12 +33,10 @@ pub struct Ask {
 pub async fn ask(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    AuthedDevice(device): AuthedDevice,
+    StrictJson(req): StrictJson<Ask>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
-    let req: Ask = json_body(&headers, body).map_err(fail)?;
     let t = backup_devices::request(
         state.audit.store(),
         &device,
@@ -57,10 +53,9 @@ pub async fn ask(
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
+    AuthedDevice(device): AuthedDevice,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
     let store = state.audit.store();
     let to_seal = backup_devices::awaiting_sender(store, &device, state.clock.now())
         .await
@@ -81,11 +76,10 @@ pub async fn list(
 pub async fn fetch(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
     let store = state.audit.store();
     let t = backup_devices::of_user(store, device.user_id, &id)
         .await
@@ -128,13 +122,11 @@ fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
 pub async fn seal(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Sealed>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
-    let req: Sealed = json_body(&headers, body).map_err(fail)?;
     if req.to_device.is_some() || req.id.is_some() {
         return Err(fail(Error::InvalidRequest(
             "to_device and id are only for a re-sync".to_owned(),
@@ -167,12 +159,10 @@ pub async fn seal(
 pub async fn resync(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    AuthedDevice(device): AuthedDevice,
+    StrictJson(req): StrictJson<Sealed>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
-    let req: Sealed = json_body(&headers, body).map_err(fail)?;
     let (Some(to), Some(id)) = (req.to_device, req.id) else {
         return Err(fail(Error::InvalidRequest(
             "to_device and id are required".to_owned(),
@@ -198,11 +188,10 @@ pub async fn resync(
 pub async fn received(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let device = device_of(&state, &headers).await.map_err(fail)?;
     let t = backup_devices::received(state.audit.store(), &device, &id, state.clock.now())
         .await
         .map_err(fail)?;
@@ -215,15 +204,12 @@ pub async fn received(
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let session = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     let user = session.facts.user;
     let t = backup_devices::of_user(state.audit.store(), user, &id)
         .await

@@ -18,6 +18,7 @@ use super::auth::session_token;
 use super::body::json_body;
 use super::client_ip::{ClientIp, ip_key};
 use super::error::ApiError;
+use super::extract::{AppSession, StrictJson};
 use super::request_id::ReqId;
 use crate::audit::event::format_time;
 use crate::error::Error;
@@ -55,11 +56,9 @@ pub async fn oidc_login(
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<IdToken>,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let req: IdToken = json_body(&headers, body).map_err(fail)?;
     let login = state
         .users
         .login_oidc(
@@ -257,11 +256,9 @@ pub async fn exchange(
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
     ip: Option<Extension<ClientIp>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Exchange>,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let req: Exchange = json_body(&headers, body).map_err(fail)?;
     let issued = state
         .users
         .exchange_code(
@@ -306,12 +303,9 @@ pub async fn consent_get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
+    AppSession(session): AppSession,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let session = user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     let policies = state.engine.current();
     let view = crate::consent::scopes_for(
         state.audit.store(),
@@ -347,14 +341,10 @@ pub async fn consent_approve(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    AppSession(session): AppSession,
+    StrictJson(req): StrictJson<Approve>,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let session = user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
-    let req: Approve = json_body(&headers, body).map_err(fail)?;
     let policies = state.engine.current();
     let cx = crate::consent::ConsentCtx {
         store: state.audit.store(),
@@ -387,12 +377,9 @@ pub async fn consent_revoke(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
+    AppSession(session): AppSession,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let session = user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     let cx = crate::consent::ConsentCtx {
         store: state.audit.store(),
         auditor: Auditor::Log(&state.audit),
@@ -414,13 +401,9 @@ pub async fn consent_revoke(
 pub async fn page_link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
+    AppSession(session): AppSession,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let session = user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?;
     if crate::passkeys::has_live_passkey(state.audit.store(), session.facts.user)
         .await
         .map_err(fail)?

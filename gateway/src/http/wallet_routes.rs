@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -13,8 +11,8 @@ use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::json_body;
 use super::error::{ApiError, json_answer};
+use super::extract::{AppSession, StrictJson};
 use super::request_id::ReqId;
 use crate::error::Error;
 use crate::identity::{Actor, Auditor};
@@ -25,15 +23,10 @@ type Answer = Result<Response, ApiError>;
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
-    Extension(Caller(caller)): Extension<Caller>,
-    headers: HeaderMap,
+    AppSession(session): AppSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let user = super::users_routes::user_session(&state, &caller, &headers)
-        .await
-        .map_err(fail)?
-        .facts
-        .user;
+    let user = session.facts.user;
     let list: Vec<_> = wallets::of_owner(state.audit.store(), user)
         .await
         .map_err(fail)?
@@ -91,11 +84,9 @@ pub async fn update(
     ReqId(request_id): ReqId,
     Extension(Caller(caller)): Extension<Caller>,
     Path(address): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Update>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let req: Update = json_body(&headers, body).map_err(fail)?;
     let actor = Actor {
         who: caller.id.clone(),
         request_id: request_id.clone(),

@@ -5,17 +5,15 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::AppState;
 use super::auth::Caller;
-use super::body::json_body;
 use super::error::ApiError;
+use super::extract::StrictJson;
 use super::request_id::ReqId;
 use crate::error::Error;
 use crate::identity::{Actor, Auditor};
@@ -40,11 +38,9 @@ pub async fn register(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
     Extension(caller): Extension<Caller>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    StrictJson(req): StrictJson<Register>,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let req: Register = json_body(&headers, body).map_err(fail)?;
     let (hook, secret) = webhooks::register(
         state.audit.store(),
         Auditor::Log(&state.audit),
