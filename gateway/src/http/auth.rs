@@ -143,3 +143,17 @@ pub(super) async fn device_by_token(
         other => other,
     }
 }
+
+/// The caller's user's live session for this app, required.
+pub(super) async fn user_session(
+    state: &AppState,
+    caller: &crate::records::AppRecord,
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::users::ActiveSession, Error> {
+    let token = session_token(headers).ok_or(Error::SessionInvalid)?;
+    state
+        .users
+        .sessions
+        .resolve(token, &caller.id, state.clock.now())
+        .await
+}

@@ -89,7 +89,7 @@ impl FromRequestParts<Arc<AppState>> for AppSession {
         let Some(Caller(caller)) = parts.extensions.get::<Caller>() else {
             return Err(fail(Error::Unauthorized));
         };
-        super::users_routes::user_session(state, caller, &parts.headers)
+        super::auth::user_session(state, caller, &parts.headers)
             .await
             .map(AppSession)
             .map_err(fail)

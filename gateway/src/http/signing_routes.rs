@@ -442,7 +442,7 @@ pub async fn get(
     let allowed = if r.app_id == caller.id {
         true
     } else {
-        match super::users_routes::user_session(&state, &caller, &headers).await {
+        match super::auth::user_session(&state, &caller, &headers).await {
             Ok(s) => s.facts.user == r.owner,
             Err(_) => false,
         }

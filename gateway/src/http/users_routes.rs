@@ -117,7 +117,7 @@ pub async fn oidc_link(
     let req: LinkRequest = json_body(&headers, body).map_err(fail)?;
     // A linked identity logs in as the person from then on, with any app that trusts its key
     // source: once they have a passkey, only it approves the link, bound to this very token.
-    let owner = user_session(&state, &caller, &headers)
+    let owner = super::auth::user_session(&state, &caller, &headers)
         .await
         .map_err(fail)?
         .facts
@@ -281,20 +281,6 @@ pub async fn exchange(
         "request_id": request_id,
     }))
     .into_response())
-}
-
-/// The caller's user's live session for this app, required.
-pub(super) async fn user_session(
-    state: &AppState,
-    caller: &crate::records::AppRecord,
-    headers: &HeaderMap,
-) -> Result<users::ActiveSession, Error> {
-    let token = session_token(headers).ok_or(Error::SessionInvalid)?;
-    state
-        .users
-        .sessions
-        .resolve(token, &caller.id, state.clock.now())
-        .await
 }
 
 /// The app's scopes as its user sees them: which are offered, which are approved, and whether

@@ -54,7 +54,7 @@ pub async fn get(
         None
     } else {
         Some(
-            super::users_routes::user_session(&state, &caller, &headers)
+            super::auth::user_session(&state, &caller, &headers)
                 .await
                 .map_err(fail)?
                 .facts
