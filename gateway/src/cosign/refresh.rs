@@ -20,13 +20,25 @@ use super::ceremonies::{self, Begin};
 use super::{Channel, Cosigner, from_signer, stamp};
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind};
-use crate::db::{db, with_pool};
+use crate::db::{db, stored_enum, with_pool};
 use crate::devices::Device;
 use crate::error::{Error, Result};
 use crate::wallets::{self, StoredWallet};
 
 /// How long an approved refresh waits for the device.
 pub const APPROVAL_TTL: Duration = Duration::minutes(10);
+
+stored_enum! {
+    /// Where a refresh is: waiting for the owner's passkey, approved, its ceremony running,
+    /// then done or failed.
+    pub enum OperationState {
+        PendingStepUp => "pending_step_up",
+        Approved => "approved",
+        Running => "running",
+        Done => "done",
+        Failed => "failed",
+    }
+}
 
 /// An operation record, as far as refresh needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +47,7 @@ pub struct Operation {
     pub wallet: String,
     pub owner: Uuid,
     pub epoch: i64,
-    pub state: String,
+    pub state: OperationState,
     pub expires_at: String,
 }
 
@@ -56,7 +68,7 @@ pub async fn create(
         wallet: wallet.address.clone(),
         owner: wallet.owner,
         epoch: wallet.epoch,
-        state: "pending_step_up".to_owned(),
+        state: OperationState::PendingStepUp,
         expires_at: stamp(now + ttl),
     };
     with_pool!(store, pool => {
@@ -80,7 +92,8 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Operation>> {
             wallet,
             owner: Uuid::parse_str(&owner).map_err(|e| Error::Database(e.to_string()))?,
             epoch,
-            state,
+            state: OperationState::from_name(&state)
+                .ok_or_else(|| Error::Database(format!("unknown operation state {state:?}")))?,
             expires_at,
         })
     })
@@ -92,23 +105,23 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Operation>> {
 pub async fn transition(
     store: &Store,
     id: &str,
-    from: &str,
-    to: &str,
+    from: OperationState,
+    to: OperationState,
     expires_at: OffsetDateTime,
     now: OffsetDateTime,
 ) -> Result<bool> {
     let n = with_pool!(store, pool => {
         sqlx::query("UPDATE operations SET state = $3, expires_at = $4, updated_at = $5 WHERE id = $1 AND state = $2 AND expires_at > $5")
-            .bind(id).bind(from).bind(to).bind(stamp(expires_at)).bind(stamp(now))
+            .bind(id).bind(from.as_str()).bind(to.as_str()).bind(stamp(expires_at)).bind(stamp(now))
             .execute(pool).await.map_err(db("updating an operation"))?.rows_affected()
     });
     Ok(n == 1)
 }
 
-async fn set_state(store: &Store, id: &str, state: &str, now: OffsetDateTime) {
+async fn set_state(store: &Store, id: &str, state: OperationState, now: OffsetDateTime) {
     let r = with_pool!(store, pool => {
         sqlx::query("UPDATE operations SET state = $2, updated_at = $3 WHERE id = $1")
-            .bind(id).bind(state).bind(stamp(now)).execute(pool).await.map(|_| ())
+            .bind(id).bind(state.as_str()).bind(stamp(now)).execute(pool).await.map(|_| ())
     });
     if let Err(error) = r {
         tracing::warn!(%error, "recording an operation's end");
@@ -135,8 +148,8 @@ async fn take_approved(
     if !transition(
         store,
         &id,
-        "approved",
-        "running",
+        OperationState::Approved,
+        OperationState::Running,
         now + super::sign::CEREMONY_LIMIT,
         now,
     )
@@ -192,7 +205,11 @@ pub async fn run(
     set_state(
         store,
         &op,
-        if result.is_ok() { "done" } else { "failed" },
+        if result.is_ok() {
+            OperationState::Done
+        } else {
+            OperationState::Failed
+        },
         now(),
     )
     .await;

@@ -500,7 +500,7 @@ pub async fn complete(
         .map_err(fail)?;
     let r = recovery_of(&state, &id, &headers).await.map_err(fail)?;
     let now = state.clock.now();
-    let done = if r.state == "completed" {
+    let done = if r.state == recovery::flow::RecoveryState::Completed {
         recovery::flow::redeliver(&state.audit, &r, &request_id, now)
             .await
             .map_err(fail)?

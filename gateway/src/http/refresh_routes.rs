@@ -119,11 +119,18 @@ pub async fn step_up(
     e.request = Some(serde_json::json!({"operation": op.id, "epoch": op.epoch}));
     state.audit.append(e).await.map_err(fail)?;
     let expires = now + APPROVAL_TTL;
-    if !refresh::transition(store, &op.id, "pending_step_up", "approved", expires, now)
-        .await
-        .map_err(fail)?
+    if !refresh::transition(
+        store,
+        &op.id,
+        refresh::OperationState::PendingStepUp,
+        refresh::OperationState::Approved,
+        expires,
+        now,
+    )
+    .await
+    .map_err(fail)?
     {
-        return Err(fail(Error::NotSignable(op.state)));
+        return Err(fail(Error::NotSignable(op.state.to_string())));
     }
     Ok(json_answer(
         serde_json::json!({"operation": op.id, "state": "approved", "expires_at": crate::cosign::stamp(expires)}),

@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
 use crate::audit::{AuditLog, Store};
-use crate::db::{db, with_pool};
+use crate::db::{db, stored_enum, with_pool};
 use crate::devices::Device;
 use crate::error::{Error, Result};
 use crate::identity::key_hash;
@@ -28,13 +28,23 @@ pub const REDELIVERY_WINDOW: Duration = Duration::hours(24);
 /// How long after it becomes completable an open recovery can still be completed.
 pub const COMPLETION_WINDOW: Duration = Duration::days(7);
 
+stored_enum! {
+    /// Where a recovery is: `open` until it is completed or cancelled; an open one past its
+    /// expiry reads as `expired` (derived, never stored).
+    pub enum RecoveryState {
+        Open => "open",
+        Cancelled => "cancelled",
+        Completed => "completed",
+        Expired => "expired",
+    }
+}
+
 /// A recovery as the user, the page and the recovering device see it (never its token).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Recovery {
     pub id: String,
     pub user_id: Uuid,
-    /// `open`, `cancelled`, `completed` (an open one past `expires_at` reads as `expired`).
-    pub state: String,
+    pub state: RecoveryState,
     pub device_name: String,
     pub opened_at: String,
     pub completable_at: String,
@@ -44,17 +54,17 @@ pub struct Recovery {
 
 impl Recovery {
     /// The state as of `now`.
-    pub fn state_at(&self, now: OffsetDateTime) -> &str {
+    pub fn state_at(&self, now: OffsetDateTime) -> RecoveryState {
         match parse_time(&self.expires_at) {
-            Ok(t) if self.state == "open" && now >= t => "expired",
-            _ => self.state.as_str(),
+            Ok(t) if self.state == RecoveryState::Open && now >= t => RecoveryState::Expired,
+            _ => self.state,
         }
     }
 
     pub fn to_json(&self, now: OffsetDateTime) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         if let Some(o) = v.as_object_mut() {
-            o.insert("state".to_owned(), self.state_at(now).into());
+            o.insert("state".to_owned(), self.state_at(now).as_str().into());
             o.insert("user_id".to_owned(), self.user_id.to_string().into());
         }
         v
@@ -84,7 +94,8 @@ fn from_row(r: Row) -> Result<Recovery> {
     Ok(Recovery {
         id,
         user_id: Uuid::parse_str(&user).map_err(|e| Error::Database(e.to_string()))?,
-        state,
+        state: RecoveryState::from_name(&state)
+            .ok_or_else(|| Error::Database(format!("unknown recovery state {state:?}")))?,
         device_name,
         opened_at,
         completable_at,
@@ -176,7 +187,7 @@ pub async fn open(
     if open_of(store, user, now)
         .await?
         .iter()
-        .any(|r| r.state_at(now) == "open")
+        .any(|r| r.state_at(now) == RecoveryState::Open)
     {
         return Err(Error::RecoveryInProgress);
     }
@@ -185,7 +196,7 @@ pub async fn open(
     let recovery = Recovery {
         id: Uuid::now_v7().to_string(),
         user_id: user,
-        state: "open".to_owned(),
+        state: RecoveryState::Open,
         device_name: name.to_owned(),
         opened_at: format_time(now),
         completable_at: format_time(completable),
@@ -197,7 +208,7 @@ pub async fn open(
         .await?;
     with_pool!(store, pool => {
         sqlx::query("INSERT INTO recoveries (id, user_id, state, token_hash, device_name, opened_at, completable_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(recovery.id.as_str()).bind(user.to_string()).bind("open")
+            .bind(recovery.id.as_str()).bind(user.to_string()).bind(RecoveryState::Open.as_str())
             .bind(key_hash(&token).as_slice()).bind(recovery.device_name.as_str())
             .bind(recovery.opened_at.as_str()).bind(recovery.completable_at.as_str())
             .bind(recovery.expires_at.as_str())
@@ -263,7 +274,7 @@ pub async fn cancel(
     request_id: &str,
     now: OffsetDateTime,
 ) -> Result<Recovery> {
-    if recovery.state_at(now) != "open" {
+    if recovery.state_at(now) != RecoveryState::Open {
         return Err(Error::RecoveryNotCompletable(format!(
             "the recovery is {}",
             recovery.state_at(now)
@@ -283,7 +294,7 @@ pub async fn cancel(
         ));
     }
     let mut out = recovery.clone();
-    out.state = "cancelled".to_owned();
+    out.state = RecoveryState::Cancelled;
     out.ended_at = Some(format_time(now));
     Ok(out)
 }
@@ -309,7 +320,7 @@ pub async fn complete(
 ) -> Result<Completed> {
     let store = audit.store();
     match recovery.state_at(now) {
-        "open" => {}
+        RecoveryState::Open => {}
         other => {
             return Err(Error::RecoveryNotCompletable(format!(
                 "the recovery is {other}"
@@ -407,7 +418,7 @@ pub async fn redeliver(
     let store = audit.store();
     let not_again =
         |why: &str| Error::RecoveryNotCompletable(format!("the recovery is completed; {why}"));
-    if recovery.state != "completed" {
+    if recovery.state != RecoveryState::Completed {
         return Err(Error::RecoveryNotCompletable(format!(
             "the recovery is {}",
             recovery.state_at(now)
