@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use parapet_api::{SigningRequestView, SigningState};
 use parapet_device::signing::{self, Checked, OfflineSignature, shipped_registry, summary};
 use parapet_device::{DeviceSecrets, client, file};
 use parapet_mpc::recovery::kit::BackupKit;
@@ -331,35 +332,20 @@ fn device_view(secrets: &DeviceSecrets, request: &str) -> Result<Value> {
     Ok(answer)
 }
 
-/// Refuses a request the gateway describes otherwise than the device decoded it: another
-/// wallet, or above all another digest (what the gateway would have the device sign).
+/// Refuses a request the gateway describes otherwise than the device decoded it
+/// ([`signing::check_view`]); one waiting for a passkey says where to approve it.
 fn check_view(view: &Value, request: &str, wallet: &str, mine: &Checked) -> Result<()> {
-    let theirs_wallet = text(view, "wallet")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if theirs_wallet != wallet {
-        bail!("request {request} is for wallet {theirs_wallet}, not {wallet}: nothing was signed");
-    }
-    let expected = format!("0x{}", hex::encode(mine.digest()));
-    let theirs = text(view, "digest")
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if theirs != expected {
-        bail!(
-            "the gateway asked this device to sign {theirs}, which is not the request: the \
-             request decodes here to digest {expected}. Nothing was signed."
-        );
-    }
-    match text(view, "state") {
-        Some("authorized") => Ok(()),
-        Some("pending_step_up") => bail!(
+    let view: SigningRequestView = serde_json::from_value(view.clone())
+        .context("the gateway's answer is not a signing request")?;
+    match signing::check_view(&view, wallet, mine) {
+        Err(parapet_device::Error::NotReady {
+            state: SigningState::PendingStepUp,
+            ..
+        }) => bail!(
             "request {request} waits for your approval with a passkey: approve it on the \
              gateway's page, then run again with --request {request}"
         ),
-        other => bail!(
-            "request {request} is {}, not authorized: nothing to sign",
-            other.unwrap_or("in an unknown state")
-        ),
+        other => Ok(other?),
     }
 }
 

@@ -7,13 +7,14 @@
 //! (`final_sent`), since after that the device can finish the signature alone.
 
 use alloy::primitives::{Address, U256};
+use parapet_api::SigningRequestView;
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 use super::stamp;
 use crate::audit::Store;
 use crate::audit::store::{Attachment, TxFuture};
-use crate::db::{RowLike, db, stored_enum, with_pool};
+use crate::db::{RowLike, db, with_pool};
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
 
@@ -51,23 +52,8 @@ pub struct SigningRequest {
     pub updated_at: String,
 }
 
-stored_enum! {
-    /// Where a signing request is in its life.
-    pub enum SigningState {
-        /// Policy refused it; it never signs.
-        Denied => "denied",
-        /// Policy allows it with the owner's passkey: it waits for that step-up.
-        PendingStepUp => "pending_step_up",
-        /// Allowed: a device may join its ceremony until it expires.
-        Authorized => "authorized",
-        /// A ceremony holds it.
-        Signing => "signing",
-        Signed => "signed",
-        Failed => "failed",
-        /// Authorized or waiting for a step-up past its expiry (derived, never stored).
-        Expired => "expired",
-    }
-}
+/// A signing request's state is part of the wire: it is defined there.
+pub use parapet_api::SigningState;
 
 use SigningState::{Authorized, PendingStepUp, Signed, Signing};
 
@@ -85,22 +71,25 @@ impl SigningRequest {
     }
 
     /// `GET /v1/signing-requests/{id}`'s shape (without signed transaction fields).
+    pub fn view(&self, now: OffsetDateTime) -> SigningRequestView {
+        SigningRequestView {
+            id: self.id.clone(),
+            app: self.app_id.clone(),
+            wallet: self.wallet.clone(),
+            owner: self.owner.to_string(),
+            chain_id: self.chain_id.to_string(),
+            action: self.action.clone(),
+            digest: self.digest.clone(),
+            state: self.state_at(now),
+            decision: serde_json::from_str(&self.outcome).unwrap_or(serde_json::Value::Null),
+            created_at: self.created_at.clone(),
+            expires_at: self.expires_at.clone(),
+        }
+    }
+
+    /// [`Self::view`] as JSON, for answers that add fields to it.
     pub fn to_json(&self, now: OffsetDateTime) -> serde_json::Value {
-        let decision: serde_json::Value =
-            serde_json::from_str(&self.outcome).unwrap_or(serde_json::Value::Null);
-        serde_json::json!({
-            "id": self.id,
-            "app": self.app_id,
-            "wallet": self.wallet,
-            "owner": self.owner.to_string(),
-            "chain_id": self.chain_id.to_string(),
-            "action": self.action,
-            "digest": self.digest,
-            "state": self.state_at(now).as_str(),
-            "decision": decision,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-        })
+        serde_json::to_value(self.view(now)).unwrap_or(serde_json::Value::Null)
     }
 }
 
@@ -122,7 +111,12 @@ fn row(r: &impl RowLike) -> std::result::Result<SigningRequest, sqlx::Error> {
         epoch: r.int("epoch")?,
         body: r.text("body")?,
         outcome: r.text("outcome")?,
-        state: SigningState::decode(&r.text("state")?)?,
+        state: {
+            let name = r.text("state")?;
+            SigningState::from_name(&name).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown signing request state {name:?}").into())
+            })?
+        },
         native: r.text("native")?,
         token: r.opt_text("token")?,
         token_amount: r.opt_text("token_amount")?,

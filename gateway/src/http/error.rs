@@ -3,7 +3,6 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::error::Error;
 
@@ -65,13 +64,6 @@ pub fn json_answer(mut body: serde_json::Value, request_id: &str) -> Response {
     Json(body).into_response()
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'static str,
-    message: String,
-    request_id: &'a str,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.error.status();
@@ -80,10 +72,10 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(request_id = %self.request_id, code = self.error.code(), "request refused");
         }
-        let body = Body {
-            code: self.error.code(),
+        let body = parapet_api::ErrorBody {
+            code: self.error.code().to_owned(),
             message: self.error.public_message(),
-            request_id: &self.request_id,
+            request_id: self.request_id.clone(),
         };
         let mut res = (status, Json(body)).into_response();
         if let Some(retry_after_secs) = self.error.retry_after_secs() {

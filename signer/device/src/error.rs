@@ -36,6 +36,13 @@ pub enum Error {
     /// The body names another wallet than the one the device signs for.
     #[error("the request is for wallet {named}, not {wallet}: nothing was signed")]
     OtherWallet { named: String, wallet: String },
+    /// The request is not authorized (yet): waiting for the owner's passkey, denied, expired,
+    /// signed already, …
+    #[error("request {request} is {state}, not authorized: nothing to sign")]
+    NotReady {
+        request: String,
+        state: parapet_api::SigningState,
+    },
     /// The device's own decoder refuses the payload, so it will not sign it.
     #[error("this device cannot decode the request, so it will not sign it: {0}")]
     Undecodable(parapet_decide::Error),

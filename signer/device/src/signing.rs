@@ -6,6 +6,7 @@
 //! would have.
 
 use alloy_primitives::Address;
+use parapet_api::{SigningRequestView, SigningState};
 use parapet_decide::decode::{self, Registry};
 use parapet_decide::facts::{Action, Facts};
 use parapet_decide::request::{AuthorizeRequest, Payload};
@@ -71,6 +72,34 @@ impl Checked {
     /// The digest this device will sign for the request, and nothing else.
     pub fn digest(&self) -> [u8; 32] {
         self.facts.digest.0
+    }
+}
+
+/// Refuses a request the gateway describes otherwise than this device decoded it: another
+/// wallet, or above all another digest (what the gateway would have the device sign), or one
+/// that is not ready to sign.
+pub fn check_view(view: &SigningRequestView, wallet: &str, mine: &Checked) -> Result<()> {
+    let theirs_wallet = view.wallet.to_ascii_lowercase();
+    if theirs_wallet != wallet {
+        return Err(Error::OtherWallet {
+            named: theirs_wallet,
+            wallet: wallet.to_owned(),
+        });
+    }
+    let expected = format!("0x{}", hex::encode(mine.digest()));
+    let theirs = view.digest.to_ascii_lowercase();
+    if theirs != expected {
+        return Err(Error::DigestMismatch {
+            expected,
+            announced: theirs,
+        });
+    }
+    match view.state {
+        SigningState::Authorized => Ok(()),
+        state => Err(Error::NotReady {
+            request: view.id.clone(),
+            state,
+        }),
     }
 }
 
