@@ -4,8 +4,9 @@
 
 use time::OffsetDateTime;
 
-use super::AuditLog;
 use super::event::{AuditEvent, EventKind, Refusal, policy_refs, request_summary};
+use super::store::Attachment;
+use super::{Appended, AuditLog};
 use crate::error::Error;
 use crate::pipeline::Outcome;
 use crate::policy::LoadedPolicies;
@@ -103,4 +104,36 @@ pub async fn commit_refusal(
     event.user = refused.user;
     audit.append(event).await?;
     Ok(())
+}
+
+/// A decision as `/v1/authorize`, a new signing request and a completed step-up commit it.
+#[derive(Debug)]
+pub struct DecisionRecord<'a> {
+    pub request_id: &'a str,
+    pub app: &'a str,
+    pub user: Option<String>,
+    pub req: &'a AuthorizeRequest,
+    pub outcome: &'a Outcome,
+}
+
+/// Commits a decision before it is answered (docs/architecture.md §7), with `attached` (the
+/// signing request it creates or authorizes) in the same transaction. The caller has recorded
+/// the policy set it decided under ([`AuditLog::ensure_policy_version`]) before deciding. The
+/// one place a decision of these routes reaches the log; an error is the caller's answer
+/// instead (`503 audit_unavailable`), and nothing was decided in the log's eyes.
+pub async fn commit_decision(
+    audit: &AuditLog,
+    record: DecisionRecord<'_>,
+    attached: Option<Box<dyn Attachment>>,
+    now: OffsetDateTime,
+) -> Result<Appended, Error> {
+    let mut event = decision(
+        now,
+        record.request_id,
+        record.app,
+        record.req,
+        record.outcome,
+    );
+    event.user = record.user;
+    audit.append_with(event, attached).await
 }

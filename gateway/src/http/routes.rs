@@ -200,9 +200,16 @@ pub async fn authorize(
         .ensure_policy_version(policies.version(), policies.files(), now)
         .await
         .map_err(fail)?;
-    let mut event = audit_record::decision(now, &request_id, &caller.id, &req, &outcome);
-    event.user.clone_from(&user);
-    state.audit.append(event).await.map_err(fail)?;
+    let record = audit_record::DecisionRecord {
+        request_id: &request_id,
+        app: &caller.id,
+        user: user.clone(),
+        req: &req,
+        outcome: &outcome,
+    };
+    audit_record::commit_decision(&state.audit, record, None, now)
+        .await
+        .map_err(fail)?;
     state
         .metrics
         .stage(crate::metrics::Stage::Decode, outcome.timings.decode);

@@ -375,12 +375,16 @@ async fn decide_and_reserve(
         expires_at: stamp(now + ttl),
         updated_at: stamp(now),
     };
-    let mut event = audit_record::decision(now, request_id, &caller.id, req, outcome);
-    event.user = Some(session.facts.user.to_string());
-    let committed = state
-        .audit
-        .append_with(event, Some(Box::new(request.clone())))
-        .await;
+    let record = audit_record::DecisionRecord {
+        request_id,
+        app: &caller.id,
+        user: Some(session.facts.user.to_string()),
+        req,
+        outcome,
+    };
+    let committed =
+        audit_record::commit_decision(&state.audit, record, Some(Box::new(request.clone())), now)
+            .await;
     locked.guard.release().await;
     committed?;
     state.metrics.count_decision(locked.outcome.decision);
@@ -602,8 +606,13 @@ pub async fn complete_step_up(
     let allowed = outcome.decision.is_allow() && hex0x(locked.facts.digest.as_slice()) == r.digest;
     let ttl = time::Duration::try_from(state.signing_request_ttl)
         .map_err(|e| Error::Config(e.to_string()))?;
-    let mut event = audit_record::decision(now, request_id, &app.id, &parsed, outcome);
-    event.user = Some(session.user.to_string());
+    let record = audit_record::DecisionRecord {
+        request_id,
+        app: &app.id,
+        user: Some(session.user.to_string()),
+        req: &parsed,
+        outcome,
+    };
     let decision_json =
         serde_json::to_string(outcome).map_err(|e| Error::Internal(e.to_string()))?;
     let attached = allowed.then(|| -> Box<dyn Attachment> {
@@ -614,7 +623,7 @@ pub async fn complete_step_up(
             now: stamp(now),
         })
     });
-    let committed = state.audit.append_with(event, attached).await;
+    let committed = audit_record::commit_decision(&state.audit, record, attached, now).await;
     locked.guard.release().await;
     committed?;
     state.metrics.count_decision(outcome.decision);
