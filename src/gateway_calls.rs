@@ -1,7 +1,8 @@
 //! Calls from this machine to the gateway: one agent (30 s, statuses as answers), answers read
 //! as JSON that report a broken read as what it is, and refusals worded one way.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use parapet_api::ErrorBody;
 use parapet_device::DeviceSecrets;
 use serde_json::Value;
 
@@ -33,9 +34,14 @@ pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
+/// The gateway's error body, when the answer is one.
+fn error_body(body: &Value) -> Option<ErrorBody> {
+    serde_json::from_value(body.clone()).ok()
+}
+
 /// The gateway's error `message` (or the status) for a refused call.
 pub fn refusal(status: u16, body: &Value) -> String {
-    text(body, "message").map_or_else(|| format!("HTTP {status}"), str::to_owned)
+    error_body(body).map_or_else(|| format!("HTTP {status}"), |e| e.message)
 }
 
 pub fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
@@ -47,11 +53,7 @@ pub fn device_get(secrets: &DeviceSecrets, path: &str) -> Result<Value> {
     let status = res.status().as_u16();
     let body: Value = answer_json(&mut res)?;
     if status != 200 {
-        bail!(
-            "the gateway refused: {} ({})",
-            refusal(status, &body),
-            text(&body, "code").unwrap_or("?")
-        );
+        return Err(refused(status, &body));
     }
     Ok(body)
 }
@@ -78,10 +80,10 @@ pub fn post_json(url: &str, auth: Option<&str>, body: &Value) -> Result<(u16, Va
     Ok((status, answer_json(&mut res)?))
 }
 
+/// A refused call as an error: the gateway's message and code.
 pub fn refused(status: u16, body: &Value) -> anyhow::Error {
-    anyhow::anyhow!(
-        "the gateway refused: {} ({})",
-        refusal(status, body),
-        text(body, "code").unwrap_or("?")
-    )
+    match error_body(body) {
+        Some(e) => anyhow::anyhow!("the gateway refused: {} ({})", e.message, e.code),
+        None => anyhow::anyhow!("the gateway refused: HTTP {status} (?)"),
+    }
 }
