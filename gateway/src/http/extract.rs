@@ -30,6 +30,14 @@ fn request_id(parts: &Parts) -> String {
         .unwrap_or_default()
 }
 
+/// What an extractor's refusal is: the error, naming the request it answers.
+fn refusal(parts: &Parts) -> impl Fn(Error) -> ApiError + '_ {
+    move |error| ApiError {
+        error,
+        request_id: request_id(parts),
+    }
+}
+
 /// The calling device, from `Authorization: Device <token>`: live, not revoked.
 #[derive(Debug, Clone)]
 pub struct AuthedDevice(pub Device);
@@ -44,10 +52,7 @@ impl FromRequestParts<Arc<AppState>> for AuthedDevice {
         super::auth::device_of(state, &parts.headers)
             .await
             .map(AuthedDevice)
-            .map_err(|error| ApiError {
-                error,
-                request_id: request_id(parts),
-            })
+            .map_err(refusal(parts))
     }
 }
 
@@ -82,17 +87,13 @@ impl FromRequestParts<Arc<AppState>> for AppSession {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        let fail = |error| ApiError {
-            error,
-            request_id: request_id(parts),
-        };
         let Some(Caller(caller)) = parts.extensions.get::<Caller>() else {
-            return Err(fail(Error::Unauthorized));
+            return Err(refusal(parts)(Error::Unauthorized));
         };
         super::auth::user_session(state, caller, &parts.headers)
             .await
             .map(AppSession)
-            .map_err(fail)
+            .map_err(refusal(parts))
     }
 }
 
@@ -110,10 +111,7 @@ impl FromRequestParts<Arc<AppState>> for PageOrigin {
     ) -> Result<Self, Self::Rejection> {
         super::page_session::check_origin(&state.page, &parts.headers)
             .map(|()| PageOrigin)
-            .map_err(|error| ApiError {
-                error,
-                request_id: request_id(parts),
-            })
+            .map_err(refusal(parts))
     }
 }
 
@@ -131,10 +129,7 @@ impl FromRequestParts<Arc<AppState>> for PageSession {
         super::page_session::required(state, &parts.headers)
             .await
             .map(|(_, session)| PageSession(session))
-            .map_err(|error| ApiError {
-                error,
-                request_id: request_id(parts),
-            })
+            .map_err(refusal(parts))
     }
 }
 
@@ -153,9 +148,6 @@ impl FromRequestParts<Arc<AppState>> for PageChange {
         super::page_session::required_for_change(state, &parts.headers)
             .await
             .map(|(_, session)| PageChange(session))
-            .map_err(|error| ApiError {
-                error,
-                request_id: request_id(parts),
-            })
+            .map_err(refusal(parts))
     }
 }
