@@ -10,8 +10,8 @@ use crate::error::Error;
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
         match $store {
-            $crate::audit::Store::Sqlite($pool) => $body,
-            $crate::audit::Store::Postgres($pool) => $body,
+            $crate::store::Store::Sqlite($pool) => $body,
+            $crate::store::Store::Postgres($pool) => $body,
         }
     };
 }

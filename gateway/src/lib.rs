@@ -26,6 +26,7 @@ pub mod recovery;
 pub mod sealing;
 pub mod secret_file;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod users;
 pub mod wallets;

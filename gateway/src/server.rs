@@ -113,6 +113,7 @@ pub async fn build_state_with_clock(
         engine,
         ledger: Arc::new(MemoryLedger::default()),
         clock,
+        store: audit.store().clone(),
         audit,
         metrics: Metrics::default(),
         token_hash,

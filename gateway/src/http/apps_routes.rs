@@ -56,7 +56,7 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
 ) -> Result<Response, ApiError> {
-    let apps = identity::list_apps(state.audit.store())
+    let apps = identity::list_apps(&state.store)
         .await
         .map_err(|error| ApiError {
             error,
@@ -105,7 +105,7 @@ pub async fn create(
         redirect_uris: req.redirect_uris.unwrap_or_default(),
     };
     let (app, key) = identity::create_app(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         &actor(&caller, &request_id),
         &new,
@@ -164,7 +164,7 @@ async fn update_issuers(
     set: Option<OidcIssuer>,
     remove: Option<String>,
 ) -> Result<serde_json::Value, Error> {
-    let store = state.audit.store();
+    let store = &state.store;
     let now = state.clock.now();
     if let Some(set) = set {
         let jwks = match (set.jwks_url, set.jwks_file) {
@@ -221,9 +221,7 @@ pub async fn act(
                 || req.session_idle_secs.is_some()
                 || req.redirect_uris.is_some();
             if !app_fields && (set.is_some() || remove.is_some()) {
-                let app = identity::get_app(state.audit.store(), &id)
-                    .await
-                    .map_err(fail)?;
+                let app = identity::get_app(&state.store, &id).await.map_err(fail)?;
                 let issuers = update_issuers(&state, &actor, &id, set, remove)
                     .await
                     .map_err(fail)?;

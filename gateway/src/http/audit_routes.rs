@@ -71,7 +71,7 @@ pub async fn events(
         .map_err(fail)?
         .unwrap_or_default()
         .0;
-    let store = state.audit.store().clone();
+    let store = state.store.clone();
     match q.format.as_deref() {
         None | Some("json") => {
             let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);

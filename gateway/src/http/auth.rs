@@ -135,7 +135,7 @@ pub(super) async fn device_by_token(
     state: &AppState,
     token: &str,
 ) -> Result<crate::devices::Device, Error> {
-    match crate::devices::authenticate(state.audit.store(), token, state.clock.now()).await {
+    match crate::devices::authenticate(&state.store, token, state.clock.now()).await {
         Err(Error::Database(e)) => {
             tracing::warn!(error = %e, "device lookup failed");
             Err(Error::StoreUnavailable)

@@ -198,7 +198,7 @@ pub async fn keygen(
         // generation (whose cost is spent at its start) counts like a finished one.
         if let Err(e) = state
             .quotas
-            .check_keygen(state.audit.store(), &device, state.clock.now())
+            .check_keygen(&state.store, &device, state.clock.now())
             .await
         {
             return channel.fail(&e).await;

@@ -40,7 +40,7 @@ pub async fn pair(
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let (device, token) = match devices::pair(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         &req.code,
         &req.name,
@@ -98,7 +98,7 @@ pub async fn revoke(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    let device = devices::live_of(state.audit.store(), user, &id)
+    let device = devices::live_of(&state.store, user, &id)
         .await
         .map_err(fail)?;
     let context = devices::revoke_context(&device.device_id);
@@ -117,7 +117,7 @@ pub async fn revoke(
         return Ok(answer);
     }
     let device = devices::revoke(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         user,
         &id,
@@ -136,7 +136,7 @@ pub(super) async fn devices_with_holdings(
     state: &AppState,
     user: uuid::Uuid,
 ) -> Result<serde_json::Value, Error> {
-    let store = state.audit.store();
+    let store = &state.store;
     let list = devices::list(store, user).await?;
     let mut holdings = crate::backup_devices::holdings(store, user).await?;
     let devices: Vec<serde_json::Value> = list

@@ -56,6 +56,9 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Every decision is committed here before it is answered.
     pub audit: Arc<AuditLog>,
+    /// The database every table module reads and writes (the audit log's own statements go
+    /// through `audit`).
+    pub store: crate::store::Store,
     pub metrics: Metrics,
     /// SHA-256 of the static token: `serve`'s development default, not for production; `None`
     /// when it is turned off.

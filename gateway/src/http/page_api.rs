@@ -45,7 +45,7 @@ async fn login_app(state: &AppState, app: Option<&str>) -> Result<(AppRecord, Op
         None => Ok((AppRecord::gateway_page(), None)),
         Some(PAGE_APP_ID) => Ok((AppRecord::gateway_page(), None)),
         Some(id) => {
-            let stored = match identity::get_app(state.audit.store(), id).await {
+            let stored = match identity::get_app(&state.store, id).await {
                 Ok(a) => a,
                 Err(Error::NotFound) => {
                     return Err(Error::InvalidRequest(format!("unknown app {id:?}")));
@@ -66,7 +66,7 @@ async fn login_app(state: &AppState, app: Option<&str>) -> Result<(AppRecord, Op
 /// bootstrap of someone who came through a page link); anyone with one makes them through the
 /// security step-up (`/ui/api/security/step-up/…`), bound to the exact action.
 async fn bootstrap_only(state: &AppState, user: Uuid) -> Result<()> {
-    if crate::passkeys::has_live_passkey(state.audit.store(), user).await? {
+    if crate::passkeys::has_live_passkey(&state.store, user).await? {
         return Err(Error::StepUpRequired);
     }
     Ok(())
@@ -110,7 +110,7 @@ pub async fn me(
         .await
         .map_err(fail)?;
     let mut body = session_json(&token, &s);
-    let has_passkey = crate::passkeys::has_live_passkey(state.audit.store(), s.facts.user)
+    let has_passkey = crate::passkeys::has_live_passkey(&state.store, s.facts.user)
         .await
         .map_err(fail)?;
     if let Some(o) = body.as_object_mut() {
@@ -141,7 +141,7 @@ pub async fn register_start(
     {
         Some((token, s)) => {
             page_session::check_csrf(&token, &headers).map_err(fail)?;
-            if crate::passkeys::has_live_passkey(state.audit.store(), s.facts.user)
+            if crate::passkeys::has_live_passkey(&state.store, s.facts.user)
                 .await
                 .map_err(fail)?
             {
@@ -173,7 +173,7 @@ async fn new_person_may_register(state: &AppState, ip: Option<ClientIp>) -> Resu
         Ok(()) => {
             state
                 .quotas
-                .check_registrations_today(state.audit.store(), now)
+                .check_registrations_today(&state.store, now)
                 .await
         }
         Err(e) => Err(e),
@@ -245,7 +245,7 @@ pub async fn register_finish(
                 .ok_or_else(|| fail(Error::PasskeyCeremonyUnknown))?;
             // Without a session only a new person registers: never a passkey for someone who
             // exists already.
-            if crate::users::store::user_disabled(state.audit.store(), user)
+            if crate::users::store::user_disabled(&state.store, user)
                 .await
                 .map_err(fail)?
                 .is_some()
@@ -256,7 +256,7 @@ pub async fn register_finish(
             // completed since this one started.
             state
                 .quotas
-                .check_registrations_today(state.audit.store(), now)
+                .check_registrations_today(&state.store, now)
                 .await
                 .map_err(fail)?;
             user
@@ -285,7 +285,7 @@ pub async fn register_finish(
             .await
             .map_err(fail)?;
     } else {
-        crate::users::store::ensure_user(state.audit.store(), user, now)
+        crate::users::store::ensure_user(&state.store, user, now)
             .await
             .map_err(fail)?;
     }
@@ -480,7 +480,7 @@ async fn consent_view(
 ) -> Result<(AppRecord, serde_json::Value)> {
     let (app, _) = login_app(state, Some(app_id)).await?;
     let policies = state.engine.current();
-    let view = consent::scopes_for(state.audit.store(), &policies, &app, Some(user)).await?;
+    let view = consent::scopes_for(&state.store, &policies, &app, Some(user)).await?;
     let approved: Vec<&str> = view
         .scopes
         .iter()
@@ -538,7 +538,7 @@ pub async fn consent_approve(
         None => policies.consent_hash(&app).map_err(|e| fail(e.into()))?,
     };
     let cx = ConsentCtx {
-        store: state.audit.store(),
+        store: &state.store,
         auditor: Auditor::Log(&state.audit),
         request_id: &request_id,
         now: state.clock.now(),
@@ -566,7 +566,7 @@ pub async fn consent_revoke(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let cx = ConsentCtx {
-        store: state.audit.store(),
+        store: &state.store,
         auditor: Auditor::Log(&state.audit),
         request_id: &request_id,
         now: state.clock.now(),
@@ -585,11 +585,11 @@ pub async fn consents(
     let fail = ApiError::of(&request_id);
     let policies = state.engine.current();
     let mut out = Vec::new();
-    for c in consent::of_user(state.audit.store(), s.facts.user)
+    for c in consent::of_user(&state.store, s.facts.user)
         .await
         .map_err(fail)?
     {
-        let app = identity::get_app(state.audit.store(), &c.app).await.ok();
+        let app = identity::get_app(&state.store, &c.app).await.ok();
         let name = app
             .as_ref()
             .map_or_else(|| c.app.clone(), |a| a.name.clone());
@@ -633,7 +633,7 @@ pub async fn handoff(
         return Err(fail(Error::InvalidRequest("state is too long".to_owned())));
     }
     let policies = state.engine.current();
-    let view = consent::scopes_for(state.audit.store(), &policies, &app, Some(s.facts.user))
+    let view = consent::scopes_for(&state.store, &policies, &app, Some(s.facts.user))
         .await
         .map_err(fail)?;
     if view.needs_consent {
@@ -646,7 +646,7 @@ pub async fn handoff(
         credential_id: s.credential_id.clone(),
     };
     let code = handoff::issue_code(
-        state.audit.store(),
+        &state.store,
         &app.id,
         &req.redirect_uri,
         &grant,
@@ -712,7 +712,7 @@ pub async fn link_peek(
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     let user = match handoff::peek_code(
-        state.audit.store(),
+        &state.store,
         PAGE_APP_ID,
         &req.code,
         handoff::PAGE_LINK,
@@ -784,7 +784,7 @@ pub async fn pairing_code(
     let fail = ApiError::of(&request_id);
     bootstrap_only(&state, s.facts.user).await.map_err(fail)?;
     let (code, expires) =
-        crate::devices::issue_pairing_code(state.audit.store(), s.facts.user, state.clock.now())
+        crate::devices::issue_pairing_code(&state.store, s.facts.user, state.clock.now())
             .await
             .map_err(fail)?;
     Ok(ok(
@@ -808,7 +808,7 @@ pub async fn revoke_device(
     let fail = ApiError::of(&request_id);
     bootstrap_only(&state, s.facts.user).await.map_err(fail)?;
     let device = crate::devices::revoke(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         s.facts.user,
         &req.device_id,
@@ -827,7 +827,7 @@ pub async fn wallets(
     PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let list: Vec<_> = crate::wallets::of_owner(state.audit.store(), s.facts.user)
+    let list: Vec<_> = crate::wallets::of_owner(&state.store, s.facts.user)
         .await
         .map_err(fail)?
         .iter()

@@ -30,7 +30,7 @@ pub async fn overview(
     PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (store, user, now) = (state.audit.store(), s.facts.user, state.clock.now());
+    let (store, user, now) = (&state.store, s.facts.user, state.clock.now());
     let recoveries = flow::open_of(store, user, now).await.map_err(fail)?;
     let kits = kit_export::status(store, user).await.map_err(fail)?;
     let totp_active = totp::is_active(store, user).await.map_err(fail)?;
@@ -100,7 +100,7 @@ enum Target {
 
 impl Target {
     async fn load(state: &AppState, user: Uuid, action: Action, id: &str) -> Result<Target> {
-        let store = state.audit.store();
+        let store = &state.store;
         Ok(match action {
             Action::RecoveryCancel => Target::Recovery(flow::of_user(store, user, id).await?),
             Action::DeviceApprove => {
@@ -246,7 +246,7 @@ pub async fn finish(
             serde_json::json!({"kit": kit})
         }
         Target::Totp => {
-            let uri = totp::start(state.audit.store(), &state.personal_data, user, now)
+            let uri = totp::start(&state.store, &state.personal_data, user, now)
                 .await
                 .map_err(fail)?;
             let svg = totp::qr_svg(&uri).map_err(fail)?;
@@ -278,15 +278,14 @@ pub async fn finish(
             return Ok(res);
         }
         Target::DevicePair => {
-            let (code, expires) =
-                crate::devices::issue_pairing_code(state.audit.store(), user, now)
-                    .await
-                    .map_err(fail)?;
+            let (code, expires) = crate::devices::issue_pairing_code(&state.store, user, now)
+                .await
+                .map_err(fail)?;
             serde_json::json!({"code": code, "expires_at": crate::audit::event::format_time(expires)})
         }
         Target::Device(d) => {
             let device = crate::devices::revoke(
-                state.audit.store(),
+                &state.store,
                 crate::identity::Auditor::Log(&state.audit),
                 user,
                 &d.device_id,

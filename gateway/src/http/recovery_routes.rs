@@ -46,7 +46,7 @@ pub async fn status(
     AuthedDevice(device): AuthedDevice,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let store = state.audit.store();
+    let store = &state.store;
     let stored = recovery::get(store, device.user_id).await.map_err(fail)?;
     let mut wallets = Vec::new();
     for w in crate::backup_devices::held_by(store, &device)
@@ -122,7 +122,7 @@ pub async fn set_up(
         .map(recovery::Salt::parse)
         .transpose()
         .map_err(fail)?;
-    let store = state.audit.store();
+    let store = &state.store;
     let first = recovery::get(store, device.user_id)
         .await
         .map_err(fail)?
@@ -207,7 +207,7 @@ pub async fn operation(
     Path(id): Path<String>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let a = recovery::approval::of_owner(state.audit.store(), device.user_id, &id)
+    let a = recovery::approval::of_owner(&state.store, device.user_id, &id)
         .await
         .map_err(fail)?;
     if a.device_id != device.device_id {
@@ -304,7 +304,7 @@ pub async fn check(
         .check_login(&ip, Some(&user_key), now)
         .map_err(fail)?;
     let key = auth_key(&req.auth_key).map_err(fail)?;
-    let stored = recovery::get(state.audit.store(), device.user_id)
+    let stored = recovery::get(&state.store, device.user_id)
         .await
         .map_err(fail)?
         .ok_or_else(|| fail(Error::RecoverySetupRequired))?;
@@ -345,7 +345,7 @@ pub async fn identify(
     let (ip, now) = (ip_key(ip), state.clock.now());
     state.users.check_login(&ip, None, now).map_err(fail)?;
     state.users.charge_lookup(&ip, now).map_err(fail)?;
-    let store = state.audit.store();
+    let store = &state.store;
     let stored = match recovery::flow::resolve_user(store, &req.user)
         .await
         .map_err(fail)?
@@ -402,7 +402,7 @@ pub async fn open(
     };
     let key = auth_key(&req.auth_key).map_err(fail)?;
     let charged = Charged::take(&state, &ip, now).map_err(fail)?;
-    let Some(user) = recovery::user_by_salt(state.audit.store(), &who)
+    let Some(user) = recovery::user_by_salt(&state.store, &who)
         .await
         .map_err(fail)?
     else {
@@ -467,7 +467,7 @@ async fn recovery_of(
                 .then(|| rest.trim().to_owned())
         })
         .ok_or(Error::Unauthorized)?;
-    recovery::flow::by_token(state.audit.store(), id, &token).await
+    recovery::flow::by_token(&state.store, id, &token).await
 }
 
 /// `GET /v1/recovery/{id}` for the device that opened it.
@@ -519,7 +519,7 @@ pub async fn complete(
         credential_id: None,
     };
     let code = crate::users::handoff::issue_code(
-        state.audit.store(),
+        &state.store,
         crate::records::PAGE_APP_ID,
         crate::users::handoff::PAGE_LINK,
         &grant,
@@ -564,7 +564,7 @@ pub async fn cancel(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    let r = recovery::flow::of_user(state.audit.store(), user, &id)
+    let r = recovery::flow::of_user(&state.store, user, &id)
         .await
         .map_err(fail)?;
     let now = state.clock.now();
@@ -600,7 +600,7 @@ pub async fn totp_start(
         return Ok(answer);
     }
     let now = state.clock.now();
-    let uri = crate::users::totp::start(state.audit.store(), &state.personal_data, user, now)
+    let uri = crate::users::totp::start(&state.store, &state.personal_data, user, now)
         .await
         .map_err(fail)?;
     let svg = crate::users::totp::qr_svg(&uri).map_err(fail)?;
@@ -623,7 +623,7 @@ pub async fn totp_remove(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    if !crate::users::totp::exists(state.audit.store(), user)
+    if !crate::users::totp::exists(&state.store, user)
         .await
         .map_err(fail)?
     {
@@ -681,9 +681,7 @@ pub(super) async fn confirm_totp(
     request_id: &str,
 ) -> Result<(), Error> {
     let now = state.clock.now();
-    if !crate::users::totp::confirm(state.audit.store(), &state.personal_data, user, code, now)
-        .await?
-    {
+    if !crate::users::totp::confirm(&state.store, &state.personal_data, user, code, now).await? {
         return Err(Error::InvalidRequest(
             "that code does not match (or was used already): try the next one".to_owned(),
         ));

@@ -36,7 +36,7 @@ pub async fn start(
     Path(address): Path<String>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let store = state.audit.store();
+    let store = &state.store;
     let wallet = wallets::owned_by(store, &address, session.facts.user)
         .await
         .map_err(fail)?;
@@ -70,7 +70,7 @@ pub async fn step_up(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let store = state.audit.store();
+    let store = &state.store;
     let user = session.facts.user;
     let Some(op) = refresh::get(store, &id)
         .await

@@ -146,7 +146,7 @@ pub async fn authorize(
     }
     // A wallet the gateway has a record of is described by the record (owner, admin labels and
     // groups, frozen); request labels count only for addresses it has no record of (dry runs).
-    let wallet = match crate::wallets::get(state.audit.store(), &req.wallet.address).await {
+    let wallet = match crate::wallets::get(&state.store, &req.wallet.address).await {
         Ok(Some(stored)) => match stored.record() {
             Ok(w) => w,
             Err(e) => return Err(refuse(Some(&req), e).await),
@@ -162,7 +162,7 @@ pub async fn authorize(
     let scopes = match &session {
         None => pipeline::basic_scopes(),
         Some(s) => match crate::consent::approved_scopes(
-            state.audit.store(),
+            &state.store,
             &policies,
             &caller,
             Some(s.facts.user),

@@ -143,7 +143,7 @@ pub async fn sign(
     let canonical = serde_json_canonicalizer::to_vec(&raw)
         .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
     let body_hash = hex::encode(Sha256::digest(&canonical));
-    let wallet = wallets::owned_by(state.audit.store(), &address, user)
+    let wallet = wallets::owned_by(&state.store, &address, user)
         .await
         .map_err(|e| fail(store_down(e)))?;
     if wallet.refresh_required {
@@ -165,16 +165,9 @@ pub async fn sign(
         .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
     let now = state.clock.now();
     let scope = (caller.id.as_str(), wallet.address.as_str());
-    let claim = idempotency::claim(
-        state.audit.store(),
-        scope,
-        &key,
-        &body_hash,
-        &request_id,
-        now,
-    )
-    .await
-    .map_err(|e| fail(store_down(e)))?;
+    let claim = idempotency::claim(&state.store, scope, &key, &body_hash, &request_id, now)
+        .await
+        .map_err(|e| fail(store_down(e)))?;
     if let Claim::Existing {
         body_hash: earlier,
         request_id: earlier_id,
@@ -183,7 +176,7 @@ pub async fn sign(
         if earlier != body_hash {
             return Err(fail(Error::IdempotencyConflict));
         }
-        return match signing::get(state.audit.store(), &earlier_id)
+        return match signing::get(&state.store, &earlier_id)
             .await
             .map_err(|e| fail(store_down(e)))?
         {
@@ -204,7 +197,7 @@ pub async fn sign(
     match decided {
         Ok(r) => Ok(answer(&state, &r, &request_id).await),
         Err(error) => {
-            idempotency::release(state.audit.store(), scope, &key, &request_id).await;
+            idempotency::release(&state.store, scope, &key, &request_id).await;
             Err(fail(error))
         }
     }
@@ -250,7 +243,7 @@ async fn decide_locked<'a>(
     request_id: &str,
     step_up: bool,
 ) -> Result<Locked<'a>, Error> {
-    let store = state.audit.store();
+    let store = &state.store;
     let policies = state.engine.current();
     let record = wallet.record()?;
     // Decoding needs no lock: a heavy payload waiting for a decoder slot must not hold up the
@@ -439,7 +432,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let r = signing::get(state.audit.store(), &id)
+    let r = signing::get(&state.store, &id)
         .await
         .map_err(|e| fail(store_down(e)))?
         .ok_or_else(|| fail(Error::NotFound))?;
@@ -468,7 +461,7 @@ pub async fn device_get(
     Path(id): Path<String>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let r = signing::get(state.audit.store(), &id)
+    let r = signing::get(&state.store, &id)
         .await
         .map_err(|e| fail(store_down(e)))?
         .filter(|r| r.owner == device.user_id)
@@ -527,7 +520,7 @@ pub async fn step_up(
 /// decision's reasons.
 pub async fn pending_of(state: &AppState, user: uuid::Uuid) -> Result<Value, Error> {
     let now = state.clock.now();
-    let list = signing::pending_of(state.audit.store(), user, now)
+    let list = signing::pending_of(&state.store, user, now)
         .await
         .map_err(store_down)?;
     Ok(Value::Array(list.iter().map(|r| r.to_json(now)).collect()))
@@ -536,7 +529,7 @@ pub async fn pending_of(state: &AppState, user: uuid::Uuid) -> Result<Value, Err
 /// Starts the owner's step-up ceremony for a pending request (the page's "Approve").
 pub async fn start_step_up(state: &AppState, user: uuid::Uuid, id: &str) -> Result<Value, Error> {
     let now = state.clock.now();
-    let r = signing::get(state.audit.store(), id)
+    let r = signing::get(&state.store, id)
         .await
         .map_err(store_down)?
         .filter(|r| r.owner == user)
@@ -561,7 +554,7 @@ pub async fn complete_step_up(
     credential: &webauthn_rs::prelude::PublicKeyCredential,
     request_id: &str,
 ) -> Result<Response, Error> {
-    let store = state.audit.store();
+    let store = &state.store;
     let r = signing::get(store, id)
         .await
         .map_err(store_down)?

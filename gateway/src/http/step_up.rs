@@ -58,7 +58,7 @@ pub(super) async fn gate_once_enrolled(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Gate, Error> {
-    if !crate::passkeys::has_live_passkey(state.audit.store(), user).await? {
+    if !crate::passkeys::has_live_passkey(&state.store, user).await? {
         return Ok(Gate::Passed);
     }
     gate(state, user, context, waiting, request_id, headers, body).await

@@ -37,14 +37,9 @@ pub async fn ask(
     StrictJson(req): StrictJson<Ask>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let t = backup_devices::request(
-        state.audit.store(),
-        &device,
-        &req.public_key,
-        state.clock.now(),
-    )
-    .await
-    .map_err(fail)?;
+    let t = backup_devices::request(&state.store, &device, &req.public_key, state.clock.now())
+        .await
+        .map_err(fail)?;
     Ok((StatusCode::CREATED, json_answer(t.to_json(), &request_id)).into_response())
 }
 
@@ -56,7 +51,7 @@ pub async fn list(
     AuthedDevice(device): AuthedDevice,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let store = state.audit.store();
+    let store = &state.store;
     let to_seal = backup_devices::awaiting_sender(store, &device, state.clock.now())
         .await
         .map_err(fail)?;
@@ -80,7 +75,7 @@ pub async fn fetch(
     Path(id): Path<String>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let store = state.audit.store();
+    let store = &state.store;
     let t = backup_devices::of_user(store, device.user_id, &id)
         .await
         .map_err(fail)?;
@@ -133,7 +128,7 @@ pub async fn seal(
         )));
     }
     let sealed = sealed_bytes(&req.sealed).map_err(fail)?;
-    let t = backup_devices::of_user(state.audit.store(), device.user_id, &id)
+    let t = backup_devices::of_user(&state.store, device.user_id, &id)
         .await
         .map_err(fail)?;
     backup_devices::seal(
@@ -192,7 +187,7 @@ pub async fn received(
     Path(id): Path<String>,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let t = backup_devices::received(state.audit.store(), &device, &id, state.clock.now())
+    let t = backup_devices::received(&state.store, &device, &id, state.clock.now())
         .await
         .map_err(fail)?;
     Ok(json_answer(t.to_json(), &request_id))
@@ -211,7 +206,7 @@ pub async fn approve(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    let t = backup_devices::of_user(state.audit.store(), user, &id)
+    let t = backup_devices::of_user(&state.store, user, &id)
         .await
         .map_err(fail)?;
     let context = backup_devices::approval_context(&t);

@@ -122,7 +122,7 @@ pub async fn oidc_link(
         .map_err(fail)?
         .facts
         .user;
-    if crate::passkeys::has_live_passkey(state.audit.store(), owner)
+    if crate::passkeys::has_live_passkey(&state.store, owner)
         .await
         .map_err(fail)?
     {
@@ -293,14 +293,10 @@ pub async fn consent_get(
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
     let policies = state.engine.current();
-    let view = crate::consent::scopes_for(
-        state.audit.store(),
-        &policies,
-        &caller,
-        Some(session.facts.user),
-    )
-    .await
-    .map_err(fail)?;
+    let view =
+        crate::consent::scopes_for(&state.store, &policies, &caller, Some(session.facts.user))
+            .await
+            .map_err(fail)?;
     let mut out = serde_json::to_value(&view).map_err(|e| fail(Error::Internal(e.to_string())))?;
     if let Some(o) = out.as_object_mut() {
         o.insert(
@@ -333,7 +329,7 @@ pub async fn consent_approve(
     let fail = ApiError::of(&request_id);
     let policies = state.engine.current();
     let cx = crate::consent::ConsentCtx {
-        store: state.audit.store(),
+        store: &state.store,
         auditor: Auditor::Log(&state.audit),
         request_id: &request_id,
         now: state.clock.now(),
@@ -367,7 +363,7 @@ pub async fn consent_revoke(
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
     let cx = crate::consent::ConsentCtx {
-        store: state.audit.store(),
+        store: &state.store,
         auditor: Auditor::Log(&state.audit),
         request_id: &request_id,
         now: state.clock.now(),
@@ -390,7 +386,7 @@ pub async fn page_link(
     AppSession(session): AppSession,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    if crate::passkeys::has_live_passkey(state.audit.store(), session.facts.user)
+    if crate::passkeys::has_live_passkey(&state.store, session.facts.user)
         .await
         .map_err(fail)?
     {
@@ -404,7 +400,7 @@ pub async fn page_link(
         credential_id: session.credential_id.clone(),
     };
     let code = users::handoff::issue_code(
-        state.audit.store(),
+        &state.store,
         crate::records::PAGE_APP_ID,
         users::handoff::PAGE_LINK,
         &grant,

@@ -27,7 +27,7 @@ pub async fn list(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    let list: Vec<_> = wallets::of_owner(state.audit.store(), user)
+    let list: Vec<_> = wallets::of_owner(&state.store, user)
         .await
         .map_err(fail)?
         .iter()
@@ -61,7 +61,7 @@ pub async fn get(
                 .user,
         )
     };
-    let wallet = wallets::get(state.audit.store(), &address)
+    let wallet = wallets::get(&state.store, &address)
         .await
         .map_err(fail)?
         .filter(|w| user.is_none_or(|u| u == w.owner))
@@ -92,7 +92,7 @@ pub async fn update(
         request_id: request_id.clone(),
     };
     let wallet = wallets::update(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         &actor,
         &address,

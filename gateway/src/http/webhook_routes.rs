@@ -42,7 +42,7 @@ pub async fn register(
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
     let (hook, secret) = webhooks::register(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         &state.personal_data,
         &actor(&caller, &request_id),
@@ -68,7 +68,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
-    let store = state.audit.store();
+    let store = &state.store;
     let hook = webhooks::get(store, &caller.0.id).await.map_err(fail)?;
     let deliveries = webhooks::deliveries(
         store,
@@ -96,7 +96,7 @@ pub async fn remove(
 ) -> Result<Response, ApiError> {
     let fail = ApiError::of(&request_id);
     webhooks::remove(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         &actor(&caller, &request_id),
         &caller.0.id,
@@ -124,7 +124,7 @@ pub async fn admin_list(
     let fail = ApiError::of(&request_id);
     let Query(q) = query.map_err(|e| fail(Error::InvalidRequest(e.body_text())))?;
     let deliveries = webhooks::deliveries(
-        state.audit.store(),
+        &state.store,
         &DeliveryFilter {
             app_id: q.app_id,
             status: q.status,
@@ -153,7 +153,7 @@ pub async fn redeliver(
         )));
     }
     webhooks::redeliver(
-        state.audit.store(),
+        &state.store,
         Auditor::Log(&state.audit),
         &actor(&caller, &request_id),
         &id,
