@@ -4,12 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use crate::support;
-use std::sync::Arc;
 use std::time::Duration;
 
-use parapet_gateway::audit::{AuditLog, Store, StoreOptions, WriterOptions};
-use parapet_gateway::clock::FixedClock;
-use parapet_gateway::passkeys::{PasskeyConfig, Passkeys};
+use parapet_gateway::audit::Store;
 use support::databases;
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -36,20 +33,7 @@ async fn count(store: &Store, table: &str) -> i64 {
 #[tokio::test]
 async fn expired_one_time_rows_are_gone_after_a_sweep_and_live_ones_stay() {
     for db in databases("expiry.db").await {
-        let store = Store::open(&db.url, &StoreOptions::default())
-            .await
-            .unwrap();
-        let log = Arc::new(
-            AuditLog::start(
-                store.clone(),
-                WriterOptions::default(),
-                None,
-                Arc::new(FixedClock(t0())),
-            )
-            .await
-            .unwrap(),
-        );
-        let pk = Passkeys::new(&PasskeyConfig::default(), store.clone(), log.clone()).unwrap();
+        let support::PasskeyRig { pk, log, store } = support::passkey_rig(&db, t0()).await;
         let later = t0() + Duration::from_secs(500);
         // One registration started later (live at the sweep), then bare starts nobody finishes
         // (the start sweeps what expired before it, so these come second).

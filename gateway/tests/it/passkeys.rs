@@ -5,13 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
 use crate::support;
-use std::sync::Arc;
 use std::time::Duration;
 
 use parapet_gateway::Error;
-use parapet_gateway::audit::{AuditLog, Store, StoreOptions, WriterOptions};
-use parapet_gateway::clock::FixedClock;
-use parapet_gateway::passkeys::{PasskeyConfig, Passkeys};
+use parapet_gateway::passkeys::PasskeyConfig;
 use support::{TestDb, databases};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -40,28 +37,10 @@ fn authenticator() -> SoftPasskey {
     SoftPasskey::new(true)
 }
 
-struct Rig {
-    pk: Passkeys,
-    log: Arc<AuditLog>,
-    store: Store,
-}
+type Rig = support::PasskeyRig;
 
 async fn rig(db: &TestDb) -> Rig {
-    let store = Store::open(&db.url, &StoreOptions::default())
-        .await
-        .unwrap();
-    let log = Arc::new(
-        AuditLog::start(
-            store.clone(),
-            WriterOptions::default(),
-            None,
-            Arc::new(FixedClock(t0())),
-        )
-        .await
-        .unwrap(),
-    );
-    let pk = Passkeys::new(&PasskeyConfig::default(), store.clone(), log.clone()).unwrap();
-    Rig { pk, log, store }
+    support::passkey_rig(db, t0()).await
 }
 
 impl Rig {

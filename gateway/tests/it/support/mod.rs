@@ -6,7 +6,11 @@
 )]
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
-use parapet_gateway::audit::Backend;
+use std::sync::Arc;
+
+use parapet_gateway::audit::{AuditLog, Backend, Store, StoreOptions, WriterOptions};
+use parapet_gateway::clock::FixedClock;
+use parapet_gateway::passkeys::{PasskeyConfig, Passkeys};
 use parapet_testkit::postgres::TestDatabase;
 
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database that is
@@ -48,4 +52,30 @@ pub async fn databases(sqlite_file: &str) -> Vec<TestDb> {
         eprintln!("PARAPET_TEST_POSTGRES_URL not set: PostgreSQL half skipped");
     }
     out
+}
+
+/// The store, a running audit log on a clock fixed at `at`, and passkeys over both: where the
+/// store-level tests of passkeys and of expiry start.
+pub struct PasskeyRig {
+    pub pk: Passkeys,
+    pub log: Arc<AuditLog>,
+    pub store: Store,
+}
+
+pub async fn passkey_rig(db: &TestDb, at: time::OffsetDateTime) -> PasskeyRig {
+    let store = Store::open(&db.url, &StoreOptions::default())
+        .await
+        .unwrap();
+    let log = Arc::new(
+        AuditLog::start(
+            store.clone(),
+            WriterOptions::default(),
+            None,
+            Arc::new(FixedClock(at)),
+        )
+        .await
+        .unwrap(),
+    );
+    let pk = Passkeys::new(&PasskeyConfig::default(), store.clone(), log.clone()).unwrap();
+    PasskeyRig { pk, log, store }
 }
