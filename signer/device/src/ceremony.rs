@@ -114,6 +114,23 @@ async fn exchange_backup(
     ))
 }
 
+/// Second phase of a key generation or refresh: tells the gateway the device keeps the new
+/// share durably and waits for it to commit the wallet (`done`); then closes.
+async fn confirm_stored(conn: &mut impl Link, address: &str) -> Result<()> {
+    conn.control(&Control::Stored {
+        address: address.to_owned(),
+    })
+    .await?;
+    match conn.expect_control().await? {
+        Control::Done {
+            address: Some(a), ..
+        } if a == address => {}
+        other => return Err(unexpected(format!("unexpected {}", other.kind()))),
+    }
+    conn.close().await;
+    Ok(())
+}
+
 /// Key generation with the gateway at `base`: runs the device's party, exchanges the backups
 /// (docs/architecture.md §9), hands the new share and its kit to `store` (which must keep both
 /// durably before returning), then waits for the gateway to commit the wallet. Returns the share
@@ -136,17 +153,7 @@ pub async fn keygen(
     let kit = exchange_backup(conn, recovery, &share, 0).await?;
     store(&share, &kit)?;
     let address = format!("0x{}", hex::encode(share.address()));
-    conn.control(&Control::Stored {
-        address: address.clone(),
-    })
-    .await?;
-    match conn.expect_control().await? {
-        Control::Done {
-            address: Some(a), ..
-        } if a == address => {}
-        other => return Err(unexpected(format!("unexpected {}", other.kind()))),
-    }
-    conn.close().await;
+    confirm_stored(conn, &address).await?;
     Ok(share)
 }
 
@@ -240,16 +247,6 @@ pub async fn refresh(
     let next = epoch + 1;
     let kit = exchange_backup(conn, recovery, &new_share, next).await?;
     store_pending(&new_share, next, &kit)?;
-    conn.control(&Control::Stored {
-        address: address.clone(),
-    })
-    .await?;
-    match conn.expect_control().await? {
-        Control::Done {
-            address: Some(a), ..
-        } if a == address => {}
-        other => return Err(unexpected(format!("unexpected {}", other.kind()))),
-    }
-    conn.close().await;
+    confirm_stored(conn, &address).await?;
     Ok((new_share, next))
 }
