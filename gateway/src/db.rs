@@ -44,7 +44,6 @@ macro_rules! stored_enum {
             }
 
             /// Reads the value from a stored name; another name is a decoding error.
-            #[allow(dead_code, reason = "tables read as tuples decode with `from_name`")]
             pub(crate) fn decode(name: &str) -> std::result::Result<$name, sqlx::Error> {
                 $name::from_name(name).ok_or_else(|| {
                     sqlx::Error::Decode(

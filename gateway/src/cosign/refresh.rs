@@ -92,8 +92,7 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<Operation>> {
             wallet,
             owner: Uuid::parse_str(&owner).map_err(|e| Error::Database(e.to_string()))?,
             epoch,
-            state: OperationState::from_name(&state)
-                .ok_or_else(|| Error::Database(format!("unknown operation state {state:?}")))?,
+            state: OperationState::decode(&state).map_err(|e| Error::Database(e.to_string()))?,
             expires_at,
         })
     })

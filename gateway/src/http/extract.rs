@@ -22,19 +22,11 @@ use crate::devices::Device;
 use crate::error::Error;
 use crate::users::ActiveSession;
 
-fn request_id(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<ReqId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_default()
-}
-
 /// What an extractor's refusal is: the error, naming the request it answers.
 fn refusal(parts: &Parts) -> impl Fn(Error) -> ApiError + '_ {
     move |error| ApiError {
         error,
-        request_id: request_id(parts),
+        request_id: ReqId::in_extensions(&parts.extensions),
     }
 }
 
@@ -65,10 +57,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let (parts, body) = req.into_parts();
-        let request_id = request_id(&parts);
-        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state).await;
-        super::body::json_body(&parts.headers, bytes)
+        let request_id = ReqId::in_extensions(req.extensions());
+        let headers = req.headers().clone();
+        let bytes = Bytes::from_request(req, state).await;
+        super::body::json_body(&headers, bytes)
             .map(StrictJson)
             .map_err(|error| ApiError { error, request_id })
     }

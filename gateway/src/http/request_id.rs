@@ -17,7 +17,12 @@ pub struct ReqId(pub String);
 impl ReqId {
     /// The id [`assign`] gave this request ("" outside the service, e.g. in a bare handler test).
     pub fn of(req: &Request) -> String {
-        req.extensions()
+        Self::in_extensions(req.extensions())
+    }
+
+    /// [`ReqId::of`] from a request's extensions (an extractor sees only its parts).
+    pub fn in_extensions(extensions: &axum::http::Extensions) -> String {
+        extensions
             .get::<ReqId>()
             .map(|r| r.0.clone())
             .unwrap_or_default()

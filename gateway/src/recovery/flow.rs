@@ -94,8 +94,7 @@ fn from_row(r: Row) -> Result<Recovery> {
     Ok(Recovery {
         id,
         user_id: Uuid::parse_str(&user).map_err(|e| Error::Database(e.to_string()))?,
-        state: RecoveryState::from_name(&state)
-            .ok_or_else(|| Error::Database(format!("unknown recovery state {state:?}")))?,
+        state: RecoveryState::decode(&state).map_err(|e| Error::Database(e.to_string()))?,
         device_name,
         opened_at,
         completable_at,
