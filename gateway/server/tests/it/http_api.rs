@@ -6,6 +6,7 @@
     reason = "tests"
 )]
 
+use crate::support::root;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,10 +23,6 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const USDC: Address = address!("a0b86991c6218b36c1d19d4a2e9eb0ce3606eb48");
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 /// A gateway state over a fresh SQLite audit store in its own directory (kept alive with it).
 async fn state_with(

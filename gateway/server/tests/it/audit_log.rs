@@ -122,7 +122,7 @@ async fn check(store: &Store) -> Report {
 }
 
 fn python_verify(path: &Path) -> (bool, String) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/verify_chain.py");
+    let script = crate::support::root().join("tests/verify_chain.py");
     let out = std::process::Command::new("python3")
         .arg(script)
         .arg(path)

@@ -13,6 +13,11 @@ use parapet_gateway::clock::FixedClock;
 use parapet_gateway::passkeys::{PasskeyConfig, Passkeys};
 use parapet_testkit::postgres::TestDatabase;
 
+/// The repository's root, where `policies/`, `schemas/` and `tests/` live.
+pub fn root() -> &'static std::path::Path {
+    std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
 /// A database for one test: a SQLite file in a temp dir, or a fresh PostgreSQL database that is
 /// dropped by [`TestDb::drop_pg`].
 pub struct TestDb {

@@ -12,8 +12,8 @@
 )]
 
 use crate::support;
+use crate::support::root;
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,10 +59,6 @@ async fn rotate(
 }
 
 const TOKEN: &str = "test-token-0123456789abcdef";
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 /// A gateway process's state on `database_url`, with its own data directory.
 async fn state(database_url: &str) -> (Arc<AppState>, tempfile::TempDir) {

@@ -8,9 +8,9 @@
     reason = "tests"
 )]
 
+use crate::support::root;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -23,10 +23,6 @@ use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, NewApp};
 use parapet_gateway::records::AppLimits;
 use serde_json::Value;
 use tower::ServiceExt;
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 fn op() -> Actor {
     Actor {

@@ -9,6 +9,7 @@
     reason = "tests"
 )]
 
+use crate::support::root;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -24,10 +25,6 @@ use sqlx::Connection;
 use tower::ServiceExt;
 
 const TOKEN: &str = "audit-test-token-0123456789";
-
-fn root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 async fn state(dir: &Path) -> Arc<AppState> {
     let env: HashMap<String, String> = [
