@@ -8,8 +8,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use parapet_gateway::accounts::apps::{self, Identity};
 use parapet_gateway::audit::{Store, StoreOptions};
-use parapet_gateway::identity::{self, Identity};
 use parapet_gateway::limits::{LimitSettings, Limits, Rate};
 
 fn bench(c: &mut Criterion) {
@@ -21,20 +21,20 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let now = time::OffsetDateTime::now_utc();
     let (_, key) = rt
-        .block_on(identity::create_app(
+        .block_on(apps::create_app(
             &store,
-            identity::Auditor::Store(&store),
-            &identity::Actor::cli(),
-            &identity::NewApp {
+            apps::Auditor::Store(&store),
+            &apps::Actor::cli(),
+            &apps::NewApp {
                 name: "bench".to_owned(),
                 grants: vec!["sign".to_owned()],
-                ..identity::NewApp::default()
+                ..apps::NewApp::default()
             },
             now,
         ))
         .unwrap();
     let ids = Identity::new(store.clone());
-    let unknown = identity::new_api_key();
+    let unknown = apps::new_api_key();
 
     let mut g = c.benchmark_group("authenticate");
     g.bench_function("known key, cached", |b| {
@@ -88,20 +88,20 @@ fn bench(c: &mut Criterion) {
     // A user's session next to the key: the steady state (cached), and a lookup that reaches
     // SQLite (the first use after the cache entry expired).
     let user = uuid::Uuid::new_v4();
-    rt.block_on(parapet_gateway::users::store::ensure_user(
+    rt.block_on(parapet_gateway::accounts::users::store::ensure_user(
         &store, user, now,
     ))
     .unwrap();
-    let users = parapet_gateway::users::Users::new(
+    let users = parapet_gateway::accounts::users::Users::new(
         store.clone(),
         parapet_gateway::outbound::Allowlist::default(),
     );
     let session = rt
         .block_on(users.sessions.issue(
-            parapet_gateway::users::SessionKind::App,
+            parapet_gateway::accounts::users::SessionKind::App,
             user,
             &app,
-            parapet_gateway::users::Method::Passkey,
+            parapet_gateway::accounts::users::Method::Passkey,
             true,
             None,
             now,

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use parapet_device::client;
+use parapet_gateway::accounts::apps::{self, Actor, Auditor, NewApp};
+use parapet_gateway::accounts::users::sessions::Method;
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Actor, Auditor, NewApp};
-use parapet_gateway::users::sessions::Method;
 use parapet_mpc::{Dkls23, KeyShare, Role, SessionId, ThresholdEcdsa, run_locally};
 use webauthn_authenticator_rs::WebauthnAuthenticator;
 use webauthn_authenticator_rs::prelude::Url;
@@ -76,7 +76,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
         .await
         .unwrap();
     let now = time::OffsetDateTime::now_utc();
-    let (_, api_key) = identity::create_app(
+    let (_, api_key) = apps::create_app(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &Actor::cli(),
@@ -91,7 +91,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
     .unwrap();
     let app_record = s.identity.resolve(&api_key, now).await.unwrap().unwrap();
     let user = uuid::Uuid::new_v4();
-    parapet_gateway::users::store::ensure_user(s.audit.store(), user, now)
+    parapet_gateway::accounts::users::store::ensure_user(s.audit.store(), user, now)
         .await
         .unwrap();
     let (ceremony, ccr) = s
@@ -110,7 +110,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
         .users
         .sessions
         .issue(
-            parapet_gateway::users::SessionKind::App,
+            parapet_gateway::accounts::users::SessionKind::App,
             user,
             &app_record,
             Method::Passkey,
@@ -121,10 +121,11 @@ async fn setup() -> (Setup, Arc<AppState>) {
         .await
         .unwrap()
         .token;
-    let (code, _) = parapet_gateway::devices::issue_pairing_code(s.audit.store(), user, now)
-        .await
-        .unwrap();
-    let (device, device_token) = parapet_gateway::devices::pair(
+    let (code, _) =
+        parapet_gateway::accounts::devices::issue_pairing_code(s.audit.store(), user, now)
+            .await
+            .unwrap();
+    let (device, device_token) = parapet_gateway::accounts::devices::pair(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &code,
@@ -137,7 +138,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
     let recovery = parapet_mpc::recovery::RecoverySecret::generate()
         .derive(&user.to_string())
         .unwrap();
-    parapet_gateway::recovery::enrol(
+    parapet_gateway::accounts::recovery::enrol(
         &parapet_gateway::cosign::Cosigner {
             audit: s.audit.clone(),
             custody: s.custody.clone(),

@@ -8,10 +8,10 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use parapet_gateway::decode;
 use parapet_gateway::ledger::{MemoryLedger, Velocity, VelocityTotals};
-use parapet_gateway::pipeline;
 use parapet_gateway::policy::{DecisionInput, LoadedPolicies, testing};
 use parapet_gateway::records::AppRecord;
 use parapet_gateway::request::AuthorizeRequest;
+use parapet_gateway::service::pipeline;
 use time::macros::datetime;
 
 /// eth-account-built unsigned 1559 transfer of 250 USDC (tests/fixtures/good/erc20-transfer-usdc-small.json).

@@ -6,12 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use parapet_gateway::accounts::apps::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
+use parapet_gateway::accounts::users::oidc;
 use parapet_gateway::audit::{Store, StoreOptions};
 use parapet_gateway::config::Config;
-use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
 use parapet_gateway::limits::{Rate, parse_duration};
 use parapet_gateway::records::AppLimits;
-use parapet_gateway::users::oidc;
 
 #[derive(Subcommand)]
 pub enum AppsCommand {
@@ -196,7 +196,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                     session_idle,
                 },
             };
-            let (app, key) = identity::create_app(
+            let (app, key) = apps::create_app(
                 store,
                 Auditor::Store(store),
                 &Actor::cli(),
@@ -213,7 +213,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             }
         }
         AppsCommand::List { json } => {
-            let apps = identity::list_apps(store).await?;
+            let apps = apps::list_apps(store).await?;
             if json {
                 let list: Vec<_> = apps.iter().map(StoredApp::to_json).collect();
                 println!("{}", serde_json::json!({ "apps": list }));
@@ -269,7 +269,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                 .await;
                 return match result {
                     Ok(issuers) => {
-                        let app = identity::get_app(store, &id).await?;
+                        let app = apps::get_app(store, &id).await?;
                         let mut out = app.to_json();
                         if let Some(o) = out.as_object_mut() {
                             o.insert("oidc_issuers".to_owned(), issuers.clone());
@@ -301,7 +301,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
                 redirect_uris: (!redirect_uri.is_empty())
                     .then(|| redirect_uri.into_iter().filter(|u| u != "none").collect()),
             };
-            let updated = identity::update_app(
+            let updated = apps::update_app(
                 store,
                 Auditor::Store(store),
                 &Actor::cli(),
@@ -313,7 +313,7 @@ async fn dispatch(command: AppsCommand, store: &Store) -> Result<ExitCode> {
             return report(updated, &id, json);
         }
         AppsCommand::Rotate { id, overlap, json } => {
-            let (app, key, expires) = match identity::rotate_key(
+            let (app, key, expires) = match apps::rotate_key(
                 store,
                 Auditor::Store(store),
                 &Actor::cli(),
@@ -388,7 +388,7 @@ async fn oidc_update(
 }
 
 async fn change(store: &Store, id: &str, change: Change, json: bool) -> Result<ExitCode> {
-    let changed = identity::change_app(
+    let changed = apps::change_app(
         store,
         Auditor::Store(store),
         &Actor::cli(),

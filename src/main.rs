@@ -18,10 +18,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use parapet_gateway::config::{Config, LogFormat};
 use parapet_gateway::ledger::MemoryLedger;
-use parapet_gateway::pipeline;
 use parapet_gateway::policy::{self, LoadedPolicies, PolicyPaths};
 use parapet_gateway::records::AppRecord;
 use parapet_gateway::request::AuthorizeRequest;
+use parapet_gateway::service::pipeline;
 
 #[derive(Parser)]
 #[command(

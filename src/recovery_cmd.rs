@@ -533,7 +533,7 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
         ) else {
             bail!("the gateway's answer has a malformed backup");
         };
-        let address = parapet_gateway::pipeline::parse_address(wallet)?.into_array();
+        let address = parapet_gateway::service::pipeline::parse_address(wallet)?.into_array();
         let share = parapet_mpc::recovery::kit::open_share(
             &keys,
             parapet_mpc::recovery::envelope::Contents::DeviceShare,

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
+use parapet_gateway::accounts::apps::{Actor, Auditor};
+use parapet_gateway::accounts::users::store::{self, StoredUser};
 use parapet_gateway::audit::{Store, StoreOptions};
 use parapet_gateway::config::Config;
-use parapet_gateway::identity::{Actor, Auditor};
-use parapet_gateway::users::store::{self, StoredUser};
 
 #[derive(Subcommand)]
 pub enum UsersCommand {

@@ -1198,7 +1198,7 @@ fn digest_of(body: &Value, wallet: &str) -> String {
     let facts = parapet_gateway::decode::decode(
         request.payload().unwrap(),
         request.chain_id,
-        parapet_gateway::pipeline::parse_address(wallet).unwrap(),
+        parapet_gateway::service::pipeline::parse_address(wallet).unwrap(),
         &parapet_gateway::decode::Registry::default(),
     )
     .unwrap();

@@ -13,10 +13,10 @@
 use std::path::Path;
 
 use parapet_gateway::ledger::MemoryLedger;
-use parapet_gateway::pipeline;
 use parapet_gateway::policy::{LoadedPolicies, PolicyPaths};
 use parapet_gateway::records::AppRecord;
 use parapet_gateway::request::AuthorizeRequest;
+use parapet_gateway::service::pipeline;
 use serde_json::{Value, json};
 use time::macros::datetime;
 

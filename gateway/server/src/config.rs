@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use crate::custody::{CustodyKind, HsmSettings};
-pub use crate::tls::TlsPaths;
+pub use crate::server::tls::TlsPaths;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -105,8 +105,8 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub request_timeout: Duration,
     /// Bounds on connections: header-read and idle timeouts, maximum age, caps overall and per
-    /// client IP (see [`crate::connections`]).
-    pub connections: crate::connections::ConnectionSettings,
+    /// client IP (see [`crate::server::connections`]).
+    pub connections: crate::server::connections::ConnectionSettings,
     pub log_format: LogFormat,
     /// Longest a decision waits for its audit event to commit before it fails with 503
     /// `audit_unavailable`.
@@ -144,13 +144,13 @@ pub struct Config {
     pub chosen: Chosen,
     pub limits: LimitSettings,
     /// Quotas on costly work: page registrations per client IP and per day, key generations
-    /// per device and per person (see [`crate::quotas`]).
-    pub quotas: crate::quotas::QuotaSettings,
+    /// per device and per person (see [`crate::limits::quotas`]).
+    pub quotas: crate::limits::quotas::QuotaSettings,
     /// Peers whose `X-Forwarded-For` is believed: the client IP is then the right-most address
     /// in it that is not itself a trusted proxy.
     pub trusted_proxies: Vec<IpAddr>,
     /// The WebAuthn relying party: RP id, allowed origins, ceremony lifetime.
-    pub webauthn: crate::passkeys::PasskeyConfig,
+    pub webauthn: crate::accounts::passkeys::PasskeyConfig,
     /// `custody = "file" | "hsm"`; the development keystore unless configured.
     pub custody: CustodyKind,
     /// The HSM settings when a token is configured (required by `custody = "hsm"` and by
@@ -314,7 +314,7 @@ impl Config {
             }
         };
         let connections = {
-            use crate::connections as c;
+            use crate::server::connections as c;
             // Clamped so that a typo cannot make a bound vanish (0) or overflow a deadline.
             let clamp = |v: u64, max: u64| v.clamp(1, max);
             let count = |v: u64| usize::try_from(clamp(v, 1_000_000)).unwrap_or(1);
@@ -464,7 +464,7 @@ impl Config {
             }
         };
         let quotas = {
-            use crate::quotas as q;
+            use crate::limits::quotas as q;
             q::QuotaSettings {
                 registration_ip: rate(
                     "PARAPET_REGISTRATION_IP_RATE",
@@ -503,8 +503,8 @@ impl Config {
                     .map_err(|e| Error::Config(format!("trusted proxy {p:?}: {e}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let webauthn_default = crate::passkeys::PasskeyConfig::default();
-        let webauthn = crate::passkeys::PasskeyConfig {
+        let webauthn_default = crate::accounts::passkeys::PasskeyConfig::default();
+        let webauthn = crate::accounts::passkeys::PasskeyConfig {
             rp_id: get("PARAPET_WEBAUTHN_RP_ID")
                 .or(file.webauthn_rp_id)
                 .unwrap_or(webauthn_default.rp_id),
@@ -767,7 +767,7 @@ mod tests {
         let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
         assert_eq!(
             c.connections,
-            crate::connections::ConnectionSettings::default()
+            crate::server::connections::ConnectionSettings::default()
         );
         assert_eq!(c.connections.header_read_timeout, Duration::from_secs(10));
         assert_eq!(c.connections.idle_timeout, Duration::from_secs(60));
@@ -908,7 +908,7 @@ mod tests {
     #[test]
     fn quotas_have_defaults_and_come_from_file_and_env() {
         let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
-        assert_eq!(c.quotas, crate::quotas::QuotaSettings::default());
+        assert_eq!(c.quotas, crate::limits::quotas::QuotaSettings::default());
         assert_eq!(c.quotas.registration_ip.to_string(), "5/h");
         assert_eq!(c.quotas.registrations_per_day, 1000);
         assert_eq!(
@@ -940,7 +940,10 @@ mod tests {
     #[test]
     fn webauthn_settings_from_file_and_env() {
         let c = Config::resolve(FileConfig::default(), &env(&[])).unwrap();
-        assert_eq!(c.webauthn, crate::passkeys::PasskeyConfig::default());
+        assert_eq!(
+            c.webauthn,
+            crate::accounts::passkeys::PasskeyConfig::default()
+        );
         assert_eq!(c.webauthn.rp_id, "localhost");
         assert_eq!(c.webauthn.origins, vec!["http://localhost:8080".to_owned()]);
         assert_eq!(c.webauthn.ceremony_ttl, Duration::from_secs(300));

@@ -95,7 +95,7 @@ impl Metrics {
     }
 
     /// One decision, by its verdict.
-    pub fn count_decision(&self, verdict: crate::pipeline::Verdict) {
+    pub fn count_decision(&self, verdict: crate::service::pipeline::Verdict) {
         let c = if verdict.is_allow() {
             &self.decisions_allow
         } else {

@@ -8,12 +8,12 @@ use super::event::{AuditEvent, EventKind, Refusal, policy_refs, request_summary}
 use super::store::Attachment;
 use super::{Appended, AuditLog};
 use crate::error::Error;
-use crate::pipeline::Outcome;
 use crate::policy::LoadedPolicies;
 use crate::request::AuthorizeRequest;
+use crate::service::pipeline::Outcome;
 
 fn wallet_of(req: &AuthorizeRequest) -> Option<String> {
-    crate::pipeline::parse_address(&req.wallet.address)
+    crate::service::pipeline::parse_address(&req.wallet.address)
         .ok()
         .map(|a| format!("{a:#x}"))
 }

@@ -8,8 +8,8 @@ use sqlx::Row;
 use super::chain::{Head, StoredEvent, link_hash};
 use super::event::{AuditEvent, IndexColumns, format_time};
 use super::query::BoundFilter;
-use crate::db::with_pool;
 use crate::error::{Error, Result};
+use crate::store::db::with_pool;
 pub use crate::store::{Backend, Store, StoreOptions};
 
 /// The transaction-level advisory lock every batch takes on PostgreSQL, so that replicas append

@@ -10,8 +10,8 @@ use parapet_mpc::recovery::envelope::{self, Contents};
 use parapet_mpc::wire::Control;
 
 use super::{Channel, from_signer, hex0x};
+use crate::accounts::recovery;
 use crate::error::{Error, Result};
-use crate::recovery;
 
 /// Runs the exchange for `share` at `epoch`; returns the device's sealed share to store.
 pub async fn exchange(

@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 
 use super::stamp;
 use crate::audit::Store;
-use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
+use crate::store::db::{db, with_pool};
 
 /// What a ceremony is for.
 #[derive(Debug, Clone, Copy)]

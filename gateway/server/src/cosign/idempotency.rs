@@ -6,8 +6,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::stamp;
 use crate::audit::Store;
-use crate::db::{db, with_pool};
 use crate::error::{Error, Result};
+use crate::store::db::{db, with_pool};
 
 /// How long a key stays bound.
 pub const KEEP: Duration = Duration::hours(24);

@@ -12,10 +12,10 @@ use time::OffsetDateTime;
 
 use super::ceremonies::{self, Begin};
 use super::{Channel, Cosigner, from_signer, hex0x, stamp};
-use crate::devices::Device;
+use crate::accounts::apps::Auditor;
+use crate::accounts::devices::Device;
+use crate::accounts::wallets::{self, StoredWallet};
 use crate::error::{Error, Result};
-use crate::identity::Auditor;
-use crate::wallets::{self, StoredWallet};
 
 /// Runs key generation with `device` over `channel` and returns the new wallet.
 pub async fn run(
@@ -26,7 +26,7 @@ pub async fn run(
     now: impl Fn() -> OffsetDateTime,
 ) -> Result<StoredWallet> {
     let store = cosigner.audit.store();
-    let users_key = crate::recovery::public_key_of(store, device.user_id).await?;
+    let users_key = crate::accounts::recovery::public_key_of(store, device.user_id).await?;
     let session = SessionId::random();
     ceremonies::begin(
         store,

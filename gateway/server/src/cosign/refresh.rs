@@ -18,12 +18,12 @@ use uuid::Uuid;
 
 use super::ceremonies::{self, Begin};
 use super::{Channel, Cosigner, from_signer, stamp};
+use crate::accounts::devices::Device;
+use crate::accounts::wallets::{self, StoredWallet};
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind};
-use crate::db::{db, stored_enum, with_pool};
-use crate::devices::Device;
 use crate::error::{Error, Result};
-use crate::wallets::{self, StoredWallet};
+use crate::store::db::{db, stored_enum, with_pool};
 
 /// How long an approved refresh waits for the device.
 pub const APPROVAL_TTL: Duration = Duration::minutes(10);
@@ -170,10 +170,10 @@ pub async fn run(
 ) -> Result<StoredWallet> {
     let store = cosigner.audit.store();
     let wallet = wallets::owned_by(store, address, device.user_id).await?;
-    if !crate::backup_devices::holds(store, &device.device_id, &wallet).await? {
+    if !crate::accounts::backup_devices::holds(store, &device.device_id, &wallet).await? {
         return Err(Error::DeviceNotAllowed);
     }
-    let users_key = crate::recovery::public_key_of(store, device.user_id).await?;
+    let users_key = crate::accounts::recovery::public_key_of(store, device.user_id).await?;
     let op = take_approved(store, &wallet.address, wallet.epoch, now()).await?;
     let session = SessionId::random();
     ceremonies::begin(
@@ -242,7 +242,7 @@ async fn refresh(
         device_id: job_device,
     } = job;
     let store = cosigner.audit.store();
-    let address = crate::pipeline::parse_address(&wallet.address)?.into_array();
+    let address = crate::service::pipeline::parse_address(&wallet.address)?.into_array();
     let old = wallet.epoch;
     let new = old + 1;
     let to_u64 =

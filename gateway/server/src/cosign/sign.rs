@@ -13,16 +13,16 @@ use time::{Duration, OffsetDateTime};
 use super::ceremonies::{self, Begin};
 use super::signing::{self, SigningRequest};
 use super::{Channel, Cosigner, from_signer};
+use crate::accounts::devices::Device;
+use crate::accounts::wallets::{self, StoredWallet};
 use crate::audit::event::{AuditEvent, EventKind};
-use crate::devices::Device;
 use crate::error::{Error, Result};
-use crate::wallets::{self, StoredWallet};
 
 /// The longest a signing ceremony may run once it has taken its request.
 pub const CEREMONY_LIMIT: Duration = Duration::seconds(120);
 
 /// Joins `device` to signing request `id` over `channel`. `dev_app`: the development app
-/// while the static token is on ([`crate::identity::app_may_act`]).
+/// while the static token is on ([`crate::accounts::apps::app_may_act`]).
 pub async fn run(
     cosigner: &Cosigner,
     device: &Device,
@@ -40,7 +40,7 @@ pub async fn run(
     let wallet = wallets::get(store, &request.wallet)
         .await?
         .ok_or(Error::NotFound)?;
-    if !crate::backup_devices::holds(store, &device.device_id, &wallet).await? {
+    if !crate::accounts::backup_devices::holds(store, &device.device_id, &wallet).await? {
         return Err(Error::DeviceNotAllowed);
     }
     if wallet.refresh_required {
@@ -51,7 +51,7 @@ pub async fn run(
         return Err(Error::NotSignable("for a frozen wallet".to_owned()));
     }
     // So does revoking or freezing the app that asked for it.
-    crate::identity::app_may_act(store, &request.app_id, dev_app).await?;
+    crate::accounts::apps::app_may_act(store, &request.app_id, dev_app).await?;
     if wallet.epoch != request.epoch {
         return Err(Error::NotSignable(
             "for a share epoch that has been refreshed".to_owned(),
@@ -136,7 +136,7 @@ async fn sign(
 ) -> Result<()> {
     let digest = bytes32(&request.digest)
         .ok_or_else(|| Error::Internal("a stored digest does not parse".to_owned()))?;
-    let address = crate::pipeline::parse_address(&wallet.address)?.into_array();
+    let address = crate::service::pipeline::parse_address(&wallet.address)?.into_array();
     let epoch =
         u64::try_from(wallet.epoch).map_err(|_| Error::Internal("negative epoch".to_owned()))?;
     let sealed =

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::stamp;
 use crate::audit::Store;
 use crate::audit::store::{Attachment, TxFuture};
-use crate::db::{RowLike, db, with_pool};
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
+use crate::store::db::{RowLike, db, with_pool};
 
 /// One signing request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,7 +332,9 @@ pub async fn reserved(
         // An unreadable amount counts as the largest: velocity must never read low.
         let amount_of = |s: &str| s.parse::<U256>().unwrap_or(U256::MAX);
         let token = match (token, amount) {
-            (Some(t), Some(a)) => Some((crate::pipeline::parse_address(&t)?, amount_of(&a))),
+            (Some(t), Some(a)) => {
+                Some((crate::service::pipeline::parse_address(&t)?, amount_of(&a)))
+            }
             _ => None,
         };
         out.push(LedgerEntry {

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use tokio::sync::{Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::audit::Store;
-use crate::db::db;
 use crate::error::Result;
 use crate::ledger::{Ledger, LedgerEntry, VelocityTotals};
+use crate::store::db::db;
 
 const STRIPES: usize = 256;
 

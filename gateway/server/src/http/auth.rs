@@ -1,5 +1,5 @@
 //! Authentication and grants for every `/v1` route: `Authorization: Bearer <api key>` resolves
-//! to the calling app ([`crate::identity`]), which must be unfrozen and hold the route's grant.
+//! to the calling app ([`crate::accounts::apps`]), which must be unfrozen and hold the route's grant.
 //! The static token of `serve`'s development default still works and acts as the development
 //! default app; only its SHA-256 is kept, compared in constant time.
 //!
@@ -24,7 +24,7 @@ use crate::records::AppRecord;
 
 /// SHA-256 of a token, the only form in which tokens are held.
 pub fn token_hash(token: &str) -> [u8; 32] {
-    crate::identity::key_hash(token)
+    crate::accounts::apps::key_hash(token)
 }
 
 /// The authenticated app, placed in the request's extensions for handlers.
@@ -110,7 +110,7 @@ pub async fn require_grant(
 /// The `Parapet-Session` header, when present.
 pub(super) fn session_token(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
-        .get(crate::users::SESSION_HEADER)
+        .get(crate::accounts::users::SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|t| !t.is_empty())
@@ -120,11 +120,11 @@ pub(super) fn session_token(headers: &axum::http::HeaderMap) -> Option<&str> {
 pub(super) async fn device_of(
     state: &AppState,
     headers: &axum::http::HeaderMap,
-) -> Result<crate::devices::Device, Error> {
+) -> Result<crate::accounts::devices::Device, Error> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(crate::devices::token_from_header)
+        .and_then(crate::accounts::devices::token_from_header)
         .ok_or(Error::Unauthorized)?;
     device_by_token(state, token).await
 }
@@ -134,8 +134,8 @@ pub(super) async fn device_of(
 pub(super) async fn device_by_token(
     state: &AppState,
     token: &str,
-) -> Result<crate::devices::Device, Error> {
-    match crate::devices::authenticate(&state.store, token, state.clock.now()).await {
+) -> Result<crate::accounts::devices::Device, Error> {
+    match crate::accounts::devices::authenticate(&state.store, token, state.clock.now()).await {
         Err(Error::Database(e)) => {
             tracing::warn!(error = %e, "device lookup failed");
             Err(Error::StoreUnavailable)
@@ -149,7 +149,7 @@ pub(super) async fn user_session(
     state: &AppState,
     caller: &crate::records::AppRecord,
     headers: &axum::http::HeaderMap,
-) -> Result<crate::users::ActiveSession, Error> {
+) -> Result<crate::accounts::users::ActiveSession, Error> {
     let token = session_token(headers).ok_or(Error::SessionInvalid)?;
     state
         .users

@@ -18,9 +18,9 @@ use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::request_id::ReqId;
-use crate::devices::Device;
+use crate::accounts::devices::Device;
+use crate::accounts::users::ActiveSession;
 use crate::error::Error;
-use crate::users::ActiveSession;
 
 /// What an extractor's refusal is: the error, naming the request it answers.
 fn refusal(parts: &Parts) -> impl Fn(Error) -> ApiError + '_ {
@@ -101,7 +101,7 @@ impl FromRequestParts<Arc<AppState>> for PageOrigin {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        super::page_session::check_origin(&state.page, &parts.headers)
+        crate::http::page::session::check_origin(&state.page, &parts.headers)
             .map(|()| PageOrigin)
             .map_err(refusal(parts))
     }
@@ -118,7 +118,7 @@ impl FromRequestParts<Arc<AppState>> for PageSession {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        super::page_session::required(state, &parts.headers)
+        crate::http::page::session::required(state, &parts.headers)
             .await
             .map(|(_, session)| PageSession(session))
             .map_err(refusal(parts))
@@ -137,7 +137,7 @@ impl FromRequestParts<Arc<AppState>> for PageChange {
         parts: &mut Parts,
         state: &Arc<AppState>,
     ) -> Result<Self, Self::Rejection> {
-        super::page_session::required_for_change(state, &parts.headers)
+        crate::http::page::session::required_for_change(state, &parts.headers)
             .await
             .map(|(_, session)| PageChange(session))
             .map_err(refusal(parts))

@@ -12,10 +12,10 @@ use time::OffsetDateTime;
 use super::signature;
 use crate::audit::Store;
 use crate::audit::event::format_time;
-use crate::db::{db, with_pool};
+use crate::custody::sealing::PersonalDataKey;
 use crate::error::{Error, Result};
 use crate::outbound::{self, Allowlist, Failure};
-use crate::sealing::PersonalDataKey;
+use crate::store::db::{db, with_pool};
 
 /// How deliveries are paced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,12 +15,12 @@ pub mod signature;
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
+use crate::accounts::apps::{Actor, Auditor};
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
-use crate::db::{RowLike, db, with_pool};
+use crate::custody::sealing::PersonalDataKey;
 use crate::error::{Error, Result};
-use crate::identity::{Actor, Auditor};
-use crate::sealing::PersonalDataKey;
+use crate::store::db::{RowLike, db, with_pool};
 
 /// An app's registered webhook, as the app and admins see it (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -61,7 +61,7 @@ pub async fn register(
     url: &str,
     now: OffsetDateTime,
 ) -> Result<(Webhook, Zeroizing<String>)> {
-    crate::users::oidc::check_url(url, "webhook URL")?;
+    crate::accounts::users::oidc::check_url(url, "webhook URL")?;
     let secret = Zeroizing::new(format!("whsec_{}", hex::encode(rand::random::<[u8; 32]>())));
     let sealed = key.seal_personal(secret.as_bytes(), &secret_aad(app_id))?;
     auditor

@@ -9,8 +9,8 @@ use time::OffsetDateTime;
 
 use crate::audit::Store;
 use crate::audit::event::format_time;
-use crate::db::{db, with_pool};
 use crate::error::Result;
+use crate::store::db::{db, with_pool};
 
 /// Audit actions that are notified, and the notification type apps receive.
 pub const NOTIFIED: &[(&str, &str)] = &[

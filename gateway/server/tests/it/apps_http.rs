@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use parapet_gateway::accounts::apps::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
 use serde_json::Value;
 use support::databases;
 use tower::ServiceExt;
@@ -100,7 +100,7 @@ async fn create(s: &AppState, name: &str, grants: &str, groups: &str) -> (String
         groups: list(groups),
         ..NewApp::default()
     };
-    let (app, key) = identity::create_app(
+    let (app, key) = apps::create_app(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &op(),
@@ -256,7 +256,7 @@ async fn every_v1_route_refuses_missing_wrong_revoked_frozen_and_ungranted_keys(
         }
         change(&s, &revoked_id, Change::Revoke).await.unwrap();
         change(&s, &frozen_id, Change::Freeze).await.unwrap();
-        let wrong = identity::new_api_key();
+        let wrong = apps::new_api_key();
         let (target, _) = create(&s, "target", "sign", "").await;
         let mut forbidden = 0;
         for (method, path, grant) in V1 {
@@ -464,7 +464,7 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
         let (id, key) = create(&s, "leaky?", "sign,audit:read", "").await;
         let (_, admin) = create(&s, "ops", "admin", "").await;
         let (_, signer) = create(&s, "signer", "sign", "").await;
-        let wrong = identity::new_api_key();
+        let wrong = apps::new_api_key();
         let mut bodies = Vec::new();
         for k in [&key, &admin, &signer, &wrong] {
             for (method, path, _) in V1 {
@@ -476,7 +476,7 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
             }
         }
         let (_, frozen) = create(&s, "frozen", "sign", "").await;
-        let frozen_id = identity::list_apps(s.audit.store())
+        let frozen_id = apps::list_apps(s.audit.store())
             .await
             .unwrap()
             .into_iter()
@@ -505,17 +505,17 @@ async fn keys_appear_in_no_body_and_no_audit_row() {
         assert!(export.lines().count() >= 5, "{export}");
         bodies.push(export);
         let listed = serde_json::to_string(
-            &identity::list_apps(s.audit.store())
+            &apps::list_apps(s.audit.store())
                 .await
                 .unwrap()
                 .iter()
-                .map(identity::StoredApp::to_json)
+                .map(apps::StoredApp::to_json)
                 .collect::<Vec<_>>(),
         )
         .unwrap();
         bodies.push(listed);
         for secret in [&key, &admin, &signer, &wrong, &frozen] {
-            let hex_hash = hex::encode(identity::key_hash(secret));
+            let hex_hash = hex::encode(apps::key_hash(secret));
             for b in &bodies {
                 assert!(!b.contains(secret.as_str()), "key leaked into {b}");
                 assert!(!b.contains(&secret[3..]), "key leaked into {b}");
@@ -533,7 +533,7 @@ async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
     let url = format!("sqlite://{}", dir.path().join("shared.db").display());
     let (s, _data) = state(&url).await;
     let (_, key) = create(&s, "known", "sign", "").await;
-    let wrong = identity::new_api_key();
+    let wrong = apps::new_api_key();
     let before = s.identity.lookups();
     for _ in 0..50 {
         assert_eq!(
@@ -555,21 +555,18 @@ async fn unknown_keys_are_cached_negatively_and_the_cache_stays_bounded() {
     );
     // A flood of distinct random keys: memory stays bounded.
     let started = Instant::now();
-    for _ in 0..(identity::CACHE_MAX + 5_000) {
+    for _ in 0..(apps::CACHE_MAX + 5_000) {
         let _ = s
             .identity
-            .resolve(&identity::new_api_key(), s.clock.now())
+            .resolve(&apps::new_api_key(), s.clock.now())
             .await
             .unwrap();
     }
     let (hits, misses) = s.identity.cached();
-    assert!(
-        hits <= 1 && misses <= identity::CACHE_MAX,
-        "{hits} {misses}"
-    );
+    assert!(hits <= 1 && misses <= apps::CACHE_MAX, "{hits} {misses}");
     eprintln!(
         "{} distinct unknown keys resolved in {:?}",
-        identity::CACHE_MAX + 5_000,
+        apps::CACHE_MAX + 5_000,
         started.elapsed()
     );
     s.audit.shutdown().await;
@@ -707,7 +704,7 @@ async fn rotated_keys_overlap_then_only_the_new_key_works() {
         }
         // After the window (plus the cache's lifetime), only the new key works, everywhere.
         tokio::time::sleep(overlap.saturating_sub(rotated.elapsed())).await;
-        tokio::time::sleep(identity::CACHE_TTL).await;
+        tokio::time::sleep(apps::CACHE_TTL).await;
         for st in [&s, &other] {
             assert_eq!(authorize(st, &old).await, StatusCode::UNAUTHORIZED);
             assert_eq!(authorize(st, &new).await, StatusCode::OK);
@@ -847,7 +844,7 @@ async fn a_store_that_cannot_answer_key_lookups_fails_closed_with_503() {
         StatusCode::OK
     );
     s.audit.store().close().await;
-    let unknown = identity::new_api_key();
+    let unknown = apps::new_api_key();
     let (st, body) = call(&s, route_request("GET", "/v1/audit/events", Some(&unknown))).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(code(&body), "store_unavailable");

@@ -19,8 +19,8 @@ use parapet_device::transfer::{
     BUNDLE_FORMAT, DeviceKey, TransferBundle, TransferredWallet, code_matches, parse_public_key,
     short_code,
 };
-use parapet_gateway::devices;
-use parapet_gateway::identity::Auditor;
+use parapet_gateway::accounts::apps::Auditor;
+use parapet_gateway::accounts::devices;
 use parapet_mpc::KeyShare;
 use parapet_mpc::recovery::kit::BackupKit;
 use serde_json::{Value, json};

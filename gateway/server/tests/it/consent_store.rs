@@ -10,9 +10,9 @@
 )]
 
 use crate::support;
+use parapet_gateway::accounts::apps::Auditor;
+use parapet_gateway::accounts::consent::{self, ConsentCtx, ConsentState};
 use parapet_gateway::audit::{Store, StoreOptions};
-use parapet_gateway::consent::{self, ConsentCtx, ConsentState};
-use parapet_gateway::identity::Auditor;
 use parapet_gateway::policy::{LoadedPolicies, testing};
 use parapet_gateway::records::AppRecord;
 use support::databases;

@@ -19,7 +19,7 @@ use alloy::primitives::{Address, B256, Signature, U256};
 use cosign_support::*;
 use http::StatusCode;
 use parapet_device::client::{self, Connection, Link, ws_url};
-use parapet_gateway::identity::Auditor;
+use parapet_gateway::accounts::apps::Auditor;
 use parapet_mpc::recovery::kit::BackupKit;
 use parapet_mpc::recovery::{RecoveryKeys, RecoverySecret};
 use parapet_mpc::wire::{Control, bytes32};
@@ -585,13 +585,13 @@ async fn a_first_recovery_secret_is_set_only_with_the_owners_passkey_for_that_de
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed() {
-    use parapet_gateway::identity::{self, Change};
+    use parapet_gateway::accounts::apps::{self, Change};
     const ETH: u128 = 1_000_000_000_000_000_000;
     let w = world().await;
     let mut alice = user(&w, "alice", true).await;
     let share = new_wallet(&w, &alice).await;
     let address = address_of(&share);
-    let app_id = identity::list_apps(w.s.audit.store())
+    let app_id = apps::list_apps(w.s.audit.store())
         .await
         .unwrap()
         .into_iter()
@@ -618,7 +618,7 @@ async fn a_frozen_or_revoked_apps_waiting_requests_are_never_approved_or_signed(
     let change = |c: Change| {
         let (s, id) = (w.s.clone(), app_id.clone());
         async move {
-            identity::change_app(
+            apps::change_app(
                 s.audit.store(),
                 Auditor::Log(&s.audit),
                 &users_support::op(),
@@ -1046,12 +1046,12 @@ async fn a_refresh_keeps_the_address_and_retires_the_old_shares() {
         other => panic!("an unapproved refresh ran: {other:?}"),
     }
     // An admin mark stops signing until the owner refreshes.
-    parapet_gateway::wallets::update(
+    parapet_gateway::accounts::wallets::update(
         w.s.audit.store(),
         Auditor::Log(&w.s.audit),
         &users_support::op(),
         &address,
-        &parapet_gateway::wallets::WalletUpdate {
+        &parapet_gateway::accounts::wallets::WalletUpdate {
             refresh_required: true,
             ..Default::default()
         },
@@ -1380,7 +1380,7 @@ async fn a_recovery_lookup_gives_strangers_a_random_salt_never_the_user_id() {
             Some(json!({"user": address})),
         )
     };
-    for _ in 0..parapet_gateway::users::LOOKUPS_PER_IP {
+    for _ in 0..parapet_gateway::accounts::users::LOOKUPS_PER_IP {
         let found = lookup().await;
         assert_eq!(found.status, StatusCode::OK, "{}", found.text);
     }
@@ -1667,7 +1667,7 @@ async fn open_recovery_from(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_guessing_a_recovery_secret_are_limited_and_never_lock_the_owner_out() {
-    use parapet_gateway::users::IP_FAILURES;
+    use parapet_gateway::accounts::users::IP_FAILURES;
     let w = world().await;
     let alice = user(&w, "alice", true).await;
     let guess = RecoverySecret::generate().derive(&alice.id).unwrap();
@@ -1700,7 +1700,7 @@ async fn strangers_guessing_a_recovery_secret_are_limited_and_never_lock_the_own
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_recovery_attempts_is_limited_before_any_hashing() {
-    use parapet_gateway::users::IP_FAILURES;
+    use parapet_gateway::accounts::users::IP_FAILURES;
     let w = world().await;
     let alice = user(&w, "alice", true).await;
     let guess = RecoverySecret::generate().derive(&alice.id).unwrap();

@@ -46,17 +46,17 @@ async fn expired_one_time_rows_are_gone_after_a_sweep_and_live_ones_stay() {
                 .unwrap();
         }
         let user = Uuid::new_v4();
-        parapet_gateway::devices::issue_pairing_code(&store, user, t0())
+        parapet_gateway::accounts::devices::issue_pairing_code(&store, user, t0())
             .await
             .unwrap();
-        parapet_gateway::users::oidc::issue_nonce(&store, "app", t0())
+        parapet_gateway::accounts::users::oidc::issue_nonce(&store, "app", t0())
             .await
             .unwrap();
-        parapet_gateway::users::handoff::issue_code(
+        parapet_gateway::accounts::users::handoff::issue_code(
             &store,
             "app",
             "https://app.example/cb",
-            &parapet_gateway::users::handoff::CodeGrant {
+            &parapet_gateway::accounts::users::handoff::CodeGrant {
                 user,
                 method: "passkey".to_owned(),
                 user_verified: true,
@@ -69,13 +69,17 @@ async fn expired_one_time_rows_are_gone_after_a_sweep_and_live_ones_stay() {
         assert_eq!(count(&store, "passkey_ceremonies").await, 4);
 
         // Before anything expired, a sweep deletes nothing.
-        let swept = parapet_gateway::expiry::sweep(&store, t0()).await.unwrap();
+        let swept = parapet_gateway::store::expiry::sweep(&store, t0())
+            .await
+            .unwrap();
         assert!(swept.iter().all(|(_, n)| *n == 0), "{swept:?}");
 
         // Past every lifetime of the rows made at t0 (the longest is 600 s), before the later
         // registration's.
         let at = t0() + Duration::from_secs(700);
-        let swept = parapet_gateway::expiry::sweep(&store, at).await.unwrap();
+        let swept = parapet_gateway::store::expiry::sweep(&store, at)
+            .await
+            .unwrap();
         assert_eq!(
             swept,
             vec![

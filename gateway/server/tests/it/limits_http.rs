@@ -17,9 +17,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use parapet_gateway::accounts::apps::{self, Actor, AppUpdate, Auditor, NewApp};
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Actor, AppUpdate, Auditor, NewApp};
 use parapet_gateway::records::AppLimits;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -65,7 +65,7 @@ async fn create(s: &AppState, name: &str, rate: Option<&str>) -> (String, String
         },
         redirect_uris: Vec::new(),
     };
-    let (app, key) = identity::create_app(
+    let (app, key) = apps::create_app(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &op(),
@@ -148,13 +148,13 @@ async fn limited_events(s: &AppState) -> Vec<Value> {
 async fn the_ip_limit_runs_before_any_key_lookup() {
     let (s, _d) = state(&[("PARAPET_IP_RATE", "3/min")]).await;
     let (_, key) = create(&s, "ok", None).await;
-    let wrong = identity::new_api_key();
+    let wrong = apps::new_api_key();
     for _ in 0..3 {
         let a = call(&s, authorize(Some(&wrong), "203.0.113.7", WALLET_A)).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     }
     let lookups = s.identity.lookups();
-    for k in [&wrong, &identity::new_api_key(), &key] {
+    for k in [&wrong, &apps::new_api_key(), &key] {
         let a = call(&s, authorize(Some(k), "203.0.113.7", WALLET_A)).await;
         assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.body);
         assert_eq!(a.body["code"], "rate_limited");
@@ -228,7 +228,7 @@ async fn a_client_line_of_x_forwarded_for_cannot_choose_the_address() {
         ("PARAPET_TRUSTED_PROXIES", "10.0.0.5"),
     ])
     .await;
-    let wrong = identity::new_api_key();
+    let wrong = apps::new_api_key();
     // The client sends its own line with a new address every time; the proxy appends a line
     // with the address it saw (RFC 9110: two field lines are one list, in order).
     let mut refused = 0;
@@ -271,7 +271,7 @@ async fn a_client_line_of_x_forwarded_for_cannot_choose_the_address() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_clients_in_one_slash_64_share_the_ip_limit() {
     let (s, _d) = state(&[("PARAPET_IP_RATE", "3/min")]).await;
-    let wrong = identity::new_api_key();
+    let wrong = apps::new_api_key();
     for i in 0..3 {
         let peer = format!("2001:db8:5:6:{i:x}::1");
         let a = call(&s, authorize(Some(&wrong), &peer, WALLET_A)).await;

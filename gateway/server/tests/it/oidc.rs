@@ -449,8 +449,8 @@ async fn a_logged_in_user_links_another_identity() {
 }
 
 async fn oidc_trust(s: &parapet_gateway::http::AppState, app_id: &str, issuer: &Issuer) {
-    use parapet_gateway::identity::Auditor;
-    use parapet_gateway::users::oidc::{self, JwksSource, TrustedIssuer};
+    use parapet_gateway::accounts::apps::Auditor;
+    use parapet_gateway::accounts::users::oidc::{self, JwksSource, TrustedIssuer};
     oidc::set_issuer(
         s.audit.store(),
         Auditor::Log(&s.audit),
@@ -489,13 +489,14 @@ async fn an_app_with_its_own_keys_for_an_issuer_never_reaches_another_apps_peopl
     let (session_a, alice) = login_ok(&s, &key_a, &real, "alice").await;
     // A's person has a wallet.
     let body = authorize_body();
-    let address =
-        parapet_gateway::wallets::normalize_address(body["wallet"]["address"].as_str().unwrap())
-            .unwrap();
-    parapet_gateway::wallets::create(
+    let address = parapet_gateway::accounts::wallets::normalize_address(
+        body["wallet"]["address"].as_str().unwrap(),
+    )
+    .unwrap();
+    parapet_gateway::accounts::wallets::create(
         s.audit.store(),
-        parapet_gateway::identity::Auditor::Log(&s.audit),
-        &parapet_gateway::wallets::StoredWallet {
+        parapet_gateway::accounts::apps::Auditor::Log(&s.audit),
+        &parapet_gateway::accounts::wallets::StoredWallet {
             address: address.clone(),
             owner: alice.parse().unwrap(),
             device_id: "dev_test".to_owned(),
@@ -651,7 +652,7 @@ async fn apps_trusting_the_same_keys_for_an_issuer_share_the_person() {
 
 #[tokio::test]
 async fn a_jwks_url_leading_to_a_non_public_address_is_refused_when_fetched() {
-    use parapet_gateway::users::oidc::JwksSource;
+    use parapet_gateway::accounts::users::oidc::JwksSource;
     let issuer = Issuer::start().await;
     let port = issuer
         .jwks_url

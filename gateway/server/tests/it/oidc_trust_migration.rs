@@ -12,8 +12,8 @@
 use crate::support;
 use std::path::Path;
 
+use parapet_gateway::accounts::users::store::{self, Identity};
 use parapet_gateway::audit::{Backend, Store, StoreOptions};
-use parapet_gateway::users::store::{self, Identity};
 use sqlx::ConnectOptions;
 use support::databases;
 

@@ -17,9 +17,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
+use parapet_gateway::accounts::apps::{self, Auditor, NewApp};
 use parapet_gateway::clock::Clock;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Auditor, NewApp};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use users_support::{Answer, authorize_body, call, events, gateway, op};
@@ -232,7 +232,7 @@ fn device() -> SoftPasskey {
 
 /// An app with the `sign` grant and the redirect URI [`REDIRECT`].
 async fn checkout(s: &AppState, name: &str) -> (String, String) {
-    let (app, key) = identity::create_app(
+    let (app, key) = apps::create_app(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &op(),
@@ -857,7 +857,7 @@ async fn an_apps_session_never_works_as_the_persons_page_session() {
     // ...and nothing on the page, even with the CSRF token it can work out from it.
     let mut app_as_page = Browser::new(&s);
     app_as_page.cookie = Some(token.clone());
-    app_as_page.csrf = Some(parapet_gateway::http::page_session::csrf_token(&token));
+    app_as_page.csrf = Some(parapet_gateway::http::page::session::csrf_token(&token));
     for path in [
         "/ui/api/me",
         "/ui/api/passkeys",
@@ -1125,7 +1125,7 @@ async fn login_starts_from_one_address_are_bounded() {
     b.call("POST", "/ui/api/logout", Some(json!({}))).await;
     // Anyone may start a login for a known user id; each start leaves a ceremony row until it
     // expires, so one address gets a bounded number of them.
-    for _ in 0..parapet_gateway::users::LOGIN_STARTS_PER_IP {
+    for _ in 0..parapet_gateway::accounts::users::LOGIN_STARTS_PER_IP {
         let start = b
             .call("POST", "/ui/api/login/start", Some(json!({"user": user})))
             .await;

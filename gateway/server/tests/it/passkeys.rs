@@ -8,7 +8,7 @@ use crate::support;
 use std::time::Duration;
 
 use parapet_gateway::Error;
-use parapet_gateway::passkeys::PasskeyConfig;
+use parapet_gateway::accounts::passkeys::PasskeyConfig;
 use support::{TestDb, databases};
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -46,7 +46,7 @@ async fn rig(db: &TestDb) -> Rig {
 impl Rig {
     /// Registers a passkey for `user`; a further one as the page does after a step-up.
     async fn register(&self, auth: &mut impl AuthenticatorBackend, user: Uuid) -> String {
-        let further = parapet_gateway::passkeys::has_live_passkey(&self.store, user)
+        let further = parapet_gateway::accounts::passkeys::has_live_passkey(&self.store, user)
             .await
             .unwrap();
         let (id, ccr) = self
@@ -70,7 +70,7 @@ impl Rig {
         &self,
         auth: &mut impl AuthenticatorBackend,
         user: Uuid,
-    ) -> Result<parapet_gateway::passkeys::LoginOutcome, Error> {
+    ) -> Result<parapet_gateway::accounts::passkeys::LoginOutcome, Error> {
         let (id, rcr) = self.start_login(user).await;
         let resp = auth.do_authentication(origin(), rcr).unwrap();
         self.pk.finish_login(&id, &resp, t0()).await

@@ -11,11 +11,11 @@
 use crate::support;
 use std::time::Duration;
 
+use parapet_gateway::accounts::devices::Device;
 use parapet_gateway::audit::{Store, StoreOptions};
 use parapet_gateway::cosign::ceremonies::{self, Begin};
-use parapet_gateway::devices::Device;
 use parapet_gateway::error::{Error, Quota};
-use parapet_gateway::quotas::{QuotaSettings, Quotas};
+use parapet_gateway::limits::quotas::{QuotaSettings, Quotas};
 use parapet_mpc::SessionId;
 use support::databases;
 use time::OffsetDateTime;

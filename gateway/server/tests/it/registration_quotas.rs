@@ -165,14 +165,14 @@ async fn the_daily_cap_counts_completed_registrations_and_is_checked_before_stor
     assert_limited(&late, 86_400);
     let user: uuid::Uuid = bare[0]["user"].as_str().unwrap().parse().unwrap();
     assert_eq!(
-        parapet_gateway::users::store::user_disabled(s.audit.store(), user)
+        parapet_gateway::accounts::users::store::user_disabled(s.audit.store(), user)
             .await
             .unwrap(),
         None,
         "the refused registration made an account"
     );
     assert!(
-        !parapet_gateway::passkeys::has_live_passkey(s.audit.store(), user)
+        !parapet_gateway::accounts::passkeys::has_live_passkey(s.audit.store(), user)
             .await
             .unwrap()
     );

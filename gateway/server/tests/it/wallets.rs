@@ -10,8 +10,8 @@
 
 use crate::users_support;
 use http::StatusCode;
-use parapet_gateway::identity::{self, Auditor, NewApp};
-use parapet_gateway::wallets::{self, StoredWallet};
+use parapet_gateway::accounts::apps::{self, Auditor, NewApp};
+use parapet_gateway::accounts::wallets::{self, StoredWallet};
 use serde_json::json;
 use users_support::{
     Issuer, app_with_grants_trusting, authorize_body, call, gateway, login_ok, op,
@@ -118,7 +118,7 @@ async fn a_wallet_record_is_its_owners_and_decides_with_the_admins_labels() {
     assert_eq!(d.body["labels_source"], "record", "{}", d.text);
 
     // An admin freezes it; the shipped forbid then denies it.
-    let (_, admin) = identity::create_app(
+    let (_, admin) = apps::create_app(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &op(),

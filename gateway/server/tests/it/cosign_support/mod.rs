@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use parapet_device::client;
-use parapet_gateway::devices;
+use parapet_gateway::accounts::apps::Auditor;
+use parapet_gateway::accounts::devices;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::Auditor;
 use parapet_mpc::KeyShare;
 use parapet_mpc::recovery::{RecoveryKeys, RecoverySecret};
 use serde_json::{Value, json};
@@ -24,7 +24,7 @@ use webauthn_authenticator_rs::softpasskey::SoftPasskey;
 use crate::users_support::{
     self, Issuer, app_with_grants_trusting_keys, call, call_with, gateway_with, login_ok,
 };
-use parapet_gateway::users::oidc::JwksSource;
+use parapet_gateway::accounts::users::oidc::JwksSource;
 
 pub struct User {
     pub session: String,
@@ -168,7 +168,7 @@ async fn user_made(
             salt,
         };
     }
-    parapet_gateway::recovery::enrol(
+    parapet_gateway::accounts::recovery::enrol(
         &parapet_gateway::cosign::Cosigner {
             audit: w.s.audit.clone(),
             custody: w.s.custody.clone(),
@@ -177,7 +177,7 @@ async fn user_made(
         recovery.public_key(),
         zeroize::Zeroizing::new(*recovery.auth_key()),
         salt.as_deref()
-            .map(|s| parapet_gateway::recovery::Salt::parse(s).unwrap())
+            .map(|s| parapet_gateway::accounts::recovery::Salt::parse(s).unwrap())
             .as_ref(),
         &[],
         "req-recovery",
@@ -235,7 +235,7 @@ pub fn device_digest(body: &Value, address: &str) -> [u8; 32] {
     parapet_gateway::decode::decode(
         request.payload().unwrap(),
         request.chain_id,
-        parapet_gateway::pipeline::parse_address(address).unwrap(),
+        parapet_gateway::service::pipeline::parse_address(address).unwrap(),
         &parapet_gateway::decode::Registry::default(),
     )
     .unwrap()

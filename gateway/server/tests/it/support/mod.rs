@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
+use parapet_gateway::accounts::passkeys::{PasskeyConfig, Passkeys};
 use parapet_gateway::audit::{AuditLog, Backend, Store, StoreOptions, WriterOptions};
 use parapet_gateway::clock::FixedClock;
-use parapet_gateway::passkeys::{PasskeyConfig, Passkeys};
 use parapet_testkit::postgres::TestDatabase;
 
 /// The repository's root, where `policies/`, `schemas/` and `tests/` live.

@@ -17,12 +17,12 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use parapet_gateway::accounts::apps::{self, Actor, Auditor, NewApp};
+use parapet_gateway::accounts::users::oidc::{self, JwksSource, TrustedIssuer};
 use parapet_gateway::clock::OffsetClock;
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
-use parapet_gateway::identity::{self, Actor, Auditor, NewApp};
 use parapet_gateway::records::AppLimits;
-use parapet_gateway::users::oidc::{self, JwksSource, TrustedIssuer};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -203,7 +203,7 @@ pub async fn app_with_grants_trusting_keys(
         },
         redirect_uris: Vec::new(),
     };
-    let (app, key) = identity::create_app(
+    let (app, key) = apps::create_app(
         s.audit.store(),
         Auditor::Log(&s.audit),
         &op(),

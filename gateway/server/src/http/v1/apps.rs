@@ -1,0 +1,302 @@
+//! `/v1/admin/apps…`: what `parapet apps` does, for `admin` keys over HTTP. A new key appears
+//! once, in the answer that created it, and nowhere else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::accounts::apps::{self, Actor, AppUpdate, Auditor, Change, NewApp, StoredApp};
+use crate::accounts::users::oidc;
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::auth::Caller;
+use crate::http::body::json_body;
+use crate::http::error::ApiError;
+use crate::http::extract::StrictJson;
+use crate::http::request_id::ReqId;
+use crate::limits::Rate;
+use crate::records::AppLimits;
+
+fn actor(caller: &Caller, request_id: &str) -> Actor {
+    Actor {
+        who: caller.0.id.clone(),
+        request_id: request_id.to_owned(),
+    }
+}
+
+fn rate(text: Option<&str>) -> Result<Option<Rate>, Error> {
+    Ok(text.map(str::parse).transpose()?)
+}
+
+/// Refuses anything that is not an app id before touching the store.
+fn check_id(id: &str) -> Result<(), Error> {
+    let ok = id.strip_prefix("app_").is_some_and(|rest| {
+        rest.len() == 26
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidRequest(
+            "not an app id (app_ + 26 base32 characters)".to_owned(),
+        ))
+    }
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+) -> Result<Response, ApiError> {
+    let apps = apps::list_apps(&state.store)
+        .await
+        .map_err(|error| ApiError {
+            error,
+            request_id: request_id.clone(),
+        })?;
+    let apps: Vec<_> = apps.iter().map(StoredApp::to_json).collect();
+    Ok(Json(serde_json::json!({"apps": apps, "request_id": request_id})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    name: String,
+    grants: Vec<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    /// e.g. `"50/s"`; absent: the gateway's default app rate.
+    rate: Option<String>,
+    session_ttl_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(caller): Extension<Caller>,
+    StrictJson(req): StrictJson<CreateApp>,
+) -> Result<Response, ApiError> {
+    let fail = ApiError::of(&request_id);
+    let defaults = AppLimits::default();
+    let new = NewApp {
+        name: req.name,
+        grants: req.grants,
+        groups: req.groups,
+        limits: AppLimits {
+            rate: rate(req.rate.as_deref()).map_err(fail)?,
+            session_ttl: req
+                .session_ttl_secs
+                .map_or(defaults.session_ttl, Duration::from_secs),
+            session_idle: req
+                .session_idle_secs
+                .map_or(defaults.session_idle, Duration::from_secs),
+        },
+        redirect_uris: req.redirect_uris.unwrap_or_default(),
+    };
+    let (app, key) = apps::create_app(
+        &state.store,
+        Auditor::Log(&state.audit),
+        &actor(&caller, &request_id),
+        &new,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    tracing::info!(app_id = %app.id, "app created over HTTP");
+    Ok(
+        Json(serde_json::json!({"app_id": app.id, "api_key": key, "request_id": request_id}))
+            .into_response(),
+    )
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotate {
+    /// Seconds the previous key keeps working (default one day).
+    overlap_secs: Option<u64>,
+}
+
+/// The fields `update` may replace; absent fields keep their value, `"rate": null` returns
+/// the app to the default rate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Update {
+    name: Option<String>,
+    grants: Option<Vec<String>>,
+    groups: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    rate: Option<Option<String>>,
+    session_ttl_secs: Option<u64>,
+    session_idle_secs: Option<u64>,
+    #[serde(default)]
+    redirect_uris: Option<Vec<String>>,
+    /// Trust an OpenID Connect issuer for logins (added or replaced).
+    oidc_issuer: Option<OidcIssuer>,
+    /// Stop trusting this issuer URL.
+    remove_oidc_issuer: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuer {
+    issuer: String,
+    audiences: Vec<String>,
+    jwks_url: Option<String>,
+    jwks_file: Option<String>,
+}
+
+/// Applies the OIDC part of an `update` and lists the app's issuers afterwards.
+async fn update_issuers(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    set: Option<OidcIssuer>,
+    remove: Option<String>,
+) -> Result<serde_json::Value, Error> {
+    let store = &state.store;
+    let now = state.clock.now();
+    if let Some(set) = set {
+        let jwks = match (set.jwks_url, set.jwks_file) {
+            (Some(url), None) => oidc::JwksSource::Url(url),
+            (None, Some(file)) => oidc::JwksSource::File(file.into()),
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "give exactly one of jwks_url and jwks_file".to_owned(),
+                ));
+            }
+        };
+        let issuer = oidc::TrustedIssuer {
+            app_id: id.to_owned(),
+            issuer: set.issuer,
+            audiences: set.audiences,
+            jwks,
+        };
+        oidc::set_issuer(store, Auditor::Log(&state.audit), actor, &issuer, now).await?;
+    }
+    if let Some(issuer) = remove {
+        oidc::remove_issuer(store, Auditor::Log(&state.audit), actor, id, &issuer, now).await?;
+    }
+    let list = oidc::issuers(store, id).await?;
+    Ok(list.iter().map(oidc::TrustedIssuer::to_json).collect())
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// `update`, `freeze`, `unfreeze`, `revoke` or `rotate` one app.
+pub async fn act(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(caller): Extension<Caller>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let fail = ApiError::of(&request_id);
+    check_id(&id).map_err(fail)?;
+    let actor = actor(&caller, &request_id);
+    let auditor = Auditor::Log(&state.audit);
+    let change = match action.as_str() {
+        "update" => {
+            let mut req: Update = json_body(&headers, body).map_err(fail)?;
+            let (set, remove) = (req.oidc_issuer.take(), req.remove_oidc_issuer.take());
+            let app_fields = req.name.is_some()
+                || req.grants.is_some()
+                || req.groups.is_some()
+                || req.rate.is_some()
+                || req.session_ttl_secs.is_some()
+                || req.session_idle_secs.is_some()
+                || req.redirect_uris.is_some();
+            if !app_fields && (set.is_some() || remove.is_some()) {
+                let app = apps::get_app(&state.store, &id).await.map_err(fail)?;
+                let issuers = update_issuers(&state, &actor, &id, set, remove)
+                    .await
+                    .map_err(fail)?;
+                let mut out = app.to_json();
+                if let Some(o) = out.as_object_mut() {
+                    o.insert("oidc_issuers".to_owned(), issuers);
+                }
+                return Ok(with_request_id(out, &request_id));
+            }
+            let update = AppUpdate {
+                name: req.name,
+                grants: req.grants,
+                groups: req.groups,
+                rate: req
+                    .rate
+                    .map(|r| rate(r.as_deref()))
+                    .transpose()
+                    .map_err(fail)?,
+                session_ttl: req.session_ttl_secs.map(Duration::from_secs),
+                session_idle: req.session_idle_secs.map(Duration::from_secs),
+                redirect_uris: req.redirect_uris,
+            };
+            let app = state
+                .identity
+                .update(auditor, &actor, &id, &update, state.clock.now())
+                .await
+                .map_err(fail)?;
+            tracing::info!(app_id = %app.id, "app updated over HTTP");
+            let mut out = app.to_json();
+            if set.is_some() || remove.is_some() {
+                let issuers = update_issuers(&state, &actor, &id, set, remove)
+                    .await
+                    .map_err(fail)?;
+                if let Some(o) = out.as_object_mut() {
+                    o.insert("oidc_issuers".to_owned(), issuers);
+                }
+            }
+            return Ok(with_request_id(out, &request_id));
+        }
+        "freeze" => Change::Freeze,
+        "unfreeze" => Change::Unfreeze,
+        "revoke" => Change::Revoke,
+        "rotate" => {
+            let empty = body.as_ref().is_ok_and(Bytes::is_empty);
+            let req: Rotate = if empty {
+                Rotate::default()
+            } else {
+                json_body(&headers, body).map_err(fail)?
+            };
+            let overlap = Duration::from_secs(req.overlap_secs.unwrap_or(86_400));
+            let (app, key, expires) = state
+                .identity
+                .rotate(auditor, &actor, &id, overlap, state.clock.now())
+                .await
+                .map_err(fail)?;
+            tracing::info!(app_id = %app.id, "app key rotated over HTTP");
+            return Ok(Json(serde_json::json!({
+                "app_id": app.id,
+                "api_key": key,
+                "previous_key_expires_at": expires,
+                "request_id": request_id,
+            }))
+            .into_response());
+        }
+        _ => return Err(fail(Error::NotFound)),
+    };
+    let app = state
+        .identity
+        .change(auditor, &actor, &id, change, state.clock.now())
+        .await
+        .map_err(fail)?;
+    tracing::info!(app_id = %app.id, action = %action, "app changed over HTTP");
+    Ok(with_request_id(app.to_json(), &request_id))
+}
+
+fn with_request_id(out: serde_json::Value, request_id: &str) -> Response {
+    crate::http::error::json_answer(out, request_id)
+}

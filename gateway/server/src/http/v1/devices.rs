@@ -1,0 +1,164 @@
+//! Devices over the API: pairing (the one-time code is the credential), the device's own view
+//! (`Authorization: Device <token>`), and the session user's list and revocation (app key +
+//! session).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::accounts::apps::Auditor;
+use crate::accounts::devices;
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::client_ip::{ClientIp, ip_key};
+use crate::http::error::ApiError;
+use crate::http::extract::{AppSession, AuthedDevice, StrictJson};
+use crate::http::request_id::ReqId;
+
+type Answer = Result<Response, ApiError>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    code: String,
+    name: String,
+}
+
+pub async fn pair(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    ip: Option<Extension<ClientIp>>,
+    StrictJson(req): StrictJson<Pair>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let (ip, now) = (ip_key(ip), state.clock.now());
+    state.users.check_login(&ip, None, now).map_err(fail)?;
+    let (device, token) = match devices::pair(
+        &state.store,
+        Auditor::Log(&state.audit),
+        &req.code,
+        &req.name,
+        &request_id,
+        now,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(Error::LoginFailed) => {
+            return Err(fail(state.users.login_failed(&state.audit, &ip, None, now)));
+        }
+        Err(other) => return Err(fail(other)),
+    };
+    tracing::info!(device_id = %device.device_id, user = %device.user_id, "device paired");
+    Ok(Json(serde_json::json!({
+        "device_id": device.device_id,
+        "device_token": token,
+        "user_id": device.user_id.to_string(),
+        "name": device.name,
+        "request_id": request_id,
+    }))
+    .into_response())
+}
+
+pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) -> Answer {
+    let mut out = serde_json::to_value(&device).unwrap_or_default();
+    if let Some(o) = out.as_object_mut() {
+        o.insert("request_id".to_owned(), request_id.into());
+    }
+    Ok(Json(out).into_response())
+}
+
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    AppSession(session): AppSession,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = session.facts.user;
+    let out = devices_with_holdings(&state, user).await.map_err(fail)?;
+    Ok(crate::http::error::json_answer(out, &request_id))
+}
+
+/// `POST /v1/devices/{id}/revoke`: removing a device needs the person's passkey once they have
+/// one (ask with `{}`, answer with the assertion): an app's session alone must not lock the
+/// person's wallets until a recovery.
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    AppSession(session): AppSession,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = session.facts.user;
+    let device = devices::live_of(&state.store, user, &id)
+        .await
+        .map_err(fail)?;
+    let context = devices::revoke_context(&device.device_id);
+    let waiting = ("device", device.device_id.as_str());
+    let gate = crate::http::v1::step_up::gate_once_enrolled(
+        &state,
+        user,
+        &context,
+        waiting,
+        &request_id,
+        &headers,
+        body,
+    )
+    .await;
+    if let crate::http::v1::step_up::Gate::Ask(answer) = gate.map_err(fail)? {
+        return Ok(answer);
+    }
+    let device = devices::revoke(
+        &state.store,
+        Auditor::Log(&state.audit),
+        user,
+        &id,
+        &request_id,
+        state.clock.now(),
+    )
+    .await
+    .map_err(fail)?;
+    Ok(Json(serde_json::json!({"revoked": device, "request_id": request_id})).into_response())
+}
+
+/// The user's devices, each with the wallets it holds and whether it is stale (holds an epoch a
+/// refresh has moved past), and the device requests waiting for the user's approval with their
+/// short codes: what the app and the page show.
+pub(crate) async fn devices_with_holdings(
+    state: &AppState,
+    user: uuid::Uuid,
+) -> Result<serde_json::Value, Error> {
+    let store = &state.store;
+    let list = devices::list(store, user).await?;
+    let mut holdings = crate::accounts::backup_devices::holdings(store, user).await?;
+    let devices: Vec<serde_json::Value> = list
+        .iter()
+        .map(|d| {
+            let held = holdings.remove(&d.device_id).unwrap_or_default();
+            let stale = held.iter().any(|h| !h.current);
+            let mut v = serde_json::to_value(d).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert(
+                    "wallets".to_owned(),
+                    serde_json::to_value(&held).unwrap_or_default(),
+                );
+                o.insert("stale".to_owned(), stale.into());
+            }
+            v
+        })
+        .collect();
+    let waiting =
+        crate::accounts::backup_devices::waiting_approval(store, user, state.clock.now()).await?;
+    Ok(serde_json::json!({
+        "devices": devices,
+        "transfers": waiting.iter().map(crate::accounts::backup_devices::Transfer::to_json).collect::<Vec<_>>(),
+    }))
+}

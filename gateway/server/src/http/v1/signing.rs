@@ -1,0 +1,342 @@
+//! Signing requests over HTTP (docs/architecture.md §6): `POST /v1/wallets/{address}/sign` (app
+//! key, the owner's session, an `Idempotency-Key`), `GET /v1/signing-requests/{id}` (the creating
+//! app or the owner), `GET /v1/device/signing-requests/{id}` (the owner's device) and the ceremony
+//! WebSocket. The decision, with its reservation, is committed to the audit log before the
+//! answer; the ceremony signs only what was committed.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Extension, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::accounts::wallets;
+use crate::cosign::hex0x;
+use crate::cosign::idempotency::{self, Claim};
+use crate::cosign::signing::{self, SigningRequest, SigningState};
+use crate::error::Error;
+use crate::http::AppState;
+use crate::http::auth::Caller;
+use crate::http::body::json_body;
+use crate::http::error::{ApiError, json_answer};
+use crate::http::extract::{AppSession, AuthedDevice, StrictJson};
+use crate::http::request_id::ReqId;
+use crate::request::AuthorizeRequest;
+use crate::service::pipeline;
+use crate::service::signing::{self as signing_service, SteppedUpTo, store_down};
+
+type Answer = Result<Response, ApiError>;
+
+/// The answer for a request: 201 with the request when authorized; 403 `policy_denied` with the
+/// decision when denied; 403 `step_up_required` with fresh WebAuthn options bound to this
+/// request when the owner's passkey can lift the deny (or `passkey_required` when they have
+/// none). A retry with the same Idempotency-Key gets the same answer.
+async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Response {
+    let now = state.clock.now();
+    let mut body = r.to_json(now);
+    let refusal = |error: Error, extra: Vec<(&str, Value)>, body: &mut Value| {
+        let decision = body.get_mut("decision").map(Value::take);
+        refused(&error, request_id, &r.id, decision, extra)
+    };
+    match r.state_at(now) {
+        SigningState::Denied => refusal(Error::PolicyDenied, Vec::new(), &mut body),
+        SigningState::PendingStepUp => {
+            match state
+                .passkeys
+                .start_step_up(r.owner, &signing::step_up_context(r), now)
+                .await
+            {
+                Ok(step_up) => {
+                    refusal(Error::StepUpRequired, vec![("step_up", step_up)], &mut body)
+                }
+                Err(Error::PasskeyRequired) => {
+                    refusal(Error::PasskeyRequired, Vec::new(), &mut body)
+                }
+                Err(error) => ApiError {
+                    error: store_down(error),
+                    request_id: request_id.to_owned(),
+                }
+                .into_response(),
+            }
+        }
+        _ => {
+            set(&mut body, "request_id", Value::from(request_id));
+            (StatusCode::CREATED, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// A refusal of a signing request: the error's code and message, the request's id and the
+/// decision that refused it, plus `extra` fields.
+fn refused(
+    error: &Error,
+    request_id: &str,
+    signing_request: &str,
+    decision: Option<Value>,
+    extra: Vec<(&str, Value)>,
+) -> Response {
+    let mut out = serde_json::json!({
+        "code": error.code(),
+        "message": error.to_string(),
+        "request_id": request_id,
+        "signing_request": signing_request,
+        "decision": decision,
+    });
+    for (k, v) in extra {
+        set(&mut out, k, v);
+    }
+    (error.status(), axum::Json(out)).into_response()
+}
+
+fn set(body: &mut Value, key: &str, value: Value) {
+    if let Some(o) = body.as_object_mut() {
+        o.insert(key.to_owned(), value);
+    }
+}
+
+pub async fn sign(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    AppSession(session): AppSession,
+    Path(address): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let user = session.facts.user;
+    if let Err(refusal) = state.limits.check_user(user) {
+        state.metrics.count_rate_limited(refusal.limiter);
+        return Err(fail(refusal.into_error()));
+    }
+    let key = idempotency::check_key(headers.get("idempotency-key").and_then(|v| v.to_str().ok()))
+        .map_err(fail)?
+        .to_owned();
+    let raw: Value = json_body(&headers, body).map_err(fail)?;
+    if raw.get("wallet").is_some() {
+        return Err(fail(Error::InvalidRequest(
+            "the path names the wallet: remove the wallet field".to_owned(),
+        )));
+    }
+    let canonical = serde_json_canonicalizer::to_vec(&raw)
+        .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
+    let body_hash = hex::encode(Sha256::digest(&canonical));
+    let wallet = wallets::owned_by(&state.store, &address, user)
+        .await
+        .map_err(|e| fail(store_down(e)))?;
+    if wallet.refresh_required {
+        return Err(fail(Error::RefreshRequired));
+    }
+    let parsed = pipeline::parse_address(&wallet.address).map_err(|e| fail(e.into()))?;
+    if let Err(refusal) = state.limits.check_wallet(parsed.into_array()) {
+        state.metrics.count_rate_limited(refusal.limiter);
+        return Err(fail(refusal.into_error()));
+    }
+    let mut with_wallet = raw;
+    if let Some(o) = with_wallet.as_object_mut() {
+        o.insert(
+            "wallet".to_owned(),
+            serde_json::json!({ "address": wallet.address }),
+        );
+    }
+    let req: AuthorizeRequest = serde_json::from_value(with_wallet.clone())
+        .map_err(|e| fail(Error::InvalidRequest(e.to_string())))?;
+    let now = state.clock.now();
+    let scope = (caller.id.as_str(), wallet.address.as_str());
+    let claim = idempotency::claim(&state.store, scope, &key, &body_hash, &request_id, now)
+        .await
+        .map_err(|e| fail(store_down(e)))?;
+    if let Claim::Existing {
+        body_hash: earlier,
+        request_id: earlier_id,
+    } = claim
+    {
+        if earlier != body_hash {
+            return Err(fail(Error::IdempotencyConflict));
+        }
+        return match signing::get(&state.store, &earlier_id)
+            .await
+            .map_err(|e| fail(store_down(e)))?
+        {
+            Some(r) => Ok(answer(&state, &r, &request_id).await),
+            None => Err(fail(Error::IdempotencyInProgress)),
+        };
+    }
+    let decided = signing_service::decide_and_reserve(
+        &state,
+        &caller,
+        &session.facts,
+        &wallet,
+        &req,
+        &with_wallet,
+        &request_id,
+    )
+    .await;
+    match decided {
+        Ok(r) => Ok(answer(&state, &r, &request_id).await),
+        Err(error) => {
+            idempotency::release(&state.store, scope, &key, &request_id).await;
+            Err(fail(error))
+        }
+    }
+}
+
+/// The request with its signature and, for transactions, the signed transaction and its hash.
+fn full_view(state: &AppState, r: &SigningRequest) -> Value {
+    let mut body = r.to_json(state.clock.now());
+    let Some(rsv) = r.signature.as_deref().and_then(|s| hex::decode(s).ok()) else {
+        return body;
+    };
+    let (Some(rb), Some(sb), Some(&v)) = (rsv.get(..32), rsv.get(32..64), rsv.get(64)) else {
+        return body;
+    };
+    let (mut rr, mut ss) = ([0u8; 32], [0u8; 32]);
+    rr.copy_from_slice(rb);
+    ss.copy_from_slice(sb);
+    let y_parity = v == 28;
+    set(
+        &mut body,
+        "signature",
+        serde_json::json!({
+            "r": hex0x(&rr), "s": hex0x(&ss), "y_parity": y_parity,
+            "rsv": hex0x(&rsv),
+        }),
+    );
+    let signed = serde_json::from_str::<AuthorizeRequest>(&r.body)
+        .ok()
+        .and_then(|req| {
+            let wallet = pipeline::parse_address(&r.wallet).ok()?;
+            let payload = req.payload().ok()?;
+            crate::decode::signed_transaction(payload, req.chain_id, wallet, rr, ss, y_parity)
+                .map_err(|error| tracing::warn!(%error, "rebuilding a signed transaction"))
+                .ok()
+                .flatten()
+        });
+    if let Some((raw, hash)) = signed {
+        set(&mut body, "signed_transaction", Value::from(hex0x(&raw)));
+        set(&mut body, "tx_hash", Value::from(format!("{hash:#x}")));
+    }
+    body
+}
+
+/// `GET /v1/signing-requests/{id}`: the creating app, or the owner through any app.
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Extension(Caller(caller)): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let r = signing::get(&state.store, &id)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let allowed = if r.app_id == caller.id {
+        true
+    } else {
+        match crate::http::auth::user_session(&state, &caller, &headers).await {
+            Ok(s) => s.facts.user == r.owner,
+            Err(_) => false,
+        }
+    };
+    if !allowed {
+        return Err(fail(Error::NotFound));
+    }
+    Ok(json_answer(full_view(&state, &r), &request_id))
+}
+
+/// `GET /v1/device/signing-requests/{id}`: the owner's device. Besides the request's view it
+/// carries `body`, the request as it was decided (`chain_id`, `wallet` and the one payload), so
+/// that the device decodes it itself, shows the person what it is and recomputes the digest
+/// before it joins the ceremony: the device signs what it checked, not what it is told.
+pub async fn device_get(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    AuthedDevice(device): AuthedDevice,
+    Path(id): Path<String>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let r = signing::get(&state.store, &id)
+        .await
+        .map_err(|e| fail(store_down(e)))?
+        .filter(|r| r.owner == device.user_id)
+        .ok_or_else(|| fail(Error::NotFound))?;
+    let mut view = full_view(&state, &r);
+    let body: Value = serde_json::from_str(&r.body)
+        .map_err(|e| fail(Error::Internal(format!("a stored request body: {e}"))))?;
+    set(&mut view, "body", body);
+    Ok(json_answer(view, &request_id))
+}
+
+/// `GET /v1/signing-requests/{id}/ceremony`: the owner's device joins the signing ceremony.
+pub async fn ceremony(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Answer {
+    crate::http::v1::ceremony::signing(state, &request_id, id, &headers, ws)
+}
+
+/// A step-up assertion: the ceremony it answers and the authenticator's response.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUp {
+    pub(super) ceremony_id: String,
+    pub(super) credential: webauthn_rs::prelude::PublicKeyCredential,
+}
+
+/// `POST /v1/signing-requests/{id}/step-up`: the owner's passkey assertion, made for this
+/// request's step-up ceremony (bound to its id and digest, single-use, expiring), lets the
+/// request be decided again with `context.step_up = true`. An allow authorizes it (the
+/// reservation commits with the decision's event); anything else answers as a deny.
+pub async fn step_up(
+    State(state): State<Arc<AppState>>,
+    ReqId(request_id): ReqId,
+    AppSession(session): AppSession,
+    Path(id): Path<String>,
+    StrictJson(req): StrictJson<StepUp>,
+) -> Answer {
+    let fail = ApiError::of(&request_id);
+    let stepped = signing_service::complete_step_up(
+        &state,
+        &session.facts,
+        &id,
+        &req.ceremony_id,
+        &req.credential,
+        &request_id,
+    )
+    .await
+    .map_err(fail)?;
+    Ok(stepped_up(&state, stepped, &request_id).await)
+}
+
+/// The answer to a completed step-up: the authorized request as a new one is answered, or
+/// `policy_denied` with the decision.
+pub(crate) async fn stepped_up(
+    state: &AppState,
+    stepped: SteppedUpTo,
+    request_id: &str,
+) -> Response {
+    match stepped {
+        SteppedUpTo::Authorized(r) => answer(state, &r, request_id).await,
+        SteppedUpTo::Denied {
+            signing_request,
+            decision,
+        } => refused(
+            &Error::PolicyDenied,
+            request_id,
+            &signing_request,
+            decision,
+            Vec::new(),
+        ),
+    }
+}
