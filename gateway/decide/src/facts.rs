@@ -7,6 +7,7 @@ use serde::Serialize;
 
 /// The Cedar action the decoder picked. Exactly one per request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     NativeTransfer,

@@ -17,6 +17,7 @@ use crate::request::AuthorizeRequest;
 
 /// What the policy set answered: shown and stored as `allow` or `deny`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Allow,
@@ -44,6 +45,7 @@ impl std::fmt::Display for Verdict {
 
 /// The answer of `/v1/authorize` (without `request_id`, which the HTTP layer adds).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Outcome {
     pub decision: Verdict,
     pub action: Action,
@@ -52,9 +54,15 @@ pub struct Outcome {
     /// Consent scopes whose permits would have allowed a denied request had the user approved
     /// them for this app (determining entry `scope-not-approved`); empty otherwise.
     pub scope_not_approved: Vec<String>,
+    /// The policy set's version: the SHA-256 of its files.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{64}$"))]
     pub policy_version: String,
+    /// The one digest a signature for this request may sign.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^0x[0-9a-f]{64}$"))]
     pub digest: String,
     pub labels_source: LabelsSource,
+    /// The Cedar context sent, addresses as 0x strings (see policies/README.md).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub facts: serde_json::Value,
     #[serde(skip)]
     pub cedar_request: serde_json::Value,

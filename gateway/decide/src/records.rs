@@ -103,6 +103,7 @@ pub const PAGE_APP_ID: &str = "parapet-page";
 
 /// Where the wallet's labels came from; reported to callers as `labels_source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LabelsSource {
     Request,

@@ -6,31 +6,47 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The wallet a request is for.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WalletRef {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^0[xX][0-9a-fA-F]{40}$"))]
     pub address: String,
     /// Used only when the gateway has no record of the wallet (dry runs).
     #[serde(default)]
     pub labels: Vec<String>,
 }
 
+/// What to decide: a wallet, a chain and exactly one of transaction, transaction_request,
+/// message, message_bytes, typed_data, hash.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeRequest {
     pub wallet: WalletRef,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub chain_id: u64,
+    /// 0x-hex raw transaction (legacy EIP-155, 2930, 1559, 4844, 7702), signed or unsigned.
     #[serde(default)]
     pub transaction: Option<String>,
+    /// `eth_signTransaction` fields; must be complete.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub transaction_request: Option<Value>,
+    /// UTF-8 text for `personal_sign`, signed as given.
     #[serde(default)]
     pub message: Option<String>,
+    /// 0x-hex bytes for `personal_sign`.
     #[serde(default)]
     pub message_bytes: Option<String>,
+    /// `eth_signTypedData_v4` JSON: an object, or a string holding one.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub typed_data: Option<Value>,
+    /// A bare 32-byte digest (action `raw_hash`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^0x[0-9a-fA-F]{64}$"))]
     pub hash: Option<String>,
 }
 

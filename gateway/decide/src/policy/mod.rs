@@ -83,7 +83,11 @@ pub struct DecisionInput<'a> {
     pub now: OffsetDateTime,
 }
 
+/// How a determining policy decided: `default_deny` when nothing forbade and nothing permitted
+/// the request (id `default-deny`); `scope_not_approved` when only permits in consent scopes the
+/// person has not approved for this app would allow it (id `scope-not-approved`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Effect {
     Permit,
@@ -96,7 +100,9 @@ pub enum Effect {
     ScopeNotApproved,
 }
 
+/// A policy that determined a decision.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeterminingPolicy {
     /// The policy's `@id`, or [`DEFAULT_DENY_ID`].
     pub id: String,

@@ -92,20 +92,25 @@ pub struct StoredApp {
 impl StoredApp {
     /// The one JSON shape of an app shown to operators, by the CLI and the admin routes alike
     /// (`app_id`, not `id`, to match `apps create`).
+    pub fn view(&self) -> parapet_api::admin::App {
+        parapet_api::admin::App {
+            app_id: self.id.clone(),
+            name: self.name.clone(),
+            grants: self.grants.clone(),
+            groups: self.groups.clone(),
+            frozen: self.frozen,
+            revoked: self.revoked,
+            created_at: self.created_at.clone(),
+            rate: self.limits.rate.map(|r| r.to_string()),
+            session_ttl_secs: self.limits.session_ttl.as_secs(),
+            session_idle_secs: self.limits.session_idle.as_secs(),
+            redirect_uris: self.redirect_uris.clone(),
+        }
+    }
+
+    /// [`StoredApp::view`] as JSON, for answers that add fields to it.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "app_id": self.id,
-            "name": self.name,
-            "grants": self.grants,
-            "groups": self.groups,
-            "frozen": self.frozen,
-            "revoked": self.revoked,
-            "created_at": self.created_at,
-            "rate": self.limits.rate.map(|r| r.to_string()),
-            "session_ttl_secs": self.limits.session_ttl.as_secs(),
-            "session_idle_secs": self.limits.session_idle.as_secs(),
-            "redirect_uris": self.redirect_uris,
-        })
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 
     pub fn record(&self) -> AppRecord {

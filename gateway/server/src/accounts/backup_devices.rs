@@ -25,7 +25,7 @@ use crate::store::db::{RowLike, db, stored_enum, with_pool};
 pub const TRANSFER_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// A wallet a transfer carries, as the sending device declared it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Carried {
     pub address: String,

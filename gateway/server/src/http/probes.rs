@@ -10,11 +10,32 @@ use axum::response::{IntoResponse, Response};
 use crate::http::AppState;
 use crate::http::openapi;
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "probes_healthz",
+    summary = "Liveness",
+    security(()),
+    responses(
+        (status = 200, description = "The process answers."),
+    ),
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
 /// Ready only while the audit store accepts commits: a gateway that cannot log cannot decide.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "probes_readyz",
+    summary = "Readiness: policy set loaded (and, later, stores reachable)",
+    security(()),
+    responses(
+        (status = 200, description = "Ready, with the active policy version."),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let policies = state.engine.current();
     let audit = state.audit.status();
@@ -30,12 +51,32 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "probes_metrics",
+    summary = "Prometheus metrics",
+    security(()),
+    responses(
+        (status = 200, description = "Text exposition format.", body = String, content_type = "text/plain"),
+    ),
+)]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let mut text = state.metrics.render();
     state.audit.render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "probes_openapi",
+    summary = "This document",
+    security(()),
+    responses(
+        (status = 200, description = "OpenAPI 3.1 document."),
+    ),
+)]
 pub async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],

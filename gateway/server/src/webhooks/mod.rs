@@ -161,6 +161,32 @@ pub struct Delivery {
     pub delivered_at: Option<String>,
 }
 
+impl Delivery {
+    /// The delivery as operators read it; a status this gateway does not write reads as failed.
+    pub fn view(&self) -> parapet_api::admin::WebhookDelivery {
+        use parapet_api::admin::DeliveryStatus;
+        let status = match self.status.as_str() {
+            "pending" => DeliveryStatus::Pending,
+            "delivered" => DeliveryStatus::Delivered,
+            _ => DeliveryStatus::Failed,
+        };
+        parapet_api::admin::WebhookDelivery {
+            id: self.id.clone(),
+            app_id: self.app_id.clone(),
+            event_seq: self.event_seq,
+            event_type: self.event_type.clone(),
+            user_id: self.user_id.clone(),
+            status,
+            attempts: self.attempts,
+            next_attempt_at: self.next_attempt_at.clone(),
+            last_status: self.last_status,
+            last_error: self.last_error.clone(),
+            created_at: self.created_at.clone(),
+            delivered_at: self.delivered_at.clone(),
+        }
+    }
+}
+
 fn delivery_row(r: &impl RowLike) -> std::result::Result<Delivery, sqlx::Error> {
     let status = r.text("status")?;
     let pending = status == "pending";

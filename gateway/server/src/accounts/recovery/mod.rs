@@ -220,7 +220,7 @@ pub fn parse_envelope(hex_text: &str) -> Result<Vec<u8>> {
 }
 
 /// One wallet's backup as a device sends it.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceBackup {
     pub wallet: String,

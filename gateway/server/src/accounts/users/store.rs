@@ -27,21 +27,27 @@ pub struct StoredUser {
 
 impl StoredUser {
     /// The one JSON shape of a user, for the CLI and the admin routes alike.
+    pub fn view(&self) -> parapet_api::admin::User {
+        parapet_api::admin::User {
+            user_id: self.id.to_string(),
+            created_at: self.created_at.clone(),
+            disabled: self.disabled,
+            identities: self
+                .identities
+                .iter()
+                .map(|i| parapet_api::admin::UserIdentity {
+                    issuer: i.issuer.clone(),
+                    subject: i.subject.clone(),
+                    trust: i.trust.clone(),
+                })
+                .collect(),
+            active_sessions: self.active_sessions,
+        }
+    }
+
+    /// [`StoredUser::view`] as JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        let identities: Vec<_> = self
-            .identities
-            .iter()
-            .map(
-                |i| serde_json::json!({"issuer": i.issuer, "subject": i.subject, "trust": i.trust}),
-            )
-            .collect();
-        serde_json::json!({
-            "user_id": self.id.to_string(),
-            "created_at": self.created_at,
-            "disabled": self.disabled,
-            "identities": identities,
-            "active_sessions": self.active_sessions,
-        })
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 }
 

@@ -52,6 +52,20 @@ fn check_id(id: &str) -> Result<(), Error> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/apps",
+    operation_id = "apps_list",
+    summary = "Every app (never keys)",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    responses(
+        (status = 200, description = "Apps", body = parapet_api::admin::AppList),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -62,25 +76,51 @@ pub async fn list(
             error,
             request_id: request_id.clone(),
         })?;
-    let apps: Vec<_> = apps.iter().map(StoredApp::to_json).collect();
-    Ok(Json(serde_json::json!({"apps": apps, "request_id": request_id})).into_response())
+    Ok(Json(parapet_api::admin::AppList {
+        apps: apps.iter().map(StoredApp::view).collect(),
+        request_id,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
     name: String,
+    /// `sign`, `audit:read`, `admin`.
     grants: Vec<String>,
     #[serde(default)]
     groups: Vec<String>,
-    /// e.g. `"50/s"`; absent: the gateway's default app rate.
+    /// `COUNT/UNIT` (s, min, h, d), optionally `burst N`; absent: the gateway's app_rate.
+    #[schema(example = "50/s")]
     rate: Option<String>,
+    /// A session's absolute life (60 s ≤ idle ≤ ttl ≤ 90 days).
+    #[schema(minimum = 60, default = 43200)]
     session_ttl_secs: Option<u64>,
+    /// A session ends after this long unused.
+    #[schema(minimum = 60, default = 1800)]
     session_idle_secs: Option<u64>,
     #[serde(default)]
     redirect_uris: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/apps",
+    operation_id = "apps_create",
+    summary = "Create an app; its API key is in this answer only (only its SHA-256 is stored)",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    request_body(content = inline(CreateApp)),
+    responses(
+        (status = 200, description = "The new app's id and key", body = parapet_api::admin::AppCreated),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -114,13 +154,15 @@ pub async fn create(
     .await
     .map_err(fail)?;
     tracing::info!(app_id = %app.id, "app created over HTTP");
-    Ok(
-        Json(serde_json::json!({"app_id": app.id, "api_key": key, "request_id": request_id}))
-            .into_response(),
-    )
+    Ok(Json(parapet_api::admin::AppCreated {
+        app_id: app.id,
+        api_key: key,
+        request_id,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rotate {
     /// Seconds the previous key keeps working (default one day).
@@ -129,13 +171,15 @@ pub struct Rotate {
 
 /// The fields `update` may replace; absent fields keep their value, `"rate": null` returns
 /// the app to the default rate.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     name: Option<String>,
     grants: Option<Vec<String>>,
     groups: Option<Vec<String>>,
+    /// `COUNT/UNIT` (s, min, h, d), optionally `burst N`; `null`: the gateway's app_rate.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, example = "50/s")]
     rate: Option<Option<String>>,
     session_ttl_secs: Option<u64>,
     session_idle_secs: Option<u64>,
@@ -147,7 +191,8 @@ pub struct Update {
     remove_oidc_issuer: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An OpenID Connect issuer the app trusts for logins: one of `jwks_url`, `jwks_file`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcIssuer {
     issuer: String,
@@ -197,6 +242,28 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 /// `update`, `freeze`, `unfreeze`, `revoke` or `rotate` one app.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/apps/{id}/{action}",
+    operation_id = "apps_act",
+    summary = "Update, freeze, unfreeze, revoke or rotate an app's key",
+    description = r#"`update` takes `{name?, grants?, groups?, rate?, session_ttl_secs?, session_idle_secs?}` (absent fields keep their value; `"rate": null` returns the app to the gateway's default rate). `rotate` takes an optional body `{"overlap_secs": N}` (default 86400): the previous key keeps working that long, and the answer carries the new key once. The others answer with the app. Every change is recorded in the audit log (kind `admin`) before it is made; changes apply at once in this process and within a second in every other. `update` also takes `oidc_issuer` `{issuer, audiences, jwks_url | jwks_file}` to trust an OpenID Connect issuer for logins and `remove_oidc_issuer` (the issuer URL) to stop; the answer then lists the app's `oidc_issuers`, each with its `trust` (`url:<JWKS URL>` or `file:<path>`). Identities are bound to the trust that verified them: apps trusting the same source share its people, and changing an issuer's source starts a new trust (the app's people of the old source are not carried over)."#,
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    params(
+        ("id" = String, Path, pattern = "^app_[a-z2-7]{26}$"),
+        ("action" = inline(AppAction), Path),
+    ),
+    request_body(content = inline(Option<ActBody>), description = "`update`: the fields to replace; `rotate`: how long the previous key keeps working."),
+    responses(
+        (status = 200, description = "The changed app, or for rotate {app_id, api_key, previous_key_expires_at, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn act(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -209,8 +276,11 @@ pub async fn act(
     check_id(&id).map_err(fail)?;
     let actor = actor(&caller, &request_id);
     let auditor = Auditor::Log(&state.audit);
-    let change = match action.as_str() {
-        "update" => {
+    let Some(which) = AppAction::from_name(&action) else {
+        return Err(fail(Error::NotFound));
+    };
+    let change = match which {
+        AppAction::Update => {
             let mut req: Update = json_body(&headers, body).map_err(fail)?;
             let (set, remove) = (req.oidc_issuer.take(), req.remove_oidc_issuer.take());
             let app_fields = req.name.is_some()
@@ -261,10 +331,10 @@ pub async fn act(
             }
             return Ok(with_request_id(out, &request_id));
         }
-        "freeze" => Change::Freeze,
-        "unfreeze" => Change::Unfreeze,
-        "revoke" => Change::Revoke,
-        "rotate" => {
+        AppAction::Freeze => Change::Freeze,
+        AppAction::Unfreeze => Change::Unfreeze,
+        AppAction::Revoke => Change::Revoke,
+        AppAction::Rotate => {
             let empty = body.as_ref().is_ok_and(Bytes::is_empty);
             let req: Rotate = if empty {
                 Rotate::default()
@@ -286,7 +356,6 @@ pub async fn act(
             }))
             .into_response());
         }
-        _ => return Err(fail(Error::NotFound)),
     };
     let app = state
         .identity
@@ -295,6 +364,36 @@ pub async fn act(
         .map_err(fail)?;
     tracing::info!(app_id = %app.id, action = %action, "app changed over HTTP");
     Ok(with_request_id(app.to_json(), &request_id))
+}
+
+/// What `POST /v1/admin/apps/{id}/{action}` does to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AppAction {
+    Update,
+    Freeze,
+    Unfreeze,
+    Revoke,
+    Rotate,
+}
+
+impl AppAction {
+    fn from_name(name: &str) -> Option<AppAction> {
+        serde_json::from_value(serde_json::Value::from(name)).ok()
+    }
+}
+
+/// The body `update` or `rotate` takes (`freeze`, `unfreeze` and `revoke` take none).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(
+    dead_code,
+    clippy::large_enum_variant,
+    reason = "the document's description of the two bodies; never built"
+)]
+enum ActBody {
+    Update(Update),
+    Rotate(Rotate),
 }
 
 fn with_request_id(out: serde_json::Value, request_id: &str) -> Response {

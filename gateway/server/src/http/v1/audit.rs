@@ -2,6 +2,7 @@
 //! `format=ndjson|csv` streams every matching event from the cursor on, one page of rows in
 //! memory at a time.
 
+use parapet_api::audit::{ChainedEvent, EventPage};
 use std::sync::Arc;
 
 use axum::Json;
@@ -20,24 +21,58 @@ use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::request_id::ReqId;
 
-#[derive(Debug, Default, Deserialize)]
+/// The filters and paging of `GET /v1/audit/events`, all optional.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
+    /// Inclusive lower time bound, RFC 3339.
     from: Option<String>,
+    /// Exclusive upper time bound, RFC 3339.
     to: Option<String>,
+    /// App id.
     app: Option<String>,
+    /// Wallet address (any case).
     wallet: Option<String>,
+    /// Cedar action, e.g. erc20_transfer.
     action: Option<String>,
+    /// allow, deny or refused.
     decision: Option<String>,
+    /// decision, refused or limited.
     kind: Option<String>,
+    /// A determining policy's @id.
     policy_id: Option<String>,
+    /// 0x signing digest.
     digest: Option<String>,
+    /// The request's UUIDv7.
     request_id: Option<String>,
+    /// next_cursor of the previous page.
     cursor: Option<String>,
+    /// Page size (JSON, 1-1000, default 100) or most events exported.
+    #[param(minimum = 1)]
     limit: Option<u32>,
+    /// json (a page, default), ndjson or csv (streamed export in seq order).
+    #[param(value_type = Option<parapet_api::audit::ExportFormat>, inline)]
     format: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit/events",
+    operation_id = "audit_events",
+    summary = "Audit events in seq order, filtered, with cursor pagination or as a streamed NDJSON/CSV export",
+    description = "Needs `audit:read` (only the caller's own app's events: the `app` filter is forced to the caller) or `admin` (every app's events). NDJSON lines are {seq, prev_hash, hash, canonical, time, kind, decision}: hash = SHA-256(bytes(prev_hash) || UTF-8(canonical)), seq 1 chains from 32 zero bytes.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("audit:read"))),
+    params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of events (JSON) or the export.", body = parapet_api::audit::EventPage),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn events(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -79,23 +114,21 @@ pub async fn events(
                 Pager::new(store, &filter, after, Some(u64::from(limit))).map_err(fail)?;
             let page = pager.next_page().await.map_err(fail)?;
             let next = (page.len() == limit as usize).then(|| Cursor(pager.cursor()).encode());
-            let events: Vec<serde_json::Value> = page
+            let events = page
                 .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "seq": e.seq.to_string(),
-                        "prev_hash": hex::encode(&e.prev_hash),
-                        "hash": hex::encode(&e.hash),
-                        "canonical": e.canonical,
-                        "event": serde_json::from_str::<serde_json::Value>(&e.canonical).unwrap_or_default(),
-                    })
+                .map(|e| ChainedEvent {
+                    seq: e.seq.to_string(),
+                    prev_hash: hex::encode(&e.prev_hash),
+                    hash: hex::encode(&e.hash),
+                    canonical: e.canonical.clone(),
+                    event: serde_json::from_str(&e.canonical).unwrap_or_default(),
                 })
                 .collect();
-            Ok(Json(serde_json::json!({
-                "events": events,
-                "next_cursor": next,
-                "request_id": request_id,
-            }))
+            Ok(Json(EventPage {
+                events,
+                next_cursor: next,
+                request_id,
+            })
             .into_response())
         }
         Some(f) => {

@@ -20,13 +20,36 @@ use crate::request::AuthorizeRequest;
 use crate::service::decision::{self, Asking};
 use crate::service::pipeline::{self, Outcome};
 
-#[derive(Serialize)]
+/// The decision, explained, and the id of the request it answers.
+#[derive(Serialize, utoipa::ToSchema)]
 struct AuthorizeResponse<'a> {
     #[serde(flatten)]
     outcome: &'a Outcome,
     request_id: &'a str,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/authorize",
+    operation_id = "authorize_authorize",
+    summary = "Dry run: decode and authorize without signing",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = Option<String>, Header, nullable = false, description = "A user's session token (`ps_…`), issued to this app by a login. Optional on `/v1/authorize`: with it, the decision is for that user (`context.session`) and the user's rate limit applies; a session that is unknown, ended, of a disabled user or issued for another app is refused with 401 `session_invalid`, one past its absolute or idle limit with 401 `session_expired`.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    request_body(content = crate::request::AuthorizeRequest),
+    responses(
+        (status = 200, description = "The decision, explained.", body = AuthorizeResponse),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn authorize(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

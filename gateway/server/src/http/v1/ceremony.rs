@@ -177,6 +177,22 @@ where
 }
 
 /// `GET /v1/device/keygen`: a new wallet for the device's user (who needs a passkey first).
+#[utoipa::path(
+    get,
+    path = "/v1/device/keygen",
+    operation_id = "ceremony_keygen",
+    summary = "Key generation with the gateway (WebSocket)",
+    description = r#"Runs DKLs23 key generation between the device and the gateway. The device's user needs a passkey (`passkey_required`). The device stores its share, says `stored`, and the gateway seals its share with custody, records the wallet (audited `wallet.create`) and says `done` with the address. A WebSocket: send an upgrade request. Text frames carry JSON control messages (`auth`, `start`, `stored`, `done`, `error`), binary frames the MPC protocol's messages. The device authenticates with `Authorization: Device <token>` on the upgrade request, or with `{"type":"auth","authorization":"Device <token>"}` as its first message; never a query string."#,
+    security(()),
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols"),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn keygen(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

@@ -23,13 +23,30 @@ use crate::http::request_id::ReqId;
 
 type Answer = Result<Response, ApiError>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pair {
     code: String,
+    #[schema(max_length = 100)]
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/devices/pair",
+    operation_id = "devices_pair",
+    summary = "Pair a device with a one-time code",
+    description = "The device (`parapet device pair --gateway URL CODE`) trades the code its user made on the page (valid 10 minutes, single-use; any attempt burns it) for a device token, shown once and kept in the device's encrypted file. No app key: the code is the credential. Every failure is `401 login_failed`, counted per client IP. Audited (kind `device`, action `device.pair`).",
+    security(()),
+    request_body(content = inline(Pair)),
+    responses(
+        (status = 200, description = "{device_id, device_token, user_id, name, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn pair(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -66,6 +83,24 @@ pub async fn pair(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/device",
+    operation_id = "devices_me",
+    summary = "The calling device",
+    description = "With `Authorization: Device <token>` (a header; never a query string). 401 for an unknown or revoked device or a disabled user.",
+    security(()),
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 200, description = "{device_id, user_id, name, created_at, last_seen, revoked_at, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) -> Answer {
     let mut out = serde_json::to_value(&device).unwrap_or_default();
     if let Some(o) = out.as_object_mut() {
@@ -74,6 +109,25 @@ pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) ->
     Ok(Json(out).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/devices",
+    operation_id = "devices_list",
+    summary = "The session user's devices",
+    description = "Revoked ones included, oldest first.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    responses(
+        (status = 200, description = "{devices: [{device_id, user_id, name, created_at, last_seen, revoked_at}], request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -88,6 +142,28 @@ pub async fn list(
 /// `POST /v1/devices/{id}/revoke`: removing a device needs the person's passkey once they have
 /// one (ask with `{}`, answer with the assertion): an app's session alone must not lock the
 /// person's wallets until a recovery.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{id}/revoke",
+    operation_id = "devices_revoke",
+    summary = "Revoke one of the session user's devices",
+    description = "Its token stops working at once. Once the person has a passkey, removing a device needs it: a body that asks (none, or `{}`) answers 403 `step_up_required` with passkey options bound to this device's removal; `{ceremony_id, credential}` with the owner's assertion (user verification) removes it. A person with no passkey yet removes it with the session alone. Audited first (kind `device`, action `device.revoke`). 404 when the user has no such live device.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        ("id" = String, Path),
+    ),
+    request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),
+    responses(
+        (status = 200, description = "{revoked: {device}, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

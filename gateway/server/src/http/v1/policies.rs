@@ -10,6 +10,21 @@ use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::request_id::ReqId;
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/policies/reload",
+    operation_id = "policies_reload_policies",
+    summary = "Validate the policy files again and swap them in atomically",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    responses(
+        (status = 200, description = "The new active version.", body = parapet_api::admin::PolicyReloaded),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 422, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn reload_policies(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -21,8 +36,9 @@ pub async fn reload_policies(
             error,
             request_id: request_id.clone(),
         })?;
-    Ok(
-        Json(serde_json::json!({"policy_version": version, "request_id": request_id}))
-            .into_response(),
-    )
+    Ok(Json(parapet_api::admin::PolicyReloaded {
+        policy_version: version,
+        request_id,
+    })
+    .into_response())
 }

@@ -40,6 +40,24 @@ fn auth_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
 /// The user's recovery state as this device may see it: whether a secret is set up, its public
 /// key (for display; a device seals only to the copy in its own file), and, for each wallet the
 /// device holds, its epoch and the epochs of the backups the gateway keeps.
+#[utoipa::path(
+    get,
+    path = "/v1/device/recovery",
+    operation_id = "recovery_status",
+    summary = "The user's recovery secret, as this device sees it",
+    description = "With `Authorization: Device <token>`. Whether a recovery secret is set up, its X25519 public key (for display: a device seals backups only to the copy in its own file), and for each wallet this device holds its epoch and the epochs of the device-share backups the gateway keeps (docs/architecture.md §9).",
+    security(()),
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 200, description = "{user_id, set_up, public_key, salt, created_at, wallets: [{address, epoch, backup_epochs}], request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn status(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -73,10 +91,12 @@ pub async fn status(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetUp {
+    /// X25519 public key, hex.
     public_key: String,
+    /// 32 bytes, hex.
     auth_key: String,
     /// The salt the device derived the keys with, for a first secret (`rs_…`, random); without
     /// one the user id is the salt, as before salts existed. Ignored once a secret is set up: a
@@ -95,6 +115,29 @@ pub struct SetUp {
 /// has a passkey needs their approval: without one the answer is `403 step_up_required` naming
 /// an `operation` the owner approves with a passkey (on the page, or an app through
 /// `POST /v1/operations/{id}/step-up`); the device then sends it again with `approval`.
+#[utoipa::path(
+    post,
+    path = "/v1/device/recovery",
+    operation_id = "recovery_set_up",
+    summary = "Set up (or rejoin) the recovery secret, with this device's backups",
+    description = "With `Authorization: Device <token>`. The first time for a user, stores an Argon2id verifier of `auth_key` and `public_key`; later, only with the same secret (else 403 `recovery_secret_rejected`, counted per user and IP and audited). `backups` must hold one HPKE envelope of the device's share for every wallet this device holds, at the wallet's current epoch; the answer carries, for each, the gateway's share sealed to `public_key` (the device's backup kit). The auth key is never logged or audited. Setting the first secret of a person who has a passkey needs their approval: without `approval` the answer is 403 `step_up_required` with an `operation` id that the owner approves with a passkey (on the page, or through `POST /v1/operations/{id}/step-up`); the device then sends the same request with `approval` set to that id (once; bound to this device and `public_key`, else `step_up_mismatch`). Joining an existing secret needs no approval.",
+    security(()),
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    request_body(content = inline(SetUp)),
+    responses(
+        (status = 201, description = "{kits: [{wallet, epoch, gateway_share}], request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn set_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -200,6 +243,26 @@ pub async fn set_up(
 
 /// `GET /v1/device/operations/{id}`: the device's view of an approval it asked for (its state,
 /// while it waits for the owner's passkey).
+#[utoipa::path(
+    get,
+    path = "/v1/device/operations/{id}",
+    operation_id = "recovery_operation",
+    summary = "A device's view of an approval it asked for",
+    description = "With `Authorization: Device <token>`. The state of the recovery set-up `operation` this device asked for (`pending_step_up`, `approved`, `used`), while it waits for the owner's passkey. 404 for anyone else's.",
+    security(()),
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+        ("id" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "{id, kind, device_id, device_name, public_key, state, created_at, expires_at, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn operation(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -281,7 +344,7 @@ async fn rejected(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     auth_key: String,
@@ -289,6 +352,29 @@ pub struct Check {
 
 /// `POST /v1/device/recovery/check`: whether this secret's auth key is the user's, without
 /// opening a recovery. A wrong one counts like a failed login.
+#[utoipa::path(
+    post,
+    path = "/v1/device/recovery/check",
+    operation_id = "recovery_check",
+    summary = "Check a recovery secret without opening a recovery",
+    description = "With `Authorization: Device <token>`. 200 when the auth key matches the user's verifier; 403 `recovery_secret_rejected` otherwise (counted per user and IP and audited); 409 `recovery_setup_required` when the user has none.",
+    security(()),
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    request_body(content = inline(Check)),
+    responses(
+        (status = 200, description = "{matches: true, public_key, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn check(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -323,7 +409,7 @@ pub async fn check(
 
 // ---- the recovery flow (docs/architecture.md §9) ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Identify {
     user: String,
@@ -335,6 +421,26 @@ pub struct Identify {
 /// the secret. (For secrets set up before salts existed, the salt is the user id.) Every lookup
 /// counts per IP ([`crate::accounts::users::LOOKUPS_PER_IP`]), found or not; a miss also counts like a
 /// failed login.
+#[utoipa::path(
+    post,
+    path = "/v1/recovery/identify",
+    operation_id = "recovery_identify",
+    summary = "The salt a recovery derives its keys with",
+    description = "No app key. `user` is any of the person's wallet addresses (or their user id); answers `{salt}`, the per-person random salt of the recovery secret's key derivation (for secrets set up before salts existed, the user id). It names nobody: the user id is told only by a recovery opened with the secret. 404 when nothing matches (or no secret is set up), counted like a failed login; every lookup counts per IP (20 an hour), found or not.",
+    security(()),
+    request_body(content = inline(Identify)),
+    responses(
+        (status = 200, description = "{salt, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn identify(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -365,7 +471,7 @@ pub async fn identify(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Open {
     /// The salt `identify` gave (or, from clients made before salts, the user id).
@@ -373,7 +479,9 @@ pub struct Open {
     salt: Option<String>,
     #[serde(default)]
     user_id: Option<String>,
+    /// 32 bytes, hex.
     auth_key: String,
+    /// A current TOTP code; required once the user has enrolled TOTP.
     #[serde(default)]
     totp: Option<String>,
     device_name: String,
@@ -381,6 +489,26 @@ pub struct Open {
 
 /// `POST /v1/recovery`: opens a recovery (no app key: the credential is the auth key). Wrong
 /// keys count per user and per IP, are audited, and all look alike (`recovery_refused`).
+#[utoipa::path(
+    post,
+    path = "/v1/recovery",
+    operation_id = "recovery_open",
+    summary = "Open a recovery from a new device",
+    description = "No app key: the credential is the recovery secret's auth key. Opens a recovery that becomes completable after the configured delay (`recovery_delay_secs`, default 48 h); the user sees it on the page and can cancel it with a passkey meanwhile. A wrong key, an unknown user or a disabled one all get 403 `recovery_refused` (counted per client IP before the secret is hashed, never against the person, audited as `recovery.refused`); 503 `busy` when every hashing slot is taken; one already open is 409 `recovery_in_progress`. The answer carries `recovery_token`, shown once: the bearer credential for this recovery.",
+    security(()),
+    request_body(content = inline(Open)),
+    responses(
+        (status = 201, description = "{id, user_id, state, device_name, opened_at, completable_at, expires_at, recovery_token, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn open(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -471,6 +599,25 @@ async fn recovery_of(
 }
 
 /// `GET /v1/recovery/{id}` for the device that opened it.
+#[utoipa::path(
+    get,
+    path = "/v1/recovery/{id}",
+    operation_id = "recovery_get",
+    summary = "A recovery, for the device that opened it",
+    description = "With `Authorization: Recovery <token>`.",
+    security(()),
+    params(
+        ("id" = String, Path),
+        ("Authorization" = String, Header, description = "`Recovery <token>`: the `recovery_token` the opening answer returned"),
+    ),
+    responses(
+        (status = 200, description = "{id, user_id, state (open, cancelled, completed, expired), device_name, opened_at, completable_at, expires_at, ended_at, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -488,6 +635,26 @@ pub async fn get(
 /// token ([`recovery::flow::redeliver`]). The body (`{}` or none) is read before anything is
 /// answered: an answer sent while the request is still arriving can be cut off by the reset
 /// that closing a socket with unread data causes.
+#[utoipa::path(
+    post,
+    path = "/v1/recovery/{id}/complete",
+    operation_id = "recovery_complete",
+    summary = "Complete a recovery after its delay",
+    description = "With `Authorization: Recovery <token>`, once `completable_at` has passed (else 409 `recovery_not_completable`). In one transaction: every device, passkey and session of the user is revoked, the new device is enrolled, every wallet is handed to it marked `refresh_required` with an approved refresh (24 h). The answer carries the new device token, each wallet's device-share backup (HPKE-sealed to the recovery key: only the secret opens it) and a one-time page link to register a new passkey.",
+    security(()),
+    params(
+        ("id" = String, Path),
+        ("Authorization" = String, Header, description = "`Recovery <token>`: the `recovery_token` the opening answer returned"),
+    ),
+    responses(
+        (status = 200, description = "{recovery, user_id, device_id, device_token, backups: [{wallet, epoch, device_share}], without_backup, passkey_link: {url, expires_at}, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn complete(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -554,6 +721,24 @@ pub async fn complete(
 /// `POST /v1/recovery/{id}/cancel` with the app key and the user's session: without a body,
 /// `403 step_up_required` with passkey options bound to this recovery; with the assertion
 /// (`{ceremony_id, credential}`), the recovery is cancelled.
+#[utoipa::path(
+    post,
+    path = "/v1/recovery/{id}/cancel",
+    operation_id = "recovery_cancel",
+    summary = "Cancel an open recovery (passkey step-up)",
+    description = "The app key and the user's session. Without a body: 403 `step_up_required` with `step_up: {ceremony_id, options}` bound to this recovery. With `{ceremony_id, credential}` (any of the user's passkeys, user verification required): the recovery is cancelled (audited `recovery.cancel`).",
+    params(
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        ("id" = String, Path),
+    ),
+    request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),
+    responses(
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn cancel(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -584,6 +769,23 @@ pub async fn cancel(
 
 /// `POST /v1/totp` with the app key and the user's session: starts enrolment and answers the
 /// `otpauth://` URI (shown once; the page draws it as a QR code). An active factor stays.
+#[utoipa::path(
+    post,
+    path = "/v1/totp",
+    operation_id = "recovery_totp_start",
+    summary = "Start TOTP enrolment",
+    description = "The app key and the user's session. An empty body (or `{}`) answers 403 `step_up_required` with passkey options bound to the enrolment: a stolen session alone cannot add a factor the user does not hold. Posting `{ceremony_id, credential}` then stores a fresh seed (160 bits, sealed at rest with the personal data key) inactive and answers its `otpauth://` URI and a QR code of it (SVG), shown once. An active factor is not replaced (400).",
+    params(
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+    ),
+    responses(
+        (status = 200, description = "{otpauth_uri, qr_svg, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn totp_start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -613,6 +815,23 @@ pub async fn totp_start(
 /// `POST /v1/totp/remove` with the app key and the user's session: removes the TOTP factor
 /// after a passkey step-up bound to that removal (audited `totp.remove`, notified). A second
 /// factor the person did not remove themselves never disappears on an app's word alone.
+#[utoipa::path(
+    post,
+    path = "/v1/totp/remove",
+    operation_id = "recovery_totp_remove",
+    summary = "Remove the TOTP factor (passkey step-up)",
+    description = "The app key and the user's session. A body that asks (none, or `{}`) answers 403 `step_up_required` with passkey options bound to this removal; the body `{ceremony_id, credential}` with the owner's assertion (user verification) removes the factor, audited `totp.remove` and notified as `totp.removed`. 404 when the user has no factor.",
+    params(
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+    ),
+    responses(
+        (status = 200, description = "{active: false, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn totp_remove(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -645,7 +864,7 @@ pub async fn totp_remove(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TotpCode {
     code: String,
@@ -653,6 +872,24 @@ pub struct TotpCode {
 
 /// `POST /v1/totp/confirm` `{code}`: a first code from the authenticator app activates the
 /// factor (audited `totp.enrol`); from then on a recovery needs a code too.
+#[utoipa::path(
+    post,
+    path = "/v1/totp/confirm",
+    operation_id = "recovery_totp_confirm",
+    summary = "Activate TOTP with a first code",
+    description = "The app key and the user's session. A current code (accepted once) activates the factor, audited `totp.enrol`; from then on `POST /v1/recovery` needs `totp` too, and a wrong or replayed code is `recovery_refused` like a wrong secret.",
+    params(
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+    ),
+    request_body(content = inline(TotpCode)),
+    responses(
+        (status = 200, description = "{active: true, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn totp_confirm(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

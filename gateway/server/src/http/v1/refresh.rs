@@ -29,6 +29,23 @@ type Answer = Result<Response, ApiError>;
 
 /// `POST /v1/wallets/{address}/refresh`: records the refresh and answers `step_up_required`
 /// with passkey options bound to it (or `passkey_required`).
+#[utoipa::path(
+    post,
+    path = "/v1/wallets/{address}/refresh",
+    operation_id = "refresh_start",
+    summary = "Ask to refresh a wallet's key shares",
+    description = "The owner's session only (someone else's wallet is `not_found`). Records a refresh operation bound to the wallet and its current epoch and answers 403 `step_up_required` with `operation` and `step_up: {ceremony_id, options}` (or `passkey_required`). After the owner's approval (`POST /v1/operations/{id}/step-up`) their device runs the refresh (`/v1/device/wallets/{address}/refresh`) within 10 minutes. Same address, epoch + 1; the old gateway share is deleted only when the device has confirmed its new share; `refresh_required` is cleared.",
+    params(
+        ("address" = String, Path),
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+    ),
+    responses(
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn start(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -60,6 +77,27 @@ pub async fn start(
 /// approves it (single-use). A refresh: the device then has [`APPROVAL_TTL`] to run it. A
 /// device's first recovery secret ([`crate::accounts::recovery::approval`]): `{}` asks for the passkey
 /// options, the assertion approves, and the device then sets the secret.
+#[utoipa::path(
+    post,
+    path = "/v1/operations/{id}/step-up",
+    operation_id = "refresh_step_up",
+    summary = "Approve an operation with the owner's passkey",
+    description = "Approves an operation with the owner's passkey. A refresh: `{ceremony_id, credential}`, the owner's assertion for the ceremony that `POST /v1/wallets/{address}/refresh` started, bound to that operation (kind, id, wallet, epoch), single-use and expiring; another is `step_up_mismatch`; audited as `wallet.refresh_approved`. A device's first recovery secret (the `operation` of `POST /v1/device/recovery`'s `step_up_required`): `{}` answers 403 `step_up_required` with passkey options bound to that device and the secret's public key, and the assertion approves it (audited `recovery.setup_approved`; the device then has 10 minutes to set the secret).",
+    params(
+        ("id" = String, Path),
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+    ),
+    request_body(content = inline(crate::http::v1::signing::StepUp)),
+    responses(
+        (status = 200, description = "{operation, state: approved, expires_at}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn step_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -139,6 +177,23 @@ pub async fn step_up(
 }
 
 /// `GET /v1/device/wallets/{address}/refresh`: the owner's device runs an approved refresh.
+#[utoipa::path(
+    get,
+    path = "/v1/device/wallets/{address}/refresh",
+    operation_id = "refresh_ceremony",
+    summary = "Run an approved refresh (WebSocket)",
+    description = "The owner's paired device that holds the wallet's other share runs DKLs23 refresh with the gateway. Phase 1: the gateway stores its new share pending; the device stores its new share next to its current one and says `stored`. Phase 2: the gateway audits `wallet.refresh`, advances the epoch, makes the new share current, deletes the old one, and says `done`. Interrupted before phase 2, the old epoch keeps signing. Without an approval: `not_signable`.",
+    security(()),
+    params(
+        ("address" = String, Path),
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols"),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn ceremony(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

@@ -100,6 +100,30 @@ fn set(body: &mut Value, key: &str, value: Value) {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/wallets/{address}/sign",
+    operation_id = "signing_sign",
+    summary = "Create a signing request",
+    description = "The body is `/v1/authorize`'s without `wallet` (the path names it): `chain_id` and exactly one payload. Needs the owner's session (someone else's wallet is `not_found`) and an `Idempotency-Key` (1-255 printable ASCII), scoped to (app, wallet) and kept 24 h: the same key with the same body (SHA-256 of its RFC 8785 form) answers with the same request, with another body 409 `idempotency_conflict`. The decision is committed to the audit log together with the request, which is its velocity reservation, under a per-wallet lock. Allowed: 201 with the request (`state` `authorized`, `expires_at`). Denied: 403 `policy_denied` with `decision` and `signing_request`.",
+    params(
+        ("address" = String, Path),
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        ("Idempotency-Key" = String, Header, max_length = 255, min_length = 1),
+    ),
+    request_body(content = Object),
+    responses(
+        (status = 201, description = "{id, app, wallet, owner, chain_id, action, digest, state, decision, created_at, expires_at, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn sign(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -226,6 +250,24 @@ fn full_view(state: &AppState, r: &SigningRequest) -> Value {
 }
 
 /// `GET /v1/signing-requests/{id}`: the creating app, or the owner through any app.
+#[utoipa::path(
+    get,
+    path = "/v1/signing-requests/{id}",
+    operation_id = "signing_get",
+    summary = "A signing request",
+    description = "For the app that created it, or for the wallet's owner (their session with any app); anyone else gets `not_found`. `state` is `authorized`, `signing`, `signed`, `failed`, `expired` or `denied`. Once signed: `signature: {r, s, y_parity, rsv}` and, for transactions, `signed_transaction` (EIP-2718, 0x hex) and `tx_hash`.",
+    params(
+        ("id" = String, Path),
+        ("Parapet-Session" = Option<String>, Header, nullable = false, description = "The owner's session, when another app reads it"),
+    ),
+    responses(
+        (status = 200, description = "The signing request", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -256,6 +298,24 @@ pub async fn get(
 /// carries `body`, the request as it was decided (`chain_id`, `wallet` and the one payload), so
 /// that the device decodes it itself, shows the person what it is and recomputes the digest
 /// before it joins the ceremony: the device signs what it checked, not what it is told.
+#[utoipa::path(
+    get,
+    path = "/v1/device/signing-requests/{id}",
+    operation_id = "signing_device_get",
+    summary = "A signing request, for the owner's device",
+    description = "As `GET /v1/signing-requests/{id}`, with `Authorization: Device <token>` of a device of the wallet's owner, plus `body`: the request as it was decided (`chain_id`, `wallet` and the one payload). The device decodes it itself, shows it to the person and recomputes the digest; it refuses to join the ceremony when the gateway's digest differs.",
+    security(()),
+    params(
+        ("id" = String, Path),
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 200, description = "The signing request (see GET /v1/signing-requests/{id})", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn device_get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -276,6 +336,23 @@ pub async fn device_get(
 }
 
 /// `GET /v1/signing-requests/{id}/ceremony`: the owner's device joins the signing ceremony.
+#[utoipa::path(
+    get,
+    path = "/v1/signing-requests/{id}/ceremony",
+    operation_id = "signing_ceremony",
+    summary = "Join a signing request's ceremony (WebSocket)",
+    description = r#"Only the owner's paired device holding the wallet's other share may join (`not_found`, `device_not_allowed`); the request must be authorized and unexpired (`not_signable`). The gateway announces the execution id and the digest, signs that digest only, checks the signature (k256, low s, recovery to the wallet's address), audits `signature.released`, then sends its final message and `done` with the signature. A failure before that releases the velocity reservation and is audited as `signature.failed`. A WebSocket: send an upgrade request. Text frames carry JSON control messages (`auth`, `start`, `stored`, `done`, `error`), binary frames the MPC protocol's messages. The device authenticates with `Authorization: Device <token>` on the upgrade request, or with `{"type":"auth","authorization":"Device <token>"}` as its first message; never a query string."#,
+    security(()),
+    params(
+        ("id" = String, Path),
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols"),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn ceremony(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -287,10 +364,12 @@ pub async fn ceremony(
 }
 
 /// A step-up assertion: the ceremony it answers and the authenticator's response.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUp {
     pub(super) ceremony_id: String,
+    /// The authenticator's assertion (WebAuthn `PublicKeyCredential`, JSON).
+    #[schema(value_type = Object)]
     pub(super) credential: webauthn_rs::prelude::PublicKeyCredential,
 }
 
@@ -298,6 +377,27 @@ pub struct StepUp {
 /// request's step-up ceremony (bound to its id and digest, single-use, expiring), lets the
 /// request be decided again with `context.step_up = true`. An allow authorizes it (the
 /// reservation commits with the decision's event); anything else answers as a deny.
+#[utoipa::path(
+    post,
+    path = "/v1/signing-requests/{id}/step-up",
+    operation_id = "signing_step_up",
+    summary = "Approve a request with the owner's passkey (step-up)",
+    description = "When `POST /v1/wallets/{address}/sign` answered 403 `step_up_required`, its body carries `signing_request` and `step_up: {ceremony_id, options}` (WebAuthn request options; a retry with the same Idempotency-Key gives fresh ones; a user without a passkey gets `passkey_required`). Post the owner's assertion here as `{ceremony_id, credential}` with the owner's session. The ceremony is bound server-side to this request's id and digest, single-use and expiring: an assertion made for another request is 403 `step_up_mismatch`. The request is decided again with `context.step_up = true`; an allow authorizes it (201, the reservation committed with the decision's event), a deny answers 403 `policy_denied`.",
+    params(
+        ("id" = String, Path),
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+    ),
+    request_body(content = inline(StepUp)),
+    responses(
+        (status = 201, description = "The authorized request", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn step_up(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

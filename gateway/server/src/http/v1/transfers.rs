@@ -23,13 +23,30 @@ use crate::http::v1::step_up::{Gate, gate};
 
 type Answer = Result<Response, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {
     public_key: String,
 }
 
 /// `POST /v1/device/transfers {public_key}`: a new device asks for the user's wallets.
+#[utoipa::path(
+    post,
+    path = "/v1/device/transfers",
+    operation_id = "transfers_ask",
+    summary = "A new device asks for the user's wallets",
+    description = "`{public_key}`: the device's own X25519 public key (hex). The device shows the short code derived from it (SHA-256 of a domain tag and the key, 60 bits as `XXXX-XXXX-XXXX`). The user then approves the request with a passkey (`/v1/device-transfers/{id}/approve`) and an existing device seals to it. Expires after 15 minutes; an earlier open request of the same device is withdrawn.",
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    request_body(content = inline(Ask)),
+    responses(
+        (status = 201, description = "{id, kind, to_device, public_key, short_code, state: waiting, expires_at, …}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn ask(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -45,6 +62,21 @@ pub async fn ask(
 
 /// `GET /v1/device/transfers`: approved requests this device may seal to, and bundles waiting
 /// for it.
+#[utoipa::path(
+    get,
+    path = "/v1/device/transfers",
+    operation_id = "transfers_list",
+    summary = "Device transfers this device takes part in",
+    description = "`to_seal`: requests of other devices of the user that the user approved (each with the recipient's public key: derive the short code from it and compare with the new device's screen before sealing). `incoming`: sealed bundles waiting for this device.",
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    responses(
+        (status = 200, description = "{to_seal: [transfer], incoming: [transfer], request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -68,6 +100,24 @@ pub async fn list(
 }
 
 /// `GET /v1/device/transfers/{id}`: the sealed bundle, for its recipient only.
+#[utoipa::path(
+    get,
+    path = "/v1/device/transfers/{id}",
+    operation_id = "transfers_fetch",
+    summary = "A transfer, with its sealed bundle for the recipient",
+    description = "Only the recipient device sees it (404 otherwise); `sealed` (hex) is present while the state is `sealed`.",
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+        ("id" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "{id, state, …, sealed?}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn fetch(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -94,10 +144,11 @@ pub async fn fetch(
     Ok(json_answer(out, &request_id))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sealed {
-    /// The HPKE-sealed bundle, hex.
+    /// HPKE (X25519, HKDF-SHA-256, ChaCha20-Poly1305) bundle sealed to the recipient device's
+    /// key, hex.
     sealed: String,
     wallets: Vec<Carried>,
     /// Only for a re-sync: the device it is for, and the transfer id the bundle is bound to.
@@ -114,6 +165,28 @@ fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
 
 /// `POST /v1/device/transfers/{id}/seal {sealed, wallets}`: an existing device seals its shares
 /// to an approved request.
+#[utoipa::path(
+    post,
+    path = "/v1/device/transfers/{id}/seal",
+    operation_id = "transfers_seal",
+    summary = "Seal this device's shares to an approved request",
+    description = "`{sealed, wallets}`. The sending device must hold every carried wallet at its current epoch (no pending refresh); the request must be approved and unexpired (409 `transfer_not_ready`). Audited as `device.add` before it is stored. Bodies up to 16 MiB.",
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+        ("id" = String, Path),
+    ),
+    request_body(content = inline(Sealed)),
+    responses(
+        (status = 200, description = "{id, state: sealed, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn seal(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -151,6 +224,27 @@ pub async fn seal(
 
 /// `POST /v1/device/resync {id, to_device, sealed, wallets}`: a device holding the current epoch
 /// sends it to a stale device of the same user.
+#[utoipa::path(
+    post,
+    path = "/v1/device/resync",
+    operation_id = "transfers_resync",
+    summary = "Send a refreshed share to a stale device",
+    description = "`{id, to_device, sealed, wallets}`: after a refresh, a device holding the current epoch seals it to another device of the user that held an older epoch (to the key it confirmed when that device was added, kept in its own file). `id` is `dtr_` + 32 hex digits chosen by the sender, and the bundle is bound to it. No new approval: the device was approved before. Audited as `device.resync`.",
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+    ),
+    request_body(content = inline(Sealed)),
+    responses(
+        (status = 201, description = "{id, kind: resync, state: sealed, …}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn resync(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -180,6 +274,24 @@ pub async fn resync(
 }
 
 /// `POST /v1/device/transfers/{id}/received`: the recipient stored the bundle.
+#[utoipa::path(
+    post,
+    path = "/v1/device/transfers/{id}/received",
+    operation_id = "transfers_received",
+    summary = "The recipient stored the bundle",
+    description = "From now on the recipient holds the carried wallets at their epochs and may sign; the sealed bytes are deleted.",
+    params(
+        ("Authorization" = String, Header, description = "`Device <token>`"),
+        ("id" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "{id, state: received, …}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn received(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -196,6 +308,26 @@ pub async fn received(
 /// `POST /v1/device-transfers/{id}/approve` with the app key and the user's session: an empty
 /// body answers `step_up_required` with passkey options bound to the request and its key; the
 /// assertion then approves it.
+#[utoipa::path(
+    post,
+    path = "/v1/device-transfers/{id}/approve",
+    operation_id = "transfers_approve",
+    summary = "The user approves a new device",
+    description = "App key and the user's session. An empty body answers 403 `step_up_required` with passkey options (user verification) bound to the request and its key; posting `{ceremony_id, credential}` approves it. Audited as `device.add_approve`. `GET /v1/devices` lists waiting requests with their short codes.",
+    params(
+        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        ("id" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "{id, state: approved, short_code, …}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn approve(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

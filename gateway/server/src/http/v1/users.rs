@@ -2,6 +2,8 @@
 //! (admin keys). Session tokens appear once, in the login answer; ID tokens and nonces are
 //! never logged or audited.
 
+use parapet_api::admin::{UserDisabled, UserList};
+use parapet_api::sessions::{OidcNonce, SessionIssued};
 use std::sync::Arc;
 
 use axum::Json;
@@ -25,12 +27,30 @@ use crate::http::error::ApiError;
 use crate::http::extract::{AppSession, StrictJson};
 use crate::http::request_id::ReqId;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdToken {
+    /// The ID token (compact JWS) from an issuer this app trusts; its `nonce` claim must be one
+    /// this app got from `/v1/sessions/oidc/nonce`.
     id_token: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/oidc/nonce",
+    operation_id = "users_nonce",
+    summary = "A single-use login nonce for an OIDC login",
+    description = "Put it in the authorization request to the issuer (`nonce`); the ID token must carry it back. Valid for 10 minutes, once, for this app only; only its hash is stored.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    responses(
+        (status = 200, description = "{nonce, expires_at, request_id}", body = OidcNonce),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn nonce(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -43,14 +63,34 @@ pub async fn nonce(
                 error,
                 request_id: request_id.clone(),
             })?;
-    Ok(Json(serde_json::json!({
-        "nonce": nonce,
-        "expires_at": format_time(expires),
-        "request_id": request_id,
-    }))
+    Ok(Json(OidcNonce {
+        nonce,
+        expires_at: format_time(expires),
+        request_id,
+    })
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/oidc",
+    operation_id = "users_oidc_login",
+    summary = "Log a user in with an ID token from a trusted OIDC issuer",
+    description = "Verifies the ID token against the issuer's JWKS (asymmetric algorithms only; `iss` exact, `aud` among the app's allowed audiences, `exp`/`nbf`/`iat` with 60 s leeway, the nonce unused and issued to this app), finds or creates the user of (`iss`, `sub`) and starts a session bound to this app, with the app's absolute and idle limits. Every failure answers 401 `login_failed` with the same body; too many failures from one client IP or for one (`iss`, `sub`) answer 429. The session token is shown once; the login is audited (kind `session`, never the token).",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    request_body(content = inline(IdToken)),
+    responses(
+        (status = 200, description = "The new session", body = SessionIssued),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn oidc_login(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -72,23 +112,24 @@ pub async fn oidc_login(
         .await
         .map_err(fail)?;
     tracing::info!(app_id = %caller.id, user = %login.session.user, session_id = %login.session.id, "OIDC login");
-    Ok(Json(serde_json::json!({
-        "session_token": login.session.token,
-        "user_id": login.session.user.to_string(),
-        "expires_at": format_time(login.session.expires_at),
-        "idle_secs": login.session.idle_secs,
-        "request_id": request_id,
-    }))
+    Ok(Json(SessionIssued {
+        session_token: login.session.token,
+        user_id: login.session.user.to_string(),
+        expires_at: format_time(login.session.expires_at),
+        idle_secs: login.session.idle_secs,
+        request_id,
+    })
     .into_response())
 }
 
 /// `POST /v1/sessions/oidc/link`: an ID token, and once the person has a passkey the assertion
 /// of the step-up the first call answered with (`ceremony_id`, `credential`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkRequest {
     id_token: String,
     ceremony_id: Option<String>,
+    #[schema(value_type = Option<Object>)]
     credential: Option<webauthn_rs::prelude::PublicKeyCredential>,
 }
 
@@ -102,6 +143,30 @@ fn link_context(user: uuid::Uuid, id_token: &str) -> String {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/oidc/link",
+    operation_id = "users_oidc_link",
+    summary = "Link another OIDC identity to the session's user",
+    description = "Needs the user's live session and an ID token verified as for a login (nonce included). An identity already linked to another user is refused with 409 `identity_in_use`. Audited (kind `session`, action `session.link`). Once the person has a passkey, a link needs their step-up bound to this very ID token: the first call answers 403 `step_up_required` with passkey options, and the same body with `ceremony_id` and `credential` (the assertion) links it; an assertion made for another token is `step_up_mismatch`.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    request_body(content = inline(LinkRequest)),
+    responses(
+        (status = 200, description = "{user_id, issuer, subject, newly_linked, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 409, response = crate::http::openapi::Error),
+        (status = 413, response = crate::http::openapi::Error),
+        (status = 415, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn oidc_link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -173,6 +238,25 @@ pub async fn oidc_link(
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/logout",
+    operation_id = "users_logout",
+    summary = "End a user's session",
+    description = "The session stops working at once in this gateway and within a second in every other. Audited (kind `session`, action `session.logout`).",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    responses(
+        (status = 200, description = "{ended: true, user_id, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn logout(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -202,6 +286,22 @@ pub async fn logout(
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/admin/users",
+    operation_id = "users_list",
+    summary = "List users",
+    description = "Every user with their OIDC identities and how many live sessions they hold.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    responses(
+        (status = 200, description = "{users, request_id}", body = UserList),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -212,10 +312,34 @@ pub async fn list(
             error,
             request_id: request_id.clone(),
         })?;
-    let users: Vec<_> = users.iter().map(users::StoredUser::to_json).collect();
-    Ok(Json(serde_json::json!({"users": users, "request_id": request_id})).into_response())
+    Ok(Json(UserList {
+        users: users.iter().map(users::StoredUser::view).collect(),
+        request_id,
+    })
+    .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/users/{id}/disable",
+    operation_id = "users_disable",
+    summary = "Disable a user and end their sessions",
+    description = "Recorded in the audit log (kind `admin`, action `user.disable`) before it is made. The user's sessions stop working at once in this gateway and within a second in every other; the user can no longer log in.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    params(
+        ("id" = String, Path, format = "uuid"),
+    ),
+    responses(
+        (status = 200, description = "The user", body = UserDisabled),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn disable(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -235,22 +359,42 @@ pub async fn disable(
         .await
         .map_err(fail)?;
     tracing::info!(user = %id, "user disabled over HTTP");
-    let mut out = user.to_json();
-    if let Some(o) = out.as_object_mut() {
-        o.insert("request_id".to_owned(), request_id.into());
-    }
-    Ok(Json(out).into_response())
+    Ok(Json(UserDisabled {
+        user: user.view(),
+        request_id,
+    })
+    .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Exchange {
+    #[schema(pattern = "^pc_[0-9a-f]{64}$")]
     code: String,
+    #[schema(format = "uri")]
     redirect_uri: String,
 }
 
 /// The app hand-off's last step: the app's backend trades the one-time code the page gave the
 /// browser for a session of its own.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/exchange",
+    operation_id = "users_exchange",
+    summary = "Exchange a hand-off login code for a session",
+    description = "The last step of the app hand-off: the user logged in on the gateway's page (`/ui/login?app=…&redirect_uri=…&state=…`) and was sent back to `redirect_uri?code=…&state=…`. The app's backend posts the code with its key and the exact redirect URI. A code is single-use (the first attempt burns it, whatever its outcome), valid for 60 s, and good only for the app and redirect URI it was issued for; every failure is `401 login_failed`. Audited (kind `session`, action `session.login`, `via: handoff`).",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    request_body(content = inline(Exchange)),
+    responses(
+        (status = 200, description = "{session_token, user_id, expires_at, idle_secs, request_id}", body = SessionIssued),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn exchange(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -273,18 +417,37 @@ pub async fn exchange(
         .await
         .map_err(fail)?;
     tracing::info!(app_id = %caller.id, user = %issued.user, session_id = %issued.id, "hand-off login");
-    Ok(Json(serde_json::json!({
-        "session_token": issued.token,
-        "user_id": issued.user.to_string(),
-        "expires_at": format_time(issued.expires_at),
-        "idle_secs": issued.idle_secs,
-        "request_id": request_id,
-    }))
+    Ok(Json(SessionIssued {
+        session_token: issued.token,
+        user_id: issued.user.to_string(),
+        expires_at: format_time(issued.expires_at),
+        idle_secs: issued.idle_secs,
+        request_id,
+    })
     .into_response())
 }
 
 /// The app's scopes as its user sees them: which are offered, which are approved, and whether
 /// the user must be asked (again).
+#[utoipa::path(
+    get,
+    path = "/v1/consent",
+    operation_id = "users_consent_get",
+    summary = "The app's consent scopes for the session's user",
+    description = "Every scope the policy set offers this app (id, plain-language name and description, required flag, whether it is in effect for this user), whether the user must be asked (no consent, or one given under another consent hash), and the current consent hash.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    responses(
+        (status = 200, description = "{app: {id, name}, scopes: [{id, name, description, required, approved}], needs_consent, consent_hash, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn consent_get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -312,7 +475,7 @@ pub async fn consent_get(
     Ok(Json(out).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Approve {
     #[serde(default)]
@@ -323,6 +486,27 @@ pub struct Approve {
 
 /// The user approves the app's required scopes and the optional `scopes`, as shown under
 /// `consent_hash`.
+#[utoipa::path(
+    post,
+    path = "/v1/consent",
+    operation_id = "users_consent_approve",
+    summary = "Approve the app's scopes for the session's user",
+    description = "Approves the required scopes and the optional `scopes` listed, as shown under `consent_hash` (a different current hash is refused: show the scopes again). Replaces any earlier approval. Audited first (kind `consent`, action `approve`).",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    request_body(content = inline(Approve)),
+    responses(
+        (status = 200, description = "{approved, consent_hash, granted_at, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn consent_approve(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -359,6 +543,25 @@ pub async fn consent_approve(
 
 /// The user withdraws their consent to the app: its decisions for them fall back to nothing
 /// permitted until they approve again.
+#[utoipa::path(
+    post,
+    path = "/v1/consent/revoke",
+    operation_id = "users_consent_revoke",
+    summary = "Withdraw the session's user's consent to the app",
+    description = "Decisions for this user through this app fall back to the required `basic` scope until they approve again. Audited first (kind `consent`, action `revoke`).",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    responses(
+        (status = 200, description = "{revoked, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn consent_revoke(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -384,6 +587,25 @@ pub async fn consent_revoke(
 /// page asks the person before it redeems it. Only for a person with no passkey yet: once they
 /// have one, only that passkey opens their page (`passkey_login_required`), so an app holding
 /// their session can never act on the page as them.
+#[utoipa::path(
+    post,
+    path = "/v1/sessions/page-link",
+    operation_id = "users_page_link",
+    summary = "A one-time link that opens the gateway's page as the session's user",
+    description = r#"For people who logged in through OIDC and have no passkey yet: open `url` (relative to the gateway) in their browser within 60 s; the page asks them to confirm ("log in as ...?") and then opens as them, so they can add their first passkey. Single-use. A person who has a passkey gets 403 `passkey_login_required`: only their own passkey opens their page, so an app holding their session can never act on the page as them."#,
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    responses(
+        (status = 200, description = r#"{url: "/ui/?link=pc_…", expires_at, request_id}"#, body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn page_link(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

@@ -20,6 +20,25 @@ use crate::http::request_id::ReqId;
 
 type Answer = Result<Response, ApiError>;
 
+#[utoipa::path(
+    get,
+    path = "/v1/wallets",
+    operation_id = "wallets_list",
+    summary = "The session user's wallets",
+    description = "Oldest first.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+    ),
+    responses(
+        (status = 200, description = "{wallets: [{address, owner, created_at, epoch, labels, groups, frozen, refresh_required}], request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -41,6 +60,27 @@ pub async fn list(
 
 /// One wallet: for an admin key, any; otherwise only with the owner's session. Someone else's
 /// wallet and no wallet at all get the same 404.
+#[utoipa::path(
+    get,
+    path = "/v1/wallets/{address}",
+    operation_id = "wallets_get",
+    summary = "One wallet",
+    description = "With the owner's session, or with an admin key (any wallet). Someone else's wallet and no wallet get the same 404.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("sign"))),
+    params(
+        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        ("address" = String, Path, pattern = "^0[xX][0-9a-fA-F]{40}$"),
+    ),
+    responses(
+        (status = 200, description = "{address, owner, created_at, epoch, labels, groups, frozen, refresh_required, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 503, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -69,7 +109,7 @@ pub async fn get(
     Ok(json_answer(wallet.to_json(), &request_id))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Update {
     labels: Option<Vec<String>>,
@@ -79,6 +119,27 @@ pub struct Update {
     refresh_required: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/admin/wallets/{address}/update",
+    operation_id = "wallets_update",
+    summary = "Change a wallet's labels, groups, frozen flag, or mark it refresh_required",
+    description = "Admins only. Audited first (kind `admin`, action `wallet.update`, with the wallet before and after). `refresh_required` can only be set: the owner's refresh clears it. The shipped forbid denies frozen wallets.",
+    security(("bearer" = [])),
+    extensions(("x-parapet-grant" = json!("admin"))),
+    params(
+        ("address" = String, Path),
+    ),
+    request_body(content = inline(Update)),
+    responses(
+        (status = 200, description = "The wallet after the change.", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 429, response = crate::http::openapi::RateLimited),
+    ),
+)]
 pub async fn update(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,

@@ -26,7 +26,7 @@ fn actor(caller: &Caller, request_id: &str) -> Actor {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Register {
     url: String,
@@ -34,6 +34,21 @@ pub struct Register {
 
 /// `POST /v1/webhook {url}`: registers the calling app's webhook (replacing one it had) and
 /// returns the new signing secret.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook",
+    operation_id = "webhooks_register",
+    summary = "Register the calling app's security webhook",
+    description = r#"`{url}`: HTTPS (plain HTTP only to a loopback address). Replaces an existing registration and rotates the signing secret, which is returned only here. The gateway then POSTs the user's security events (recovery.opened|cancelled|completed, recovery.secret_set, totp.enrolled, device.added|removed|resynced, kit.exported, wallet.refreshed) for every user who has had a session with, or consented to, this app: body `{id, type, created_at, user_id, wallet, audit_seq, data}`, headers `Parapet-Signature: t=<unix>,v1=<hex HMAC-SHA-256(secret, t + "." + body)>` and `Parapet-Delivery: whd_…` (the same on every retry). Any answer but 2xx is retried with exponential backoff (at least once). Audited as `webhook.register`."#,
+    request_body(content = inline(Register)),
+    responses(
+        (status = 200, description = "{webhook, signing_secret, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn register(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -62,6 +77,19 @@ pub async fn register(
 }
 
 /// `GET /v1/webhook`: the calling app's webhook and its latest deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/webhook",
+    operation_id = "webhooks_get",
+    summary = "The calling app's security webhook and its latest deliveries",
+    description = "Any app key with `sign`. The URL (never the secret) and the 50 newest deliveries with their state.",
+    responses(
+        (status = 200, description = "{webhook: {app_id, url, created_at} | null, deliveries: [WebhookDelivery], request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn get(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -89,6 +117,20 @@ pub async fn get(
 }
 
 /// `DELETE /v1/webhook`.
+#[utoipa::path(
+    delete,
+    path = "/v1/webhook",
+    operation_id = "webhooks_remove",
+    summary = "Remove the calling app's security webhook",
+    description = "Pending deliveries then fail with `webhook removed`. Audited as `webhook.remove`.",
+    responses(
+        (status = 200, description = "{removed: true, request_id}", body = Object),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn remove(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -116,6 +158,25 @@ pub struct DeliveriesQuery {
 }
 
 /// `GET /v1/admin/webhook-deliveries?app_id=&status=&limit=`: delivery state for operators.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/webhook-deliveries",
+    operation_id = "webhooks_admin_list",
+    summary = "Webhook delivery state, every app",
+    description = "`admin` grant. Newest first; filters `app_id`, `status` (pending|delivered|failed), `limit` (≤ 500, default 100).",
+    params(
+        ("app_id" = Option<String>, Query),
+        ("status" = Option<String>, Query),
+        ("limit" = Option<i64>, Query),
+    ),
+    responses(
+        (status = 200, description = "{deliveries: [WebhookDelivery], request_id}", body = parapet_api::admin::DeliveryList),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn admin_list(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
@@ -133,13 +194,32 @@ pub async fn admin_list(
     )
     .await
     .map_err(fail)?;
-    Ok(
-        Json(serde_json::json!({"deliveries": deliveries, "request_id": request_id}))
-            .into_response(),
-    )
+    Ok(Json(parapet_api::admin::DeliveryList {
+        deliveries: deliveries.iter().map(webhooks::Delivery::view).collect(),
+        request_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/admin/webhook-deliveries/{id}/redeliver`: sends a delivery again from scratch.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/webhook-deliveries/{id}/redeliver",
+    operation_id = "webhooks_redeliver",
+    summary = "Send a delivery again",
+    description = "`admin` grant. Puts the delivery back to pending with a fresh attempt budget (after the receiver is mended). Audited as `webhook.redeliver`.",
+    params(
+        ("id" = String, Path),
+    ),
+    responses(
+        (status = 200, description = "{delivery, status: pending, request_id}", body = Object),
+        (status = 400, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi::Error),
+        (status = 403, response = crate::http::openapi::Error),
+        (status = 404, response = crate::http::openapi::Error),
+        (status = 503, response = crate::http::openapi::Error),
+    ),
+)]
 pub async fn redeliver(
     State(state): State<Arc<AppState>>,
     ReqId(request_id): ReqId,
