@@ -7,11 +7,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use parapet_api::devices::{DevicePaired, ThisDevice};
 use parapet_device::{DeviceSecrets, file};
 use serde_json::Value;
 
 use crate::device_file::{FileArgs, passphrase};
-use crate::gateway_calls::{agent, answer_json, device_get, refusal, text};
+use crate::gateway_calls::{agent, answer_json, device_get, refusal, typed};
 
 #[derive(Subcommand)]
 pub enum DeviceCommand {
@@ -127,16 +128,12 @@ fn pair(gateway: &str, code: &str, name: &str, path: &Path) -> Result<ExitCode> 
     if status != 200 {
         bail!("pairing refused: {}", refusal(status, &body));
     }
-    let field = |k: &str| -> Result<String> {
-        text(&body, k)
-            .map(str::to_owned)
-            .with_context(|| format!("the gateway's answer has no {k}"))
-    };
+    let paired: DevicePaired = typed(body)?;
     let secrets = DeviceSecrets {
         gateway: gateway.to_owned(),
-        device_id: field("device_id")?,
-        user: field("user_id")?,
-        device_token: field("device_token")?,
+        device_id: paired.device_id,
+        user: paired.user_id,
+        device_token: paired.device_token,
         shares: Default::default(),
         recovery_public_key: None,
         recovery_salt: None,
@@ -161,11 +158,12 @@ fn show(path: &Path, json: bool) -> Result<ExitCode> {
     if json {
         println!("{body}");
     } else {
+        let this: ThisDevice = typed(body)?;
         println!(
             "device {} ({}) of user {} at {}; wallets in this file: {}",
-            text(&body, "device_id").unwrap_or("?"),
-            text(&body, "name").unwrap_or("?"),
-            text(&body, "user_id").unwrap_or("?"),
+            this.device.device_id,
+            this.device.name,
+            this.device.user_id,
             secrets.gateway,
             secrets.shares.len()
         );

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use parapet_api::devices::{TransferAnswer, TransferList, TransferState};
 use parapet_device::DeviceSecrets;
 use parapet_device::file::{self, Sibling};
 use parapet_device::transfer::{
@@ -19,7 +20,7 @@ use parapet_device::transfer::{
 use serde_json::{Value, json};
 
 use crate::device_file::passphrase;
-use crate::gateway_calls::{device_get, post_json, refused, text};
+use crate::gateway_calls::{device_get, post_json, refused, text, typed};
 use crate::recovery_cmd::current_share_key;
 
 fn auth(secrets: &DeviceSecrets) -> String {
@@ -41,7 +42,7 @@ pub fn link(path: &Path, wait: Duration, json_out: bool) -> Result<ExitCode> {
     if status != 201 {
         return Err(refused(status, &asked));
     }
-    let id = text(&asked, "id").context("no transfer id")?.to_owned();
+    let id = typed::<TransferAnswer>(asked)?.transfer.id;
     let code = short_code(key.public_key());
     eprintln!(
         "Short code of this device: {code}\n\
@@ -52,10 +53,13 @@ pub fn link(path: &Path, wait: Duration, json_out: bool) -> Result<ExitCode> {
     );
     let deadline = Instant::now() + wait;
     let sealed = loop {
-        let t = device_get(&secrets, &format!("/v1/device/transfers/{id}"))?;
-        match text(&t, "state") {
-            Some("sealed") => break hex::decode(text(&t, "sealed").context("no bundle")?)?,
-            Some("refused") => bail!("the request was withdrawn or refused"),
+        let t: TransferAnswer =
+            typed(device_get(&secrets, &format!("/v1/device/transfers/{id}"))?)?;
+        match t.transfer.state {
+            TransferState::Sealed => {
+                break hex::decode(t.transfer.sealed.context("no bundle")?)?;
+            }
+            TransferState::Refused => bail!("the request was withdrawn or refused"),
             _ if Instant::now() >= deadline => bail!("no device sealed the wallets in time ({id})"),
             _ => std::thread::sleep(Duration::from_secs(2)),
         }
@@ -82,17 +86,13 @@ pub fn receive(path: &Path, json_out: bool) -> Result<ExitCode> {
             .as_deref()
             .context("this device has no device key: it was never linked to another device")?,
     )?;
-    let listed = device_get(&secrets, "/v1/device/transfers")?;
+    let listed: TransferList = typed(device_get(&secrets, "/v1/device/transfers")?)?;
     let mut stored = Vec::new();
-    for t in listed
-        .get("incoming")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let id = text(t, "id").context("no transfer id")?.to_owned();
-        let full = device_get(&secrets, &format!("/v1/device/transfers/{id}"))?;
-        let sealed = hex::decode(text(&full, "sealed").context("no bundle")?)?;
+    for t in listed.incoming {
+        let id = t.id;
+        let full: TransferAnswer =
+            typed(device_get(&secrets, &format!("/v1/device/transfers/{id}"))?)?;
+        let sealed = hex::decode(full.transfer.sealed.context("no bundle")?)?;
         let bundle = TransferBundle::open(&key, &secrets.user, &secrets.device_id, &id, &sealed)?;
         stored.extend(store_bundle(&mut secrets, &bundle)?);
         file::save(path, &secrets, &pass)?;
@@ -226,13 +226,8 @@ fn bundle_for(
 pub fn add(path: &Path, code: &str, json_out: bool) -> Result<ExitCode> {
     let pass = passphrase(false)?;
     let mut secrets = file::load(path, &pass)?;
-    let listed = device_get(&secrets, "/v1/device/transfers")?;
-    let requests: Vec<&Value> = listed
-        .get("to_seal")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .collect();
+    let listed: TransferList = typed(device_get(&secrets, "/v1/device/transfers")?)?;
+    let requests = listed.to_seal;
     if requests.is_empty() {
         bail!(
             "no approved request from a new device: run `parapet device link` there and approve it first"
@@ -240,15 +235,15 @@ pub fn add(path: &Path, code: &str, json_out: bool) -> Result<ExitCode> {
     }
     let mut chosen = None;
     for t in &requests {
-        let key = parse_public_key(text(t, "public_key").unwrap_or_default())?;
+        let key = parse_public_key(&t.public_key)?;
         if code_matches(code, &key) {
-            chosen = Some((*t, key));
+            chosen = Some((t, key));
         }
     }
     let Some((t, key)) = chosen else {
         let shown: Vec<String> = requests
             .iter()
-            .filter_map(|t| parse_public_key(text(t, "public_key")?).ok())
+            .filter_map(|t| parse_public_key(&t.public_key).ok())
             .map(|k| short_code(&k))
             .collect();
         eprintln!(
@@ -258,8 +253,7 @@ pub fn add(path: &Path, code: &str, json_out: bool) -> Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     };
-    let id = text(t, "id").context("no transfer id")?.to_owned();
-    let to = text(t, "to_device").context("no device")?.to_owned();
+    let (id, to) = (t.id.clone(), t.to_device.clone());
     let wallets = held(&secrets)?;
     if wallets.is_empty() {
         bail!("this device holds no wallet to give");

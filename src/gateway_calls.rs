@@ -29,6 +29,20 @@ pub fn answer_json(res: &mut ureq::http::Response<ureq::Body>) -> Result<Value> 
     }
 }
 
+/// An answer read as its wire type (`parapet_api`); an answer of another shape is an error that
+/// names what was expected.
+pub fn typed<T: serde::de::DeserializeOwned>(body: Value) -> Result<T> {
+    serde_json::from_value(body).with_context(|| {
+        format!(
+            "the gateway's answer is not a {}",
+            std::any::type_name::<T>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("known answer")
+        )
+    })
+}
+
 /// A string field of a JSON answer.
 pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)

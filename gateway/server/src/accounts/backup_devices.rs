@@ -9,7 +9,6 @@
 //! current holder re-syncs them (`resync`, no new approval: the device was approved before).
 //! Removing a device forces a refresh of every wallet it held.
 
-use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -19,40 +18,12 @@ use crate::audit::AuditLog;
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
 use crate::error::{Error, Result};
-use crate::store::db::{RowLike, db, stored_enum, with_pool};
+use crate::store::db::{RowLike, db, decode_name, with_pool};
 
 /// How long a transfer request waits for approval and a sender.
 pub const TRANSFER_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-/// A wallet a transfer carries, as the sending device declared it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Carried {
-    pub address: String,
-    pub epoch: i64,
-}
-
-stored_enum! {
-    /// What a transfer is for.
-    pub enum TransferKind {
-        /// A new device of the person receives copies of the shares (a backup device).
-        Add => "add",
-        /// A device catches up with shares refreshed while it was away.
-        Resync => "resync",
-    }
-}
-
-stored_enum! {
-    /// Where a transfer is: the new device `waiting`, the owner's passkey `approved` it, a
-    /// device of the person `sealed` the shares to it, the new device `received` them.
-    pub enum TransferState {
-        Waiting => "waiting",
-        Approved => "approved",
-        Sealed => "sealed",
-        Received => "received",
-        Refused => "refused",
-    }
-}
+pub use parapet_api::devices::{Carried, Holding, TransferKind, TransferState};
 
 /// One transfer as stored (the sealed bundle is read apart, only by its recipient).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,19 +50,20 @@ impl Transfer {
             .unwrap_or_default()
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "id": self.id,
-            "kind": self.kind,
-            "to_device": self.to_device,
-            "public_key": self.public_key,
-            "short_code": self.short_code(),
-            "state": self.state,
-            "from_device": self.from_device,
-            "wallets": self.wallets,
-            "created_at": self.created_at,
-            "expires_at": self.expires_at,
-        })
+    pub fn view(&self) -> parapet_api::devices::Transfer {
+        parapet_api::devices::Transfer {
+            id: self.id.clone(),
+            kind: self.kind,
+            to_device: self.to_device.clone(),
+            public_key: self.public_key.clone(),
+            short_code: self.short_code(),
+            state: self.state,
+            from_device: self.from_device.clone(),
+            wallets: self.wallets.clone(),
+            created_at: self.created_at.clone(),
+            expires_at: self.expires_at.clone(),
+            sealed: None,
+        }
     }
 
     /// The state as a refusal names it: `expired` once past its expiry.
@@ -123,10 +95,10 @@ fn row(r: &impl RowLike) -> std::result::Result<Transfer, sqlx::Error> {
     Ok(Transfer {
         id: r.text("id")?,
         user_id: Uuid::parse_str(&r.text("user_id")?).map_err(|e| bad(e.to_string()))?,
-        kind: TransferKind::decode(&r.text("kind")?)?,
+        kind: decode_name(&r.text("kind")?, TransferKind::from_name)?,
         to_device: r.text("to_device")?,
         public_key: r.text("public_key")?,
-        state: TransferState::decode(&r.text("state")?)?,
+        state: decode_name(&r.text("state")?, TransferState::from_name)?,
         from_device: r.opt_text("from_device")?,
         wallets,
         created_at: r.text("created_at")?,
@@ -567,15 +539,6 @@ pub async fn received(
         state: TransferState::Received,
         ..t
     })
-}
-
-/// One device's hold on one wallet, for the owner's device list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Holding {
-    pub address: String,
-    pub epoch: i64,
-    /// Whether the device holds the wallet's current epoch (it can sign); false: stale.
-    pub current: bool,
 }
 
 /// Which wallets each of `user`'s devices holds, by device id.

@@ -31,6 +31,20 @@ pub struct Device {
     pub revoked_at: Option<String>,
 }
 
+impl Device {
+    /// The device as people, apps and devices read it.
+    pub fn view(&self) -> parapet_api::devices::Device {
+        parapet_api::devices::Device {
+            device_id: self.device_id.clone(),
+            user_id: self.user_id.to_string(),
+            name: self.name.clone(),
+            created_at: self.created_at.clone(),
+            last_seen: self.last_seen.clone(),
+            revoked_at: self.revoked_at.clone(),
+        }
+    }
+}
+
 /// Crockford base32 without I, L, O, U: easy to read out and type.
 const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 

@@ -68,6 +68,15 @@ macro_rules! stored_enum {
 }
 pub(crate) use stored_enum;
 
+/// Reads a value stored by name (`from_name` of a named wire enum); another name is a decoding
+/// error.
+pub(crate) fn decode_name<T>(
+    name: &str,
+    from_name: fn(&str) -> Option<T>,
+) -> std::result::Result<T, sqlx::Error> {
+    from_name(name).ok_or_else(|| sqlx::Error::Decode(format!("unknown name {name:?}").into()))
+}
+
 /// Maps a database error to the crate's, naming what was being done (the detail stays in logs).
 pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
     move |e| match e {

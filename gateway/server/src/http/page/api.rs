@@ -762,10 +762,14 @@ pub async fn devices(
     PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let out = crate::http::v1::devices::devices_with_holdings(&state, s.facts.user)
-        .await
-        .map_err(fail)?;
-    Ok(ok(&request_id, out))
+    let (devices, transfers) =
+        crate::http::v1::devices::devices_with_holdings(&state, s.facts.user)
+            .await
+            .map_err(fail)?;
+    Ok(ok(
+        &request_id,
+        serde_json::json!({"devices": devices, "transfers": transfers}),
+    ))
 }
 
 /// A one-time pairing code for a new device: `parapet device pair --gateway URL CODE`.

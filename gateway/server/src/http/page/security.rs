@@ -238,7 +238,7 @@ pub async fn finish(
                 crate::accounts::backup_devices::approve(&state.audit, &t, &request_id, now)
                     .await
                     .map_err(fail)?;
-            serde_json::json!({"transfer": approved.to_json()})
+            serde_json::json!({"transfer": approved.view()})
         }
         Target::Wallet(address, _) => {
             let cosigner = crate::cosign::Cosigner {

@@ -2,6 +2,9 @@
 //! (`Authorization: Device <token>`), and the session user's list and revocation (app key +
 //! session).
 
+use parapet_api::devices::{
+    DeviceList, DevicePaired, DeviceRevoked, HeldDevice, ThisDevice, Transfer,
+};
 use std::sync::Arc;
 
 use axum::Json;
@@ -40,7 +43,7 @@ pub struct Pair {
     security(()),
     request_body(content = inline(Pair)),
     responses(
-        (status = 200, description = "{device_id, device_token, user_id, name, request_id}", body = Object),
+        (status = 200, description = "{device_id, device_token, user_id, name, request_id}", body = DevicePaired),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 429, response = crate::http::openapi::RateLimited),
@@ -73,13 +76,13 @@ pub async fn pair(
         Err(other) => return Err(fail(other)),
     };
     tracing::info!(device_id = %device.device_id, user = %device.user_id, "device paired");
-    Ok(Json(serde_json::json!({
-        "device_id": device.device_id,
-        "device_token": token,
-        "user_id": device.user_id.to_string(),
-        "name": device.name,
-        "request_id": request_id,
-    }))
+    Ok(Json(DevicePaired {
+        device_id: device.device_id,
+        device_token: token,
+        user_id: device.user_id.to_string(),
+        name: device.name,
+        request_id,
+    })
     .into_response())
 }
 
@@ -94,7 +97,7 @@ pub async fn pair(
         ("Authorization" = String, Header, description = "`Device <token>`"),
     ),
     responses(
-        (status = 200, description = "{device_id, user_id, name, created_at, last_seen, revoked_at, request_id}", body = Object),
+        (status = 200, description = "{device_id, user_id, name, created_at, last_seen, revoked_at, request_id}", body = ThisDevice),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 429, response = crate::http::openapi::RateLimited),
@@ -102,11 +105,11 @@ pub async fn pair(
     ),
 )]
 pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) -> Answer {
-    let mut out = serde_json::to_value(&device).unwrap_or_default();
-    if let Some(o) = out.as_object_mut() {
-        o.insert("request_id".to_owned(), request_id.into());
-    }
-    Ok(Json(out).into_response())
+    Ok(Json(ThisDevice {
+        device: device.view(),
+        request_id,
+    })
+    .into_response())
 }
 
 #[utoipa::path(
@@ -121,7 +124,7 @@ pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) ->
         ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
     ),
     responses(
-        (status = 200, description = "{devices: [{device_id, user_id, name, created_at, last_seen, revoked_at}], request_id}", body = Object),
+        (status = 200, description = "{devices: [{device_id, user_id, name, created_at, last_seen, revoked_at}], request_id}", body = DeviceList),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 429, response = crate::http::openapi::RateLimited),
@@ -135,8 +138,13 @@ pub async fn list(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    let out = devices_with_holdings(&state, user).await.map_err(fail)?;
-    Ok(crate::http::error::json_answer(out, &request_id))
+    let (devices, transfers) = devices_with_holdings(&state, user).await.map_err(fail)?;
+    Ok(Json(DeviceList {
+        devices,
+        transfers,
+        request_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/devices/{id}/revoke`: removing a device needs the person's passkey once they have
@@ -156,7 +164,7 @@ pub async fn list(
     ),
     request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),
     responses(
-        (status = 200, description = "{revoked: {device}, request_id}", body = Object),
+        (status = 200, description = "{revoked: {device}, request_id}", body = DeviceRevoked),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 429, response = crate::http::openapi::RateLimited),
@@ -202,7 +210,11 @@ pub async fn revoke(
     )
     .await
     .map_err(fail)?;
-    Ok(Json(serde_json::json!({"revoked": device, "request_id": request_id})).into_response())
+    Ok(Json(DeviceRevoked {
+        revoked: device.view(),
+        request_id,
+    })
+    .into_response())
 }
 
 /// The user's devices, each with the wallets it holds and whether it is stale (holds an epoch a
@@ -211,30 +223,26 @@ pub async fn revoke(
 pub(crate) async fn devices_with_holdings(
     state: &AppState,
     user: uuid::Uuid,
-) -> Result<serde_json::Value, Error> {
+) -> Result<(Vec<HeldDevice>, Vec<Transfer>), Error> {
     let store = &state.store;
     let list = devices::list(store, user).await?;
     let mut holdings = crate::accounts::backup_devices::holdings(store, user).await?;
-    let devices: Vec<serde_json::Value> = list
+    let devices = list
         .iter()
         .map(|d| {
-            let held = holdings.remove(&d.device_id).unwrap_or_default();
-            let stale = held.iter().any(|h| !h.current);
-            let mut v = serde_json::to_value(d).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert(
-                    "wallets".to_owned(),
-                    serde_json::to_value(&held).unwrap_or_default(),
-                );
-                o.insert("stale".to_owned(), stale.into());
+            let wallets = holdings.remove(&d.device_id).unwrap_or_default();
+            HeldDevice {
+                device: d.view(),
+                stale: wallets.iter().any(|h| !h.current),
+                wallets,
             }
-            v
         })
         .collect();
     let waiting =
         crate::accounts::backup_devices::waiting_approval(store, user, state.clock.now()).await?;
-    Ok(serde_json::json!({
-        "devices": devices,
-        "transfers": waiting.iter().map(crate::accounts::backup_devices::Transfer::to_json).collect::<Vec<_>>(),
-    }))
+    let transfers = waiting
+        .iter()
+        .map(crate::accounts::backup_devices::Transfer::view)
+        .collect();
+    Ok((devices, transfers))
 }

@@ -4,8 +4,10 @@
 //! refresh. The user approves a request through the app (key + session) with a passkey step-up
 //! bound to the request and its key.
 
+use parapet_api::devices::{TransferAnswer, TransferList, TransferSealed};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -16,7 +18,7 @@ use serde::Deserialize;
 use crate::accounts::backup_devices::{self, Carried, TransferState};
 use crate::error::Error;
 use crate::http::AppState;
-use crate::http::error::{ApiError, json_answer};
+use crate::http::error::ApiError;
 use crate::http::extract::{AppSession, AuthedDevice, StrictJson};
 use crate::http::request_id::ReqId;
 use crate::http::v1::step_up::{Gate, gate};
@@ -41,7 +43,7 @@ pub struct Ask {
     ),
     request_body(content = inline(Ask)),
     responses(
-        (status = 201, description = "{id, kind, to_device, public_key, short_code, state: waiting, expires_at, …}", body = Object),
+        (status = 201, description = "{id, kind, to_device, public_key, short_code, state: waiting, expires_at, …}", body = TransferAnswer),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 503, response = crate::http::openapi::Error),
@@ -57,7 +59,7 @@ pub async fn ask(
     let t = backup_devices::request(&state.store, &device, &req.public_key, state.clock.now())
         .await
         .map_err(fail)?;
-    Ok((StatusCode::CREATED, json_answer(t.to_json(), &request_id)).into_response())
+    Ok((StatusCode::CREATED, answer(&t, request_id)).into_response())
 }
 
 /// `GET /v1/device/transfers`: approved requests this device may seal to, and bundles waiting
@@ -72,7 +74,7 @@ pub async fn ask(
         ("Authorization" = String, Header, description = "`Device <token>`"),
     ),
     responses(
-        (status = 200, description = "{to_seal: [transfer], incoming: [transfer], request_id}", body = Object),
+        (status = 200, description = "{to_seal: [transfer], incoming: [transfer], request_id}", body = TransferList),
         (status = 401, response = crate::http::openapi::Error),
         (status = 503, response = crate::http::openapi::Error),
     ),
@@ -90,13 +92,15 @@ pub async fn list(
     let incoming = backup_devices::incoming(store, &device)
         .await
         .map_err(fail)?;
-    Ok(json_answer(
-        serde_json::json!({
-            "to_seal": to_seal.iter().map(backup_devices::Transfer::to_json).collect::<Vec<_>>(),
-            "incoming": incoming.iter().map(backup_devices::Transfer::to_json).collect::<Vec<_>>(),
-        }),
-        &request_id,
-    ))
+    Ok(Json(TransferList {
+        to_seal: to_seal.iter().map(backup_devices::Transfer::view).collect(),
+        incoming: incoming
+            .iter()
+            .map(backup_devices::Transfer::view)
+            .collect(),
+        request_id,
+    })
+    .into_response())
 }
 
 /// `GET /v1/device/transfers/{id}`: the sealed bundle, for its recipient only.
@@ -111,7 +115,7 @@ pub async fn list(
         ("id" = String, Path),
     ),
     responses(
-        (status = 200, description = "{id, state, …, sealed?}", body = Object),
+        (status = 200, description = "{id, state, …, sealed?}", body = TransferAnswer),
         (status = 401, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
         (status = 409, response = crate::http::openapi::Error),
@@ -132,16 +136,18 @@ pub async fn fetch(
     if t.to_device != device.device_id {
         return Err(fail(Error::NotFound));
     }
-    let mut out = t.to_json();
+    let mut transfer = t.view();
     if t.state == TransferState::Sealed {
         let (_, sealed) = backup_devices::sealed_for(store, &device, &id)
             .await
             .map_err(fail)?;
-        if let Some(o) = out.as_object_mut() {
-            o.insert("sealed".to_owned(), hex::encode(sealed).into());
-        }
+        transfer.sealed = Some(hex::encode(sealed));
     }
-    Ok(json_answer(out, &request_id))
+    Ok(Json(TransferAnswer {
+        transfer,
+        request_id,
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -177,7 +183,7 @@ fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
     ),
     request_body(content = inline(Sealed)),
     responses(
-        (status = 200, description = "{id, state: sealed, request_id}", body = Object),
+        (status = 200, description = "{id, state: sealed, request_id}", body = TransferSealed),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -216,10 +222,12 @@ pub async fn seal(
     .await
     .map_err(fail)?;
     tracing::info!(transfer = %t.id, from = %device.device_id, to = %t.to_device, "device transfer sealed");
-    Ok(json_answer(
-        serde_json::json!({"id": t.id, "state": "sealed"}),
-        &request_id,
-    ))
+    Ok(Json(TransferSealed {
+        id: t.id,
+        state: TransferState::Sealed,
+        request_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/device/resync {id, to_device, sealed, wallets}`: a device holding the current epoch
@@ -235,7 +243,7 @@ pub async fn seal(
     ),
     request_body(content = inline(Sealed)),
     responses(
-        (status = 201, description = "{id, kind: resync, state: sealed, …}", body = Object),
+        (status = 201, description = "{id, kind: resync, state: sealed, …}", body = TransferAnswer),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -270,7 +278,7 @@ pub async fn resync(
     )
     .await
     .map_err(fail)?;
-    Ok((StatusCode::CREATED, json_answer(t.to_json(), &request_id)).into_response())
+    Ok((StatusCode::CREATED, answer(&t, request_id)).into_response())
 }
 
 /// `POST /v1/device/transfers/{id}/received`: the recipient stored the bundle.
@@ -285,7 +293,7 @@ pub async fn resync(
         ("id" = String, Path),
     ),
     responses(
-        (status = 200, description = "{id, state: received, …}", body = Object),
+        (status = 200, description = "{id, state: received, …}", body = TransferAnswer),
         (status = 401, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
         (status = 409, response = crate::http::openapi::Error),
@@ -302,7 +310,7 @@ pub async fn received(
     let t = backup_devices::received(&state.store, &device, &id, state.clock.now())
         .await
         .map_err(fail)?;
-    Ok(json_answer(t.to_json(), &request_id))
+    Ok(answer(&t, request_id))
 }
 
 /// `POST /v1/device-transfers/{id}/approve` with the app key and the user's session: an empty
@@ -319,7 +327,7 @@ pub async fn received(
         ("id" = String, Path),
     ),
     responses(
-        (status = 200, description = "{id, state: approved, short_code, …}", body = Object),
+        (status = 200, description = "{id, state: approved, short_code, …}", body = TransferAnswer),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -354,5 +362,14 @@ pub async fn approve(
     let approved = backup_devices::approve(&state.audit, &t, &request_id, now)
         .await
         .map_err(fail)?;
-    Ok(json_answer(approved.to_json(), &request_id))
+    Ok(answer(&approved, request_id))
+}
+
+/// A transfer as the answer to a request about it.
+fn answer(t: &backup_devices::Transfer, request_id: String) -> Response {
+    Json(TransferAnswer {
+        transfer: t.view(),
+        request_id,
+    })
+    .into_response()
 }
