@@ -13,7 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
-use parapet_api::{SigningRequestView, SigningState};
+use parapet_api::signing::{
+    DeviceSigningRequest, SigningRefusal, SigningRequestAnswer, SigningRequestView, SigningState,
+};
 use parapet_device::signing::{self, Checked, OfflineSignature, shipped_registry, summary};
 use parapet_device::{DeviceSecrets, client, file};
 use parapet_mpc::recovery::kit::BackupKit;
@@ -22,7 +24,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::device_file::{FileArgs, passphrase};
-use crate::gateway_calls::{agent, answer_json, refusal, text};
+use crate::gateway_calls::{agent, answer_json, refusal, text, typed};
 use crate::recovery_cmd::{self, share_of};
 
 #[derive(Subcommand)]
@@ -142,11 +144,8 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
                     // The request an app made: what the device signs comes from the gateway's
                     // copy of it, decoded and checked here.
                     let view = device_view(&secrets, &r)?;
-                    let body = view.get("body").cloned().with_context(|| {
-                        format!("the gateway did not send request {r}'s body: nothing was signed")
-                    })?;
-                    let mine = checked(body, &wallet)?;
-                    check_view(&view, &r, &wallet, &mine)?;
+                    let mine = checked(view.body, &wallet)?;
+                    check_view(&view.answer.view, &r, &wallet, &mine)?;
                     show(Some(&r), &wallet, &mine);
                     confirm(yes)?;
                     (r, mine.digest())
@@ -168,7 +167,7 @@ pub fn run(command: WalletCommand) -> Result<ExitCode> {
                     show(None, &wallet, &mine);
                     confirm(yes)?;
                     let r = submit(&secrets, &wallet, &body, &key, &session, idempotency_key)?;
-                    check_view(&device_view(&secrets, &r)?, &r, &wallet, &mine)?;
+                    check_view(&device_view(&secrets, &r)?.answer.view, &r, &wallet, &mine)?;
                     (r, mine.digest())
                 }
             };
@@ -286,17 +285,16 @@ fn submit(
     if status != 200 && status != 201 {
         let code = text(&answer, "code").unwrap_or("?");
         if code == "step_up_required" {
+            let refused: SigningRefusal = typed(answer)?;
             bail!(
                 "this request needs your approval with a passkey: approve request {} on the gateway's page, then run again with --request {}",
-                text(&answer, "signing_request").unwrap_or("?"),
-                text(&answer, "signing_request").unwrap_or("?")
+                refused.signing_request,
+                refused.signing_request
             );
         }
         bail!("the gateway refused: {} ({code})", refusal(status, &answer));
     }
-    text(&answer, "id")
-        .map(str::to_owned)
-        .context("the gateway's answer has no signing request id")
+    Ok(typed::<SigningRequestAnswer>(answer)?.view.id)
 }
 
 /// The key under which a refreshed share waits, in the device file, for the gateway to confirm
@@ -311,7 +309,7 @@ fn checked(body: Value, wallet: &str) -> Result<Checked> {
 }
 
 /// The device's read of a signing request (`GET /v1/device/signing-requests/{id}`).
-fn device_view(secrets: &DeviceSecrets, request: &str) -> Result<Value> {
+fn device_view(secrets: &DeviceSecrets, request: &str) -> Result<DeviceSigningRequest> {
     let mut res = agent()
         .get(&format!(
             "{}/v1/device/signing-requests/{request}",
@@ -329,15 +327,18 @@ fn device_view(secrets: &DeviceSecrets, request: &str) -> Result<Value> {
             refusal(status, &answer)
         );
     }
-    Ok(answer)
+    typed(answer)
 }
 
 /// Refuses a request the gateway describes otherwise than the device decoded it
 /// ([`signing::check_view`]); one waiting for a passkey says where to approve it.
-fn check_view(view: &Value, request: &str, wallet: &str, mine: &Checked) -> Result<()> {
-    let view: SigningRequestView = serde_json::from_value(view.clone())
-        .context("the gateway's answer is not a signing request")?;
-    match signing::check_view(&view, wallet, mine) {
+fn check_view(
+    view: &SigningRequestView,
+    request: &str,
+    wallet: &str,
+    mine: &Checked,
+) -> Result<()> {
+    match signing::check_view(view, wallet, mine) {
         Err(parapet_device::Error::NotReady {
             state: SigningState::PendingStepUp,
             ..
@@ -426,7 +427,13 @@ fn sign(
         }
         file::save(path, &secrets, passphrase)?;
     }
-    let answer = device_view(&secrets, request).unwrap_or(Value::Null);
+    let answer = device_view(&secrets, request).ok();
+    let signed = |pick: fn(&SigningRequestAnswer) -> Option<&String>| {
+        answer
+            .as_ref()
+            .and_then(|a| pick(&a.answer))
+            .map_or(Value::Null, |s| Value::from(s.as_str()))
+    };
     let out = serde_json::json!({
         "signing_request": request,
         "digest": format!("0x{}", hex::encode(digest)),
@@ -435,8 +442,8 @@ fn sign(
             "s": format!("0x{}", hex::encode(signature.s)),
             "y_parity": signature.y_parity(),
         },
-        "signed_transaction": answer.get("signed_transaction").cloned().unwrap_or(Value::Null),
-        "tx_hash": answer.get("tx_hash").cloned().unwrap_or(Value::Null),
+        "signed_transaction": signed(|a| a.signed_transaction.as_ref()),
+        "tx_hash": signed(|a| a.tx_hash.as_ref()),
     });
     if json {
         println!("{out}");

@@ -4,8 +4,12 @@
 //! WebSocket. The decision, with its reservation, is committed to the audit log before the
 //! answer; the ceremony signs only what was committed.
 
+use parapet_api::signing::{
+    DeviceSigningRequest, Signature, SigningRefusal, SigningRequestAnswer, SigningRequestView,
+};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::WebSocketUpgrade;
@@ -24,7 +28,7 @@ use crate::error::Error;
 use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::http::body::json_body;
-use crate::http::error::{ApiError, json_answer};
+use crate::http::error::ApiError;
 use crate::http::extract::{AppSession, AuthedDevice, StrictJson};
 use crate::http::request_id::ReqId;
 use crate::request::AuthorizeRequest;
@@ -39,25 +43,20 @@ type Answer = Result<Response, ApiError>;
 /// none). A retry with the same Idempotency-Key gets the same answer.
 async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Response {
     let now = state.clock.now();
-    let mut body = r.to_json(now);
-    let refusal = |error: Error, extra: Vec<(&str, Value)>, body: &mut Value| {
-        let decision = body.get_mut("decision").map(Value::take);
-        refused(&error, request_id, &r.id, decision, extra)
+    let view = r.view(now);
+    let refusal = |error: Error, step_up: Option<Value>, view: SigningRequestView| {
+        refused(&error, request_id, &r.id, Some(view.decision), step_up)
     };
     match r.state_at(now) {
-        SigningState::Denied => refusal(Error::PolicyDenied, Vec::new(), &mut body),
+        SigningState::Denied => refusal(Error::PolicyDenied, None, view),
         SigningState::PendingStepUp => {
             match state
                 .passkeys
                 .start_step_up(r.owner, &signing::step_up_context(r), now)
                 .await
             {
-                Ok(step_up) => {
-                    refusal(Error::StepUpRequired, vec![("step_up", step_up)], &mut body)
-                }
-                Err(Error::PasskeyRequired) => {
-                    refusal(Error::PasskeyRequired, Vec::new(), &mut body)
-                }
+                Ok(step_up) => refusal(Error::StepUpRequired, Some(step_up), view),
+                Err(Error::PasskeyRequired) => refusal(Error::PasskeyRequired, None, view),
                 Err(error) => ApiError {
                     error: store_down(error),
                     request_id: request_id.to_owned(),
@@ -65,39 +64,38 @@ async fn answer(state: &AppState, r: &SigningRequest, request_id: &str) -> Respo
                 .into_response(),
             }
         }
-        _ => {
-            set(&mut body, "request_id", Value::from(request_id));
-            (StatusCode::CREATED, axum::Json(body)).into_response()
-        }
+        _ => (
+            StatusCode::CREATED,
+            Json(SigningRequestAnswer {
+                view,
+                signature: None,
+                signed_transaction: None,
+                tx_hash: None,
+                request_id: request_id.to_owned(),
+            }),
+        )
+            .into_response(),
     }
 }
 
 /// A refusal of a signing request: the error's code and message, the request's id and the
-/// decision that refused it, plus `extra` fields.
+/// decision that refused it, and the passkey options when a step-up can lift it.
 fn refused(
     error: &Error,
     request_id: &str,
     signing_request: &str,
     decision: Option<Value>,
-    extra: Vec<(&str, Value)>,
+    step_up: Option<Value>,
 ) -> Response {
-    let mut out = serde_json::json!({
-        "code": error.code(),
-        "message": error.to_string(),
-        "request_id": request_id,
-        "signing_request": signing_request,
-        "decision": decision,
-    });
-    for (k, v) in extra {
-        set(&mut out, k, v);
-    }
-    (error.status(), axum::Json(out)).into_response()
-}
-
-fn set(body: &mut Value, key: &str, value: Value) {
-    if let Some(o) = body.as_object_mut() {
-        o.insert(key.to_owned(), value);
-    }
+    let out = SigningRefusal {
+        code: error.code().to_owned(),
+        message: error.to_string(),
+        request_id: request_id.to_owned(),
+        signing_request: signing_request.to_owned(),
+        decision,
+        step_up,
+    };
+    (error.status(), Json(out)).into_response()
 }
 
 #[utoipa::path(
@@ -113,7 +111,7 @@ fn set(body: &mut Value, key: &str, value: Value) {
     ),
     request_body(content = Object),
     responses(
-        (status = 201, description = "{id, app, wallet, owner, chain_id, action, digest, state, decision, created_at, expires_at, request_id}", body = Object),
+        (status = 201, description = "{id, app, wallet, owner, chain_id, action, digest, state, decision, created_at, expires_at, request_id}", body = SigningRequestAnswer),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -212,26 +210,30 @@ pub async fn sign(
 }
 
 /// The request with its signature and, for transactions, the signed transaction and its hash.
-fn full_view(state: &AppState, r: &SigningRequest) -> Value {
-    let mut body = r.to_json(state.clock.now());
+fn full_view(state: &AppState, r: &SigningRequest, request_id: String) -> SigningRequestAnswer {
+    let mut answer = SigningRequestAnswer {
+        view: r.view(state.clock.now()),
+        signature: None,
+        signed_transaction: None,
+        tx_hash: None,
+        request_id,
+    };
     let Some(rsv) = r.signature.as_deref().and_then(|s| hex::decode(s).ok()) else {
-        return body;
+        return answer;
     };
     let (Some(rb), Some(sb), Some(&v)) = (rsv.get(..32), rsv.get(32..64), rsv.get(64)) else {
-        return body;
+        return answer;
     };
     let (mut rr, mut ss) = ([0u8; 32], [0u8; 32]);
     rr.copy_from_slice(rb);
     ss.copy_from_slice(sb);
     let y_parity = v == 28;
-    set(
-        &mut body,
-        "signature",
-        serde_json::json!({
-            "r": hex0x(&rr), "s": hex0x(&ss), "y_parity": y_parity,
-            "rsv": hex0x(&rsv),
-        }),
-    );
+    answer.signature = Some(Signature {
+        r: hex0x(&rr),
+        s: hex0x(&ss),
+        y_parity,
+        rsv: hex0x(&rsv),
+    });
     let signed = serde_json::from_str::<AuthorizeRequest>(&r.body)
         .ok()
         .and_then(|req| {
@@ -243,10 +245,10 @@ fn full_view(state: &AppState, r: &SigningRequest) -> Value {
                 .flatten()
         });
     if let Some((raw, hash)) = signed {
-        set(&mut body, "signed_transaction", Value::from(hex0x(&raw)));
-        set(&mut body, "tx_hash", Value::from(format!("{hash:#x}")));
+        answer.signed_transaction = Some(hex0x(&raw));
+        answer.tx_hash = Some(format!("{hash:#x}"));
     }
-    body
+    answer
 }
 
 /// `GET /v1/signing-requests/{id}`: the creating app, or the owner through any app.
@@ -261,7 +263,7 @@ fn full_view(state: &AppState, r: &SigningRequest) -> Value {
         ("Parapet-Session" = Option<String>, Header, nullable = false, description = "The owner's session, when another app reads it"),
     ),
     responses(
-        (status = 200, description = "The signing request", body = Object),
+        (status = 200, description = "The signing request", body = SigningRequestAnswer),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
@@ -291,7 +293,7 @@ pub async fn get(
     if !allowed {
         return Err(fail(Error::NotFound));
     }
-    Ok(json_answer(full_view(&state, &r), &request_id))
+    Ok(Json(full_view(&state, &r, request_id)).into_response())
 }
 
 /// `GET /v1/device/signing-requests/{id}`: the owner's device. Besides the request's view it
@@ -310,7 +312,7 @@ pub async fn get(
         ("Authorization" = String, Header, description = "`Device <token>`"),
     ),
     responses(
-        (status = 200, description = "The signing request (see GET /v1/signing-requests/{id})", body = Object),
+        (status = 200, description = "The signing request (see GET /v1/signing-requests/{id})", body = DeviceSigningRequest),
         (status = 401, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
         (status = 503, response = crate::http::openapi::Error),
@@ -328,11 +330,13 @@ pub async fn device_get(
         .map_err(|e| fail(store_down(e)))?
         .filter(|r| r.owner == device.user_id)
         .ok_or_else(|| fail(Error::NotFound))?;
-    let mut view = full_view(&state, &r);
     let body: Value = serde_json::from_str(&r.body)
         .map_err(|e| fail(Error::Internal(format!("a stored request body: {e}"))))?;
-    set(&mut view, "body", body);
-    Ok(json_answer(view, &request_id))
+    Ok(Json(DeviceSigningRequest {
+        answer: full_view(&state, &r, request_id),
+        body,
+    })
+    .into_response())
 }
 
 /// `GET /v1/signing-requests/{id}/ceremony`: the owner's device joins the signing ceremony.
@@ -389,7 +393,7 @@ pub struct StepUp {
     ),
     request_body(content = inline(StepUp)),
     responses(
-        (status = 201, description = "The authorized request", body = Object),
+        (status = 201, description = "The authorized request", body = SigningRequestAnswer),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -436,7 +440,7 @@ pub(crate) async fn stepped_up(
             request_id,
             &signing_request,
             decision,
-            Vec::new(),
+            None,
         ),
     }
 }
