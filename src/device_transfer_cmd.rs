@@ -20,8 +20,8 @@ use parapet_device::transfer::{
 use serde_json::{Value, json};
 
 use crate::device_file::passphrase;
-use crate::gateway_calls::{device_get, post_json, refused, text, typed};
-use crate::recovery_cmd::current_share_key;
+use crate::gateway_calls::{device_get, post_json, refused, typed};
+use crate::recovery_cmd::{current_share_key, recovery_status};
 
 fn auth(secrets: &DeviceSecrets) -> String {
     format!("Device {}", secrets.device_token)
@@ -163,22 +163,11 @@ fn report(out: &Value, json_out: bool, what: &str) {
 /// The wallets this device holds now, with their current epochs (the gateway's view) and the
 /// file key of the share to send.
 fn held(secrets: &DeviceSecrets) -> Result<Vec<(String, i64, String)>> {
-    let status = device_get(secrets, "/v1/device/recovery")?;
     let mut out = Vec::new();
-    for w in status
-        .get("wallets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(address), Some(epoch)) =
-            (text(w, "address"), w.get("epoch").and_then(Value::as_i64))
-        else {
-            continue;
-        };
-        let key = current_share_key(secrets, address, epoch);
+    for w in recovery_status(secrets)?.wallets {
+        let key = current_share_key(secrets, &w.address, w.epoch);
         if secrets.shares.contains_key(&key) {
-            out.push((address.to_owned(), epoch, key));
+            out.push((w.address, w.epoch, key));
         }
     }
     Ok(out)

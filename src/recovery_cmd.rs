@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::Subcommand;
+use parapet_api::recovery::{
+    KitsIssued, RecoveryCompleted, RecoveryIdentified, RecoveryOpened, RecoveryStatus,
+};
 use parapet_device::file::PendingRecovery;
 use parapet_device::{DeviceSecrets, client, file};
 use parapet_mpc::KeyShare;
@@ -18,7 +21,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use crate::device_file::{FileArgs, passphrase};
-use crate::gateway_calls::{device_get, device_post, post_json, refusal, refused, text};
+use crate::gateway_calls::{device_get, device_post, post_json, refusal, refused, text, typed};
 
 #[derive(Subcommand)]
 pub enum RecoveryCommand {
@@ -118,20 +121,9 @@ pub struct SetUp {
     pub wallets: Vec<String>,
 }
 
-/// The wallets of `GET /v1/device/recovery`'s answer: each entry with its address and epoch.
-fn held_wallets(status: &Value) -> impl Iterator<Item = (&Value, &str, i64)> {
-    status
-        .get("wallets")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|w| {
-            Some((
-                w,
-                text(w, "address")?,
-                w.get("epoch").and_then(Value::as_i64)?,
-            ))
-        })
+/// `GET /v1/device/recovery`: the person's recovery secret and this device's wallets.
+pub fn recovery_status(secrets: &DeviceSecrets) -> Result<RecoveryStatus> {
+    typed(device_get(secrets, "/v1/device/recovery")?)
 }
 
 /// The share this file holds of `wallet` at the gateway's `epoch`: a refreshed share waiting
@@ -160,12 +152,12 @@ pub fn share_of(secrets: &DeviceSecrets, key: &str) -> Result<KeyShare> {
 /// Sets up (or joins) the user's recovery secret and saves the file with the public key and the
 /// kits of this device's wallets.
 pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<SetUp> {
-    let status = device_get(secrets, "/v1/device/recovery")?;
-    let existing = status.get("set_up").and_then(Value::as_bool) == Some(true);
+    let status = recovery_status(secrets)?;
+    let existing = status.set_up;
     let (secret, new_secret, salt) = if existing {
         eprintln!("Your account has a recovery secret: type it to add this device.");
         // The salt is checked with the secret: the keys must give the stored public key.
-        let salt = text(&status, "salt").unwrap_or(&secrets.user).to_owned();
+        let salt = status.salt.clone().unwrap_or_else(|| secrets.user.clone());
         (ask_secret()?, None, salt)
     } else {
         let secret = RecoverySecret::generate();
@@ -174,15 +166,15 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
     };
     let keys = derive(&secret, &salt)?;
     let public_key = *keys.public_key();
-    if existing && text(&status, "public_key") != Some(public_key.to_hex().as_str()) {
+    if existing && status.public_key.as_deref() != Some(public_key.to_hex().as_str()) {
         bail!("that is not this account's recovery secret");
     }
     let mut held = Vec::new();
-    for (_, address, epoch) in held_wallets(&status) {
-        let key = current_share_key(secrets, address, epoch);
+    for w in &status.wallets {
+        let key = current_share_key(secrets, &w.address, w.epoch);
         let share = share_of(secrets, &key)?;
-        let envelope = seal_device_share(&public_key, &share, epoch)?;
-        held.push((address.to_owned(), epoch, key, share, envelope));
+        let envelope = seal_device_share(&public_key, &share, w.epoch)?;
+        held.push((w.address.clone(), w.epoch, key, share, envelope));
     }
     let backups: Vec<Value> = held
         .iter()
@@ -216,19 +208,9 @@ pub fn set_up(path: &Path, secrets: &mut DeviceSecrets, pass: &str) -> Result<Se
             text(&answer, "code").unwrap_or("?")
         );
     }
-    for kit in answer
-        .get("kits")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(wallet), Some(epoch), Some(gateway_share)) = (
-            text(kit, "wallet"),
-            kit.get("epoch").and_then(Value::as_i64),
-            text(kit, "gateway_share"),
-        ) else {
-            bail!("the gateway's answer has a malformed kit");
-        };
+    let issued: KitsIssued = typed(answer)?;
+    for kit in &issued.kits {
+        let (wallet, epoch, gateway_share) = (&kit.wallet, kit.epoch, &kit.gateway_share);
         let Some((_, _, key, share, envelope)) =
             held.iter().find(|(a, e, ..)| a == wallet && *e == epoch)
         else {
@@ -343,9 +325,10 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
     }
     let file_key_matches =
         secrets.recovery_public_key.as_deref() == Some(keys.public_key().to_hex().as_str());
-    let status = device_get(&secrets, "/v1/device/recovery")?;
+    let status = recovery_status(&secrets)?;
     let mut wallets = Vec::new();
-    for (w, address, epoch) in held_wallets(&status) {
+    for w in &status.wallets {
+        let (address, epoch) = (w.address.as_str(), w.epoch);
         let kit = secrets
             .kits
             .get(&current_share_key(&secrets, address, epoch));
@@ -357,8 +340,7 @@ fn check(path: &Path, json: bool) -> Result<ExitCode> {
             "kit_epoch": kit_epoch,
             "kit_current": kit_epoch == Some(epoch),
             "kit_opens": opens,
-            "gateway_backup_current": w.get("backup_epochs").and_then(Value::as_array)
-                .is_some_and(|es| es.iter().any(|e| e.as_i64() == Some(epoch))),
+            "gateway_backup_current": w.backup_epochs.contains(&epoch),
         }));
     }
     let all_good = matches
@@ -437,9 +419,7 @@ fn start(
     if status != 200 {
         return Err(refused(status, &found));
     }
-    let salt = text(&found, "salt")
-        .context("the gateway's answer has no salt")?
-        .to_owned();
+    let salt = typed::<RecoveryIdentified>(found)?.salt;
     let keys = derive(&ask_secret()?, &salt)?;
     let (status, opened) = post_json(
         &format!("{gateway}/v1/recovery"),
@@ -452,28 +432,28 @@ fn start(
         }
         return Err(refused(status, &opened));
     }
-    let field = |k: &str| -> Result<String> {
-        text(&opened, k)
-            .map(str::to_owned)
-            .with_context(|| format!("the gateway's answer has no {k}"))
-    };
+    let opened: RecoveryOpened = typed(opened)?;
     let mut secrets = DeviceSecrets::default();
     secrets.gateway = gateway.to_owned();
     // Only a recovery opened with the secret learns the user id.
-    secrets.user = field("user_id")?;
+    secrets.user = opened.recovery.user_id.clone();
     secrets.recovery_salt = (salt != secrets.user).then_some(salt);
     secrets.recovery_public_key = Some(keys.public_key().to_hex());
     secrets.recovery_pending = Some(PendingRecovery {
-        id: field("id")?,
-        token: field("recovery_token")?,
-        completable_at: field("completable_at")?,
+        id: opened.recovery.id,
+        token: opened.recovery_token,
+        completable_at: opened.recovery.completable_at,
     });
     file::save(path, &secrets, &pass)?;
-    let completable = field("completable_at")?;
+    let pending = secrets
+        .recovery_pending
+        .as_ref()
+        .context("the recovery was not kept")?;
+    let (id, completable) = (pending.id.clone(), pending.completable_at.clone());
     if json {
         println!(
             "{}",
-            json!({"recovery": field("id")?, "user_id": secrets.user, "completable_at": completable})
+            json!({"recovery": id, "user_id": secrets.user, "completable_at": completable})
         );
     } else {
         println!(
@@ -512,28 +492,14 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
     if status != 200 {
         return Err(refused(status, &done));
     }
-    secrets.device_token = text(&done, "device_token")
-        .context("no device_token in the answer")?
-        .to_owned();
-    secrets.device_id = text(&done, "device_id")
-        .context("no device_id in the answer")?
-        .to_owned();
+    let done: RecoveryCompleted = typed(done)?;
+    secrets.device_token = done.device_token.clone();
+    secrets.device_id = done.device_id.clone();
     secrets.recovery_pending = None;
     let mut wallets = Vec::new();
-    for b in done
-        .get("backups")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(wallet), Some(epoch), Some(sealed)) = (
-            text(b, "wallet"),
-            b.get("epoch").and_then(Value::as_i64),
-            text(b, "device_share"),
-        ) else {
-            bail!("the gateway's answer has a malformed backup");
-        };
-        let address = parapet_gateway::service::pipeline::parse_address(wallet)?.into_array();
+    for b in &done.backups {
+        let (wallet, epoch, sealed) = (&b.wallet, b.epoch, &b.device_share);
+        let address = parapet_decide::decode::parse_address(wallet)?.into_array();
         let share = parapet_mpc::recovery::kit::open_share(
             &keys,
             parapet_mpc::recovery::envelope::Contents::DeviceShare,
@@ -592,17 +558,14 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
         file::save(path, &secrets, &pass)?;
         refreshed.push(json!({"address": wallet, "epoch": epoch}));
     }
-    let link = done
-        .get("passkey_link")
-        .and_then(|l| text(l, "url"))
-        .map(|u| format!("{}{u}", secrets.gateway));
+    let link = format!("{}{}", secrets.gateway, done.passkey_link.url);
     if json {
         println!(
             "{}",
             json!({
                 "device_id": secrets.device_id,
                 "wallets": refreshed,
-                "without_backup": done.get("without_backup").cloned().unwrap_or(Value::Null),
+                "without_backup": done.without_backup,
                 "passkey_link": link,
             })
         );
@@ -615,9 +578,7 @@ fn complete(path: &Path, json: bool) -> Result<ExitCode> {
                 w["epoch"]
             );
         }
-        if let Some(link) = link {
-            println!("register a new passkey within a minute: {link}");
-        }
+        println!("register a new passkey within a minute: {link}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -133,3 +133,48 @@ pub struct DeliveryList {
     pub deliveries: Vec<WebhookDelivery>,
     pub request_id: String,
 }
+
+/// An app's security webhook (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Webhook {
+    pub app_id: String,
+    pub url: String,
+    pub created_at: String,
+}
+
+/// `POST /v1/webhook`: the webhook and its signing secret, shown this once (the HMAC key is the
+/// whole `whsec_…` string, as bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookRegistered {
+    pub webhook: Webhook,
+    pub signing_secret: String,
+    pub request_id: String,
+}
+
+/// `GET /v1/webhook`: the app's webhook, if any, and its 50 newest deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookState {
+    pub webhook: Option<Webhook>,
+    pub deliveries: Vec<WebhookDelivery>,
+    pub request_id: String,
+}
+
+/// `DELETE /v1/webhook`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WebhookRemoved {
+    pub removed: bool,
+    pub request_id: String,
+}
+
+/// `POST /v1/admin/webhook-deliveries/{id}/redeliver`: the delivery is pending again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Redelivery {
+    pub delivery: String,
+    pub status: DeliveryStatus,
+    pub request_id: String,
+}

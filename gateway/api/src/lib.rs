@@ -10,8 +10,10 @@ pub mod audit;
 pub mod devices;
 pub mod error;
 mod names;
+pub mod recovery;
 pub mod sessions;
 pub mod signing;
+pub mod wallets;
 
 pub use error::ErrorBody;
 pub use signing::{SigningRequestView, SigningState};

@@ -8,7 +8,7 @@
 //! reviewed.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToResponse};
+use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
 
 pub const DOCUMENT: &str = include_str!("../../../../schemas/openapi.json");
 
@@ -37,6 +37,46 @@ pub struct Error(#[to_schema] parapet_api::ErrorBody);
     headers(("Retry-After" = u32, description = "Seconds to wait, at least 1."))
 )]
 pub struct RateLimited(#[to_schema] parapet_api::ErrorBody);
+
+/// `Authorization: Device <token>`: the routes a paired device calls.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "describes a header the extractor reads")]
+pub struct DeviceToken {
+    /// `Device <token>`
+    #[param(rename = "Authorization")]
+    authorization: String,
+}
+
+/// `Authorization: Recovery <token>`: the routes of an open recovery.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "describes a header the handler reads")]
+pub struct RecoveryToken {
+    /// `Recovery <token>`: the `recovery_token` the opening answer returned
+    #[param(rename = "Authorization")]
+    authorization: String,
+}
+
+/// `Parapet-Session`: the person's session with the calling app.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "describes a header the extractor reads")]
+pub struct SessionToken {
+    /// The session token returned by the login (`ps_…`), issued to this app.
+    #[param(rename = "Parapet-Session", pattern = "^ps_[0-9a-f]{64}$")]
+    session: String,
+}
+
+/// `Parapet-Session` of the wallet's owner: the routes that act on the owner's wallets.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code, reason = "describes a header the extractor reads")]
+pub struct OwnerSession {
+    /// The wallet owner's session for this app
+    #[param(rename = "Parapet-Session")]
+    session: String,
+}
 
 /// Adds the bearer scheme every `/v1` route names.
 struct Bearer;

@@ -16,7 +16,7 @@ use crate::accounts::devices::Device;
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
 use crate::audit::{AuditLog, Store};
 use crate::error::{Error, Result};
-use crate::store::db::{db, stored_enum, with_pool};
+use crate::store::db::{db, decode_name, with_pool};
 
 /// How long a completed recovery's refresh approvals last: the new device refreshes right away,
 /// but a user who steps away still finds them valid the same day.
@@ -28,16 +28,7 @@ pub const REDELIVERY_WINDOW: Duration = Duration::hours(24);
 /// How long after it becomes completable an open recovery can still be completed.
 pub const COMPLETION_WINDOW: Duration = Duration::days(7);
 
-stored_enum! {
-    /// Where a recovery is: `open` until it is completed or cancelled; an open one past its
-    /// expiry reads as `expired` (derived, never stored).
-    pub enum RecoveryState {
-        Open => "open",
-        Cancelled => "cancelled",
-        Completed => "completed",
-        Expired => "expired",
-    }
-}
+pub use parapet_api::recovery::RecoveryState;
 
 /// A recovery as the user, the page and the recovering device see it (never its token).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -61,13 +52,23 @@ impl Recovery {
         }
     }
 
-    pub fn to_json(&self, now: OffsetDateTime) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("state".to_owned(), self.state_at(now).as_str().into());
-            o.insert("user_id".to_owned(), self.user_id.to_string().into());
+    /// The recovery as it reads at `now`.
+    pub fn view(&self, now: OffsetDateTime) -> parapet_api::recovery::Recovery {
+        parapet_api::recovery::Recovery {
+            id: self.id.clone(),
+            user_id: self.user_id.to_string(),
+            state: self.state_at(now),
+            device_name: self.device_name.clone(),
+            opened_at: self.opened_at.clone(),
+            completable_at: self.completable_at.clone(),
+            expires_at: self.expires_at.clone(),
+            ended_at: self.ended_at.clone(),
         }
-        v
+    }
+
+    /// [`Recovery::view`] as JSON, for the page's lists.
+    pub fn to_json(&self, now: OffsetDateTime) -> serde_json::Value {
+        serde_json::to_value(self.view(now)).unwrap_or_default()
     }
 }
 
@@ -94,7 +95,8 @@ fn from_row(r: Row) -> Result<Recovery> {
     Ok(Recovery {
         id,
         user_id: Uuid::parse_str(&user).map_err(|e| Error::Database(e.to_string()))?,
-        state: RecoveryState::decode(&state).map_err(|e| Error::Database(e.to_string()))?,
+        state: decode_name(&state, RecoveryState::from_name)
+            .map_err(|e| Error::Database(e.to_string()))?,
         device_name,
         opened_at,
         completable_at,

@@ -229,14 +229,7 @@ pub struct DeviceBackup {
     pub device_share: String,
 }
 
-/// A wallet's kit envelope for the device: the gateway's current share sealed to the user's
-/// recovery public key.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KitEnvelope {
-    pub wallet: String,
-    pub epoch: i64,
-    pub gateway_share: String,
-}
+pub use parapet_api::recovery::KitEnvelope;
 
 /// `parapet recovery setup` on a device: the first time for a user, stores the verifier and the
 /// public key; after that, only with the same secret (the auth key must match the verifier, and

@@ -94,7 +94,7 @@ pub async fn pair(
     description = "With `Authorization: Device <token>` (a header; never a query string). 401 for an unknown or revoked device or a disabled user.",
     security(()),
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     responses(
         (status = 200, description = "{device_id, user_id, name, created_at, last_seen, revoked_at, request_id}", body = ThisDevice),
@@ -121,7 +121,7 @@ pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) ->
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     responses(
         (status = 200, description = "{devices: [{device_id, user_id, name, created_at, last_seen, revoked_at}], request_id}", body = DeviceList),
@@ -159,7 +159,7 @@ pub async fn list(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
         ("id" = String, Path),
     ),
     request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),

@@ -4,8 +4,13 @@
 //! travel only in these bodies and are never logged or audited; wrong ones are counted per user
 //! and per IP like failed logins.
 
+use parapet_api::recovery::{
+    KitsIssued, PasskeyLink, RecoveryAnswer, RecoveryCompleted, RecoveryIdentified, RecoveryOpened,
+    RecoveryStatus, SecretMatches, ShareBackup, TotpEnrolment, TotpStatus, WalletBackups,
+};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, Path, State};
@@ -48,10 +53,10 @@ fn auth_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
     description = "With `Authorization: Device <token>`. Whether a recovery secret is set up, its X25519 public key (for display: a device seals backups only to the copy in its own file), and for each wallet this device holds its epoch and the epochs of the device-share backups the gateway keeps (docs/architecture.md §9).",
     security(()),
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     responses(
-        (status = 200, description = "{user_id, set_up, public_key, salt, created_at, wallets: [{address, epoch, backup_epochs}], request_id}", body = Object),
+        (status = 200, description = "{user_id, set_up, public_key, salt, created_at, wallets: [{address, epoch, backup_epochs}], request_id}", body = RecoveryStatus),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 429, response = crate::http::openapi::RateLimited),
@@ -74,21 +79,22 @@ pub async fn status(
         let backups = recovery::backup_epochs(store, &w.address)
             .await
             .map_err(fail)?;
-        wallets.push(serde_json::json!({
-            "address": w.address, "epoch": w.epoch, "backup_epochs": backups,
-        }));
+        wallets.push(WalletBackups {
+            address: w.address,
+            epoch: w.epoch,
+            backup_epochs: backups,
+        });
     }
-    Ok(json_answer(
-        serde_json::json!({
-            "user_id": device.user_id.to_string(),
-            "set_up": stored.is_some(),
-            "public_key": stored.as_ref().map(|s| s.public_key.to_hex()),
-            "salt": stored.as_ref().map(recovery::StoredRecovery::kdf_salt),
-            "created_at": stored.as_ref().map(|s| s.created_at.clone()),
-            "wallets": wallets,
-        }),
-        &request_id,
-    ))
+    Ok(Json(RecoveryStatus {
+        user_id: device.user_id.to_string(),
+        set_up: stored.is_some(),
+        public_key: stored.as_ref().map(|s| s.public_key.to_hex()),
+        salt: stored.as_ref().map(recovery::StoredRecovery::kdf_salt),
+        created_at: stored.as_ref().map(|s| s.created_at.clone()),
+        wallets,
+        request_id,
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -123,11 +129,11 @@ pub struct SetUp {
     description = "With `Authorization: Device <token>`. The first time for a user, stores an Argon2id verifier of `auth_key` and `public_key`; later, only with the same secret (else 403 `recovery_secret_rejected`, counted per user and IP and audited). `backups` must hold one HPKE envelope of the device's share for every wallet this device holds, at the wallet's current epoch; the answer carries, for each, the gateway's share sealed to `public_key` (the device's backup kit). The auth key is never logged or audited. Setting the first secret of a person who has a passkey needs their approval: without `approval` the answer is 403 `step_up_required` with an `operation` id that the owner approves with a passkey (on the page, or through `POST /v1/operations/{id}/step-up`); the device then sends the same request with `approval` set to that id (once; bound to this device and `public_key`, else `step_up_mismatch`). Joining an existing secret needs no approval.",
     security(()),
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     request_body(content = inline(SetUp)),
     responses(
-        (status = 201, description = "{kits: [{wallet, epoch, gateway_share}], request_id}", body = Object),
+        (status = 201, description = "{kits: [{wallet, epoch, gateway_share}], request_id}", body = KitsIssued),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -223,11 +229,7 @@ pub async fn set_up(
     {
         Ok(kits) => {
             charged.succeeded();
-            Ok((
-                StatusCode::CREATED,
-                json_answer(serde_json::json!({ "kits": kits }), &request_id),
-            )
-                .into_response())
+            Ok((StatusCode::CREATED, Json(KitsIssued { kits, request_id })).into_response())
         }
         Err(Error::RecoverySecretRejected) => {
             charged.failed();
@@ -251,7 +253,7 @@ pub async fn set_up(
     description = "With `Authorization: Device <token>`. The state of the recovery set-up `operation` this device asked for (`pending_step_up`, `approved`, `used`), while it waits for the owner's passkey. 404 for anyone else's.",
     security(()),
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
         ("id" = String, Path),
     ),
     responses(
@@ -360,11 +362,11 @@ pub struct Check {
     description = "With `Authorization: Device <token>`. 200 when the auth key matches the user's verifier; 403 `recovery_secret_rejected` otherwise (counted per user and IP and audited); 409 `recovery_setup_required` when the user has none.",
     security(()),
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     request_body(content = inline(Check)),
     responses(
-        (status = 200, description = "{matches: true, public_key, request_id}", body = Object),
+        (status = 200, description = "{matches: true, public_key, request_id}", body = SecretMatches),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -401,10 +403,12 @@ pub async fn check(
         return Err(fail(Error::RecoverySecretRejected));
     }
     charged.succeeded();
-    Ok(json_answer(
-        serde_json::json!({ "matches": true, "public_key": stored.public_key.to_hex() }),
-        &request_id,
-    ))
+    Ok(Json(SecretMatches {
+        matches: true,
+        public_key: stored.public_key.to_hex(),
+        request_id,
+    })
+    .into_response())
 }
 
 // ---- the recovery flow (docs/architecture.md §9) ----
@@ -430,7 +434,7 @@ pub struct Identify {
     security(()),
     request_body(content = inline(Identify)),
     responses(
-        (status = 200, description = "{salt, request_id}", body = Object),
+        (status = 200, description = "{salt, request_id}", body = RecoveryIdentified),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -460,10 +464,11 @@ pub async fn identify(
         None => None,
     };
     match stored {
-        Some(stored) => Ok(json_answer(
-            serde_json::json!({ "salt": stored.kdf_salt() }),
-            &request_id,
-        )),
+        Some(stored) => Ok(Json(RecoveryIdentified {
+            salt: stored.kdf_salt(),
+            request_id,
+        })
+        .into_response()),
         None => {
             let _ = state.users.login_failed(&state.audit, &ip, None, now);
             Err(fail(Error::NotFound))
@@ -498,7 +503,7 @@ pub struct Open {
     security(()),
     request_body(content = inline(Open)),
     responses(
-        (status = 201, description = "{id, user_id, state, device_name, opened_at, completable_at, expires_at, recovery_token, request_id}", body = Object),
+        (status = 201, description = "{id, user_id, state, device_name, opened_at, completable_at, expires_at, recovery_token, request_id}", body = RecoveryOpened),
         (status = 400, response = crate::http::openapi::Error),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
@@ -558,11 +563,12 @@ pub async fn open(
     {
         Ok((r, token)) => {
             charged.succeeded();
-            let mut body = r.to_json(now);
-            if let Some(o) = body.as_object_mut() {
-                o.insert("recovery_token".to_owned(), token.into());
-            }
-            Ok((StatusCode::CREATED, json_answer(body, &request_id)).into_response())
+            let opened = RecoveryOpened {
+                recovery: r.view(now),
+                recovery_token: token,
+                request_id,
+            };
+            Ok((StatusCode::CREATED, Json(opened)).into_response())
         }
         Err(Error::RecoveryRefused) => {
             charged.failed();
@@ -608,10 +614,10 @@ async fn recovery_of(
     security(()),
     params(
         ("id" = String, Path),
-        ("Authorization" = String, Header, description = "`Recovery <token>`: the `recovery_token` the opening answer returned"),
+        crate::http::openapi::RecoveryToken,
     ),
     responses(
-        (status = 200, description = "{id, user_id, state (open, cancelled, completed, expired), device_name, opened_at, completable_at, expires_at, ended_at, request_id}", body = Object),
+        (status = 200, description = "{id, user_id, state (open, cancelled, completed, expired), device_name, opened_at, completable_at, expires_at, ended_at, request_id}", body = RecoveryAnswer),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 429, response = crate::http::openapi::RateLimited),
@@ -626,7 +632,11 @@ pub async fn get(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let r = recovery_of(&state, &id, &headers).await.map_err(fail)?;
-    Ok(json_answer(r.to_json(state.clock.now()), &request_id))
+    Ok(Json(RecoveryAnswer {
+        recovery: r.view(state.clock.now()),
+        request_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/recovery/{id}/complete` for the device that opened it, once the delay has passed.
@@ -644,10 +654,10 @@ pub async fn get(
     security(()),
     params(
         ("id" = String, Path),
-        ("Authorization" = String, Header, description = "`Recovery <token>`: the `recovery_token` the opening answer returned"),
+        crate::http::openapi::RecoveryToken,
     ),
     responses(
-        (status = 200, description = "{recovery, user_id, device_id, device_token, backups: [{wallet, epoch, device_share}], without_backup, passkey_link: {url, expires_at}, request_id}", body = Object),
+        (status = 200, description = "{recovery, user_id, device_id, device_token, backups: [{wallet, epoch, device_share}], without_backup, passkey_link: {url, expires_at}, request_id}", body = RecoveryCompleted),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 409, response = crate::http::openapi::Error),
@@ -694,28 +704,31 @@ pub async fn complete(
     )
     .await
     .map_err(fail)?;
-    let backups: Vec<serde_json::Value> = done
+    let backups = done
         .backups
         .iter()
-        .map(|(wallet, epoch, sealed)| {
-            serde_json::json!({"wallet": wallet, "epoch": epoch, "device_share": hex::encode(sealed)})
+        .map(|(wallet, epoch, sealed)| ShareBackup {
+            wallet: wallet.clone(),
+            epoch: *epoch,
+            device_share: hex::encode(sealed),
         })
         .collect();
-    Ok(json_answer(
-        serde_json::json!({
-            "recovery": r.id,
-            "user_id": r.user_id.to_string(),
-            "device_id": done.device.device_id,
-            "device_token": done.device_token,
-            "backups": backups,
-            "without_backup": done.missing,
-            "passkey_link": {
-                "url": format!("/ui/?link={code}"),
-                "expires_at": crate::audit::event::format_time(now + crate::accounts::users::handoff::CODE_TTL),
-            },
-        }),
-        &request_id,
-    ))
+    Ok(Json(RecoveryCompleted {
+        recovery: r.id,
+        user_id: r.user_id.to_string(),
+        device_id: done.device.device_id,
+        device_token: done.device_token,
+        backups,
+        without_backup: done.missing,
+        passkey_link: PasskeyLink {
+            url: format!("/ui/?link={code}"),
+            expires_at: crate::audit::event::format_time(
+                now + crate::accounts::users::handoff::CODE_TTL,
+            ),
+        },
+        request_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/recovery/{id}/cancel` with the app key and the user's session: without a body,
@@ -728,11 +741,12 @@ pub async fn complete(
     summary = "Cancel an open recovery (passkey step-up)",
     description = "The app key and the user's session. Without a body: 403 `step_up_required` with `step_up: {ceremony_id, options}` bound to this recovery. With `{ceremony_id, credential}` (any of the user's passkeys, user verification required): the recovery is cancelled (audited `recovery.cancel`).",
     params(
-        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        crate::http::openapi::OwnerSession,
         ("id" = String, Path),
     ),
     request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),
     responses(
+        (status = 200, description = "The recovery, cancelled.", body = RecoveryAnswer),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
@@ -762,7 +776,11 @@ pub async fn cancel(
     let cancelled = recovery::flow::cancel(&state.audit, &r, &request_id, now)
         .await
         .map_err(fail)?;
-    Ok(json_answer(cancelled.to_json(now), &request_id))
+    Ok(Json(RecoveryAnswer {
+        recovery: cancelled.view(now),
+        request_id,
+    })
+    .into_response())
 }
 
 // ---- TOTP, the recovery's optional second factor ----
@@ -776,10 +794,10 @@ pub async fn cancel(
     summary = "Start TOTP enrolment",
     description = "The app key and the user's session. An empty body (or `{}`) answers 403 `step_up_required` with passkey options bound to the enrolment: a stolen session alone cannot add a factor the user does not hold. Posting `{ceremony_id, credential}` then stores a fresh seed (160 bits, sealed at rest with the personal data key) inactive and answers its `otpauth://` URI and a QR code of it (SVG), shown once. An active factor is not replaced (400).",
     params(
-        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        crate::http::openapi::OwnerSession,
     ),
     responses(
-        (status = 200, description = "{otpauth_uri, qr_svg, request_id}", body = Object),
+        (status = 200, description = "{otpauth_uri, qr_svg, request_id}", body = TotpEnrolment),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
@@ -806,10 +824,12 @@ pub async fn totp_start(
         .await
         .map_err(fail)?;
     let svg = crate::accounts::users::totp::qr_svg(&uri).map_err(fail)?;
-    Ok(json_answer(
-        serde_json::json!({ "otpauth_uri": uri.as_str(), "qr_svg": svg }),
-        &request_id,
-    ))
+    Ok(Json(TotpEnrolment {
+        otpauth_uri: uri.as_str().to_owned(),
+        qr_svg: svg,
+        request_id,
+    })
+    .into_response())
 }
 
 /// `POST /v1/totp/remove` with the app key and the user's session: removes the TOTP factor
@@ -822,10 +842,10 @@ pub async fn totp_start(
     summary = "Remove the TOTP factor (passkey step-up)",
     description = "The app key and the user's session. A body that asks (none, or `{}`) answers 403 `step_up_required` with passkey options bound to this removal; the body `{ceremony_id, credential}` with the owner's assertion (user verification) removes the factor, audited `totp.remove` and notified as `totp.removed`. 404 when the user has no factor.",
     params(
-        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        crate::http::openapi::OwnerSession,
     ),
     responses(
-        (status = 200, description = "{active: false, request_id}", body = Object),
+        (status = 200, description = "{active: false, request_id}", body = TotpStatus),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
@@ -858,10 +878,11 @@ pub async fn totp_remove(
     crate::accounts::users::totp::remove(&state.audit, user, Some(&caller.id), &request_id, now)
         .await
         .map_err(fail)?;
-    Ok(json_answer(
-        serde_json::json!({ "active": false }),
-        &request_id,
-    ))
+    Ok(Json(TotpStatus {
+        active: false,
+        request_id,
+    })
+    .into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -879,11 +900,11 @@ pub struct TotpCode {
     summary = "Activate TOTP with a first code",
     description = "The app key and the user's session. A current code (accepted once) activates the factor, audited `totp.enrol`; from then on `POST /v1/recovery` needs `totp` too, and a wrong or replayed code is `recovery_refused` like a wrong secret.",
     params(
-        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        crate::http::openapi::OwnerSession,
     ),
     request_body(content = inline(TotpCode)),
     responses(
-        (status = 200, description = "{active: true, request_id}", body = Object),
+        (status = 200, description = "{active: true, request_id}", body = TotpStatus),
         (status = 401, response = crate::http::openapi::Error),
         (status = 403, response = crate::http::openapi::Error),
         (status = 404, response = crate::http::openapi::Error),
@@ -902,10 +923,11 @@ pub async fn totp_confirm(
     confirm_totp(&state, user, Some(&caller.id), &req.code, &request_id)
         .await
         .map_err(fail)?;
-    Ok(json_answer(
-        serde_json::json!({ "active": true }),
-        &request_id,
-    ))
+    Ok(Json(TotpStatus {
+        active: true,
+        request_id,
+    })
+    .into_response())
 }
 
 /// Activates `user`'s TOTP factor with a first code and audits `totp.enrol` (the app, or the

@@ -39,7 +39,7 @@ pub struct Ask {
     summary = "A new device asks for the user's wallets",
     description = "`{public_key}`: the device's own X25519 public key (hex). The device shows the short code derived from it (SHA-256 of a domain tag and the key, 60 bits as `XXXX-XXXX-XXXX`). The user then approves the request with a passkey (`/v1/device-transfers/{id}/approve`) and an existing device seals to it. Expires after 15 minutes; an earlier open request of the same device is withdrawn.",
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     request_body(content = inline(Ask)),
     responses(
@@ -71,7 +71,7 @@ pub async fn ask(
     summary = "Device transfers this device takes part in",
     description = "`to_seal`: requests of other devices of the user that the user approved (each with the recipient's public key: derive the short code from it and compare with the new device's screen before sealing). `incoming`: sealed bundles waiting for this device.",
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     responses(
         (status = 200, description = "{to_seal: [transfer], incoming: [transfer], request_id}", body = TransferList),
@@ -111,7 +111,7 @@ pub async fn list(
     summary = "A transfer, with its sealed bundle for the recipient",
     description = "Only the recipient device sees it (404 otherwise); `sealed` (hex) is present while the state is `sealed`.",
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
         ("id" = String, Path),
     ),
     responses(
@@ -178,7 +178,7 @@ fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
     summary = "Seal this device's shares to an approved request",
     description = "`{sealed, wallets}`. The sending device must hold every carried wallet at its current epoch (no pending refresh); the request must be approved and unexpired (409 `transfer_not_ready`). Audited as `device.add` before it is stored. Bodies up to 16 MiB.",
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
         ("id" = String, Path),
     ),
     request_body(content = inline(Sealed)),
@@ -239,7 +239,7 @@ pub async fn seal(
     summary = "Send a refreshed share to a stale device",
     description = "`{id, to_device, sealed, wallets}`: after a refresh, a device holding the current epoch seals it to another device of the user that held an older epoch (to the key it confirmed when that device was added, kept in its own file). `id` is `dtr_` + 32 hex digits chosen by the sender, and the bundle is bound to it. No new approval: the device was approved before. Audited as `device.resync`.",
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
     ),
     request_body(content = inline(Sealed)),
     responses(
@@ -289,7 +289,7 @@ pub async fn resync(
     summary = "The recipient stored the bundle",
     description = "From now on the recipient holds the carried wallets at their epochs and may sign; the sealed bytes are deleted.",
     params(
-        ("Authorization" = String, Header, description = "`Device <token>`"),
+        crate::http::openapi::DeviceToken,
         ("id" = String, Path),
     ),
     responses(
@@ -323,7 +323,7 @@ pub async fn received(
     summary = "The user approves a new device",
     description = "App key and the user's session. An empty body answers 403 `step_up_required` with passkey options (user verification) bound to the request and its key; posting `{ceremony_id, credential}` approves it. Audited as `device.add_approve`. `GET /v1/devices` lists waiting requests with their short codes.",
     params(
-        ("Parapet-Session" = String, Header, description = "The wallet owner's session for this app"),
+        crate::http::openapi::OwnerSession,
         ("id" = String, Path),
     ),
     responses(

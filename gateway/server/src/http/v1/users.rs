@@ -152,7 +152,7 @@ fn link_context(user: uuid::Uuid, id_token: &str) -> String {
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     request_body(content = inline(LinkRequest)),
     responses(
@@ -247,7 +247,7 @@ pub async fn oidc_link(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     responses(
         (status = 200, description = "{ended: true, user_id, request_id}", body = Object),
@@ -438,7 +438,7 @@ pub async fn exchange(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     responses(
         (status = 200, description = "{app: {id, name}, scopes: [{id, name, description, required, approved}], needs_consent, consent_hash, request_id}", body = Object),
@@ -495,7 +495,7 @@ pub struct Approve {
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     request_body(content = inline(Approve)),
     responses(
@@ -552,7 +552,7 @@ pub async fn consent_approve(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     responses(
         (status = 200, description = "{revoked, request_id}", body = Object),
@@ -596,7 +596,7 @@ pub async fn consent_revoke(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     responses(
         (status = 200, description = r#"{url: "/ui/?link=pc_…", expires_at, request_id}"#, body = Object),

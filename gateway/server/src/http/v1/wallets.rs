@@ -29,7 +29,7 @@ type Answer = Result<Response, ApiError>;
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
     ),
     responses(
         (status = 200, description = "{wallets: [{address, owner, created_at, epoch, labels, groups, frozen, refresh_required}], request_id}", body = Object),
@@ -69,7 +69,7 @@ pub async fn list(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        ("Parapet-Session" = String, Header, description = "The session token returned by the login (`ps_…`), issued to this app.", pattern = "^ps_[0-9a-f]{64}$"),
+        crate::http::openapi::SessionToken,
         ("address" = String, Path, pattern = "^0[xX][0-9a-fA-F]{40}$"),
     ),
     responses(
