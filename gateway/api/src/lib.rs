@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod consent;
 pub mod devices;
 pub mod error;
 mod names;

@@ -28,3 +28,36 @@ pub struct SessionIssued {
     pub idle_secs: u64,
     pub request_id: String,
 }
+
+/// `POST /v1/sessions/oidc/link`: the identity now linked to the session's person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IdentityLinked {
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub user_id: String,
+    pub issuer: String,
+    pub subject: String,
+    /// False when the identity was already the person's.
+    pub newly_linked: bool,
+    pub request_id: String,
+}
+
+/// `POST /v1/sessions/logout`: the session is ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LoggedOut {
+    pub ended: bool,
+    #[cfg_attr(feature = "openapi", schema(format = "uuid"))]
+    pub user_id: String,
+    pub request_id: String,
+}
+
+/// `POST /v1/sessions/page-link`: a one-time link to the person's page, for 60 s.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PageLink {
+    /// Relative to the gateway (`/ui/?link=pc_…`).
+    pub url: String,
+    pub expires_at: String,
+    pub request_id: String,
+}

@@ -258,28 +258,7 @@ pub async fn approve_offered(
     approve(cx, user, &app.id, &all, &current_hash).await
 }
 
-/// One scope offered to an app, as a consent screen shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OfferedScope {
-    pub id: String,
-    pub name: String,
-    pub description: String,
-    pub required: bool,
-    /// In effect for this user's decisions now.
-    pub approved: bool,
-}
-
-/// What [`scopes_for`] returns: what to show, whether to ask, and the hash to send back with
-/// the approval.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ScopesView {
-    /// Every scope offered to the app, by id.
-    pub scopes: Vec<OfferedScope>,
-    /// The user has no consent to this app, or one given under another hash.
-    pub needs_consent: bool,
-    /// The app's current consent hash.
-    pub consent_hash: String,
-}
+pub use parapet_api::consent::{OfferedScope, ScopesView};
 
 /// The scopes that count for decisions by `app` for `user`: `basic` alone without a user or
 /// without a current consent; otherwise the approved scopes still offered to the app plus the

@@ -32,17 +32,22 @@ pub struct StoredWallet {
 
 impl StoredWallet {
     /// `GET /v1/wallets/{address}`'s shape.
+    pub fn view(&self) -> parapet_api::wallets::Wallet {
+        parapet_api::wallets::Wallet {
+            address: self.address.clone(),
+            owner: self.owner.to_string(),
+            created_at: self.created_at.clone(),
+            epoch: self.epoch,
+            labels: self.labels.clone(),
+            groups: self.groups.clone(),
+            frozen: self.frozen,
+            refresh_required: self.refresh_required,
+        }
+    }
+
+    /// [`StoredWallet::view`] as JSON.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "address": self.address,
-            "owner": self.owner.to_string(),
-            "created_at": self.created_at,
-            "epoch": self.epoch,
-            "labels": self.labels,
-            "groups": self.groups,
-            "frozen": self.frozen,
-            "refresh_required": self.refresh_required,
-        })
+        serde_json::to_value(self.view()).unwrap_or_default()
     }
 
     /// The Cedar wallet entity, from the record (labels from the request are ignored).

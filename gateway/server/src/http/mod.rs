@@ -6,6 +6,7 @@ pub mod client_ip;
 pub mod error;
 mod extract;
 pub mod openapi;
+pub mod openapi_parts;
 pub mod page;
 mod probes;
 pub mod request_id;

@@ -4,79 +4,14 @@
 //! have. `schemas/openapi.json` is the generated document, checked in so that a change of the wire
 //! shows in review; a test fails when the two differ (`PARAPET_BLESS=1` rewrites the file).
 //!
-//! The served document is the checked-in file, compiled in: what clients fetch is what was
-//! reviewed.
+//! The served document is the checked-in file, compiled in ([`crate::http::probes::DOCUMENT`]):
+//! what clients fetch is what was reviewed.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{IntoParams, Modify, OpenApi, ToResponse};
-
-pub const DOCUMENT: &str = include_str!("../../../../schemas/openapi.json");
+use utoipa::{Modify, OpenApi};
 
 /// The document's header: what the service is, how callers authenticate, how errors look.
 const DESCRIPTION: &str = r#"Policy-enforcing co-signing gateway for EVM wallets. Every /v1 route needs `Authorization: Bearer <api key>` (an app key from `parapet apps create`; the static token of `serve`'s development default acts as the development default app with every grant). A missing, unknown or revoked key gets 401 `unauthorized`, a key without the route's grant 403 `forbidden`, a frozen app 403 `app_frozen`. Errors are `{code, message, request_id}` with a stable snake_case `code`."#;
-
-/// A refusal: `{code, message, request_id}` with a stable `code` (docs/errors.md lists them).
-#[derive(ToResponse)]
-#[allow(
-    dead_code,
-    reason = "a description of the answer; the body is built as ErrorBody"
-)]
-#[response(description = "Typed error", content_type = "application/json")]
-pub struct Error(#[to_schema] parapet_api::ErrorBody);
-
-/// Rate limited (per client IP, app, person or wallet): `code` is `rate_limited`; `Retry-After`
-/// says how many seconds to wait.
-#[derive(ToResponse)]
-#[allow(
-    dead_code,
-    reason = "a description of the answer; the body is built as ErrorBody"
-)]
-#[response(
-    description = "Rate limited (per client IP, app or wallet): `code` is `rate_limited`; `Retry-After` says how many seconds to wait.",
-    content_type = "application/json",
-    headers(("Retry-After" = u32, description = "Seconds to wait, at least 1."))
-)]
-pub struct RateLimited(#[to_schema] parapet_api::ErrorBody);
-
-/// `Authorization: Device <token>`: the routes a paired device calls.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code, reason = "describes a header the extractor reads")]
-pub struct DeviceToken {
-    /// `Device <token>`
-    #[param(rename = "Authorization")]
-    authorization: String,
-}
-
-/// `Authorization: Recovery <token>`: the routes of an open recovery.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code, reason = "describes a header the handler reads")]
-pub struct RecoveryToken {
-    /// `Recovery <token>`: the `recovery_token` the opening answer returned
-    #[param(rename = "Authorization")]
-    authorization: String,
-}
-
-/// `Parapet-Session`: the person's session with the calling app.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code, reason = "describes a header the extractor reads")]
-pub struct SessionToken {
-    /// The session token returned by the login (`ps_…`), issued to this app.
-    #[param(rename = "Parapet-Session", pattern = "^ps_[0-9a-f]{64}$")]
-    session: String,
-}
-
-/// `Parapet-Session` of the wallet's owner: the routes that act on the owner's wallets.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code, reason = "describes a header the extractor reads")]
-pub struct OwnerSession {
-    /// The wallet owner's session for this app
-    #[param(rename = "Parapet-Session")]
-    session: String,
-}
 
 /// Adds the bearer scheme every `/v1` route names.
 struct Bearer;
@@ -128,7 +63,10 @@ impl Modify for Anonymous {
     servers((url = "http://localhost:8080")),
     security(("bearer" = [])),
     modifiers(&Bearer, &Anonymous),
-    components(responses(Error, RateLimited)),
+    components(responses(
+        crate::http::openapi_parts::Error,
+        crate::http::openapi_parts::RateLimited
+    )),
     paths(
         crate::http::probes::healthz,
         crate::http::probes::readyz,
@@ -220,7 +158,7 @@ mod tests {
             return;
         }
         assert!(
-            generated == super::DOCUMENT,
+            generated == crate::http::probes::DOCUMENT,
             "schemas/openapi.json is not what the handlers and types describe: run \
              `PARAPET_BLESS=1 cargo test -p parapet-gateway --lib openapi` and review the diff"
         );

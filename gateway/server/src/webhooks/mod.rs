@@ -22,13 +22,7 @@ use crate::custody::sealing::PersonalDataKey;
 use crate::error::{Error, Result};
 use crate::store::db::{RowLike, db, with_pool};
 
-/// An app's registered webhook, as the app and admins see it (never the secret).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Webhook {
-    pub app_id: String,
-    pub url: String,
-    pub created_at: String,
-}
+pub use parapet_api::admin::Webhook;
 
 fn secret_aad(app_id: &str) -> Vec<u8> {
     format!("webhook:{app_id}").into_bytes()

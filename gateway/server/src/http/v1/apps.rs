@@ -61,9 +61,9 @@ fn check_id(id: &str) -> Result<(), Error> {
     extensions(("x-parapet-grant" = json!("admin"))),
     responses(
         (status = 200, description = "Apps", body = parapet_api::admin::AppList),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn list(
@@ -114,11 +114,11 @@ pub struct CreateApp {
     request_body(content = inline(CreateApp)),
     responses(
         (status = 200, description = "The new app's id and key", body = parapet_api::admin::AppCreated),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn create(
@@ -257,11 +257,11 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     request_body(content = inline(Option<ActBody>), description = "`update`: the fields to replace; `rotate`: how long the previous key keeps working."),
     responses(
         (status = 200, description = "The changed app, or for rotate {app_id, api_key, previous_key_expires_at, request_id}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn act(

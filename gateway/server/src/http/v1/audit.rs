@@ -67,10 +67,10 @@ pub struct EventsQuery {
     params(EventsQuery),
     responses(
         (status = 200, description = "A page of events (JSON) or the export.", body = parapet_api::audit::EventPage),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn events(

@@ -41,13 +41,13 @@ struct AuthorizeResponse<'a> {
     request_body(content = crate::request::AuthorizeRequest),
     responses(
         (status = 200, description = "The decision, explained.", body = AuthorizeResponse),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn authorize(

@@ -185,12 +185,12 @@ where
     description = r#"Runs DKLs23 key generation between the device and the gateway. The device's user needs a passkey (`passkey_required`). The device stores its share, says `stored`, and the gateway seals its share with custody, records the wallet (audited `wallet.create`) and says `done` with the address. A WebSocket: send an upgrade request. Text frames carry JSON control messages (`auth`, `start`, `stored`, `done`, `error`), binary frames the MPC protocol's messages. The device authenticates with `Authorization: Device <token>` on the upgrade request, or with `{"type":"auth","authorization":"Device <token>"}` as its first message; never a query string."#,
     security(()),
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 101, description = "Switching protocols"),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn keygen(

@@ -44,10 +44,10 @@ pub struct Pair {
     request_body(content = inline(Pair)),
     responses(
         (status = 200, description = "{device_id, device_token, user_id, name, request_id}", body = DevicePaired),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn pair(
@@ -94,14 +94,14 @@ pub async fn pair(
     description = "With `Authorization: Device <token>` (a header; never a query string). 401 for an unknown or revoked device or a disabled user.",
     security(()),
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 200, description = "{device_id, user_id, name, created_at, last_seen, revoked_at, request_id}", body = ThisDevice),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) -> Answer {
@@ -121,14 +121,14 @@ pub async fn me(ReqId(request_id): ReqId, AuthedDevice(device): AuthedDevice) ->
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     responses(
         (status = 200, description = "{devices: [{device_id, user_id, name, created_at, last_seen, revoked_at}], request_id}", body = DeviceList),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn list(
@@ -159,17 +159,17 @@ pub async fn list(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
         ("id" = String, Path),
     ),
     request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),
     responses(
         (status = 200, description = "{revoked: {device}, request_id}", body = DeviceRevoked),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn revoke(

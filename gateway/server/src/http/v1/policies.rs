@@ -19,10 +19,10 @@ use crate::http::request_id::ReqId;
     extensions(("x-parapet-grant" = json!("admin"))),
     responses(
         (status = 200, description = "The new active version.", body = parapet_api::admin::PolicyReloaded),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 422, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 422, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn reload_policies(

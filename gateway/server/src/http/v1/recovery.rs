@@ -53,14 +53,14 @@ fn auth_key(text: &str) -> Result<Zeroizing<[u8; 32]>, Error> {
     description = "With `Authorization: Device <token>`. Whether a recovery secret is set up, its X25519 public key (for display: a device seals backups only to the copy in its own file), and for each wallet this device holds its epoch and the epochs of the device-share backups the gateway keeps (docs/architecture.md §9).",
     security(()),
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 200, description = "{user_id, set_up, public_key, salt, created_at, wallets: [{address, epoch, backup_epochs}], request_id}", body = RecoveryStatus),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn status(
@@ -129,19 +129,19 @@ pub struct SetUp {
     description = "With `Authorization: Device <token>`. The first time for a user, stores an Argon2id verifier of `auth_key` and `public_key`; later, only with the same secret (else 403 `recovery_secret_rejected`, counted per user and IP and audited). `backups` must hold one HPKE envelope of the device's share for every wallet this device holds, at the wallet's current epoch; the answer carries, for each, the gateway's share sealed to `public_key` (the device's backup kit). The auth key is never logged or audited. Setting the first secret of a person who has a passkey needs their approval: without `approval` the answer is 403 `step_up_required` with an `operation` id that the owner approves with a passkey (on the page, or through `POST /v1/operations/{id}/step-up`); the device then sends the same request with `approval` set to that id (once; bound to this device and `public_key`, else `step_up_mismatch`). Joining an existing secret needs no approval.",
     security(()),
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     request_body(content = inline(SetUp)),
     responses(
         (status = 201, description = "{kits: [{wallet, epoch, gateway_share}], request_id}", body = KitsIssued),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn set_up(
@@ -253,16 +253,16 @@ pub async fn set_up(
     description = "With `Authorization: Device <token>`. The state of the recovery set-up `operation` this device asked for (`pending_step_up`, `approved`, `used`), while it waits for the owner's passkey. 404 for anyone else's.",
     security(()),
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
         ("id" = String, Path),
     ),
     responses(
         (status = 200, description = "{id, kind, device_id, device_name, public_key, state, created_at, expires_at, request_id}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn operation(
@@ -362,19 +362,19 @@ pub struct Check {
     description = "With `Authorization: Device <token>`. 200 when the auth key matches the user's verifier; 403 `recovery_secret_rejected` otherwise (counted per user and IP and audited); 409 `recovery_setup_required` when the user has none.",
     security(()),
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     request_body(content = inline(Check)),
     responses(
         (status = 200, description = "{matches: true, public_key, request_id}", body = SecretMatches),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn check(
@@ -435,14 +435,14 @@ pub struct Identify {
     request_body(content = inline(Identify)),
     responses(
         (status = 200, description = "{salt, request_id}", body = RecoveryIdentified),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn identify(
@@ -504,14 +504,14 @@ pub struct Open {
     request_body(content = inline(Open)),
     responses(
         (status = 201, description = "{id, user_id, state, device_name, opened_at, completable_at, expires_at, recovery_token, request_id}", body = RecoveryOpened),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn open(
@@ -614,14 +614,14 @@ async fn recovery_of(
     security(()),
     params(
         ("id" = String, Path),
-        crate::http::openapi::RecoveryToken,
+        crate::http::openapi_parts::RecoveryToken,
     ),
     responses(
         (status = 200, description = "{id, user_id, state (open, cancelled, completed, expired), device_name, opened_at, completable_at, expires_at, ended_at, request_id}", body = RecoveryAnswer),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn get(
@@ -654,15 +654,15 @@ pub async fn get(
     security(()),
     params(
         ("id" = String, Path),
-        crate::http::openapi::RecoveryToken,
+        crate::http::openapi_parts::RecoveryToken,
     ),
     responses(
         (status = 200, description = "{recovery, user_id, device_id, device_token, backups: [{wallet, epoch, device_share}], without_backup, passkey_link: {url, expires_at}, request_id}", body = RecoveryCompleted),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn complete(
@@ -741,16 +741,16 @@ pub async fn complete(
     summary = "Cancel an open recovery (passkey step-up)",
     description = "The app key and the user's session. Without a body: 403 `step_up_required` with `step_up: {ceremony_id, options}` bound to this recovery. With `{ceremony_id, credential}` (any of the user's passkeys, user verification required): the recovery is cancelled (audited `recovery.cancel`).",
     params(
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
         ("id" = String, Path),
     ),
     request_body(content = inline(Option<crate::http::v1::signing::StepUp>), description = "None, or `{}`, asks for the step-up; `{ceremony_id, credential}` with the owner's passkey assertion passes it."),
     responses(
         (status = 200, description = "The recovery, cancelled.", body = RecoveryAnswer),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn cancel(
@@ -794,14 +794,14 @@ pub async fn cancel(
     summary = "Start TOTP enrolment",
     description = "The app key and the user's session. An empty body (or `{}`) answers 403 `step_up_required` with passkey options bound to the enrolment: a stolen session alone cannot add a factor the user does not hold. Posting `{ceremony_id, credential}` then stores a fresh seed (160 bits, sealed at rest with the personal data key) inactive and answers its `otpauth://` URI and a QR code of it (SVG), shown once. An active factor is not replaced (400).",
     params(
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
     ),
     responses(
         (status = 200, description = "{otpauth_uri, qr_svg, request_id}", body = TotpEnrolment),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn totp_start(
@@ -842,14 +842,14 @@ pub async fn totp_start(
     summary = "Remove the TOTP factor (passkey step-up)",
     description = "The app key and the user's session. A body that asks (none, or `{}`) answers 403 `step_up_required` with passkey options bound to this removal; the body `{ceremony_id, credential}` with the owner's assertion (user verification) removes the factor, audited `totp.remove` and notified as `totp.removed`. 404 when the user has no factor.",
     params(
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
     ),
     responses(
         (status = 200, description = "{active: false, request_id}", body = TotpStatus),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn totp_remove(
@@ -900,15 +900,15 @@ pub struct TotpCode {
     summary = "Activate TOTP with a first code",
     description = "The app key and the user's session. A current code (accepted once) activates the factor, audited `totp.enrol`; from then on `POST /v1/recovery` needs `totp` too, and a wrong or replayed code is `recovery_refused` like a wrong secret.",
     params(
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
     ),
     request_body(content = inline(TotpCode)),
     responses(
         (status = 200, description = "{active: true, request_id}", body = TotpStatus),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn totp_confirm(

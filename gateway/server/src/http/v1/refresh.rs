@@ -37,13 +37,13 @@ type Answer = Result<Response, ApiError>;
     description = "The owner's session only (someone else's wallet is `not_found`). Records a refresh operation bound to the wallet and its current epoch and answers 403 `step_up_required` with `operation` and `step_up: {ceremony_id, options}` (or `passkey_required`). After the owner's approval (`POST /v1/operations/{id}/step-up`) their device runs the refresh (`/v1/device/wallets/{address}/refresh`) within 10 minutes. Same address, epoch + 1; the old gateway share is deleted only when the device has confirmed its new share; `refresh_required` is cleared.",
     params(
         ("address" = String, Path),
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
     ),
     responses(
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn start(
@@ -85,17 +85,17 @@ pub async fn start(
     description = "Approves an operation with the owner's passkey. A refresh: `{ceremony_id, credential}`, the owner's assertion for the ceremony that `POST /v1/wallets/{address}/refresh` started, bound to that operation (kind, id, wallet, epoch), single-use and expiring; another is `step_up_mismatch`; audited as `wallet.refresh_approved`. A device's first recovery secret (the `operation` of `POST /v1/device/recovery`'s `step_up_required`): `{}` answers 403 `step_up_required` with passkey options bound to that device and the secret's public key, and the assertion approves it (audited `recovery.setup_approved`; the device then has 10 minutes to set the secret).",
     params(
         ("id" = String, Path),
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
     ),
     request_body(content = inline(crate::http::v1::signing::StepUp)),
     responses(
         (status = 200, description = "{operation, state: approved, expires_at}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn step_up(
@@ -186,12 +186,12 @@ pub async fn step_up(
     security(()),
     params(
         ("address" = String, Path),
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 101, description = "Switching protocols"),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn ceremony(

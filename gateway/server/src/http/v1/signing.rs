@@ -106,20 +106,20 @@ fn refused(
     description = "The body is `/v1/authorize`'s without `wallet` (the path names it): `chain_id` and exactly one payload. Needs the owner's session (someone else's wallet is `not_found`) and an `Idempotency-Key` (1-255 printable ASCII), scoped to (app, wallet) and kept 24 h: the same key with the same body (SHA-256 of its RFC 8785 form) answers with the same request, with another body 409 `idempotency_conflict`. The decision is committed to the audit log together with the request, which is its velocity reservation, under a per-wallet lock. Allowed: 201 with the request (`state` `authorized`, `expires_at`). Denied: 403 `policy_denied` with `decision` and `signing_request`.",
     params(
         ("address" = String, Path),
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
         ("Idempotency-Key" = String, Header, max_length = 255, min_length = 1),
     ),
     request_body(content = Object),
     responses(
         (status = 201, description = "{id, app, wallet, owner, chain_id, action, digest, state, decision, created_at, expires_at, request_id}", body = SigningRequestAnswer),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn sign(
@@ -264,10 +264,10 @@ fn full_view(state: &AppState, r: &SigningRequest, request_id: String) -> Signin
     ),
     responses(
         (status = 200, description = "The signing request", body = SigningRequestAnswer),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn get(
@@ -309,13 +309,13 @@ pub async fn get(
     security(()),
     params(
         ("id" = String, Path),
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 200, description = "The signing request (see GET /v1/signing-requests/{id})", body = DeviceSigningRequest),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn device_get(
@@ -349,12 +349,12 @@ pub async fn device_get(
     security(()),
     params(
         ("id" = String, Path),
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 101, description = "Switching protocols"),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn ceremony(
@@ -389,17 +389,17 @@ pub struct StepUp {
     description = "When `POST /v1/wallets/{address}/sign` answered 403 `step_up_required`, its body carries `signing_request` and `step_up: {ceremony_id, options}` (WebAuthn request options; a retry with the same Idempotency-Key gives fresh ones; a user without a passkey gets `passkey_required`). Post the owner's assertion here as `{ceremony_id, credential}` with the owner's session. The ceremony is bound server-side to this request's id and digest, single-use and expiring: an assertion made for another request is 403 `step_up_mismatch`. The request is decided again with `context.step_up = true`; an allow authorizes it (201, the reservation committed with the decision's event), a deny answers 403 `policy_denied`.",
     params(
         ("id" = String, Path),
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
     ),
     request_body(content = inline(StepUp)),
     responses(
         (status = 201, description = "The authorized request", body = SigningRequestAnswer),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn step_up(

@@ -39,14 +39,14 @@ pub struct Ask {
     summary = "A new device asks for the user's wallets",
     description = "`{public_key}`: the device's own X25519 public key (hex). The device shows the short code derived from it (SHA-256 of a domain tag and the key, 60 bits as `XXXX-XXXX-XXXX`). The user then approves the request with a passkey (`/v1/device-transfers/{id}/approve`) and an existing device seals to it. Expires after 15 minutes; an earlier open request of the same device is withdrawn.",
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     request_body(content = inline(Ask)),
     responses(
         (status = 201, description = "{id, kind, to_device, public_key, short_code, state: waiting, expires_at, …}", body = TransferAnswer),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn ask(
@@ -71,12 +71,12 @@ pub async fn ask(
     summary = "Device transfers this device takes part in",
     description = "`to_seal`: requests of other devices of the user that the user approved (each with the recipient's public key: derive the short code from it and compare with the new device's screen before sealing). `incoming`: sealed bundles waiting for this device.",
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     responses(
         (status = 200, description = "{to_seal: [transfer], incoming: [transfer], request_id}", body = TransferList),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn list(
@@ -111,15 +111,15 @@ pub async fn list(
     summary = "A transfer, with its sealed bundle for the recipient",
     description = "Only the recipient device sees it (404 otherwise); `sealed` (hex) is present while the state is `sealed`.",
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
         ("id" = String, Path),
     ),
     responses(
         (status = 200, description = "{id, state, …, sealed?}", body = TransferAnswer),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn fetch(
@@ -178,19 +178,19 @@ fn sealed_bytes(text: &str) -> Result<Vec<u8>, Error> {
     summary = "Seal this device's shares to an approved request",
     description = "`{sealed, wallets}`. The sending device must hold every carried wallet at its current epoch (no pending refresh); the request must be approved and unexpired (409 `transfer_not_ready`). Audited as `device.add` before it is stored. Bodies up to 16 MiB.",
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
         ("id" = String, Path),
     ),
     request_body(content = inline(Sealed)),
     responses(
         (status = 200, description = "{id, state: sealed, request_id}", body = TransferSealed),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn seal(
@@ -239,18 +239,18 @@ pub async fn seal(
     summary = "Send a refreshed share to a stale device",
     description = "`{id, to_device, sealed, wallets}`: after a refresh, a device holding the current epoch seals it to another device of the user that held an older epoch (to the key it confirmed when that device was added, kept in its own file). `id` is `dtr_` + 32 hex digits chosen by the sender, and the bundle is bound to it. No new approval: the device was approved before. Audited as `device.resync`.",
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
     ),
     request_body(content = inline(Sealed)),
     responses(
         (status = 201, description = "{id, kind: resync, state: sealed, …}", body = TransferAnswer),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn resync(
@@ -289,15 +289,15 @@ pub async fn resync(
     summary = "The recipient stored the bundle",
     description = "From now on the recipient holds the carried wallets at their epochs and may sign; the sealed bytes are deleted.",
     params(
-        crate::http::openapi::DeviceToken,
+        crate::http::openapi_parts::DeviceToken,
         ("id" = String, Path),
     ),
     responses(
         (status = 200, description = "{id, state: received, …}", body = TransferAnswer),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn received(
@@ -323,17 +323,17 @@ pub async fn received(
     summary = "The user approves a new device",
     description = "App key and the user's session. An empty body answers 403 `step_up_required` with passkey options (user verification) bound to the request and its key; posting `{ceremony_id, credential}` approves it. Audited as `device.add_approve`. `GET /v1/devices` lists waiting requests with their short codes.",
     params(
-        crate::http::openapi::OwnerSession,
+        crate::http::openapi_parts::OwnerSession,
         ("id" = String, Path),
     ),
     responses(
         (status = 200, description = "{id, state: approved, short_code, …}", body = TransferAnswer),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn approve(

@@ -3,6 +3,8 @@
 //! never logged or audited.
 
 use parapet_api::admin::{UserDisabled, UserList};
+use parapet_api::consent::{ConsentApp, ConsentApproved, ConsentRevoked, ConsentScreen};
+use parapet_api::sessions::{IdentityLinked, LoggedOut, PageLink};
 use parapet_api::sessions::{OidcNonce, SessionIssued};
 use std::sync::Arc;
 
@@ -45,10 +47,10 @@ pub struct IdToken {
     extensions(("x-parapet-grant" = json!("sign"))),
     responses(
         (status = 200, description = "{nonce, expires_at, request_id}", body = OidcNonce),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn nonce(
@@ -82,13 +84,13 @@ pub async fn nonce(
     request_body(content = inline(IdToken)),
     responses(
         (status = 200, description = "The new session", body = SessionIssued),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn oidc_login(
@@ -152,19 +154,19 @@ fn link_context(user: uuid::Uuid, id_token: &str) -> String {
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     request_body(content = inline(LinkRequest)),
     responses(
-        (status = 200, description = "{user_id, issuer, subject, newly_linked, request_id}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 409, response = crate::http::openapi::Error),
-        (status = 413, response = crate::http::openapi::Error),
-        (status = 415, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{user_id, issuer, subject, newly_linked, request_id}", body = IdentityLinked),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 409, response = crate::http::openapi_parts::Error),
+        (status = 413, response = crate::http::openapi_parts::Error),
+        (status = 415, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn oidc_link(
@@ -228,13 +230,13 @@ pub async fn oidc_link(
         )
         .await
         .map_err(fail)?;
-    Ok(Json(serde_json::json!({
-        "user_id": user.to_string(),
-        "issuer": issuer,
-        "subject": subject,
-        "newly_linked": linked,
-        "request_id": request_id,
-    }))
+    Ok(Json(IdentityLinked {
+        user_id: user.to_string(),
+        issuer,
+        subject,
+        newly_linked: linked,
+        request_id,
+    })
     .into_response())
 }
 
@@ -247,14 +249,14 @@ pub async fn oidc_link(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     responses(
-        (status = 200, description = "{ended: true, user_id, request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{ended: true, user_id, request_id}", body = LoggedOut),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn logout(
@@ -278,11 +280,11 @@ pub async fn logout(
         )
         .await
         .map_err(fail)?;
-    Ok(Json(serde_json::json!({
-        "ended": true,
-        "user_id": ended.facts.user.to_string(),
-        "request_id": request_id,
-    }))
+    Ok(Json(LoggedOut {
+        ended: true,
+        user_id: ended.facts.user.to_string(),
+        request_id,
+    })
     .into_response())
 }
 
@@ -296,10 +298,10 @@ pub async fn logout(
     extensions(("x-parapet-grant" = json!("admin"))),
     responses(
         (status = 200, description = "{users, request_id}", body = UserList),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn list(
@@ -332,12 +334,12 @@ pub async fn list(
     ),
     responses(
         (status = 200, description = "The user", body = UserDisabled),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn disable(
@@ -388,11 +390,11 @@ pub struct Exchange {
     request_body(content = inline(Exchange)),
     responses(
         (status = 200, description = "{session_token, user_id, expires_at, idle_secs, request_id}", body = SessionIssued),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn exchange(
@@ -438,14 +440,14 @@ pub async fn exchange(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     responses(
-        (status = 200, description = "{app: {id, name}, scopes: [{id, name, description, required, approved}], needs_consent, consent_hash, request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{app: {id, name}, scopes: [{id, name, description, required, approved}], needs_consent, consent_hash, request_id}", body = ConsentScreen),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn consent_get(
@@ -464,15 +466,15 @@ pub async fn consent_get(
     )
     .await
     .map_err(fail)?;
-    let mut out = serde_json::to_value(&view).map_err(|e| fail(Error::Internal(e.to_string())))?;
-    if let Some(o) = out.as_object_mut() {
-        o.insert(
-            "app".to_owned(),
-            serde_json::json!({"id": caller.id, "name": caller.name}),
-        );
-        o.insert("request_id".to_owned(), request_id.clone().into());
-    }
-    Ok(Json(out).into_response())
+    Ok(Json(ConsentScreen {
+        app: ConsentApp {
+            id: caller.id.clone(),
+            name: caller.name.clone(),
+        },
+        view,
+        request_id,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -495,16 +497,16 @@ pub struct Approve {
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     request_body(content = inline(Approve)),
     responses(
-        (status = 200, description = "{approved, consent_hash, granted_at, request_id}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{approved, consent_hash, granted_at, request_id}", body = ConsentApproved),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn consent_approve(
@@ -532,12 +534,12 @@ pub async fn consent_approve(
     )
     .await
     .map_err(fail)?;
-    Ok(Json(serde_json::json!({
-        "approved": c.scopes,
-        "consent_hash": c.hash,
-        "granted_at": c.granted_at,
-        "request_id": request_id,
-    }))
+    Ok(Json(ConsentApproved {
+        approved: c.scopes,
+        consent_hash: c.hash,
+        granted_at: c.granted_at,
+        request_id,
+    })
     .into_response())
 }
 
@@ -552,14 +554,14 @@ pub async fn consent_approve(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     responses(
-        (status = 200, description = "{revoked, request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{revoked, request_id}", body = ConsentRevoked),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn consent_revoke(
@@ -578,7 +580,11 @@ pub async fn consent_revoke(
     let revoked = crate::accounts::consent::revoke(&cx, session.facts.user, &caller.id)
         .await
         .map_err(fail)?;
-    Ok(Json(serde_json::json!({"revoked": revoked, "request_id": request_id})).into_response())
+    Ok(Json(ConsentRevoked {
+        revoked,
+        request_id,
+    })
+    .into_response())
 }
 
 /// A one-time link that opens the gateway's page logged in as the session's user, so that a
@@ -596,14 +602,14 @@ pub async fn consent_revoke(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     responses(
-        (status = 200, description = r#"{url: "/ui/?link=pc_…", expires_at, request_id}"#, body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = r#"{url: "/ui/?link=pc_…", expires_at, request_id}"#, body = PageLink),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn page_link(
@@ -634,10 +640,10 @@ pub async fn page_link(
     )
     .await
     .map_err(fail)?;
-    Ok(Json(serde_json::json!({
-        "url": format!("/ui/?link={code}"),
-        "expires_at": format_time(now + users::handoff::CODE_TTL),
-        "request_id": request_id,
-    }))
+    Ok(Json(PageLink {
+        url: format!("/ui/?link={code}"),
+        expires_at: format_time(now + users::handoff::CODE_TTL),
+        request_id,
+    })
     .into_response())
 }

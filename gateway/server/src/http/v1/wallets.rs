@@ -2,11 +2,13 @@
 //! key), and the admin changes (labels, groups, frozen, `refresh_required`). Ownership is checked
 //! here, in code, never left to an id being hard to guess.
 
+use parapet_api::wallets::{WalletAnswer, WalletList};
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::accounts::apps::{Actor, Auditor};
@@ -14,7 +16,7 @@ use crate::accounts::wallets::{self, WalletUpdate};
 use crate::error::Error;
 use crate::http::AppState;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, json_answer};
+use crate::http::error::ApiError;
 use crate::http::extract::{AppSession, StrictJson};
 use crate::http::request_id::ReqId;
 
@@ -29,14 +31,14 @@ type Answer = Result<Response, ApiError>;
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
     ),
     responses(
-        (status = 200, description = "{wallets: [{address, owner, created_at, epoch, labels, groups, frozen, refresh_required}], request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{wallets: [{address, owner, created_at, epoch, labels, groups, frozen, refresh_required}], request_id}", body = WalletList),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn list(
@@ -50,12 +52,13 @@ pub async fn list(
         .await
         .map_err(fail)?
         .iter()
-        .map(wallets::StoredWallet::to_json)
+        .map(wallets::StoredWallet::view)
         .collect();
-    Ok(json_answer(
-        serde_json::json!({ "wallets": list }),
-        &request_id,
-    ))
+    Ok(Json(WalletList {
+        wallets: list,
+        request_id,
+    })
+    .into_response())
 }
 
 /// One wallet: for an admin key, any; otherwise only with the owner's session. Someone else's
@@ -69,16 +72,16 @@ pub async fn list(
     security(("bearer" = [])),
     extensions(("x-parapet-grant" = json!("sign"))),
     params(
-        crate::http::openapi::SessionToken,
+        crate::http::openapi_parts::SessionToken,
         ("address" = String, Path, pattern = "^0[xX][0-9a-fA-F]{40}$"),
     ),
     responses(
-        (status = 200, description = "{address, owner, created_at, epoch, labels, groups, frozen, refresh_required, request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
-        (status = 503, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
+        (status = 200, description = "{address, owner, created_at, epoch, labels, groups, frozen, refresh_required, request_id}", body = WalletAnswer),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
+        (status = 503, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn get(
@@ -106,7 +109,11 @@ pub async fn get(
         .map_err(fail)?
         .filter(|w| user.is_none_or(|u| u == w.owner))
         .ok_or_else(|| fail(Error::NotFound))?;
-    Ok(json_answer(wallet.to_json(), &request_id))
+    Ok(Json(WalletAnswer {
+        wallet: wallet.view(),
+        request_id,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -132,12 +139,12 @@ pub struct Update {
     ),
     request_body(content = inline(Update)),
     responses(
-        (status = 200, description = "The wallet after the change.", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 429, response = crate::http::openapi::RateLimited),
+        (status = 200, description = "The wallet after the change.", body = WalletAnswer),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 429, response = crate::http::openapi_parts::RateLimited),
     ),
 )]
 pub async fn update(
@@ -167,5 +174,9 @@ pub async fn update(
     )
     .await
     .map_err(fail)?;
-    Ok(json_answer(wallet.to_json(), &request_id))
+    Ok(Json(WalletAnswer {
+        wallet: wallet.view(),
+        request_id,
+    })
+    .into_response())
 }

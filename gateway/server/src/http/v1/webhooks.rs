@@ -2,6 +2,9 @@
 //! deliveries; `/v1/admin/webhook-deliveries`: operators see every app's delivery state and send
 //! a failed one again. The signing secret appears once, in the answer that registered it.
 
+use parapet_api::admin::{
+    DeliveryStatus, Redelivery, WebhookRegistered, WebhookRemoved, WebhookState,
+};
 use std::sync::Arc;
 
 use axum::Json;
@@ -42,11 +45,11 @@ pub struct Register {
     description = r#"`{url}`: HTTPS (plain HTTP only to a loopback address). Replaces an existing registration and rotates the signing secret, which is returned only here. The gateway then POSTs the user's security events (recovery.opened|cancelled|completed, recovery.secret_set, totp.enrolled, device.added|removed|resynced, kit.exported, wallet.refreshed) for every user who has had a session with, or consented to, this app: body `{id, type, created_at, user_id, wallet, audit_seq, data}`, headers `Parapet-Signature: t=<unix>,v1=<hex HMAC-SHA-256(secret, t + "." + body)>` and `Parapet-Delivery: whd_…` (the same on every retry). Any answer but 2xx is retried with exponential backoff (at least once). Audited as `webhook.register`."#,
     request_body(content = inline(Register)),
     responses(
-        (status = 200, description = "{webhook, signing_secret, request_id}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{webhook, signing_secret, request_id}", body = WebhookRegistered),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn register(
@@ -68,11 +71,11 @@ pub async fn register(
     .await
     .map_err(fail)?;
     tracing::info!(app_id = %hook.app_id, "webhook registered");
-    Ok(Json(serde_json::json!({
-        "webhook": hook,
-        "signing_secret": secret.as_str(),
-        "request_id": request_id,
-    }))
+    Ok(Json(WebhookRegistered {
+        webhook: hook,
+        signing_secret: secret.as_str().to_owned(),
+        request_id,
+    })
     .into_response())
 }
 
@@ -84,10 +87,10 @@ pub async fn register(
     summary = "The calling app's security webhook and its latest deliveries",
     description = "Any app key with `sign`. The URL (never the secret) and the 50 newest deliveries with their state.",
     responses(
-        (status = 200, description = "{webhook: {app_id, url, created_at} | null, deliveries: [WebhookDelivery], request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{webhook: {app_id, url, created_at} | null, deliveries: [WebhookDelivery], request_id}", body = WebhookState),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn get(
@@ -108,11 +111,11 @@ pub async fn get(
     )
     .await
     .map_err(fail)?;
-    Ok(Json(serde_json::json!({
-        "webhook": hook,
-        "deliveries": deliveries,
-        "request_id": request_id,
-    }))
+    Ok(Json(WebhookState {
+        webhook: hook,
+        deliveries: deliveries.iter().map(webhooks::Delivery::view).collect(),
+        request_id,
+    })
     .into_response())
 }
 
@@ -124,11 +127,11 @@ pub async fn get(
     summary = "Remove the calling app's security webhook",
     description = "Pending deliveries then fail with `webhook removed`. Audited as `webhook.remove`.",
     responses(
-        (status = 200, description = "{removed: true, request_id}", body = Object),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{removed: true, request_id}", body = WebhookRemoved),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn remove(
@@ -146,7 +149,11 @@ pub async fn remove(
     )
     .await
     .map_err(fail)?;
-    Ok(Json(serde_json::json!({"removed": true, "request_id": request_id})).into_response())
+    Ok(Json(WebhookRemoved {
+        removed: true,
+        request_id,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,10 +178,10 @@ pub struct DeliveriesQuery {
     ),
     responses(
         (status = 200, description = "{deliveries: [WebhookDelivery], request_id}", body = parapet_api::admin::DeliveryList),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn admin_list(
@@ -212,12 +219,12 @@ pub async fn admin_list(
         ("id" = String, Path),
     ),
     responses(
-        (status = 200, description = "{delivery, status: pending, request_id}", body = Object),
-        (status = 400, response = crate::http::openapi::Error),
-        (status = 401, response = crate::http::openapi::Error),
-        (status = 403, response = crate::http::openapi::Error),
-        (status = 404, response = crate::http::openapi::Error),
-        (status = 503, response = crate::http::openapi::Error),
+        (status = 200, description = "{delivery, status: pending, request_id}", body = Redelivery),
+        (status = 400, response = crate::http::openapi_parts::Error),
+        (status = 401, response = crate::http::openapi_parts::Error),
+        (status = 403, response = crate::http::openapi_parts::Error),
+        (status = 404, response = crate::http::openapi_parts::Error),
+        (status = 503, response = crate::http::openapi_parts::Error),
     ),
 )]
 pub async fn redeliver(
@@ -241,8 +248,10 @@ pub async fn redeliver(
     )
     .await
     .map_err(fail)?;
-    Ok(
-        Json(serde_json::json!({"delivery": id, "status": "pending", "request_id": request_id}))
-            .into_response(),
-    )
+    Ok(Json(Redelivery {
+        delivery: id,
+        status: DeliveryStatus::Pending,
+        request_id,
+    })
+    .into_response())
 }
