@@ -373,7 +373,7 @@ pub async fn list_apps(store: &Store) -> Result<Vec<StoredApp>> {
     );
     with_pool!(store, pool => {
         let rows = sqlx::query(SQL).fetch_all(pool).await.map_err(db("listing apps"))?;
-        rows.iter().map(row_to_app).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing apps"))
+        Ok(rows.iter().map(row_to_app).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing apps"))?)
     })
 }
 
@@ -383,7 +383,7 @@ pub async fn get_app(store: &Store, id: &str) -> Result<StoredApp> {
     with_pool!(store, pool => {
         let row = sqlx::query(SELECT).bind(id).fetch_optional(pool).await.map_err(db("reading an app"))?;
         let Some(row) = row else { return Err(Error::NotFound) };
-        row_to_app(&row).map_err(db("reading an app"))
+        Ok(row_to_app(&row).map_err(db("reading an app"))?)
     })
 }
 

@@ -128,7 +128,7 @@ async fn get(store: &Store, id: &str) -> Result<Option<Transfer>> {
     );
     with_pool!(store, pool => {
         let r = sqlx::query(SQL).bind(id).fetch_optional(pool).await.map_err(db("reading a device transfer"))?;
-        r.as_ref().map(row).transpose().map_err(db("reading a device transfer"))
+        Ok(r.as_ref().map(row).transpose().map_err(db("reading a device transfer"))?)
     })
 }
 
@@ -267,7 +267,7 @@ pub async fn incoming(store: &Store, device: &Device) -> Result<Vec<Transfer>> {
     with_pool!(store, pool => {
         let rows = sqlx::query(SQL).bind(device.device_id.as_str())
             .fetch_all(pool).await.map_err(db("listing device transfers"))?;
-        rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing device transfers"))
+        Ok(rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing device transfers"))?)
     })
 }
 

@@ -81,12 +81,12 @@ async fn row(store: &Store, user: Uuid, app: &str) -> Result<Option<Row>> {
     const SQL: &str = "SELECT scopes, consent_hash, granted_at, revoked_at FROM consents WHERE user_id = $1 AND app_id = $2";
     let user = user.to_string();
     with_pool!(store, pool => {
-        sqlx::query_as::<_, Row>(SQL)
+        Ok(sqlx::query_as::<_, Row>(SQL)
             .bind(user.as_str())
             .bind(app)
             .fetch_optional(pool)
             .await
-            .map_err(db("reading a consent"))
+            .map_err(db("reading a consent"))?)
     })
 }
 

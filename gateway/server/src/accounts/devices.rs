@@ -256,7 +256,7 @@ pub async fn list(store: &Store, user: Uuid) -> Result<Vec<Device>> {
     with_pool!(store, pool => {
         let rows = sqlx::query(SQL).bind(user.to_string()).fetch_all(pool).await
             .map_err(db("listing devices"))?;
-        rows.iter().map(device_of).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing devices"))
+        Ok(rows.iter().map(device_of).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing devices"))?)
     })
 }
 

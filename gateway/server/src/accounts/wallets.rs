@@ -181,7 +181,7 @@ pub async fn get(store: &Store, address: &str) -> Result<Option<StoredWallet>> {
     );
     with_pool!(store, pool => {
         let r = sqlx::query(SQL).bind(address.as_str()).fetch_optional(pool).await.map_err(db("reading a wallet"))?;
-        r.as_ref().map(row).transpose().map_err(db("reading a wallet"))
+        Ok(r.as_ref().map(row).transpose().map_err(db("reading a wallet"))?)
     })
 }
 
@@ -203,7 +203,7 @@ pub async fn of_owner(store: &Store, user: Uuid) -> Result<Vec<StoredWallet>> {
     );
     with_pool!(store, pool => {
         let rows = sqlx::query(SQL).bind(user.to_string()).fetch_all(pool).await.map_err(db("listing wallets"))?;
-        rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing wallets"))
+        Ok(rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing wallets"))?)
     })
 }
 

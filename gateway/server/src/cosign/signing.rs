@@ -59,11 +59,10 @@ use SigningState::{Authorized, PendingStepUp, Signed, Signing};
 
 impl SigningRequest {
     /// The state as of `now`: an authorized (or step-up pending) request past its expiry is
-    /// expired.
+    /// expired. Compared as times; an expiry that does not read as one counts as past.
     pub fn state_at(&self, now: OffsetDateTime) -> SigningState {
-        if (self.state == Authorized || self.state == PendingStepUp)
-            && self.expires_at <= stamp(now)
-        {
+        let expired = crate::audit::event::parse_time(&self.expires_at).map_or(true, |t| t <= now);
+        if (self.state == Authorized || self.state == PendingStepUp) && expired {
             SigningState::Expired
         } else {
             self.state
@@ -238,7 +237,7 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<SigningRequest>> {
     );
     with_pool!(store, pool => {
         let r = sqlx::query(SQL).bind(id).fetch_optional(pool).await.map_err(db("reading a signing request"))?;
-        r.as_ref().map(row).transpose().map_err(db("reading a signing request"))
+        Ok(r.as_ref().map(row).transpose().map_err(db("reading a signing request"))?)
     })
 }
 
@@ -257,7 +256,7 @@ pub async fn pending_of(
     with_pool!(store, pool => {
         let rows = sqlx::query(SQL).bind(owner.to_string()).bind(Authorized.as_str()).bind(stamp(now)).bind(Signing.as_str()).bind(PendingStepUp.as_str())
             .fetch_all(pool).await.map_err(db("listing signing requests"))?;
-        rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing signing requests"))
+        Ok(rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing signing requests"))?)
     })
 }
 

@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use crate::error::Error;
+use crate::store::StoreError;
 
 /// Runs `$body` with `$pool` bound to whichever pool the store holds; the body is written once
 /// and compiled for both databases.
@@ -77,15 +77,18 @@ pub(crate) fn decode_name<T>(
     from_name(name).ok_or_else(|| sqlx::Error::Decode(format!("unknown name {name:?}").into()))
 }
 
-/// Maps a database error to the crate's, naming what was being done (the detail stays in logs).
-pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
+/// Maps a database error to the store's, naming what was being done (the detail stays in logs).
+pub(crate) fn db(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match e {
         // No connection came free in time: the store is overloaded, not broken (503, retry).
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
             tracing::warn!(context, error = %e, "database pool exhausted");
-            Error::StoreUnavailable
+            StoreError::Unavailable
         }
-        e => Error::Database(format!("{context}: {e}")),
+        e => StoreError::Statement {
+            context,
+            detail: e.to_string(),
+        },
     }
 }
 

@@ -3,6 +3,9 @@
 //! statements in `audit::store`.
 
 pub(crate) mod db;
+mod error;
+
+pub use error::StoreError;
 pub mod expiry;
 
 use std::str::FromStr;

@@ -228,7 +228,7 @@ pub async fn deliveries(store: &Store, filter: &DeliveryFilter) -> Result<Vec<De
         let rows = sqlx::query("SELECT id, app_id, event_seq, event_type, user_id, status, CAST(attempts AS BIGINT) AS attempts, next_attempt_at, CAST(last_status AS BIGINT) AS last_status, last_error, created_at, delivered_at FROM webhook_deliveries WHERE ($1 IS NULL OR app_id = $1) AND ($2 IS NULL OR status = $2) ORDER BY created_at DESC, event_seq DESC LIMIT $3")
             .bind(filter.app_id.as_deref()).bind(filter.status.as_deref()).bind(limit)
             .fetch_all(pool).await.map_err(db("listing webhook deliveries"))?;
-        rows.iter().map(delivery_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing webhook deliveries"))
+        Ok(rows.iter().map(delivery_row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing webhook deliveries"))?)
     })
 }
 

@@ -103,7 +103,7 @@ pub(crate) async fn take_ceremony(store: &Store, id_hash: &str) -> Result<Option
                 expires_at: row.text("expires_at")?,
             })
         };
-        get().map(Some).map_err(db("taking a passkey ceremony"))
+        Ok(get().map(Some).map_err(db("taking a passkey ceremony"))?)
     })
 }
 
@@ -115,7 +115,7 @@ pub(crate) async fn credentials_of(store: &Store, user_id: &str) -> Result<Vec<C
     );
     with_pool!(store, pool => {
         let rows = sqlx::query(SQL).bind(user_id).fetch_all(pool).await.map_err(db("listing passkeys"))?;
-        rows.iter().map(row_to_credential).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing passkeys"))
+        Ok(rows.iter().map(row_to_credential).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing passkeys"))?)
     })
 }
 
@@ -139,7 +139,7 @@ pub(crate) async fn credential(
     );
     with_pool!(store, pool => {
         let row = sqlx::query(SQL).bind(credential_id).fetch_optional(pool).await.map_err(db("reading a passkey"))?;
-        row.as_ref().map(row_to_credential).transpose().map_err(db("reading a passkey"))
+        Ok(row.as_ref().map(row_to_credential).transpose().map_err(db("reading a passkey"))?)
     })
 }
 

@@ -111,7 +111,8 @@ pub async fn find_or_create(
             .bind(identity.issuer.as_str()).bind(identity.subject.as_str()).bind(identity.trust.as_str())
             .bind(id.to_string()).bind(at.as_str())
             .execute(&mut *tx).await.map_err(db("creating a user"))?;
-        tx.commit().await.map_err(db("creating a user"))
+        tx.commit().await.map_err(db("creating a user"))?;
+        Ok(())
     }.await);
     match inserted {
         Ok(()) => Ok((id, false, true)),
@@ -255,6 +256,6 @@ pub async fn user_disabled(store: &Store, id: Uuid) -> Result<Option<bool>> {
     with_pool!(store, pool => {
         let row = sqlx::query("SELECT disabled FROM users WHERE id = $1")
             .bind(id.to_string()).fetch_optional(pool).await.map_err(db("reading a user"))?;
-        row.map(|r| r.try_get::<bool, _>("disabled")).transpose().map_err(db("reading a user"))
+        Ok(row.map(|r| r.try_get::<bool, _>("disabled")).transpose().map_err(db("reading a user"))?)
     })
 }
