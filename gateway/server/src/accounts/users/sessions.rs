@@ -92,6 +92,19 @@ pub struct Issued {
     pub idle_secs: u64,
 }
 
+impl Issued {
+    /// The session as the app receives it, this once (only its hash is kept).
+    pub fn answer(self, request_id: String) -> parapet_api::sessions::SessionIssued {
+        parapet_api::sessions::SessionIssued {
+            session_token: self.token,
+            user_id: self.user.to_string(),
+            expires_at: crate::audit::event::format_time(self.expires_at),
+            idle_secs: self.idle_secs,
+            request_id,
+        }
+    }
+}
+
 /// A live session, as a route acting for a user sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActiveSession {

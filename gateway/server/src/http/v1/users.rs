@@ -114,14 +114,7 @@ pub async fn oidc_login(
         .await
         .map_err(fail)?;
     tracing::info!(app_id = %caller.id, user = %login.session.user, session_id = %login.session.id, "OIDC login");
-    Ok(Json(SessionIssued {
-        session_token: login.session.token,
-        user_id: login.session.user.to_string(),
-        expires_at: format_time(login.session.expires_at),
-        idle_secs: login.session.idle_secs,
-        request_id,
-    })
-    .into_response())
+    Ok(Json(login.session.answer(request_id)).into_response())
 }
 
 /// `POST /v1/sessions/oidc/link`: an ID token, and once the person has a passkey the assertion
@@ -419,14 +412,7 @@ pub async fn exchange(
         .await
         .map_err(fail)?;
     tracing::info!(app_id = %caller.id, user = %issued.user, session_id = %issued.id, "hand-off login");
-    Ok(Json(SessionIssued {
-        session_token: issued.token,
-        user_id: issued.user.to_string(),
-        expires_at: format_time(issued.expires_at),
-        idle_secs: issued.idle_secs,
-        request_id,
-    })
-    .into_response())
+    Ok(Json(issued.answer(request_id)).into_response())
 }
 
 /// The app's scopes as its user sees them: which are offered, which are approved, and whether
