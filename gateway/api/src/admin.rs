@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::named_enum;
+
 /// An app as operators see it, in the CLI and the admin routes alike (`app_id`, not `id`, to
 /// match `apps create`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,14 +96,13 @@ pub struct UserList {
     pub request_id: String,
 }
 
-/// Where a webhook delivery is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum DeliveryStatus {
-    Pending,
-    Delivered,
-    Failed,
+named_enum! {
+    /// Where a webhook delivery is.
+    pub enum DeliveryStatus {
+        Pending => "pending",
+        Delivered => "delivered",
+        Failed => "failed",
+    }
 }
 
 /// One webhook delivery: an event for one app, and how sending it went.

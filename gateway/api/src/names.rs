@@ -7,6 +7,9 @@ macro_rules! named_enum {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        // Every name is its variant's in snake_case. The schema derive reads this, since it
+        // cannot read the per-variant names a macro passes it; serde reads both.
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant,)+
         }

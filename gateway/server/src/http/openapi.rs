@@ -163,4 +163,37 @@ mod tests {
              `PARAPET_BLESS=1 cargo test -p parapet-gateway --lib openapi` and review the diff"
         );
     }
+
+    /// A state's schema lists the names the wire and the store use, not the Rust variants.
+    #[test]
+    fn named_states_are_documented_by_their_wire_names() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::generate()).expect("the document is JSON");
+        let names = |schema: &str| doc["components"]["schemas"][schema]["enum"].clone();
+        let wire = |all: Vec<&str>| serde_json::json!(all);
+        use parapet_api::admin::DeliveryStatus;
+        use parapet_api::devices::{TransferKind, TransferState};
+        use parapet_api::recovery::RecoveryState;
+        use parapet_api::signing::SigningState;
+        assert_eq!(
+            names("SigningState"),
+            wire(SigningState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            names("TransferKind"),
+            wire(TransferKind::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            names("TransferState"),
+            wire(TransferState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            names("RecoveryState"),
+            wire(RecoveryState::ALL.iter().map(|s| s.as_str()).collect())
+        );
+        assert_eq!(
+            names("DeliveryStatus"),
+            wire(DeliveryStatus::ALL.iter().map(|s| s.as_str()).collect())
+        );
+    }
 }

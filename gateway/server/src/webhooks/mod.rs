@@ -134,56 +134,12 @@ pub(crate) async fn target(
         .transpose()
 }
 
-/// One delivery as admins and the app see it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Delivery {
-    pub id: String,
-    pub app_id: String,
-    pub event_seq: i64,
-    pub event_type: String,
-    pub user_id: String,
-    /// `pending`, `delivered` or `failed`.
-    pub status: String,
-    pub attempts: i64,
-    pub next_attempt_at: Option<String>,
-    pub last_status: Option<i64>,
-    /// Why the last attempt failed, as a coarse kind only ([`delivery::FailureKind`]):
-    /// `refused_address`, `connect_failed`, `timeout`, `tls`, `invalid_response`, `http_status`,
-    /// `webhook_removed` or `internal`. The detail is in the gateway's log.
-    pub last_error: Option<String>,
-    pub created_at: String,
-    pub delivered_at: Option<String>,
-}
-
-impl Delivery {
-    /// The delivery as operators read it; a status this gateway does not write reads as failed.
-    pub fn view(&self) -> parapet_api::admin::WebhookDelivery {
-        use parapet_api::admin::DeliveryStatus;
-        let status = match self.status.as_str() {
-            "pending" => DeliveryStatus::Pending,
-            "delivered" => DeliveryStatus::Delivered,
-            _ => DeliveryStatus::Failed,
-        };
-        parapet_api::admin::WebhookDelivery {
-            id: self.id.clone(),
-            app_id: self.app_id.clone(),
-            event_seq: self.event_seq,
-            event_type: self.event_type.clone(),
-            user_id: self.user_id.clone(),
-            status,
-            attempts: self.attempts,
-            next_attempt_at: self.next_attempt_at.clone(),
-            last_status: self.last_status,
-            last_error: self.last_error.clone(),
-            created_at: self.created_at.clone(),
-            delivered_at: self.delivered_at.clone(),
-        }
-    }
-}
+pub use parapet_api::admin::{DeliveryStatus, WebhookDelivery as Delivery};
 
 fn delivery_row(r: &impl RowLike) -> std::result::Result<Delivery, sqlx::Error> {
-    let status = r.text("status")?;
-    let pending = status == "pending";
+    // A status this gateway does not write reads as failed.
+    let status = DeliveryStatus::from_name(&r.text("status")?).unwrap_or(DeliveryStatus::Failed);
+    let pending = status == DeliveryStatus::Pending;
     Ok(Delivery {
         id: r.text("id")?,
         app_id: r.text("app_id")?,
@@ -217,7 +173,7 @@ pub struct DeliveryFilter {
 /// The newest deliveries matching `filter`, newest first.
 pub async fn deliveries(store: &Store, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
     if let Some(s) = &filter.status
-        && !matches!(s.as_str(), "pending" | "delivered" | "failed")
+        && DeliveryStatus::from_name(s).is_none()
     {
         return Err(Error::InvalidRequest(
             "status must be pending, delivered or failed".to_owned(),

@@ -762,14 +762,13 @@ pub async fn devices(
     PageSession(s): PageSession,
 ) -> Answer {
     let fail = ApiError::of(&request_id);
-    let (devices, transfers) =
-        crate::http::v1::devices::devices_with_holdings(&state, s.facts.user)
+    let list =
+        crate::http::v1::devices::devices_with_holdings(&state, s.facts.user, request_id.clone())
             .await
             .map_err(fail)?;
-    Ok(ok(
-        &request_id,
-        serde_json::json!({"devices": devices, "transfers": transfers}),
-    ))
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        list,
+    )))
 }
 
 /// A one-time pairing code for a new device: `parapet device pair --gateway URL CODE`.

@@ -2,9 +2,7 @@
 //! (`Authorization: Device <token>`), and the session user's list and revocation (app key +
 //! session).
 
-use parapet_api::devices::{
-    DeviceList, DevicePaired, DeviceRevoked, HeldDevice, ThisDevice, Transfer,
-};
+use parapet_api::devices::{DeviceList, DevicePaired, DeviceRevoked, HeldDevice, ThisDevice};
 use std::sync::Arc;
 
 use axum::Json;
@@ -138,13 +136,10 @@ pub async fn list(
 ) -> Answer {
     let fail = ApiError::of(&request_id);
     let user = session.facts.user;
-    let (devices, transfers) = devices_with_holdings(&state, user).await.map_err(fail)?;
-    Ok(Json(DeviceList {
-        devices,
-        transfers,
-        request_id,
-    })
-    .into_response())
+    let list = devices_with_holdings(&state, user, request_id.clone())
+        .await
+        .map_err(fail)?;
+    Ok(Json(list).into_response())
 }
 
 /// `POST /v1/devices/{id}/revoke`: removing a device needs the person's passkey once they have
@@ -223,7 +218,8 @@ pub async fn revoke(
 pub(crate) async fn devices_with_holdings(
     state: &AppState,
     user: uuid::Uuid,
-) -> Result<(Vec<HeldDevice>, Vec<Transfer>), Error> {
+    request_id: String,
+) -> Result<DeviceList, Error> {
     let store = &state.store;
     let list = devices::list(store, user).await?;
     let mut holdings = crate::accounts::backup_devices::holdings(store, user).await?;
@@ -244,5 +240,9 @@ pub(crate) async fn devices_with_holdings(
         .iter()
         .map(crate::accounts::backup_devices::Transfer::view)
         .collect();
-    Ok((devices, transfers))
+    Ok(DeviceList {
+        devices,
+        transfers,
+        request_id,
+    })
 }

@@ -113,7 +113,7 @@ pub async fn get(
     .map_err(fail)?;
     Ok(Json(WebhookState {
         webhook: hook,
-        deliveries: deliveries.iter().map(webhooks::Delivery::view).collect(),
+        deliveries,
         request_id,
     })
     .into_response())
@@ -202,7 +202,7 @@ pub async fn admin_list(
     .await
     .map_err(fail)?;
     Ok(Json(parapet_api::admin::DeliveryList {
-        deliveries: deliveries.iter().map(webhooks::Delivery::view).collect(),
+        deliveries,
         request_id,
     })
     .into_response())
