@@ -7,8 +7,9 @@
 #
 # Knobs: DURATION (s, default 20), CONNECTIONS (default 32), THREADS (wrk threads, default 1),
 # RUNS (default 3). Needs `wrk` (apt-get install wrk). Loopback only; every run is bounded.
-# The load comes from one IP, one app and one wallet, so the rate limits are lifted for the run:
-# this measures the audit path, not the limiters (benches/flood.rs does that).
+# The load comes from one IP and one app (each request for another of 10,000 random wallets,
+# PARAPET_BENCH_WALLETS), so the rate limits are lifted for the run: this measures the audit
+# path, not the limiters (benches/flood.rs does that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-20}
@@ -33,13 +34,31 @@ curl -sf -H "authorization: Bearer $PARAPET_BENCH_TOKEN" -H 'content-type: appli
   -d @"$PARAPET_BENCH_BODY" "http://127.0.0.1:$PORT/v1/authorize" >/dev/null
 echo "store: $(curl -s "http://127.0.0.1:$PORT/readyz")"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s benches/authorize.lua "http://127.0.0.1:$PORT/v1/authorize" >/dev/null
+# The server's CPU time (user + system, in clock ticks) from /proc, so each run can print the
+# CPU it cost per request.
+ticks=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+# load NAME URL [wrk args…]: one wrk run; prints requests/s, latency, non-2xx, and the server's
+# CPU per request; leaves requests/s in $rate.
+load() {
+  local name=$1 url=$2; shift 2
+  local before after out
+  before=$(cpu)
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
+  after=$(cpu)
+  local requests
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  rate=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  echo "$out" | grep -E "Requests/sec|50%|99%|Non-2xx|Socket errors|errors:" | sed "s/^/  $name /"
+  awk -v b="$before" -v a="$after" -v n="$requests" -v t="$ticks" -v name="$name" \
+    'BEGIN { printf "  %s server CPU: %.1f s for %d requests = %.0f µs/request\n", name, (a - b) / t, n, (a - b) / t * 1e6 / n }'
+}
 for run in $(seq 1 "$RUNS"); do
-  echo "== run $run: /v1/authorize (audited), $CONNECTIONS connections, ${DURATION}s"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s benches/authorize.lua \
-    "http://127.0.0.1:$PORT/v1/authorize" | grep -E "Requests/sec|50%|90%|99%|non-200|Socket errors"
-  echo "== run $run: /healthz, $CONNECTIONS connections, ${DURATION}s"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/healthz" \
-    | grep -E "Requests/sec|50%|99%"
+  echo "== run $run: $CONNECTIONS connections, ${DURATION}s each"
+  load authorize "http://127.0.0.1:$PORT/v1/authorize" -s benches/authorize.lua
+  audited=$rate
+  load healthz "http://127.0.0.1:$PORT/healthz"
+  awk -v a="$audited" -v h="$rate" 'BEGIN { printf "  audited / healthz = %.1f %%\n", a * 100 / h }'
 done
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E "^parapet_audit_(events_total|batches_total|batch_largest|commit_seconds_total)"
 ( cd "$scratch" && "$OLDPWD/target/release/parapet" audit verify )

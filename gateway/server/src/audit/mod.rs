@@ -12,6 +12,7 @@ pub mod flood;
 pub mod query;
 pub mod record;
 pub mod replay;
+mod sqlite_appender;
 pub mod store;
 pub mod verify;
 mod writer;
@@ -82,6 +83,7 @@ impl AuditLog {
         let (stop_tx, stop_rx) = oneshot::channel();
         let append_timeout = opts.append_timeout;
         let w = writer::Writer {
+            appender: writer::Appender::for_store(&store, append_timeout)?,
             store: store.clone(),
             rx,
             opts,

@@ -49,16 +49,16 @@ fn db(context: &'static str) -> impl Fn(sqlx::Error) -> Error {
 }
 
 /// One row about to be inserted.
-struct NewRow {
-    seq: i64,
-    prev_hash: Vec<u8>,
-    hash: Vec<u8>,
-    canonical: String,
-    cols: IndexColumns,
+pub(crate) struct NewRow {
+    pub seq: i64,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+    pub canonical: String,
+    pub cols: IndexColumns,
 }
 
 /// Gives `events` the sequence numbers after `head` and links them.
-fn link(head: &Head, events: &[AuditEvent]) -> Result<Vec<NewRow>> {
+pub(crate) fn link(head: &Head, events: &[AuditEvent]) -> Result<Vec<NewRow>> {
     let mut prev = head.hash.clone();
     let mut seq = head.seq;
     let mut rows = Vec::with_capacity(events.len());
@@ -77,8 +77,8 @@ fn link(head: &Head, events: &[AuditEvent]) -> Result<Vec<NewRow>> {
     Ok(rows)
 }
 
-const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
-const SELECT_ARCHIVE_POINT: &str =
+pub(crate) const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
+pub(crate) const SELECT_ARCHIVE_POINT: &str =
     "SELECT up_to_seq, head_hash FROM audit_archives ORDER BY up_to_seq DESC LIMIT 1";
 const INSERT_ONE: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 const INSERT_UNNEST: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids) SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])";
@@ -183,22 +183,12 @@ impl Store {
     }
 
     /// Appends `events` after the current head in one transaction and returns each one's
-    /// `(seq, hash)`. On PostgreSQL the transaction first takes the chain's advisory lock, so
-    /// that batches from several processes serialise on one chain; on SQLite `BEGIN IMMEDIATE`
-    /// takes the write lock before the head is read.
+    /// `(seq, hash)`: the command line's way into the chain (a running gateway's events go
+    /// through its writer, `audit::writer`). On PostgreSQL the transaction first takes the
+    /// chain's advisory lock, so that batches from several processes serialise on one chain; on
+    /// SQLite `BEGIN IMMEDIATE` takes the write lock before the head is read.
     pub async fn append_batch(&self, events: &[AuditEvent]) -> Result<Vec<(i64, Vec<u8>)>> {
-        self.append_batch_with(events, &[]).await
-    }
-
-    /// [`Store::append_batch`], also inserting `attached` rows in the same transaction: a
-    /// signing request (its velocity reservation) commits with its decision's event or not at
-    /// all.
-    pub async fn append_batch_with(
-        &self,
-        events: &[AuditEvent],
-        attached: &[&dyn Attachment],
-    ) -> Result<Vec<(i64, Vec<u8>)>> {
-        let rows = match self {
+        match self {
             Store::Sqlite(pool) => {
                 let mut tx = pool
                     .begin_with("BEGIN IMMEDIATE")
@@ -212,76 +202,11 @@ impl Store {
                         .await
                         .map_err(db("inserting an event"))?;
                 }
-                for a in attached {
-                    a.insert_sqlite(&mut tx).await?;
-                }
                 tx.commit().await.map_err(db("committing a batch"))?;
-                rows
+                Ok(rows.into_iter().map(|r| (r.seq, r.hash)).collect())
             }
-            Store::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(db("beginning a batch"))?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(CHAIN_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("taking the chain lock"))?;
-                let head = read_head!(&mut *tx);
-                let rows = link(&head, events)?;
-                let col = |f: fn(&NewRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-                sqlx::query(INSERT_UNNEST)
-                    .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.prev_hash.clone())
-                            .collect::<Vec<Vec<u8>>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.hash.clone())
-                            .collect::<Vec<Vec<u8>>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.canonical.clone())
-                            .collect::<Vec<String>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.cols.time.clone())
-                            .collect::<Vec<String>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.cols.request_id.clone())
-                            .collect::<Vec<String>>(),
-                    )
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.cols.kind.clone())
-                            .collect::<Vec<String>>(),
-                    )
-                    .bind(col(|r| r.cols.app.clone()))
-                    .bind(col(|r| r.cols.wallet.clone()))
-                    .bind(col(|r| r.cols.action.clone()))
-                    .bind(col(|r| r.cols.decision.clone()))
-                    .bind(col(|r| r.cols.digest.clone()))
-                    .bind(col(|r| r.cols.policy_version.clone()))
-                    .bind(
-                        rows.iter()
-                            .map(|r| r.cols.policy_ids.clone())
-                            .collect::<Vec<String>>(),
-                    )
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db("inserting a batch"))?;
-                for a in attached {
-                    a.insert_postgres(&mut tx).await?;
-                }
-                tx.commit().await.map_err(db("committing a batch"))?;
-                rows
-            }
-        };
-        Ok(rows.into_iter().map(|r| (r.seq, r.hash)).collect())
+            Store::Postgres(pool) => append_postgres(pool, events, &[]).await,
+        }
     }
 
     /// The newest link (or the archive point, or genesis).
@@ -536,6 +461,76 @@ where
         .bind(r.cols.policy_ids.clone())
 }
 
+/// [`Store::append_batch`] on PostgreSQL, also inserting `attached` rows in the same
+/// transaction: a signing request (its velocity reservation) commits with its decision's event
+/// or not at all.
+pub(crate) async fn append_postgres(
+    pool: &sqlx::PgPool,
+    events: &[AuditEvent],
+    attached: &[&dyn Attachment],
+) -> Result<Vec<(i64, Vec<u8>)>> {
+    let mut tx = pool.begin().await.map_err(db("beginning a batch"))?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHAIN_LOCK_KEY)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("taking the chain lock"))?;
+    let head = read_head!(&mut *tx);
+    let rows = link(&head, events)?;
+    let col = |f: fn(&NewRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(INSERT_UNNEST)
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<i64>>())
+        .bind(
+            rows.iter()
+                .map(|r| r.prev_hash.clone())
+                .collect::<Vec<Vec<u8>>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.hash.clone())
+                .collect::<Vec<Vec<u8>>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.canonical.clone())
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.cols.time.clone())
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.cols.request_id.clone())
+                .collect::<Vec<String>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.cols.kind.clone())
+                .collect::<Vec<String>>(),
+        )
+        .bind(col(|r| r.cols.app.clone()))
+        .bind(col(|r| r.cols.wallet.clone()))
+        .bind(col(|r| r.cols.action.clone()))
+        .bind(col(|r| r.cols.decision.clone()))
+        .bind(col(|r| r.cols.digest.clone()))
+        .bind(col(|r| r.cols.policy_version.clone()))
+        .bind(
+            rows.iter()
+                .map(|r| r.cols.policy_ids.clone())
+                .collect::<Vec<String>>(),
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db("inserting a batch"))?;
+    for a in attached {
+        a.insert_postgres(&mut tx).await?;
+    }
+    tx.commit().await.map_err(db("committing a batch"))?;
+    Ok(rows.into_iter().map(|r| (r.seq, r.hash)).collect())
+}
+
 /// A transaction's future, as [`Attachment`]'s methods return it.
 pub type TxFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
@@ -544,6 +539,8 @@ pub type TxFuture<'a> =
 /// request's reservation commits with its decision or not at all). The audit log knows nothing of
 /// what it is: the module that owns the row writes it, for each backend.
 pub trait Attachment: std::fmt::Debug + Send + Sync {
-    fn insert_sqlite<'a>(&'a self, conn: &'a mut sqlx::SqliteConnection) -> TxFuture<'a>;
+    /// Inserts the row on the audit writer's own SQLite connection, inside its transaction
+    /// (`audit::sqlite_appender`).
+    fn insert_sqlite(&self, conn: &rusqlite::Connection) -> Result<()>;
     fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a>;
 }

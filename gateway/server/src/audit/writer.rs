@@ -94,8 +94,44 @@ pub(crate) struct Job {
     pub ack: oneshot::Sender<Result<(i64, Vec<u8>)>>,
 }
 
+/// Where the writer's batches go: its own SQLite connection thread, or the PostgreSQL pool.
+pub(crate) enum Appender {
+    Sqlite(super::sqlite_appender::SqliteAppender),
+    Postgres(sqlx::PgPool),
+}
+
+impl Appender {
+    /// The appender for `store`: on SQLite, the threads of [`super::sqlite_appender`] on the
+    /// store's own file, waiting at most `busy` for its write lock.
+    pub fn for_store(store: &Store, busy: Duration) -> Result<Appender> {
+        match store {
+            Store::Sqlite(pool) => {
+                let path = pool.connect_options().get_filename().to_path_buf();
+                super::sqlite_appender::SqliteAppender::start(path, busy).map(Appender::Sqlite)
+            }
+            Store::Postgres(pool) => Ok(Appender::Postgres(pool.clone())),
+        }
+    }
+
+    async fn append(
+        &self,
+        events: Vec<AuditEvent>,
+        attached: Vec<Box<dyn super::store::Attachment>>,
+    ) -> Result<Vec<(i64, Vec<u8>)>> {
+        match self {
+            Appender::Sqlite(thread) => thread.append(events, attached).await,
+            Appender::Postgres(pool) => {
+                let attached: Vec<&dyn super::store::Attachment> =
+                    attached.iter().map(AsRef::as_ref).collect();
+                super::store::append_postgres(pool, &events, &attached).await
+            }
+        }
+    }
+}
+
 pub(crate) struct Writer {
     pub store: Store,
+    pub appender: Appender,
     pub rx: mpsc::Receiver<Job>,
     pub opts: WriterOptions,
     pub health: Arc<Health>,
@@ -176,12 +212,10 @@ impl Writer {
                 (j.event, j.ack)
             })
             .unzip();
-        let attached: Vec<&dyn super::store::Attachment> =
-            attached.iter().map(AsRef::as_ref).collect();
         let started = Instant::now();
         let result = tokio::time::timeout(
             self.opts.append_timeout,
-            self.store.append_batch_with(&events, &attached),
+            self.appender.append(events, attached),
         )
         .await;
         let h = &self.health;

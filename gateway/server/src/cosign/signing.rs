@@ -172,13 +172,35 @@ macro_rules! authorize_stepped {
 
 /// A request's row commits with its decision's audit event ([`Attachment`]).
 impl Attachment for SigningRequest {
-    fn insert_sqlite<'a>(&'a self, conn: &'a mut sqlx::SqliteConnection) -> TxFuture<'a> {
-        Box::pin(async move {
-            insert_request!(conn, self)
-                .await
-                .map_err(db("inserting a signing request"))?;
-            Ok(())
-        })
+    fn insert_sqlite(&self, conn: &rusqlite::Connection) -> Result<()> {
+        let r = self;
+        conn.prepare_cached("INSERT INTO signing_requests (id, app_id, wallet, owner, chain_id, action, digest, epoch, body, outcome, state, native, token, token_amount, final_sent, signature, failure, created_at, expires_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)")
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    r.id,
+                    r.app_id,
+                    r.wallet,
+                    r.owner.to_string(),
+                    r.chain_id,
+                    r.action,
+                    r.digest,
+                    r.epoch,
+                    r.body,
+                    r.outcome,
+                    r.state.as_str(),
+                    r.native,
+                    r.token,
+                    r.token_amount,
+                    r.final_sent,
+                    r.signature,
+                    r.failure,
+                    r.created_at,
+                    r.expires_at,
+                    r.updated_at,
+                ])
+            })
+            .map_err(|e| Error::Database(format!("inserting a signing request: {e}")))?;
+        Ok(())
     }
 
     fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a> {
@@ -203,13 +225,11 @@ pub struct SteppedUp {
 }
 
 impl Attachment for SteppedUp {
-    fn insert_sqlite<'a>(&'a self, conn: &'a mut sqlx::SqliteConnection) -> TxFuture<'a> {
-        Box::pin(async move {
-            authorize_stepped!(conn, self)
-                .await
-                .map_err(db("authorizing a stepped-up request"))?;
-            Ok(())
-        })
+    fn insert_sqlite(&self, conn: &rusqlite::Connection) -> Result<()> {
+        conn.prepare_cached("UPDATE signing_requests SET state = 'authorized', outcome = ?2, expires_at = ?3, updated_at = ?4 WHERE id = ?1 AND state = 'pending_step_up' AND expires_at > ?4")
+            .and_then(|mut s| s.execute(rusqlite::params![self.id, self.outcome, self.expires_at, self.now]))
+            .map_err(|e| Error::Database(format!("authorizing a stepped-up request: {e}")))?;
+        Ok(())
     }
 
     fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a> {

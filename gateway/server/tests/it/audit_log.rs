@@ -225,6 +225,38 @@ async fn concurrent_appends_form_one_verifiable_chain_that_python_can_check() {
     }
 }
 
+/// The writer's commits never checkpoint the write-ahead log themselves (that held up every
+/// caller of the batch that crossed the threshold); a thread of their own copies it back into
+/// the database file, so the file grows while the log is written and the log stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_run_beside_the_writer() {
+    let db = databases("data/parapet.db").await.remove(0);
+    let log = open(&db, opts()).await;
+    let file = db.dir.path().join("data/parapet.db");
+    let before = std::fs::metadata(&file).unwrap().len();
+    // Concurrent, so that the writer batches them as under load.
+    let appends = (0..3000u64).map(|i| log.append(event(i)));
+    for appended in futures_util::future::join_all(appends).await {
+        appended.unwrap();
+    }
+    let mut grown = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        grown = std::fs::metadata(&file).unwrap().len() - before;
+        if grown > 1_000_000 {
+            break;
+        }
+    }
+    assert!(
+        grown > 1_000_000,
+        "3,000 events should reach the database file, not stay in the log: grew {grown} bytes"
+    );
+    let r = check(log.store()).await;
+    assert!(r.ok && r.events == 3000, "{r:?}");
+    log.shutdown().await;
+    log.store().close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_and_postgres_chains_are_byte_identical() {
     let dbs = databases("data/parapet.db").await;
