@@ -52,6 +52,8 @@ pub struct AppState {
     pub passkeys: crate::accounts::passkeys::Passkeys,
     /// The page's origins and cookie settings.
     pub page: PageSettings,
+    /// Every wallet record's decision facts, in memory (no database read on a decision).
+    pub wallet_directory: Arc<crate::accounts::wallet_directory::WalletDirectory>,
     /// Per-wallet locks for velocity reservations.
     pub wallet_locks: crate::cosign::velocity::WalletLocks,
     /// How long an authorized signing request waits for its ceremony.

@@ -8,4 +8,5 @@ pub mod devices;
 pub mod passkeys;
 pub mod recovery;
 pub mod users;
+pub mod wallet_directory;
 pub mod wallets;

@@ -185,6 +185,15 @@ pub async fn get(store: &Store, address: &str) -> Result<Option<StoredWallet>> {
     })
 }
 
+/// Every wallet, for [`crate::accounts::wallet_directory`] to load at start.
+pub async fn all(store: &Store) -> Result<Vec<StoredWallet>> {
+    const SQL: &str = concat!("SELECT ", wallet_columns!(), " FROM wallets");
+    with_pool!(store, pool => {
+        let rows = sqlx::query(SQL).fetch_all(pool).await.map_err(db("listing wallets"))?;
+        Ok(rows.iter().map(row).collect::<std::result::Result<Vec<_>, _>>().map_err(db("listing wallets"))?)
+    })
+}
+
 /// The wallet at `address` if `user` owns it. Someone else's wallet and no wallet are the same
 /// `NotFound`, so that an address tells nobody whether it is ours.
 pub async fn owned_by(store: &Store, address: &str, user: Uuid) -> Result<StoredWallet> {

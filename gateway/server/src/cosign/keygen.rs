@@ -115,6 +115,10 @@ async fn generate(
         now(),
     )
     .await?;
+    if let Err(error) = cosigner.wallets.catch_up(cosigner.audit.store()).await {
+        // The directory's own follower reads the feed again within a fraction of a second.
+        tracing::warn!(%error, "the wallet directory did not catch up after a creation");
+    }
     channel
         .control(&Control::Done {
             address: Some(address),

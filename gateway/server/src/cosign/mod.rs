@@ -47,6 +47,20 @@ pub trait Channel: Transport {
 pub struct Cosigner {
     pub audit: Arc<AuditLog>,
     pub custody: Arc<dyn Custody>,
+    /// Told at once of a wallet this process creates, so that its first decision already reads
+    /// the record.
+    pub wallets: Arc<crate::accounts::wallet_directory::WalletDirectory>,
+}
+
+impl Cosigner {
+    /// The gateway's side of every ceremony, from what handlers share.
+    pub fn of(state: &crate::state::AppState) -> Cosigner {
+        Cosigner {
+            audit: state.audit.clone(),
+            custody: state.custody.clone(),
+            wallets: state.wallet_directory.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Cosigner {

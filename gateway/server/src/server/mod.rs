@@ -109,6 +109,9 @@ pub async fn build_state_with_clock(
         audit.clone(),
     )?;
     let audit_store = &audit.store().clone();
+    let wallet_directory =
+        crate::accounts::wallet_directory::WalletDirectory::load(audit_store).await?;
+    wallet_directory.follow(audit_store.clone());
     crate::webhooks::delivery::spawn(
         audit_store.clone(),
         personal_data.clone(),
@@ -128,6 +131,7 @@ pub async fn build_state_with_clock(
         users,
         limits,
         quotas,
+        wallet_directory,
         trusted_proxies: config.trusted_proxies.clone(),
         body_limit_bytes: config.body_limit_bytes,
         request_timeout: config.request_timeout,

@@ -457,6 +457,91 @@ async fn revocation_and_freeze_reach_another_process_within_a_second() {
     }
 }
 
+/// Decisions read wallet records from memory (`accounts::wallet_directory`), not the database:
+/// a wallet created, then frozen, by another process reaches this one's decisions within a
+/// second, through the feed the database's triggers write, with no call between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_record_and_its_freeze_reach_another_process_within_a_second() {
+    use parapet_gateway::accounts::wallets::{self, StoredWallet, WalletUpdate};
+    for db in databases("shared.db").await {
+        let (one, _d1) = state(&db.url).await;
+        let (two, _d2) = state(&db.url).await;
+        let (_, key) = create(&one, "shared", "sign", "").await;
+        let body: Value = serde_json::from_str(&good_body()).unwrap();
+        let address =
+            wallets::normalize_address(body["wallet"]["address"].as_str().unwrap()).unwrap();
+        let source = |s: String| -> String {
+            let v: Value = serde_json::from_str(&s).unwrap();
+            format!("{}/{}", v["labels_source"], v["decision"]).replace('"', "")
+        };
+        let (_, before) = call(&two, route_request("POST", "/v1/authorize", Some(&key))).await;
+        assert_eq!(source(before), "request/allow");
+        // Created (no labels, not frozen), then frozen: the shipped forbid denies it.
+        let stages = [("record/allow", None), ("record/deny", Some(true))];
+        for (want, frozen) in stages {
+            let started = Instant::now();
+            if frozen.is_none() {
+                wallets::create(
+                    one.audit.store(),
+                    Auditor::Log(&one.audit),
+                    &StoredWallet {
+                        address: address.clone(),
+                        owner: uuid::Uuid::new_v4(),
+                        device_id: "dev_test".to_owned(),
+                        public_key: "02".to_owned() + &"11".repeat(32),
+                        epoch: 0,
+                        labels: Vec::new(),
+                        groups: Vec::new(),
+                        frozen: false,
+                        refresh_required: false,
+                        created_at: "2026-11-25T12:00:00.000000Z".to_owned(),
+                    },
+                    b"sealed",
+                    b"backup",
+                    "req-create",
+                    time::OffsetDateTime::now_utc(),
+                )
+                .await
+                .unwrap();
+            } else {
+                wallets::update(
+                    one.audit.store(),
+                    Auditor::Log(&one.audit),
+                    &op(),
+                    &address,
+                    &WalletUpdate {
+                        frozen,
+                        ..WalletUpdate::default()
+                    },
+                    time::OffsetDateTime::now_utc(),
+                )
+                .await
+                .unwrap();
+            }
+            loop {
+                let (_, answer) =
+                    call(&two, route_request("POST", "/v1/authorize", Some(&key))).await;
+                if source(answer.clone()) == want {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "{want} not seen by the other process after {:?}: {answer}",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            eprintln!(
+                "{want} seen by the other process after {:?}",
+                started.elapsed()
+            );
+        }
+        one.audit.shutdown().await;
+        two.audit.shutdown().await;
+        db.drop_pg().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_appear_in_no_body_and_no_audit_row() {
     for db in databases("shared.db").await {

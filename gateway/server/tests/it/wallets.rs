@@ -53,6 +53,9 @@ async fn a_wallet_record_is_its_owners_and_decides_with_the_admins_labels() {
     )
     .await
     .unwrap();
+    // Created beside the routes, as another process would: decisions see it once the
+    // directory has read the feed (within its follow interval; here, now).
+    s.wallet_directory.catch_up(s.audit.store()).await.unwrap();
     assert!(
         wallets::create(
             s.audit.store(),

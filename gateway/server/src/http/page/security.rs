@@ -241,10 +241,7 @@ pub async fn finish(
             serde_json::json!({"transfer": approved.view()})
         }
         Target::Wallet(address, _) => {
-            let cosigner = crate::cosign::Cosigner {
-                audit: state.audit.clone(),
-                custody: state.custody.clone(),
-            };
+            let cosigner = crate::cosign::Cosigner::of(&state);
             let kit = kit_export::export(&cosigner, user, &address, &request_id, now)
                 .await
                 .map_err(fail)?;

@@ -121,17 +121,15 @@ pub async fn authorize(
     }
     // A wallet the gateway has a record of is described by the record (owner, admin labels and
     // groups, frozen); request labels count only for addresses it has no record of (dry runs).
-    let wallet = match crate::accounts::wallets::get(&state.store, &req.wallet.address).await {
-        Ok(Some(stored)) => match stored.record() {
-            Ok(w) => w,
-            Err(e) => return Err(refuse(e).await),
-        },
-        Ok(None) => wallet,
+    // The records are in memory (`accounts::wallet_directory`), so this reads no database.
+    let stored = match state.wallet_directory.get(&wallet.address) {
+        Ok(stored) => stored,
         Err(error) => {
-            tracing::warn!(%error, "reading a wallet record failed");
+            tracing::warn!(%error, "the wallet directory is out of date");
             return Err(fail(Error::StoreUnavailable));
         }
     };
+    let wallet = stored.as_deref().unwrap_or(&wallet);
     let scopes = decision::scopes(&state, &policies, asking)
         .await
         .map_err(&fail)?;
@@ -143,7 +141,7 @@ pub async fn authorize(
         state.ledger.as_ref(),
         &decoded.stage(),
         &caller,
-        &wallet,
+        wallet,
         session.as_ref().map(|s| &s.facts),
         &scopes,
         false,

@@ -145,10 +145,7 @@ async fn authenticate(
 }
 
 fn cosigner(state: &AppState) -> Cosigner {
-    Cosigner {
-        audit: state.audit.clone(),
-        custody: state.custody.clone(),
-    }
+    Cosigner::of(state)
 }
 
 /// Opens the WebSocket after checking what can be checked before it (a present but malformed

@@ -211,10 +211,7 @@ pub async fn set_up(
             .map_err(fail)?,
         }
     }
-    let cosigner = Cosigner {
-        audit: state.audit.clone(),
-        custody: state.custody.clone(),
-    };
+    let cosigner = Cosigner::of(&state);
     match recovery::enrol(
         &cosigner,
         &device,

@@ -174,6 +174,11 @@ pub async fn update(
     )
     .await
     .map_err(fail)?;
+    // This process's decisions see the change before the answer does (should the feed not read
+    // now, the directory's follower reads it within a fraction of a second).
+    if let Err(error) = state.wallet_directory.catch_up(&state.store).await {
+        tracing::warn!(%error, "the wallet directory did not catch up after a change");
+    }
     Ok(Json(WalletAnswer {
         wallet: wallet.view(),
         request_id,

@@ -169,10 +169,7 @@ async fn user_made(
         };
     }
     parapet_gateway::accounts::recovery::enrol(
-        &parapet_gateway::cosign::Cosigner {
-            audit: w.s.audit.clone(),
-            custody: w.s.custody.clone(),
-        },
+        &parapet_gateway::cosign::Cosigner::of(&w.s),
         &device,
         recovery.public_key(),
         zeroize::Zeroizing::new(*recovery.auth_key()),
