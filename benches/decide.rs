@@ -56,6 +56,22 @@ fn bench(c: &mut Criterion) {
             )
         })
     });
+    // A wallet the process has not decided for yet, each time (the HTTP load does this): the
+    // per-(app, wallet, user) entity store cannot be reused.
+    let fresh: Vec<_> = (0..10_000u64)
+        .map(|i| {
+            let mut w = wallet.clone();
+            w.address = alloy::primitives::Address::left_padding_from(&(i + 1).to_be_bytes());
+            w
+        })
+        .collect();
+    let mut next = fresh.iter().cycle();
+    g.bench_function("decode+authorize, shipped set, a new wallet each time", |b| {
+        b.iter(|| {
+            let w = next.next().unwrap();
+            black_box(pipeline::evaluate(&shipped, &ledger, &default_app, w, &req, &scopes, now).unwrap())
+        })
+    });
     g.bench_function(
         "decode+authorize, shipped + 1,000 app policies (sliced)",
         |b| {
