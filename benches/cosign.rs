@@ -139,10 +139,7 @@ async fn setup() -> (Setup, Arc<AppState>) {
         .derive(&user.to_string())
         .unwrap();
     parapet_gateway::accounts::recovery::enrol(
-        &parapet_gateway::cosign::Cosigner {
-            audit: s.audit.clone(),
-            custody: s.custody.clone(),
-        },
+        &parapet_gateway::cosign::Cosigner::of(&s),
         &device,
         recovery.public_key(),
         zeroize::Zeroizing::new(*recovery.auth_key()),
