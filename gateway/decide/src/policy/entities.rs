@@ -364,7 +364,7 @@ fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Entity, Value)
     )
 }
 
-/// Entries beyond this and the cache starts over.
+/// Most cached stores; past it, one entry leaves for each one that comes in.
 const MAX_CACHED_STORES: usize = 4096;
 
 /// A request's entity store, shared or its own.
@@ -398,7 +398,38 @@ type StoreKey = (String, alloy::primitives::Address, Option<uuid::Uuid>);
 /// more than comparing the records.
 #[derive(Debug, Default)]
 pub(crate) struct StoreCache {
-    map: RwLock<HashMap<StoreKey, Arc<CachedStore>>>,
+    map: RwLock<CachedStores>,
+}
+
+/// The stores, and their keys in the order they came in (the oldest leaves first when full).
+#[derive(Debug, Default)]
+struct CachedStores {
+    by_key: HashMap<StoreKey, Arc<CachedStore>>,
+    arrivals: std::collections::VecDeque<StoreKey>,
+}
+
+impl CachedStores {
+    /// Inserts `built` under `key`; gives back the store that left to make room, if one did, so
+    /// that it is dropped outside the lock.
+    fn insert(&mut self, key: StoreKey, built: Arc<CachedStore>) -> Option<Arc<CachedStore>> {
+        let mut evicted = None;
+        while self.by_key.len() >= MAX_CACHED_STORES && evicted.is_none() {
+            let Some(oldest) = self.arrivals.pop_front() else {
+                break;
+            };
+            evicted = self.by_key.remove(&oldest);
+        }
+        if self.by_key.insert(key.clone(), built).is_none()
+            || self.arrivals.len() < 2 * MAX_CACHED_STORES
+        {
+            self.arrivals.push_back(key);
+        }
+        // A key rebuilt many times is queued once per build; keep the queue bounded.
+        if self.arrivals.len() > 2 * MAX_CACHED_STORES {
+            self.arrivals = self.by_key.keys().cloned().collect();
+        }
+        evicted
+    }
 }
 
 impl StoreCache {
@@ -412,7 +443,7 @@ impl StoreCache {
             input.wallet.address,
             input.session.map(|s| s.user),
         );
-        if let Some(hit) = self.map.read().get(&key)
+        if let Some(hit) = self.map.read().by_key.get(&key)
             && hit.app == *input.app
             && hit.wallet == *input.wallet
         {
@@ -425,11 +456,11 @@ impl StoreCache {
             store,
             json,
         });
-        let mut map = self.map.write();
-        if map.len() >= MAX_CACHED_STORES {
-            map.clear();
-        }
-        map.insert(key, Arc::clone(&built));
+        // The oldest entry out per entry in when full: emptying the whole cache at once dropped
+        // 4,096 stores inside the write lock, a stall every 4,096 new wallets that every
+        // decision behind it waited for. The evicted store is dropped after the lock is released.
+        let evicted = self.map.write().insert(key, Arc::clone(&built));
+        drop(evicted);
         Ok(built)
     }
 }
