@@ -14,6 +14,12 @@ mod wallet_cmd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's allocator: a decision allocates and frees many small objects
+/// (Cedar values, JSON forms), and glibc's malloc, free and consolidation took about a sixth of
+/// the server's CPU under load (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use parapet_gateway::config::{Config, LogFormat};
