@@ -66,12 +66,18 @@ fn bench(c: &mut Criterion) {
         })
         .collect();
     let mut next = fresh.iter().cycle();
-    g.bench_function("decode+authorize, shipped set, a new wallet each time", |b| {
-        b.iter(|| {
-            let w = next.next().unwrap();
-            black_box(pipeline::evaluate(&shipped, &ledger, &default_app, w, &req, &scopes, now).unwrap())
-        })
-    });
+    g.bench_function(
+        "decode+authorize, shipped set, a new wallet each time",
+        |b| {
+            b.iter(|| {
+                let w = next.next().unwrap();
+                black_box(
+                    pipeline::evaluate(&shipped, &ledger, &default_app, w, &req, &scopes, now)
+                        .unwrap(),
+                )
+            })
+        },
+    );
     g.bench_function(
         "decode+authorize, shipped + 1,000 app policies (sliced)",
         |b| {
