@@ -266,6 +266,11 @@ impl IndexColumns {
     /// Reads the columns back out of canonical text; `None` when the text is not an event.
     pub fn from_canonical(canonical: &str) -> Option<IndexColumns> {
         let v: Value = serde_json::from_str(canonical).ok()?;
+        Self::from_value(&v)
+    }
+
+    /// [`IndexColumns::from_canonical`] of an event already parsed.
+    pub fn from_value(v: &Value) -> Option<IndexColumns> {
         let s = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let mut policy_ids = String::from(POLICY_ID_SEPARATOR);
         for p in v.get("determining_policies")?.as_array()? {

@@ -257,6 +257,38 @@ async fn sqlite_checkpoints_run_beside_the_writer() {
     log.store().close().await;
 }
 
+/// Verification checks a page's events on every core, then their links in order: the first bad
+/// event named is still the first in the chain, wherever the pieces of a page were checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_on_every_core_names_the_first_bad_seq() {
+    let cases: [(&'static str, &str); 2] = [
+        (
+            "UPDATE audit_events SET canonical = canonical || ' ' WHERE seq = 350",
+            "350",
+        ),
+        (
+            "UPDATE audit_events SET canonical = canonical || ' ' WHERE seq = 350; UPDATE audit_events SET decision = 'tampered' WHERE seq = 120",
+            "120",
+        ),
+    ];
+    for (sql, bad) in cases {
+        let db = databases("data/parapet.db").await.remove(0);
+        let log = open(&db, opts()).await;
+        let appends = (0..400u64).map(|i| log.append(event(i)));
+        for appended in futures_util::future::join_all(appends).await {
+            appended.unwrap();
+        }
+        let store = log.store().clone();
+        assert!(check(&store).await.ok);
+        tamper(&db, &store, sql).await;
+        let r = check(&store).await;
+        assert!(!r.ok, "{sql}");
+        assert_eq!(r.failure.unwrap().seq, bad, "{sql}");
+        log.shutdown().await;
+        store.close().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_and_postgres_chains_are_byte_identical() {
     let dbs = databases("data/parapet.db").await;
