@@ -8,6 +8,7 @@
 //! so rotating addresses inside it does not reset the limit.
 
 pub mod quotas;
+pub mod replicas;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,23 +91,58 @@ pub struct LimitSettings {
     pub user: Rate,
 }
 
-/// Every limiter of one process. Limits are per process: with N replicas behind a balancer a
-/// client gets up to N times the rate, which operators size for.
+/// Every limiter of one process. The app, wallet and user limits are global: each of the N
+/// live replicas on one database enforces 1/N of the configured rate and burst
+/// ([`replicas`], docs/adr/0003-global-rate-limits.md), so N replicas behind a balancer that
+/// spreads load admit the configured rate, not N times it. The IP limit stays per replica: it
+/// protects each process's own resources.
 pub struct Limits {
     settings: LimitSettings,
     clock: DefaultClock,
     ip: DefaultKeyedRateLimiter<IpAddr>,
+    shared: arc_swap::ArcSwap<Shares>,
+}
+
+/// The limiters whose rates are divided among the replicas.
+struct Shares {
+    /// How many live replicas the rates are divided by.
+    replicas: u32,
     wallet: DefaultKeyedRateLimiter<[u8; 20]>,
     user: DefaultKeyedRateLimiter<uuid::Uuid>,
     apps: RwLock<HashMap<String, Arc<AppLimiter>>>,
 }
 
+impl Shares {
+    fn new(settings: &LimitSettings, replicas: u32) -> Shares {
+        Shares {
+            replicas,
+            wallet: RateLimiter::keyed(share(settings.wallet, replicas).quota()),
+            user: RateLimiter::keyed(share(settings.user, replicas).quota()),
+            apps: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+/// One replica's share of `rate` when `replicas` are alive: the same count over a period
+/// `replicas` times as long, and the burst divided (rounded up, at least 1).
+pub fn share(rate: Rate, replicas: u32) -> Rate {
+    let n = replicas.max(1);
+    Rate {
+        count: rate.count,
+        per: rate.per.saturating_mul(n),
+        burst: std::num::NonZeroU32::new(rate.burst.get().div_ceil(n))
+            .unwrap_or(std::num::NonZeroU32::MIN),
+    }
+}
+
 impl fmt::Debug for Limits {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.shared.load();
         f.debug_struct("Limits")
             .field("settings", &self.settings)
+            .field("replicas", &shared.replicas)
             .field("ip_keys", &self.ip.len())
-            .field("wallet_keys", &self.wallet.len())
+            .field("wallet_keys", &shared.wallet.len())
             .finish_non_exhaustive()
     }
 }
@@ -117,10 +153,25 @@ impl Limits {
             settings,
             clock: DefaultClock::default(),
             ip: RateLimiter::keyed(settings.ip.quota()),
-            wallet: RateLimiter::keyed(settings.wallet.quota()),
-            user: RateLimiter::keyed(settings.user.quota()),
-            apps: RwLock::new(HashMap::new()),
+            shared: arc_swap::ArcSwap::from_pointee(Shares::new(&settings, 1)),
         }
+    }
+
+    /// Divides the global limits among `replicas` live replicas. A change starts every shared
+    /// bucket afresh (full to the new burst); membership changes are rare (a replica starts,
+    /// stops or dies), so that costs one burst per change.
+    pub fn set_replicas(&self, replicas: u32) {
+        let replicas = replicas.max(1);
+        if self.shared.load().replicas != replicas {
+            tracing::info!(replicas, "rate limits divided among the live replicas");
+            self.shared
+                .store(Arc::new(Shares::new(&self.settings, replicas)));
+        }
+    }
+
+    /// How many live replicas the global limits are divided among.
+    pub fn replicas(&self) -> u32 {
+        self.shared.load().replicas
     }
 
     pub fn settings(&self) -> LimitSettings {
@@ -148,8 +199,9 @@ impl Limits {
     /// Per app, at the app's own rate (`None`: the configured default). A changed rate takes
     /// effect with a fresh bucket the first time the app is seen with it.
     pub fn check_app(&self, app_id: &str, rate: Option<Rate>) -> Result<(), Refusal> {
-        let rate = rate.unwrap_or(self.settings.app_default);
-        let existing = self.apps.read().get(app_id).cloned();
+        let shared = self.shared.load();
+        let rate = share(rate.unwrap_or(self.settings.app_default), shared.replicas);
+        let existing = shared.apps.read().get(app_id).cloned();
         let limiter = match existing {
             Some(l) if l.rate == rate => l,
             _ => {
@@ -157,7 +209,7 @@ impl Limits {
                     rate,
                     limiter: RateLimiter::direct(rate.quota()),
                 });
-                let mut apps = self.apps.write();
+                let mut apps = shared.apps.write();
                 let entry = apps
                     .entry(app_id.to_owned())
                     .or_insert_with(|| fresh.clone());
@@ -172,31 +224,36 @@ impl Limits {
 
     /// Per wallet address, before any decoding.
     pub fn check_wallet(&self, wallet: [u8; 20]) -> Result<(), Refusal> {
-        self.wallet
+        self.shared
+            .load()
+            .wallet
             .check_key(&wallet)
             .map_err(|n| self.refusal("wallet", &n))
     }
 
     /// Per user, after the session is resolved and before decoding.
     pub fn check_user(&self, user: uuid::Uuid) -> Result<(), Refusal> {
-        self.user
+        self.shared
+            .load()
+            .user
             .check_key(&user)
             .map_err(|n| self.refusal("user", &n))
     }
 
     /// Forgets every key whose bucket has refilled, and gives the memory back.
     pub fn sweep(&self) {
-        self.user.retain_recent();
-        self.user.shrink_to_fit();
+        let shared = self.shared.load();
+        shared.user.retain_recent();
+        shared.user.shrink_to_fit();
         self.ip.retain_recent();
         self.ip.shrink_to_fit();
-        self.wallet.retain_recent();
-        self.wallet.shrink_to_fit();
+        shared.wallet.retain_recent();
+        shared.wallet.shrink_to_fit();
     }
 
     /// Keys currently held by the keyed limiters (IP, wallet).
     pub fn tracked_keys(&self) -> (usize, usize) {
-        (self.ip.len(), self.wallet.len())
+        (self.ip.len(), self.shared.load().wallet.len())
     }
 
     /// Sweeps every `every` for as long as the limits are alive.
@@ -355,6 +412,23 @@ impl FailureWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replicas_share_divides_the_rate_and_the_burst() {
+        let rate: Rate = "500/s burst 600".parse().unwrap();
+        let third = share(rate, 3);
+        assert_eq!(third.count, rate.count);
+        assert_eq!(third.per, Duration::from_secs(3));
+        assert_eq!(third.burst.get(), 200);
+        assert_eq!(share(rate, 1), rate);
+        assert_eq!(share(rate, 0), rate, "no replica counted is one");
+        let tiny: Rate = "1/s burst 1".parse().unwrap();
+        assert_eq!(
+            share(tiny, 7).burst.get(),
+            1,
+            "a burst never rounds to nothing"
+        );
+    }
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn rate(s: &str) -> Rate {

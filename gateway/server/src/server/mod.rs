@@ -96,6 +96,14 @@ pub async fn build_state_with_clock(
     ));
     let limits = Arc::new(Limits::new(config.limits));
     limits.spawn_sweeper(LIMITER_SWEEP_EVERY);
+    // The global limits' share: this process's first heartbeat counts the replicas alive on the
+    // database before any request is served.
+    let replica = crate::limits::replicas::own_id(&config.data_dir);
+    match crate::limits::replicas::beat(audit.store(), &replica).await {
+        Ok(n) => limits.set_replicas(n),
+        Err(error) => tracing::warn!(%error, "replica heartbeat failed"),
+    }
+    crate::limits::replicas::spawn(audit.store().clone(), replica, &limits);
     let quotas = Arc::new(crate::limits::quotas::Quotas::new(config.quotas));
     quotas.spawn_sweeper(QUOTA_SWEEP_EVERY);
     crate::store::expiry::spawn(

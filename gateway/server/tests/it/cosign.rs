@@ -353,11 +353,13 @@ async fn concurrent_requests_reserve_exactly_what_fits_under_the_velocity_cap() 
             ("PARAPET_IP_RATE", fast),
         ];
         let w = world_with(&extra).await;
-        // On PostgreSQL a second gateway shares the database: the lock must hold across both.
+        // On PostgreSQL two more gateways share the database: the lock must hold across three.
         let mut gateways = vec![w.s.clone()];
-        let other = tempfile::tempdir().unwrap();
+        let others = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         if db.backend == parapet_gateway::audit::Backend::Postgres {
-            gateways.push(gateway_with(other.path(), &extra).await.0);
+            for other in &others {
+                gateways.push(gateway_with(other.path(), &extra).await.0);
+            }
         }
         let alice = user(&w, "alice", true).await;
         let address = address_of(&new_wallet(&w, &alice).await);

@@ -395,3 +395,121 @@ async fn a_wallet_is_limited_across_apps_before_decoding() {
     );
     s.audit.shutdown().await;
 }
+
+/// Three replicas on one database divide an app's rate among them (each enforces a third):
+/// hammered by one client each, as a round-robin balancer spreads load, they admit the
+/// configured rate, not three times it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_hold_an_apps_rate_globally() {
+    use std::time::{Duration, Instant};
+    for db in crate::support::databases("limits.db").await {
+        let fast = "100000/s burst 100000";
+        let extra = [
+            ("PARAPET_DATABASE_URL", db.url.as_str()),
+            ("PARAPET_WALLET_RATE", fast),
+            ("PARAPET_IP_RATE", fast),
+        ];
+        let mut replicas = Vec::new();
+        for _ in 0..3 {
+            replicas.push(state(&extra).await);
+        }
+        let (_, key) = create(&replicas[0].0, "hammer", Some("30/s burst 30")).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while replicas.iter().any(|(s, _)| s.limits.replicas() != 3) {
+            assert!(
+                Instant::now() < deadline,
+                "the replicas did not all count three: {:?}",
+                replicas
+                    .iter()
+                    .map(|(s, _)| s.limits.replicas())
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = Instant::now();
+        let window = Duration::from_secs(2);
+        let mut clients = Vec::new();
+        for (i, (s, _)) in replicas.iter().enumerate() {
+            let (s, key) = (s.clone(), key.clone());
+            clients.push(tokio::spawn(async move {
+                let (mut admitted, mut refused) = (0u32, 0u32);
+                while started.elapsed() < window {
+                    let a = call(
+                        &s,
+                        authorize(Some(&key), &format!("10.0.0.{}", i + 1), WALLET_A),
+                    )
+                    .await;
+                    match a.status {
+                        StatusCode::OK => admitted += 1,
+                        StatusCode::TOO_MANY_REQUESTS => {
+                            assert_eq!(a.body["code"], "rate_limited");
+                            refused += 1;
+                        }
+                        other => panic!("{other}: {}", a.body),
+                    }
+                }
+                (admitted, refused)
+            }));
+        }
+        let (mut admitted, mut refused) = (0u32, 0u32);
+        for c in clients {
+            let (a, r) = c.await.unwrap();
+            admitted += a;
+            refused += r;
+        }
+        let expected = 30.0 + 30.0 * started.elapsed().as_secs_f64();
+        eprintln!(
+            "{:?}: {admitted} admitted, {refused} refused, {expected:.0} expected",
+            db.backend
+        );
+        assert!(refused > 0, "the limit was never reached");
+        // Above: never the rate three times over (what per-process limits admitted). Below: a
+        // loaded machine may not keep all three clients saturated, so the floor is looser.
+        assert!(
+            f64::from(admitted) <= expected * 1.2 && f64::from(admitted) >= expected * 0.6,
+            "{admitted} admitted where the app's rate allows {expected:.0}"
+        );
+        for (s, _) in &replicas {
+            s.audit.shutdown().await;
+        }
+        db.drop_pg().await;
+    }
+}
+
+/// A replica that stops beating (a `kill -9`) stops counting after `ALIVE_FOR`, so the others
+/// take over its share; counts use the database's clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_stops_beating_stops_counting() {
+    use parapet_gateway::limits::replicas::{ALIVE_FOR, beat};
+    use parapet_gateway::store::{Store, StoreOptions};
+    for db in crate::support::databases("replicas.db").await {
+        let store = Store::open(&db.url, &StoreOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(beat(&store, "replica_a").await.unwrap(), 1);
+        assert_eq!(beat(&store, "replica_b").await.unwrap(), 2);
+        assert_eq!(
+            beat(&store, "replica_a").await.unwrap(),
+            2,
+            "a beat again is no new replica"
+        );
+        // Silent for half a second longer than a replica counts.
+        assert!(ALIVE_FOR.as_millis() + 500 <= 3500);
+        const SILENCE: &str = "UPDATE replicas SET seen_ms = seen_ms - 3500 WHERE id = 'replica_b'";
+        match &store {
+            Store::Sqlite(pool) => {
+                sqlx::raw_sql(SILENCE).execute(pool).await.unwrap();
+            }
+            Store::Postgres(pool) => {
+                sqlx::raw_sql(SILENCE).execute(pool).await.unwrap();
+            }
+        }
+        assert_eq!(
+            beat(&store, "replica_a").await.unwrap(),
+            1,
+            "the silent replica still counts"
+        );
+        store.close().await;
+        db.drop_pg().await;
+    }
+}
