@@ -46,52 +46,52 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The registry's statements in one dialect: they differ only in how they read the database's
+/// clock (milliseconds since the epoch).
+struct Statements {
+    announce: &'static str,
+    forget: &'static str,
+    count: &'static str,
+}
+
+const SQLITE: Statements = Statements {
+    announce: "INSERT INTO replicas (id, seen_ms) VALUES ($1, CAST(unixepoch('subsec') * 1000 AS INTEGER)) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
+    forget: "DELETE FROM replicas WHERE seen_ms < CAST(unixepoch('subsec') * 1000 AS INTEGER) - $1",
+    count: "SELECT COUNT(*) FROM replicas WHERE seen_ms > CAST(unixepoch('subsec') * 1000 AS INTEGER) - $1",
+};
+
+const POSTGRES: Statements = Statements {
+    announce: "INSERT INTO replicas (id, seen_ms) VALUES ($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms",
+    forget: "DELETE FROM replicas WHERE seen_ms < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - $1",
+    count: "SELECT COUNT(*) FROM replicas WHERE seen_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - $1",
+};
+
 /// Announces replica `id` and counts the live replicas, itself included (at least 1).
 pub async fn beat(store: &Store, id: &str) -> Result<u32> {
-    let alive = ms(ALIVE_FOR);
-    let forget = ms(FORGET_AFTER);
-    let count: i64 = match store {
-        Store::Sqlite(pool) => {
-            let mut tx = pool.begin().await.map_err(db("replica heartbeat"))?;
-            sqlx::query("INSERT INTO replicas (id, seen_ms) VALUES ($1, CAST(unixepoch('subsec') * 1000 AS INTEGER)) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("replica heartbeat"))?;
-            sqlx::query("DELETE FROM replicas WHERE seen_ms < CAST(unixepoch('subsec') * 1000 AS INTEGER) - $1")
-                .bind(forget)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("replica heartbeat"))?;
-            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM replicas WHERE seen_ms > CAST(unixepoch('subsec') * 1000 AS INTEGER) - $1")
-                .bind(alive)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("counting replicas"))?;
-            tx.commit().await.map_err(db("replica heartbeat"))?;
-            n
-        }
-        Store::Postgres(pool) => {
-            let mut tx = pool.begin().await.map_err(db("replica heartbeat"))?;
-            sqlx::query("INSERT INTO replicas (id, seen_ms) VALUES ($1, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT) ON CONFLICT (id) DO UPDATE SET seen_ms = excluded.seen_ms")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("replica heartbeat"))?;
-            sqlx::query("DELETE FROM replicas WHERE seen_ms < (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - $1")
-                .bind(forget)
-                .execute(&mut *tx)
-                .await
-                .map_err(db("replica heartbeat"))?;
-            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM replicas WHERE seen_ms > (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT - $1")
-                .bind(alive)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db("counting replicas"))?;
-            tx.commit().await.map_err(db("replica heartbeat"))?;
-            n
-        }
+    let sql = match store.backend() {
+        crate::store::Backend::Sqlite => &SQLITE,
+        crate::store::Backend::Postgres => &POSTGRES,
     };
+    let count: i64 = crate::store::db::with_pool!(store, pool => {
+        let mut tx = pool.begin().await.map_err(db("replica heartbeat"))?;
+        sqlx::query(sql.announce)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("replica heartbeat"))?;
+        sqlx::query(sql.forget)
+            .bind(ms(FORGET_AFTER))
+            .execute(&mut *tx)
+            .await
+            .map_err(db("replica heartbeat"))?;
+        let (n,): (i64,) = sqlx::query_as(sql.count)
+            .bind(ms(ALIVE_FOR))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db("counting replicas"))?;
+        tx.commit().await.map_err(db("replica heartbeat"))?;
+        n
+    });
     Ok(u32::try_from(count).unwrap_or(u32::MAX).max(1))
 }
 
