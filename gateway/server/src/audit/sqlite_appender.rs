@@ -176,29 +176,22 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
+/// The newest event's link, else the archive point's, else genesis (inside the transaction).
 fn read_head(conn: &Connection) -> rusqlite::Result<Head> {
-    let newest = conn
-        .prepare_cached(super::store::SELECT_HEAD)?
-        .query_row([], |r| {
-            Ok(Head {
-                seq: r.get(0)?,
-                hash: r.get(1)?,
+    let link = |sql: &str| {
+        conn.prepare_cached(sql)?
+            .query_row([], |r| {
+                Ok(Head {
+                    seq: r.get(0)?,
+                    hash: r.get(1)?,
+                })
             })
-        })
-        .optional()?;
-    if let Some(head) = newest {
-        return Ok(head);
+            .optional()
+    };
+    match link(super::store::SELECT_HEAD)? {
+        Some(head) => Ok(head),
+        None => Ok(link(super::store::SELECT_ARCHIVE_POINT)?.unwrap_or_else(Head::genesis)),
     }
-    let archived = conn
-        .prepare_cached(super::store::SELECT_ARCHIVE_POINT)?
-        .query_row([], |r| {
-            Ok(Head {
-                seq: r.get(0)?,
-                hash: r.get(1)?,
-            })
-        })
-        .optional()?;
-    Ok(archived.unwrap_or_else(Head::genesis))
 }
 
 fn insert_rows(conn: &Connection, rows: &[NewRow]) -> rusqlite::Result<()> {
