@@ -20,7 +20,7 @@ use crate::audit::{AuditLog, Store};
 use crate::error::{Error, Result};
 use crate::limits::Rate;
 use crate::records::{AppLimits, AppRecord};
-use crate::store::db::{RowLike, db, with_pool};
+use crate::store::db::{BeginWrite, RowLike, db, with_pool};
 
 /// The grants an app key can carry.
 pub const GRANTS: &[&str] = &["sign", "audit:read", "admin"];
@@ -559,7 +559,7 @@ pub async fn rotate_key(
         .record(admin_event(actor, "app.rotate_key", &current, detail, now))
         .await?;
     let app = with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("rotating a key"))?;
+        let mut tx = pool.begin_write().await.map_err(db("rotating a key"))?;
         let row = sqlx::query(SELECT).bind(id).fetch_optional(&mut *tx).await.map_err(db("rotating a key"))?;
         let Some(row) = row else { return Err(Error::NotFound) };
         let app = row_to_app(&row).map_err(db("rotating a key"))?;

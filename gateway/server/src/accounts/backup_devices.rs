@@ -18,7 +18,7 @@ use crate::audit::AuditLog;
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
 use crate::error::{Error, Result};
-use crate::store::db::{RowLike, db, decode_name, with_pool};
+use crate::store::db::{BeginWrite, RowLike, db, decode_name, with_pool};
 
 /// How long a transfer request waits for approval and a sender.
 pub const TRANSFER_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -164,7 +164,7 @@ pub async fn request(
         expires_at: format_time(now + TRANSFER_TTL),
     };
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("requesting a device transfer"))?;
+        let mut tx = pool.begin_write().await.map_err(db("requesting a device transfer"))?;
         sqlx::query("UPDATE device_transfers SET state = 'refused' WHERE to_device = $1 AND kind = 'add' AND state IN ('waiting', 'approved')")
             .bind(device.device_id.as_str()).execute(&mut *tx).await.map_err(db("requesting a device transfer"))?;
         sqlx::query("INSERT INTO device_transfers (id, user_id, kind, to_device, public_key, state, created_at, expires_at) VALUES ($1, $2, 'add', $3, $4, 'waiting', $5, $6)")
@@ -522,7 +522,7 @@ pub async fn received(
 ) -> Result<Transfer> {
     let (t, _) = sealed_for(store, device, id).await?;
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("confirming a transfer"))?;
+        let mut tx = pool.begin_write().await.map_err(db("confirming a transfer"))?;
         let moved = sqlx::query("UPDATE device_transfers SET state = 'received', received_at = $2, sealed = NULL WHERE id = $1 AND state = 'sealed'")
             .bind(id).bind(format_time(now)).execute(&mut *tx).await.map_err(db("confirming a transfer"))?.rows_affected();
         if moved != 1 {

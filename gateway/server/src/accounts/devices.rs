@@ -15,7 +15,7 @@ use crate::accounts::apps::{Auditor, key_hash};
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
 use crate::error::{Error, Result};
-use crate::store::db::{db, with_pool};
+use crate::store::db::{BeginWrite, db, with_pool};
 
 /// How long a pairing code can be used.
 pub const PAIRING_TTL: Duration = Duration::from_secs(600);
@@ -293,7 +293,7 @@ pub async fn revoke(
     auditor.record(e).await?;
     device.revoked_at = Some(format_time(now));
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("revoking a device"))?;
+        let mut tx = pool.begin_write().await.map_err(db("revoking a device"))?;
         sqlx::query("UPDATE devices SET revoked_at = $3 WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL")
             .bind(device_id).bind(user.to_string()).bind(device.revoked_at.as_deref())
             .execute(&mut *tx).await.map_err(db("revoking a device"))?;

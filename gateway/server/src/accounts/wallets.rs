@@ -11,7 +11,7 @@ use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
 use crate::error::{Error, Result};
 use crate::records::{LabelsSource, WalletRecord};
-use crate::store::db::{RowLike, db, with_pool};
+use crate::store::db::{BeginWrite, RowLike, db, with_pool};
 
 /// A wallet as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +140,7 @@ pub async fn create(
         ))
         .await?;
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("creating a wallet"))?;
+        let mut tx = pool.begin_write().await.map_err(db("creating a wallet"))?;
         sqlx::query(concat!("INSERT INTO wallets (", wallet_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
             .bind(wallet.address.as_str())
             .bind(wallet.owner.to_string())

@@ -9,7 +9,7 @@ use super::chain::{Head, StoredEvent, link_hash};
 use super::event::{AuditEvent, IndexColumns, format_time};
 use super::query::BoundFilter;
 use crate::error::{Error, Result};
-use crate::store::db::with_pool;
+use crate::store::db::{BeginWrite, with_pool};
 pub use crate::store::{Backend, Store, StoreOptions};
 
 /// The transaction-level advisory lock every batch takes on PostgreSQL, so that replicas append
@@ -321,7 +321,7 @@ impl Store {
         let (manifest, entries) = policy_manifest(files)?;
         let first_active = format_time(now);
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await.map_err(db("storing a policy version"))?;
+            let mut tx = pool.begin_write().await.map_err(db("storing a policy version"))?;
             for ((_, content), (_, sha)) in sorted_files(files).iter().zip(entries.iter()) {
                 sqlx::query("INSERT INTO policy_blobs (sha256, content) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING")
                     .bind(sha.as_str())

@@ -23,7 +23,7 @@ use crate::accounts::wallets::{self, StoredWallet};
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind};
 use crate::error::{Error, Result};
-use crate::store::db::{db, stored_enum, with_pool};
+use crate::store::db::{BeginWrite, db, stored_enum, with_pool};
 
 /// How long an approved refresh waits for the device.
 pub const APPROVAL_TTL: Duration = Duration::minutes(10);
@@ -287,7 +287,7 @@ async fn refresh(
     .await?;
     drop(fresh);
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("storing a pending share"))?;
+        let mut tx = pool.begin_write().await.map_err(db("storing a pending share"))?;
         sqlx::query("DELETE FROM gateway_shares WHERE address = $1 AND pending = $2")
             .bind(wallet.address.as_str()).bind(true)
             .execute(&mut *tx).await.map_err(db("storing a pending share"))?;
@@ -322,7 +322,7 @@ async fn refresh(
     }));
     cosigner.audit.append(e).await?;
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("committing a refresh"))?;
+        let mut tx = pool.begin_write().await.map_err(db("committing a refresh"))?;
         let moved = sqlx::query("UPDATE wallets SET epoch = $2, refresh_required = $4, device_id = $5 WHERE address = $1 AND epoch = $3")
             .bind(wallet.address.as_str()).bind(new).bind(old).bind(false).bind(job_device)
             .execute(&mut *tx).await.map_err(db("committing a refresh"))?.rows_affected();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::Limits;
 use crate::audit::Store;
 use crate::error::Result;
-use crate::store::db::db;
+use crate::store::db::{BeginWrite, db};
 
 /// How often a replica announces itself and recounts.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
@@ -73,7 +73,7 @@ pub async fn beat(store: &Store, id: &str) -> Result<u32> {
         crate::store::Backend::Postgres => &POSTGRES,
     };
     let count: i64 = crate::store::db::with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("replica heartbeat"))?;
+        let mut tx = pool.begin_write().await.map_err(db("replica heartbeat"))?;
         sqlx::query(sql.announce)
             .bind(id)
             .execute(&mut *tx)

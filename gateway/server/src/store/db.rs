@@ -128,3 +128,35 @@ macro_rules! row_like {
 }
 row_like!(sqlx::sqlite::SqliteRow);
 row_like!(sqlx::postgres::PgRow);
+
+/// Opens a transaction that will write. On SQLite it begins `IMMEDIATE`: a deferred transaction
+/// that reads first and writes later cannot wait for the write lock (SQLite answers `BUSY` or
+/// `BUSY_SNAPSHOT` at once when another connection wrote since its read began), so taking the
+/// lock up front lets `busy_timeout` queue it behind the other writers instead. PostgreSQL's
+/// row locks need no such care.
+pub(crate) trait BeginWrite {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for sqlx::SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>> + Send
+    {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl BeginWrite for sqlx::PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl Future<Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>> + Send
+    {
+        self.begin()
+    }
+}

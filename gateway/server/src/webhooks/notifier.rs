@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use crate::audit::Store;
 use crate::audit::event::format_time;
 use crate::error::Result;
-use crate::store::db::{db, with_pool};
+use crate::store::db::{BeginWrite, db, with_pool};
 
 /// Audit actions that are notified, and the notification type apps receive.
 pub const NOTIFIED: &[(&str, &str)] = &[
@@ -75,7 +75,7 @@ fn new_delivery_id() -> String {
 pub async fn enqueue(store: &Store, now: OffsetDateTime) -> Result<usize> {
     let now = format_time(now);
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("queueing webhooks"))?;
+        let mut tx = pool.begin_write().await.map_err(db("queueing webhooks"))?;
         let (cursor,): (i64,) = sqlx::query_as("SELECT seq FROM webhook_cursor WHERE id = 1")
             .fetch_one(&mut *tx).await.map_err(db("reading the webhook cursor"))?;
         let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(EVENTS_SQL)

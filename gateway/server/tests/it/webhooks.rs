@@ -530,3 +530,62 @@ async fn apps_see_only_coarse_failure_kinds() {
 }
 
 const FAILURE_KINDS: &[&str] = parapet_gateway::webhooks::delivery::FailureKind::NAMES;
+
+/// The notifier reads the log and then writes its deliveries and cursor. On SQLite another
+/// connection may hold the write lock at that moment (the audit writer, a replica heartbeat):
+/// the notifier must wait its turn, not fail the round. A deferred transaction could not wait
+/// (SQLite answers `database is locked` at once to a reader that tries to write), so a round
+/// that met any other writer was lost — rounds every second against heartbeats every second
+/// lost them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifier_waits_for_another_writer_instead_of_failing_its_round() {
+    use parapet_gateway::audit::event::{AuditEvent, EventKind};
+    use parapet_gateway::store::{Store, StoreOptions};
+    use parapet_gateway::webhooks::notifier;
+    use sqlx::Connection;
+
+    let dbs = support::databases("notifier.db").await;
+    let db = &dbs[0];
+    let store = Store::open(
+        &db.url,
+        &StoreOptions {
+            timeout: Duration::from_secs(5),
+            max_connections: 4,
+        },
+    )
+    .await
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let mut e = AuditEvent::new(EventKind::Admin, now, "req-1".to_owned());
+    e.action = Some("device.add".to_owned());
+    e.user = Some("usr_1".to_owned());
+    store.append_batch(&[e]).await.unwrap();
+
+    // Another connection takes the write lock and keeps it for 400 ms.
+    let path = db.url.trim_start_matches("sqlite://").to_owned();
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO policy_blobs VALUES ('lock', x'00');")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let holder = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();
+    });
+
+    let queued = notifier::enqueue(&store, now).await;
+    holder.await.unwrap();
+    // Nobody registered a webhook: nothing is queued, but the round succeeded and the cursor
+    // moved past the event.
+    assert_eq!(queued.unwrap(), 0);
+    let Store::Sqlite(pool) = &store else {
+        unreachable!("the first database is SQLite")
+    };
+    let (cursor,): (i64,) = sqlx::query_as("SELECT seq FROM webhook_cursor WHERE id = 1")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(cursor >= 1, "cursor {cursor}");
+}

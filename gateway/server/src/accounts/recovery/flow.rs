@@ -16,7 +16,7 @@ use crate::accounts::devices::Device;
 use crate::audit::event::{AuditEvent, EventKind, format_time, parse_time};
 use crate::audit::{AuditLog, Store};
 use crate::error::{Error, Result};
-use crate::store::db::{db, decode_name, with_pool};
+use crate::store::db::{BeginWrite, db, decode_name, with_pool};
 
 /// How long a completed recovery's refresh approvals last: the new device refreshes right away,
 /// but a user who steps away still finds them valid the same day.
@@ -360,7 +360,7 @@ pub async fn complete(
     let at = format_time(now);
     let approval_expires = format_time(now + REFRESH_APPROVAL_TTL);
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("completing a recovery"))?;
+        let mut tx = pool.begin_write().await.map_err(db("completing a recovery"))?;
         let n = sqlx::query("UPDATE recoveries SET state = 'completed', ended_at = $2, device_id = $3 WHERE id = $1 AND state = 'open'")
             .bind(recovery.id.as_str()).bind(at.as_str()).bind(device.device_id.as_str())
             .execute(&mut *tx).await.map_err(db("completing a recovery"))?.rows_affected();

@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
 use crate::error::{Error, Result};
-use crate::store::db::{db, with_pool};
+use crate::store::db::{BeginWrite, db, with_pool};
 
 /// Argon2id cost of the verifier. The auth key is 256 random bits, so the verifier's cost is not
 /// what stops guessing (the key's entropy is); it keeps a stolen table from being a cheap
@@ -307,7 +307,7 @@ pub async fn enrol(
     }));
     cosigner.audit.append(e).await?;
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("storing recovery keys"))?;
+        let mut tx = pool.begin_write().await.map_err(db("storing recovery keys"))?;
         if let Some(verifier) = &verifier {
             let inserted = sqlx::query("INSERT INTO recovery_keys (user_id, public_key, verifier, created_at, salt) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
                 .bind(device.user_id.to_string()).bind(public_key.to_hex()).bind(verifier.as_str()).bind(format_time(now))

@@ -24,7 +24,7 @@ use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
 use crate::error::{Error, Result};
 use crate::outbound::{self, Allowlist};
-use crate::store::db::{db, with_pool};
+use crate::store::db::{BeginWrite, db, with_pool};
 
 /// Clock skew accepted on `exp`, `nbf` and `iat`.
 pub const LEEWAY: i64 = 60;
@@ -209,7 +209,7 @@ pub async fn set_issuer(
         JwksSource::File(p) => (None, Some(p.display().to_string())),
     };
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("storing an issuer"))?;
+        let mut tx = pool.begin_write().await.map_err(db("storing an issuer"))?;
         sqlx::query("DELETE FROM oidc_issuers WHERE app_id = $1 AND issuer = $2")
             .bind(issuer.app_id.as_str()).bind(issuer.issuer.as_str())
             .execute(&mut *tx).await.map_err(db("storing an issuer"))?;

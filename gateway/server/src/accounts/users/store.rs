@@ -12,7 +12,7 @@ use crate::accounts::apps::{Actor, Auditor};
 use crate::audit::Store;
 use crate::audit::event::{AuditEvent, EventKind, format_time};
 use crate::error::{Error, Result};
-use crate::store::db::{db, with_pool};
+use crate::store::db::{BeginWrite, db, with_pool};
 
 /// A user as operators see it (never a session token or its hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +103,7 @@ pub async fn find_or_create(
     let id = Uuid::new_v4();
     let at = format_time(now);
     let inserted: Result<()> = with_pool!(store, pool => async {
-        let mut tx = pool.begin().await.map_err(db("creating a user"))?;
+        let mut tx = pool.begin_write().await.map_err(db("creating a user"))?;
         sqlx::query("INSERT INTO users (id, created_at, disabled) VALUES ($1, $2, $3)")
             .bind(id.to_string()).bind(at.as_str()).bind(false)
             .execute(&mut *tx).await.map_err(db("creating a user"))?;
@@ -225,7 +225,7 @@ pub async fn disable_user(
     auditor.record(e).await?;
     let at = format_time(now);
     with_pool!(store, pool => {
-        let mut tx = pool.begin().await.map_err(db("disabling a user"))?;
+        let mut tx = pool.begin_write().await.map_err(db("disabling a user"))?;
         sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
             .bind(id.to_string()).bind(true)
             .execute(&mut *tx).await.map_err(db("disabling a user"))?;
