@@ -2,7 +2,10 @@
 -- $PARAPET_BENCH_TOKEN, each request for another wallet (a pool of $PARAPET_BENCH_WALLETS random
 -- addresses, default 10,000, built before the run so that the client spends no time on it);
 -- wrk itself prints "Non-2xx or 3xx responses" when any answer failed, so a run that fails
--- closed is not mistaken for throughput.
+-- closed is not mistaken for throughput. With $PARAPET_BENCH_ACKED set, the request id of every
+-- 200 answer is appended to a file named by it plus a per-thread suffix (acknowledged decisions,
+-- to be found in the chain afterwards); without it no answer is read, so the load runs at full
+-- speed.
 local f = assert(io.open(os.getenv("PARAPET_BENCH_BODY"), "r"))
 local template = f:read("*a")
 f:close()
@@ -10,6 +13,8 @@ local token = os.getenv("PARAPET_BENCH_TOKEN")
 local wallets = tonumber(os.getenv("PARAPET_BENCH_WALLETS") or "10000")
 local requests = {}
 local next_request = 1
+local acked_prefix = os.getenv("PARAPET_BENCH_ACKED")
+local acked
 
 function init(args)
   math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
@@ -24,6 +29,20 @@ function init(args)
     requests[i] = wrk.format("POST", nil, headers, body)
   end
   next_request = math.random(1, wallets)
+  if acked_prefix then
+    acked = assert(io.open(acked_prefix .. "-" .. tostring(math.random(1, 1e9)), "w"))
+    -- Line-buffered: wrk may exit without closing a thread's files.
+    acked:setvbuf("line")
+  end
+end
+
+if acked_prefix then
+  function response(status, headers, body)
+    if status == 200 then
+      local id = body:match('"request_id"%s*:%s*"([^"]+)"')
+      if id then acked:write(id, "\n") end
+    end
+  end
 end
 
 function request()

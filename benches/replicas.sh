@@ -8,7 +8,9 @@
 # Knobs: RATE (the app's rate, default 300/s burst 300), DURATION (s per phase, default 10),
 # CONNECTIONS (per replica, default 8). Needs `wrk`. Loopback only; every run is bounded.
 # Each replica has its own wrk (one client per replica: load spread evenly, as round-robin
-# would); admitted = answers 200, refused = 429 `rate_limited`.
+# would); admitted = answers 200, refused = 429 `rate_limited`. Every admitted answer's request id
+# is kept (authorize.lua, PARAPET_BENCH_ACKED) and looked for in the exported chain at the end:
+# an acknowledged decision that is not there, the killed replica's included, fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${PARAPET_DATABASE_URL:?set PARAPET_DATABASE_URL to a fresh PostgreSQL database}"
@@ -43,7 +45,8 @@ phase() {
   echo "== $name: app at $RATE, ${DURATION}s, $CONNECTIONS connections per replica"
   local outs=()
   for i in 0 1 2; do
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/authorize.lua "http://127.0.0.1:${ports[$i]}/v1/authorize" \
+    PARAPET_BENCH_ACKED="$scratch/acked-$name-$i" \
+      wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" -s benches/authorize.lua "http://127.0.0.1:${ports[$i]}/v1/authorize" \
       >"$scratch/wrk$i.out" 2>&1 &
     outs+=($!)
   done
@@ -67,4 +70,13 @@ phase "three replicas, one killed" 4
 for p in "${ports[@]:0:2}"; do
   echo "replica on $p after the kill: $(curl -s "http://127.0.0.1:$p/readyz")"
 done
-( cd "$scratch/r0" && "$bin" audit verify )
+( cd "$scratch/r0" && "$bin" audit verify && "$bin" audit export --out "$scratch/export.ndjson" )
+cat "$scratch"/acked-* >"$scratch/acked.txt"
+python3 - "$scratch/acked.txt" "$scratch/export.ndjson" <<'PY'
+import json, sys
+acked = [l.strip() for l in open(sys.argv[1]) if l.strip()]
+logged = {json.loads(json.loads(l)["canonical"])["request_id"] for l in open(sys.argv[2])}
+missing = [a for a in acked if a not in logged]
+print(f"acknowledged decisions: {len(acked)}, found in the verified chain: {len(acked) - len(missing)}, missing: {len(missing)}")
+sys.exit(1 if missing or not acked else 0)
+PY
