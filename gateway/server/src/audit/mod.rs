@@ -83,7 +83,7 @@ impl AuditLog {
         let (stop_tx, stop_rx) = oneshot::channel();
         let append_timeout = opts.append_timeout;
         let w = writer::Writer {
-            appender: writer::Appender::for_store(&store, append_timeout)?,
+            appender: writer::Appender::for_store(&store, append_timeout, opts.wal_limit)?,
             store: store.clone(),
             rx,
             opts,

@@ -13,8 +13,18 @@
 //! (`wal_autocheckpoint=0`): they ran inside a commit about once a thousand pages and held up
 //! every caller of that batch. A second thread runs a passive checkpoint every
 //! [`CHECKPOINT_EVERY`], which never blocks the writer.
+//!
+//! A passive checkpoint from another connection copies the log back but never lets it start
+//! over: SQLite rewinds the log only when a writer begins after *every* frame was copied, and a
+//! busy writer has always appended more by then. Left alone, the log grew by every page ever
+//! written (827 MB after twelve seconds of load, beside a 265 MB database). So when the
+//! checkpoint thread finds the log past its limit it asks the writer, which, between two
+//! batches, copies the last few frames itself; its next batch then rewinds the log, and
+//! `journal_size_limit` cuts the file back to the limit.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -29,6 +39,9 @@ use crate::error::{Error, Result};
 
 /// How often the checkpoint thread copies the write-ahead log back into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// The write-ahead log's size past which the writer starts it over, by default.
+pub const DEFAULT_WAL_LIMIT: u64 = 64 << 20;
 
 /// Rows per multi-row insert, largest first: a batch is inserted in chunks of these sizes, so that
 /// at most this many distinct statements are ever prepared (and stay cached).
@@ -66,14 +79,15 @@ impl std::fmt::Debug for SqliteAppender {
 }
 
 /// Opens a connection to `path` as the store's pool opens its own: write-ahead log (checked, as
-/// the store checks it), `synchronous=FULL`, foreign keys, `busy_timeout` for the write lock.
-fn open(path: &Path, busy: Duration) -> Result<Connection> {
+/// the store checks it), `synchronous=FULL`, foreign keys, `busy_timeout` for the write lock;
+/// when the log starts over, its file is cut back to `wal_limit` bytes.
+fn open(path: &Path, busy: Duration, wal_limit: u64) -> Result<Connection> {
     let conn = Connection::open(path).map_err(db("opening the audit connection"))?;
     conn.busy_timeout(busy)
         .map_err(db("setting the audit connection's busy timeout"))?;
-    conn.execute_batch(
-        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
-    )
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_limit};"
+    ))
     .map_err(db("configuring the audit connection"))?;
     let journal: String = conn
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
@@ -91,10 +105,17 @@ fn open(path: &Path, busy: Duration) -> Result<Connection> {
 
 impl SqliteAppender {
     /// Starts the two threads on the database file at `path` (the store's own file, already
-    /// migrated). `busy` bounds each wait for SQLite's write lock.
-    pub fn start(path: PathBuf, busy: Duration) -> Result<SqliteAppender> {
-        let conn = open(&path, busy)?;
+    /// migrated). `busy` bounds each wait for SQLite's write lock; `wal_limit` is the log's
+    /// size, in bytes, past which the writer starts it over.
+    pub fn start(path: PathBuf, busy: Duration, wal_limit: u64) -> Result<SqliteAppender> {
+        let conn = open(&path, busy, wal_limit)?;
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(db("reading page_size"))?;
+        let limit_frames = wal_limit / u64::try_from(page_size).unwrap_or(4096).max(512);
+        let rewind = Arc::new(AtomicBool::new(false));
         let (batches, rx) = std_mpsc::channel::<Batch>();
+        let rewind_asked = rewind.clone();
         let thread = std::thread::Builder::new()
             .name("parapet-audit-sqlite".to_owned())
             .spawn(move || {
@@ -102,10 +123,15 @@ impl SqliteAppender {
                 while let Ok(batch) = rx.recv() {
                     let result = commit(&mut conn, &batch.events, &batch.attached);
                     let _ = batch.reply.send(result);
+                    if rewind_asked.swap(false, Ordering::Relaxed) {
+                        // Nobody else appends meanwhile: this copies every frame, so that the
+                        // next batch can start the log over.
+                        checkpoint(&conn);
+                    }
                 }
             })
             .map_err(|e| Error::Internal(format!("starting the audit thread: {e}")))?;
-        let checkpoint_conn = open(&path, busy)?;
+        let checkpoint_conn = open(&path, busy, wal_limit)?;
         let (stop, stopped) = std_mpsc::channel::<()>();
         let checkpointer = std::thread::Builder::new()
             .name("parapet-wal-checkpoint".to_owned())
@@ -113,10 +139,8 @@ impl SqliteAppender {
                 while let Err(std_mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    if let Err(error) =
-                        checkpoint_conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                    {
-                        tracing::warn!(%error, "checkpointing the SQLite write-ahead log failed");
+                    if checkpoint(&checkpoint_conn).is_some_and(|frames| frames > limit_frames) {
+                        rewind.store(true, Ordering::Relaxed);
                     }
                 }
             })
@@ -159,6 +183,18 @@ impl Drop for SqliteAppender {
         if let Some((stop, thread)) = self.checkpoints.take() {
             drop(stop);
             let _ = thread.join();
+        }
+    }
+}
+
+/// A passive checkpoint on `conn` (it never waits for the writer); the log's length in frames,
+/// or `None` when it failed (logged: the next one tries again).
+fn checkpoint(conn: &Connection) -> Option<u64> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+        Ok(frames) => Some(u64::try_from(frames).unwrap_or(0)),
+        Err(error) => {
+            tracing::warn!(%error, "checkpointing the SQLite write-ahead log failed");
+            None
         }
     }
 }

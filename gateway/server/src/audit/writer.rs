@@ -34,6 +34,9 @@ pub struct WriterOptions {
     pub checkpoint_file: Option<PathBuf>,
     /// How often an idle writer checks that the store still answers (readiness).
     pub probe_interval: Duration,
+    /// SQLite: the write-ahead log's size, in bytes, past which the writer starts it over
+    /// ([`super::sqlite_appender`]); the file is also cut back to this size when it does.
+    pub wal_limit: u64,
 }
 
 impl Default for WriterOptions {
@@ -46,6 +49,7 @@ impl Default for WriterOptions {
             checkpoint_interval: Duration::from_secs(60),
             checkpoint_file: None,
             probe_interval: Duration::from_secs(1),
+            wal_limit: super::sqlite_appender::DEFAULT_WAL_LIMIT,
         }
     }
 }
@@ -102,12 +106,14 @@ pub(crate) enum Appender {
 
 impl Appender {
     /// The appender for `store`: on SQLite, the threads of [`super::sqlite_appender`] on the
-    /// store's own file, waiting at most `busy` for its write lock.
-    pub fn for_store(store: &Store, busy: Duration) -> Result<Appender> {
+    /// store's own file, waiting at most `busy` for its write lock, its log kept near
+    /// `wal_limit` bytes.
+    pub fn for_store(store: &Store, busy: Duration, wal_limit: u64) -> Result<Appender> {
         match store {
             Store::Sqlite(pool) => {
                 let path = pool.connect_options().get_filename().to_path_buf();
-                super::sqlite_appender::SqliteAppender::start(path, busy).map(Appender::Sqlite)
+                super::sqlite_appender::SqliteAppender::start(path, busy, wal_limit)
+                    .map(Appender::Sqlite)
             }
             Store::Postgres(pool) => Ok(Appender::Postgres(pool.clone())),
         }
