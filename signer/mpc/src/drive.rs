@@ -45,15 +45,27 @@ pub enum Runtime {
     Tokio { step_timeout: std::time::Duration },
 }
 
+/// Steps computing at once, one per core: a hundred ceremonies at once then share the cores
+/// through a queue instead of a hundred blocking threads the kernel switches between.
+#[cfg(feature = "tokio")]
+static STEPS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 impl Runtime {
     /// Runs one CPU-bound step of the protocol.
     async fn step<R: Send + 'static>(self, work: impl FnOnce() -> R + Send + 'static) -> Result<R> {
         match self {
             Runtime::Inline => Ok(work()),
             #[cfg(feature = "tokio")]
-            Runtime::Tokio { .. } => tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| crate::Error::Transport(format!("ceremony task failed: {e}"))),
+            Runtime::Tokio { .. } => {
+                let _turn = STEPS.acquire().await.map_err(|e| {
+                    crate::Error::Transport(format!("ceremony steps are closed: {e}"))
+                })?;
+                tokio::task::spawn_blocking(work)
+                    .await
+                    .map_err(|e| crate::Error::Transport(format!("ceremony task failed: {e}")))
+            }
         }
     }
 
