@@ -179,8 +179,11 @@ async fn sign(
         "device": device.device_id,
         "signature": format!("0x{rsv}"),
     }));
-    cosigner.audit.append(e).await?;
-    signing::mark_final_sent(cosigner.audit.store(), &request.id, &rsv, now()).await?;
+    let signed = signing::FinalSent::new(&request.id, &rsv, now());
+    cosigner
+        .audit
+        .append_with(e, Some(Box::new(signed)))
+        .await?;
     drive::send_all(channel, last).await.map_err(|error| {
         // The signature is recorded and counted; the device may or may not have it.
         tracing::warn!(%error, request = %request.id, "the final message may not have reached the device");

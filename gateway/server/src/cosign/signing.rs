@@ -300,20 +300,63 @@ pub async fn take_for_ceremony(
     Ok(request)
 }
 
-/// Notes that the gateway's final protocol message is about to leave: from now on the amount
-/// counts whatever happens.
-pub async fn mark_final_sent(
-    store: &Store,
-    id: &str,
-    signature: &str,
-    now: OffsetDateTime,
-) -> Result<()> {
-    with_pool!(store, pool => {
-        sqlx::query("UPDATE signing_requests SET final_sent = $2, signature = $3, state = $4, updated_at = $5 WHERE id = $1 AND state = $6")
-            .bind(id).bind(true).bind(signature).bind(Signed.as_str()).bind(stamp(now)).bind(Signing.as_str())
-            .execute(pool).await.map_err(db("recording a signature"))?;
-    });
-    Ok(())
+/// A released signature, recorded as the gateway's final protocol message is about to leave:
+/// the request is `signed` with its signature, and from now on its amount counts whatever
+/// happens. Committed in the same transaction as the `signature.released` event
+/// ([`Attachment`]), so that the log and the request never disagree about a signature, and no
+/// second commit is paid per signature.
+#[derive(Debug)]
+pub struct FinalSent {
+    pub id: String,
+    pub signature: String,
+    pub now: String,
+}
+
+impl FinalSent {
+    pub fn new(id: &str, signature: &str, now: OffsetDateTime) -> FinalSent {
+        FinalSent {
+            id: id.to_owned(),
+            signature: signature.to_owned(),
+            now: stamp(now),
+        }
+    }
+}
+
+/// One statement, spelled with each database's placeholders.
+macro_rules! final_sent_sql {
+    ($p1:literal, $p2:literal, $p3:literal) => {
+        concat!(
+            "UPDATE signing_requests SET final_sent = TRUE, signature = ",
+            $p2,
+            ", state = 'signed', updated_at = ",
+            $p3,
+            " WHERE id = ",
+            $p1,
+            " AND state = 'signing'"
+        )
+    };
+}
+
+impl Attachment for FinalSent {
+    fn insert_sqlite(&self, conn: &rusqlite::Connection) -> Result<()> {
+        conn.prepare_cached(final_sent_sql!("?1", "?2", "?3"))
+            .and_then(|mut s| s.execute(rusqlite::params![self.id, self.signature, self.now]))
+            .map_err(|e| Error::Database(format!("recording a signature: {e}")))?;
+        Ok(())
+    }
+
+    fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a> {
+        Box::pin(async move {
+            sqlx::query(final_sent_sql!("$1", "$2", "$3"))
+                .bind(self.id.as_str())
+                .bind(self.signature.as_str())
+                .bind(self.now.as_str())
+                .execute(conn)
+                .await
+                .map_err(db("recording a signature"))?;
+            Ok(())
+        })
+    }
 }
 
 /// Ends a ceremony without a signature: the request is `failed`, and its reservation is
