@@ -90,14 +90,7 @@ fn bench(c: &mut Criterion) {
             .unwrap()
         })
         .collect();
-    let (device_share, gateway_share) = {
-        let id = SessionId::random();
-        run_locally(
-            Dkls23.keygen(Role::Device, id).unwrap(),
-            Dkls23.keygen(Role::Gateway, id).unwrap(),
-        )
-        .unwrap()
-    };
+    let (device_share, gateway_share) = signing_rig::shares_in_process();
     let counter = AtomicU64::new(0);
     let mut g = c.benchmark_group("sign");
     g.sample_size(30).measurement_time(Duration::from_secs(10));

@@ -153,14 +153,7 @@ fn gateway() {
     let (s, _state) = rt.block_on(signing_rig::setup());
 
     // The single-party cost: a two-party signing ceremony stepped on this thread, halved.
-    let (device_share, gateway_share) = {
-        let id = SessionId::random();
-        run_locally(
-            Dkls23.keygen(Role::Device, id).unwrap(),
-            Dkls23.keygen(Role::Gateway, id).unwrap(),
-        )
-        .unwrap()
-    };
+    let (device_share, gateway_share) = signing_rig::shares_in_process();
     let rounds = 40;
     let cpu_before = own_cpu();
     for _ in 0..rounds {

@@ -186,3 +186,15 @@ pub fn new_signing_request(
     let digest = parapet_mpc::wire::bytes32(body["digest"].as_str().unwrap()).unwrap();
     (id, digest)
 }
+
+/// A device share and a gateway share of one new wallet, generated in this process (both parties
+/// stepped in turn): for the ceremonies measured without a gateway.
+pub fn shares_in_process() -> (parapet_mpc::KeyShare, parapet_mpc::KeyShare) {
+    use parapet_mpc::{Dkls23, Role, SessionId, ThresholdEcdsa, run_locally};
+    let id = SessionId::random();
+    run_locally(
+        Dkls23.keygen(Role::Device, id).unwrap(),
+        Dkls23.keygen(Role::Gateway, id).unwrap(),
+    )
+    .unwrap()
+}

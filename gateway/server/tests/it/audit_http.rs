@@ -21,7 +21,6 @@ use http_body_util::BodyExt;
 use parapet_gateway::config::Config;
 use parapet_gateway::http::{AppState, app};
 use serde_json::Value;
-use sqlx::Connection;
 use tower::ServiceExt;
 
 const TOKEN: &str = "audit-test-token-0123456789";
@@ -205,16 +204,7 @@ async fn a_store_that_cannot_commit_fails_decisions_closed_and_readiness_until_i
     assert_eq!(call(&s, authorize(&good_body())).await.0, StatusCode::OK);
     let before = s.audit.store().range(0, 1000).await.unwrap().len();
     // Someone else holds the database's write lock.
-    let mut blocker = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("parapet.db").display()
-    ))
-    .await
-    .unwrap();
-    sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO policy_blobs VALUES ('lock', x'00');")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = crate::support::hold_sqlite_write_lock(&dir.path().join("parapet.db")).await;
     let started = Instant::now();
     let (status, _, body) = call(&s, authorize(&good_body())).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");

@@ -627,14 +627,7 @@ async fn fails_closed_within_the_timeout_while_the_store_cannot_commit_then_reco
         let blocker: Box<dyn std::any::Any> = match &store {
             Store::Sqlite(_) => {
                 let path = db.url.trim_start_matches("sqlite://");
-                let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-                    .await
-                    .unwrap();
-                sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO policy_blobs VALUES ('lock', x'00');")
-                    .execute(&mut c)
-                    .await
-                    .unwrap();
-                Box::new(c)
+                Box::new(support::hold_sqlite_write_lock(std::path::Path::new(path)).await)
             }
             Store::Postgres(_) => {
                 let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();

@@ -542,7 +542,6 @@ async fn the_notifier_waits_for_another_writer_instead_of_failing_its_round() {
     use parapet_gateway::audit::event::{AuditEvent, EventKind};
     use parapet_gateway::store::{Store, StoreOptions};
     use parapet_gateway::webhooks::notifier;
-    use sqlx::Connection;
 
     let dbs = support::databases("notifier.db").await;
     let db = &dbs[0];
@@ -562,14 +561,8 @@ async fn the_notifier_waits_for_another_writer_instead_of_failing_its_round() {
     store.append_batch(&[e]).await.unwrap();
 
     // Another connection takes the write lock and keeps it for 400 ms.
-    let path = db.url.trim_start_matches("sqlite://").to_owned();
-    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO policy_blobs VALUES ('lock', x'00');")
-        .execute(&mut other)
-        .await
-        .unwrap();
+    let path = db.url.trim_start_matches("sqlite://");
+    let mut other = support::hold_sqlite_write_lock(std::path::Path::new(path)).await;
     let holder = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(400)).await;
         sqlx::raw_sql("COMMIT").execute(&mut other).await.unwrap();

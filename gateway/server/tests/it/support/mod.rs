@@ -36,6 +36,20 @@ impl TestDb {
     }
 }
 
+/// Takes the write lock of the SQLite file at `path` on a connection of its own and returns that
+/// connection: every other writer waits (or fails) until it commits or is dropped.
+pub async fn hold_sqlite_write_lock(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE; INSERT INTO policy_blobs VALUES ('lock', x'00');")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c
+}
+
 /// SQLite at `<dir>/<sqlite_file>`, then PostgreSQL if configured.
 pub async fn databases(sqlite_file: &str) -> Vec<TestDb> {
     let dir = tempfile::tempdir().unwrap();
