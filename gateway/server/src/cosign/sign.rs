@@ -58,10 +58,12 @@ pub async fn run(
         ));
     }
     let t = now();
-    let request = signing::take_for_ceremony(store, id, t, t + CEREMONY_LIMIT).await?;
     let session = SessionId::random();
-    ceremonies::begin(
+    let request = signing::take_for_ceremony(
         store,
+        id,
+        t,
+        t + CEREMONY_LIMIT,
         &session,
         Begin {
             kind: "sign",
@@ -69,7 +71,6 @@ pub async fn run(
             wallet: Some(&wallet.address),
             signing_request: Some(id),
         },
-        now(),
     )
     .await?;
     let result = sign(cosigner, &wallet, &request, device, channel, session, &now).await;

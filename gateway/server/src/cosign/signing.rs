@@ -16,7 +16,7 @@ use crate::audit::Store;
 use crate::audit::store::{Attachment, TxFuture};
 use crate::error::{Error, Result};
 use crate::ledger::LedgerEntry;
-use crate::store::db::{RowLike, db, with_pool};
+use crate::store::db::{BeginWrite, RowLike, db, with_pool};
 
 /// One signing request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,24 +280,48 @@ pub async fn pending_of(
     })
 }
 
-/// Takes an authorized, unexpired request for a ceremony (`signing`, expiring at `deadline`).
-/// Exactly one caller wins; everyone else gets `NotSignable` with the state they found.
+/// Takes an authorized, unexpired request for a ceremony (`signing`, expiring at `deadline`) and
+/// records that ceremony (`ceremony`, under `execution`) in the same transaction, reading the
+/// taken request back from the update itself. Exactly one caller wins; everyone else gets
+/// `NotSignable` with the state they found, and no ceremony row.
 pub async fn take_for_ceremony(
     store: &Store,
     id: &str,
     now: OffsetDateTime,
     deadline: OffsetDateTime,
+    execution: &parapet_mpc::SessionId,
+    ceremony: super::ceremonies::Begin<'_>,
 ) -> Result<SigningRequest> {
+    const SQL: &str = concat!(
+        "UPDATE signing_requests SET state = $2, expires_at = $3, updated_at = $4 WHERE id = $1 AND state = $5 AND expires_at > $4 RETURNING ",
+        columns!()
+    );
+    let execution_id = hex::encode(execution.as_bytes());
     let taken = with_pool!(store, pool => {
-        sqlx::query("UPDATE signing_requests SET state = $2, expires_at = $3, updated_at = $4 WHERE id = $1 AND state = $5 AND expires_at > $4")
+        let mut tx = pool.begin_write().await.map_err(db("taking a signing request"))?;
+        let taken = sqlx::query(SQL)
             .bind(id).bind(Signing.as_str()).bind(stamp(deadline)).bind(stamp(now)).bind(Authorized.as_str())
-            .execute(pool).await.map_err(db("taking a signing request"))?.rows_affected()
+            .fetch_optional(&mut *tx).await.map_err(db("taking a signing request"))?;
+        match taken {
+            // Nothing changed: the transaction ends unwritten.
+            None => None,
+            Some(taken) => {
+                let request = row(&taken).map_err(db("taking a signing request"))?;
+                if super::ceremonies::insert_ceremony!(&mut *tx, execution_id.as_str(), ceremony, stamp(now)) != 1 {
+                    return Err(super::ceremonies::reused());
+                }
+                tx.commit().await.map_err(db("taking a signing request"))?;
+                Some(request)
+            }
+        }
     });
-    let request = get(store, id).await?.ok_or(Error::NotFound)?;
-    if taken != 1 {
-        return Err(Error::NotSignable(request.state_at(now).to_string()));
+    match taken {
+        Some(request) => Ok(request),
+        None => {
+            let request = get(store, id).await?.ok_or(Error::NotFound)?;
+            Err(Error::NotSignable(request.state_at(now).to_string()))
+        }
     }
-    Ok(request)
 }
 
 /// A released signature, recorded as the gateway's final protocol message is about to leave:
