@@ -346,24 +346,13 @@ impl FinalSent {
     }
 }
 
-/// One statement, spelled with each database's placeholders.
-macro_rules! final_sent_sql {
-    ($p1:literal, $p2:literal, $p3:literal) => {
-        concat!(
-            "UPDATE signing_requests SET final_sent = TRUE, signature = ",
-            $p2,
-            ", state = 'signed', updated_at = ",
-            $p3,
-            " WHERE id = ",
-            $p1,
-            " AND state = 'signing'"
-        )
-    };
-}
+/// The statement of [`FinalSent`], with each database's placeholders.
+const FINAL_SENT_SQLITE: &str = "UPDATE signing_requests SET final_sent = TRUE, signature = ?2, state = 'signed', updated_at = ?3 WHERE id = ?1 AND state = 'signing'";
+const FINAL_SENT_POSTGRES: &str = "UPDATE signing_requests SET final_sent = TRUE, signature = $2, state = 'signed', updated_at = $3 WHERE id = $1 AND state = 'signing'";
 
 impl Attachment for FinalSent {
     fn insert_sqlite(&self, conn: &rusqlite::Connection) -> Result<()> {
-        conn.prepare_cached(final_sent_sql!("?1", "?2", "?3"))
+        conn.prepare_cached(FINAL_SENT_SQLITE)
             .and_then(|mut s| s.execute(rusqlite::params![self.id, self.signature, self.now]))
             .map_err(|e| Error::Database(format!("recording a signature: {e}")))?;
         Ok(())
@@ -371,7 +360,7 @@ impl Attachment for FinalSent {
 
     fn insert_postgres<'a>(&'a self, conn: &'a mut sqlx::PgConnection) -> TxFuture<'a> {
         Box::pin(async move {
-            sqlx::query(final_sent_sql!("$1", "$2", "$3"))
+            sqlx::query(FINAL_SENT_POSTGRES)
                 .bind(self.id.as_str())
                 .bind(self.signature.as_str())
                 .bind(self.now.as_str())
