@@ -17,17 +17,16 @@
 //! A passive checkpoint from another connection copies the log back but never lets it start
 //! over: SQLite rewinds the log only when a writer begins after *every* frame was copied, and a
 //! busy writer has always appended more by then. Left alone, the log grew by every page ever
-//! written (827 MB after twelve seconds of load, beside a 265 MB database). So when the
-//! checkpoint thread finds the log past its limit it asks the writer, which, between two
-//! batches, copies the last few frames itself; its next batch then rewinds the log, and
-//! `journal_size_limit` cuts the file back to the limit.
+//! written (827 MB after twelve seconds of load, beside a 265 MB database). So the writer looks
+//! at the log file's length after each batch, and past its limit, between two batches, copies the
+//! last few frames itself; its next batch then rewinds the log, and `journal_size_limit` cuts the
+//! file back to the limit. (Asked by the checkpoint thread instead, every 200 ms, the log could
+//! outgrow the limit by all that a fast writer appends in 200 ms: 10 MB against a 2 MB limit.)
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
@@ -39,6 +38,9 @@ use crate::error::{Error, Result};
 
 /// How often the checkpoint thread copies the write-ahead log back into the database file.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Least time between two of the writer's own checkpoints.
+const REWIND_EVERY: Duration = Duration::from_millis(50);
 
 /// The write-ahead log's size past which the writer starts it over, by default.
 pub const DEFAULT_WAL_LIMIT: u64 = 64 << 20;
@@ -109,24 +111,24 @@ impl SqliteAppender {
     /// size, in bytes, past which the writer starts it over.
     pub fn start(path: PathBuf, busy: Duration, wal_limit: u64) -> Result<SqliteAppender> {
         let conn = open(&path, busy, wal_limit)?;
-        let page_size: i64 = conn
-            .query_row("PRAGMA page_size", [], |r| r.get(0))
-            .map_err(db("reading page_size"))?;
-        let limit_frames = wal_limit / u64::try_from(page_size).unwrap_or(4096).max(512);
-        let rewind = Arc::new(AtomicBool::new(false));
+        let wal = wal_path(&path);
         let (batches, rx) = std_mpsc::channel::<Batch>();
-        let rewind_asked = rewind.clone();
         let thread = std::thread::Builder::new()
             .name("parapet-audit-sqlite".to_owned())
             .spawn(move || {
                 let mut conn = conn;
+                let mut last_rewind: Option<Instant> = None;
                 while let Ok(batch) = rx.recv() {
                     let result = commit(&mut conn, &batch.events, &batch.attached);
                     let _ = batch.reply.send(result);
-                    if rewind_asked.swap(false, Ordering::Relaxed) {
-                        // Nobody else appends meanwhile: this copies every frame, so that the
-                        // next batch can start the log over.
+                    // One `stat` per batch. Past the limit, this connection copies the frames the
+                    // checkpoint thread has not yet copied, so that its next batch starts the log
+                    // over; at most once per REWIND_EVERY, in case a reader's snapshot holds the
+                    // log and the copy cannot let it start over yet.
+                    let due = last_rewind.is_none_or(|t| t.elapsed() >= REWIND_EVERY);
+                    if due && wal_len(&wal) > wal_limit {
                         checkpoint(&conn);
+                        last_rewind = Some(Instant::now());
                     }
                 }
             })
@@ -139,9 +141,7 @@ impl SqliteAppender {
                 while let Err(std_mpsc::RecvTimeoutError::Timeout) =
                     stopped.recv_timeout(CHECKPOINT_EVERY)
                 {
-                    if checkpoint(&checkpoint_conn).is_some_and(|frames| frames > limit_frames) {
-                        rewind.store(true, Ordering::Relaxed);
-                    }
+                    checkpoint(&checkpoint_conn);
                 }
             })
             .map_err(|e| Error::Internal(format!("starting the checkpoint thread: {e}")))?;
@@ -185,6 +185,19 @@ impl Drop for SqliteAppender {
             let _ = thread.join();
         }
     }
+}
+
+/// SQLite's write-ahead log beside the database file at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// The log file's length; past the limit only when frames were appended past it since the log
+/// last started over (`journal_size_limit` cuts the file back to the limit then).
+fn wal_len(wal: &Path) -> u64 {
+    std::fs::metadata(wal).map_or(0, |m| m.len())
 }
 
 /// A passive checkpoint on `conn` (it never waits for the writer); the log's length in frames,
