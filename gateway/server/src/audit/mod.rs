@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod export;
 pub mod flood;
+mod jcs;
 pub mod query;
 pub mod record;
 pub mod replay;

@@ -10,9 +10,10 @@ use serde::Serialize;
 use super::chain::{GENESIS, StoredEvent, link_hash};
 use super::checkpoint::Checkpoint;
 use super::event::{FORMAT_VERSION, IndexColumns};
+use super::jcs::{self, Json};
 use super::query::MAX_PAGE;
 use super::store::Store;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The first problem found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -222,7 +223,7 @@ fn check_content(
     }
     let event = check_event(row)?;
     if let Some(stored) = cols
-        && IndexColumns::from_value(&event).as_ref() != Some(stored)
+        && IndexColumns::from_tree(&event).as_ref() != Some(stored)
     {
         return Err("the filter columns disagree with the event (edited)".to_owned());
     }
@@ -267,18 +268,18 @@ fn check_contents(
 
 /// The event itself: JSON, RFC 8785 form, format version 1, its own `seq`; parsed once, for the
 /// filter columns to be read from too.
-fn check_event(row: &StoredEvent) -> std::result::Result<serde_json::Value, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(&row.canonical).map_err(|_| "the event is not JSON".to_owned())?;
-    let again = serde_json_canonicalizer::to_string(&v)
-        .map_err(|_| "the event cannot be canonicalised".to_owned())?;
-    if again != row.canonical {
-        return Err("the event is not in RFC 8785 canonical form".to_owned());
-    }
-    if v.get("v").and_then(serde_json::Value::as_u64) != Some(u64::from(FORMAT_VERSION)) {
+fn check_event(row: &StoredEvent) -> std::result::Result<Json<'_>, String> {
+    let v = match jcs::parse_canonical(&row.canonical) {
+        Ok(v) => v,
+        Err(_) if Json::parse(&row.canonical).is_err() => {
+            return Err("the event is not JSON".to_owned());
+        }
+        Err(_) => return Err("the event is not in RFC 8785 canonical form".to_owned()),
+    };
+    if v.get("v").and_then(Json::as_u64) != Some(u64::from(FORMAT_VERSION)) {
         return Err("unknown event format version".to_owned());
     }
-    if v.get("seq").and_then(serde_json::Value::as_str) != Some(row.seq.to_string().as_str()) {
+    if v.get("seq").and_then(Json::as_str) != Some(row.seq.to_string().as_str()) {
         return Err("the event's own seq differs from its row (moved)".to_owned());
     }
     Ok(v)
@@ -327,10 +328,20 @@ pub async fn verify(
     let overlap_until = v.next_seq - 1;
     let archive_hashes: BTreeMap<i64, &[u8]> =
         archive.iter().map(|r| (r.seq, r.hash.as_slice())).collect();
+    // The next page is read while this one is checked: on a multi-threaded runtime the read
+    // (on the database's own thread) and the checks (on every core) overlap.
+    let read = |after: i64| {
+        let store = store.clone();
+        tokio::spawn(async move { store.range_with_columns(after, MAX_PAGE).await })
+    };
+    let mut next = read(after);
     while !v.failed() {
-        let page = store.range_with_columns(after, MAX_PAGE).await?;
+        let page = next
+            .await
+            .map_err(|e| Error::Internal(format!("reading the log: {e}")))??;
         let Some(last) = page.last() else { break };
         after = last.event.seq;
+        next = read(after);
         let mut fresh = Vec::with_capacity(page.len());
         for r in &page {
             if r.event.seq <= overlap_until && archive_verified {
