@@ -10,6 +10,7 @@ pub mod event;
 pub mod export;
 pub mod flood;
 mod jcs;
+mod packing;
 pub mod query;
 pub mod record;
 pub mod replay;

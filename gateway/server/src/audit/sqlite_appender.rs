@@ -50,8 +50,11 @@ pub const DEFAULT_WAL_LIMIT: u64 = 64 << 20;
 const CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
 
 /// Columns of one audit row, in the order [`insert_sql`] names them.
-const COLUMNS: &str = "seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids";
-const COLUMN_COUNT: usize = 14;
+const COLUMNS: &str = "seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids, packed";
+const COLUMN_COUNT: usize = 15;
+
+/// The `canonical` column of a packed row (the text is in `packed`).
+const PACKED_ROW_TEXT: &str = "";
 
 fn db(context: &'static str) -> impl Fn(rusqlite::Error) -> Error {
     move |e| Error::Database(format!("{context}: {e}"))
@@ -262,7 +265,7 @@ fn insert_rows(conn: &Connection, rows: &[NewRow]) -> rusqlite::Result<()> {
                 &r.seq,
                 &r.prev_hash,
                 &r.hash,
-                &r.canonical,
+                &PACKED_ROW_TEXT,
                 &r.cols.time,
                 &r.cols.request_id,
                 &r.cols.kind,
@@ -273,6 +276,7 @@ fn insert_rows(conn: &Connection, rows: &[NewRow]) -> rusqlite::Result<()> {
                 &r.cols.digest,
                 &r.cols.policy_version,
                 &r.cols.policy_ids,
+                &r.packed,
             ]);
         }
         statement.execute(values.as_slice())?;

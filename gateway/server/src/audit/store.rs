@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use super::chain::{Head, StoredEvent, link_hash};
 use super::event::{AuditEvent, IndexColumns, format_time};
+use super::packing;
 use super::query::BoundFilter;
 use crate::error::{Error, Result};
 use crate::store::db::{BeginWrite, with_pool};
@@ -53,7 +54,8 @@ pub(crate) struct NewRow {
     pub seq: i64,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
-    pub canonical: String,
+    /// The row's `packed` column ([`super::packing`]); its `canonical` column is left empty.
+    pub packed: Vec<u8>,
     pub cols: IndexColumns,
 }
 
@@ -66,11 +68,12 @@ pub(crate) fn link(head: &Head, events: &[AuditEvent]) -> Result<Vec<NewRow>> {
         seq += 1;
         let canonical = e.canonical(seq)?;
         let hash = link_hash(&prev, &canonical).to_vec();
+        let packed = packing::pack(&canonical).map_err(|e| Error::Internal(e.to_string()))?;
         rows.push(NewRow {
             seq,
             prev_hash: std::mem::replace(&mut prev, hash.clone()),
             hash,
-            canonical,
+            packed,
             cols: IndexColumns::from_event(e),
         });
     }
@@ -80,16 +83,15 @@ pub(crate) fn link(head: &Head, events: &[AuditEvent]) -> Result<Vec<NewRow>> {
 pub(crate) const SELECT_HEAD: &str = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1";
 pub(crate) const SELECT_ARCHIVE_POINT: &str =
     "SELECT up_to_seq, head_hash FROM audit_archives ORDER BY up_to_seq DESC LIMIT 1";
-const INSERT_ONE: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-const INSERT_UNNEST: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids) SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[])";
-const SELECT_RANGE: &str =
-    "SELECT seq, prev_hash, hash, canonical FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2";
-const SELECT_RANGE_WITH_COLUMNS: &str = "SELECT seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2";
-const FILTER_SQLITE: &str = "SELECT seq, prev_hash, hash, canonical FROM audit_events WHERE seq > $1 AND ($2 IS NULL OR time >= $2) AND ($3 IS NULL OR time < $3) AND ($4 IS NULL OR app = $4) AND ($5 IS NULL OR wallet = $5) AND ($6 IS NULL OR action = $6) AND ($7 IS NULL OR decision = $7) AND ($8 IS NULL OR kind = $8) AND ($9 IS NULL OR instr(policy_ids, $9) > 0) AND ($10 IS NULL OR digest = $10) AND ($11 IS NULL OR request_id = $11) ORDER BY seq LIMIT $12";
-const FILTER_POSTGRES: &str = "SELECT seq, prev_hash, hash, canonical FROM audit_events WHERE seq > $1 AND ($2::text IS NULL OR time >= $2) AND ($3::text IS NULL OR time < $3) AND ($4::text IS NULL OR app = $4) AND ($5::text IS NULL OR wallet = $5) AND ($6::text IS NULL OR action = $6) AND ($7::text IS NULL OR decision = $7) AND ($8::text IS NULL OR kind = $8) AND ($9::text IS NULL OR strpos(policy_ids, $9) > 0) AND ($10::text IS NULL OR digest = $10) AND ($11::text IS NULL OR request_id = $11) ORDER BY seq LIMIT $12";
+const INSERT_ONE: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids, packed) VALUES ($1, $2, $3, '', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+const INSERT_UNNEST: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids, packed) SELECT seq, prev_hash, hash, '', time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids, packed FROM UNNEST($1::int8[], $2::bytea[], $3::bytea[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::bytea[]) AS r(seq, prev_hash, hash, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids, packed)";
+const SELECT_RANGE: &str = "SELECT seq, prev_hash, hash, canonical, packed FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2";
+const SELECT_RANGE_WITH_COLUMNS: &str = "SELECT seq, prev_hash, hash, canonical, packed, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2";
+const FILTER_SQLITE: &str = "SELECT seq, prev_hash, hash, canonical, packed FROM audit_events WHERE seq > $1 AND ($2 IS NULL OR time >= $2) AND ($3 IS NULL OR time < $3) AND ($4 IS NULL OR app = $4) AND ($5 IS NULL OR wallet = $5) AND ($6 IS NULL OR action = $6) AND ($7 IS NULL OR decision = $7) AND ($8 IS NULL OR kind = $8) AND ($9 IS NULL OR instr(policy_ids, $9) > 0) AND ($10 IS NULL OR digest = $10) AND ($11 IS NULL OR request_id = $11) ORDER BY seq LIMIT $12";
+const FILTER_POSTGRES: &str = "SELECT seq, prev_hash, hash, canonical, packed FROM audit_events WHERE seq > $1 AND ($2::text IS NULL OR time >= $2) AND ($3::text IS NULL OR time < $3) AND ($4::text IS NULL OR app = $4) AND ($5::text IS NULL OR wallet = $5) AND ($6::text IS NULL OR action = $6) AND ($7::text IS NULL OR decision = $7) AND ($8::text IS NULL OR kind = $8) AND ($9::text IS NULL OR strpos(policy_ids, $9) > 0) AND ($10::text IS NULL OR digest = $10) AND ($11::text IS NULL OR request_id = $11) ORDER BY seq LIMIT $12";
 const SELECT_BY_SEQ: &str =
-    "SELECT seq, prev_hash, hash, canonical FROM audit_events WHERE seq = $1";
-const SELECT_BY_REQUEST: &str = "SELECT seq, prev_hash, hash, canonical FROM audit_events WHERE request_id = $1 ORDER BY seq LIMIT 1";
+    "SELECT seq, prev_hash, hash, canonical, packed FROM audit_events WHERE seq = $1";
+const SELECT_BY_REQUEST: &str = "SELECT seq, prev_hash, hash, canonical, packed FROM audit_events WHERE request_id = $1 ORDER BY seq LIMIT 1";
 
 /// A row with its derived columns, for `verify`.
 #[derive(Debug, Clone)]
@@ -103,14 +105,31 @@ where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
     i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     Vec<u8>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    Option<Vec<u8>>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
     String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
 {
+    let seq: i64 = r.try_get("seq")?;
+    let text: String = r.try_get("canonical")?;
+    let packed: Option<Vec<u8>> = r.try_get("packed")?;
     Ok(StoredEvent {
-        seq: r.try_get("seq")?,
+        seq,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
-        canonical: r.try_get("canonical")?,
+        canonical: canonical_text(seq, text, packed.as_deref()),
     })
+}
+
+/// A row's canonical text: its `canonical` column when not empty (rows from before packing, or
+/// text written beside a packing), else its packing unpacked. A packing that does not unpack
+/// reads as empty text, whose hash cannot match: `verify` names the row instead of stopping.
+pub(crate) fn canonical_text(seq: i64, text: String, packed: Option<&[u8]>) -> String {
+    match packed {
+        Some(p) if text.is_empty() => packing::unpack(p).unwrap_or_else(|error| {
+            tracing::warn!(seq, %error, "an audit row's packing does not unpack");
+            String::new()
+        }),
+        _ => text,
+    }
 }
 
 fn columns<R: Row>(r: &R) -> std::result::Result<IndexColumns, sqlx::Error>
@@ -448,7 +467,6 @@ where
     q.bind(r.seq)
         .bind(r.prev_hash.clone())
         .bind(r.hash.clone())
-        .bind(r.canonical.clone())
         .bind(r.cols.time.clone())
         .bind(r.cols.request_id.clone())
         .bind(r.cols.kind.clone())
@@ -459,6 +477,7 @@ where
         .bind(r.cols.digest.clone())
         .bind(r.cols.policy_version.clone())
         .bind(r.cols.policy_ids.clone())
+        .bind(r.packed.clone())
 }
 
 /// [`Store::append_batch`] on PostgreSQL, also inserting `attached` rows in the same
@@ -492,11 +511,6 @@ pub(crate) async fn append_postgres(
         )
         .bind(
             rows.iter()
-                .map(|r| r.canonical.clone())
-                .collect::<Vec<String>>(),
-        )
-        .bind(
-            rows.iter()
                 .map(|r| r.cols.time.clone())
                 .collect::<Vec<String>>(),
         )
@@ -520,6 +534,11 @@ pub(crate) async fn append_postgres(
             rows.iter()
                 .map(|r| r.cols.policy_ids.clone())
                 .collect::<Vec<String>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|r| r.packed.clone())
+                .collect::<Vec<Vec<u8>>>(),
         )
         .execute(&mut *tx)
         .await

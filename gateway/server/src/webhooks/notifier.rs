@@ -30,7 +30,10 @@ pub const NOTIFIED: &[(&str, &str)] = &[
 
 /// The same actions as [`NOTIFIED`], spelled into the statement (statements are static text;
 /// a unit test keeps the two in step).
-const EVENTS_SQL: &str = "SELECT seq, action, canonical FROM audit_events WHERE action IN ('recovery.open', 'recovery.cancel', 'recovery.complete', 'recovery.setup', 'totp.enrol', 'totp.remove', 'device.pair', 'device.add', 'device.revoke', 'device.resync', 'kit.export', 'wallet.refresh') AND seq > $1 ORDER BY seq LIMIT 200";
+const EVENTS_SQL: &str = "SELECT seq, action, canonical, packed FROM audit_events WHERE action IN ('recovery.open', 'recovery.cancel', 'recovery.complete', 'recovery.setup', 'totp.enrol', 'totp.remove', 'device.pair', 'device.add', 'device.revoke', 'device.resync', 'kit.export', 'wallet.refresh') AND seq > $1 ORDER BY seq LIMIT 200";
+
+/// `seq`, `action`, and the event's text as stored (`canonical`, `packed`).
+type EventRow = (i64, Option<String>, String, Option<Vec<u8>>);
 
 /// The apps told about a user's events — the user's apps: those the user ever had a session
 /// with or holds an active consent for, and the app the event names — when they registered a
@@ -78,14 +81,15 @@ pub async fn enqueue(store: &Store, now: OffsetDateTime) -> Result<usize> {
         let mut tx = pool.begin_write().await.map_err(db("queueing webhooks"))?;
         let (cursor,): (i64,) = sqlx::query_as("SELECT seq FROM webhook_cursor WHERE id = 1")
             .fetch_one(&mut *tx).await.map_err(db("reading the webhook cursor"))?;
-        let rows: Vec<(i64, Option<String>, String)> = sqlx::query_as(EVENTS_SQL)
+        let rows: Vec<EventRow> = sqlx::query_as(EVENTS_SQL)
             .bind(cursor).fetch_all(&mut *tx).await.map_err(db("reading audit events for webhooks"))?;
         let Some(last) = rows.last().map(|r| r.0) else {
             return Ok(0);
         };
         let mut events = Vec::new();
-        for (seq, action, canonical) in rows {
+        for (seq, action, text, packed) in rows {
             let Some(kind) = action.as_deref().and_then(notification_type) else { continue };
+            let canonical = crate::audit::store::canonical_text(seq, text, packed.as_deref());
             let Ok(event) = serde_json::from_str::<Value>(&canonical) else {
                 tracing::warn!(seq, "an audit event is not JSON; not notified");
                 continue;

@@ -401,10 +401,20 @@ async fn the_database_refuses_update_delete_and_truncate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_the_first_bad_seq_for_each_kind_of_tampering() {
-    let cases: [(&str, &'static str, &str); 5] = [
+    let cases: [(&str, &'static str, &str); 7] = [
         (
-            "edited byte",
-            "UPDATE audit_events SET canonical = replace(canonical, 'req-9\"', 'req-X\"') WHERE seq = 10",
+            "another event's packing",
+            "UPDATE audit_events SET packed = (SELECT packed FROM audit_events WHERE seq = 11) WHERE seq = 10",
+            "10",
+        ),
+        (
+            "damaged packing",
+            "UPDATE audit_events SET packed = substr(packed, 1, 20) WHERE seq = 10",
+            "10",
+        ),
+        (
+            "text written beside a packing",
+            "UPDATE audit_events SET canonical = '{\"kind\":\"decision\"}' WHERE seq = 10",
             "10",
         ),
         ("deleted row", "DELETE FROM audit_events WHERE seq = 7", "7"),
@@ -420,7 +430,7 @@ async fn verify_names_the_first_bad_seq_for_each_kind_of_tampering() {
         ),
         (
             "inserted row",
-            "DELETE FROM audit_events WHERE seq = 20; INSERT INTO audit_events SELECT 20, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids FROM audit_events WHERE seq = 3",
+            "DELETE FROM audit_events WHERE seq = 20; INSERT INTO audit_events SELECT 20, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids, packed FROM audit_events WHERE seq = 3",
             "20",
         ),
     ];
@@ -978,4 +988,85 @@ async fn a_wide_flood_is_flushed_in_group_commits_with_every_count() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(largest > 1, "largest batch {largest}");
     log.shutdown().await;
+}
+
+/// Rows written before events were packed keep their text in `canonical` and no packing: they
+/// still read back, export and verify, and packed rows chain on after them.
+#[tokio::test]
+async fn rows_from_before_packing_still_read_export_and_verify() {
+    const LEGACY: &str = "INSERT INTO audit_events (seq, prev_hash, hash, canonical, time, request_id, kind, app, wallet, action, decision, digest, policy_version, policy_ids) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+    macro_rules! insert_legacy {
+        ($pool:expr, $seq:expr, $prev:expr, $hash:expr, $text:expr, $c:expr) => {{
+            sqlx::query(LEGACY)
+                .bind($seq)
+                .bind($prev)
+                .bind($hash)
+                .bind($text)
+                .bind($c.time)
+                .bind($c.request_id)
+                .bind($c.kind)
+                .bind($c.app)
+                .bind($c.wallet)
+                .bind($c.action)
+                .bind($c.decision)
+                .bind($c.digest)
+                .bind($c.policy_version)
+                .bind($c.policy_ids)
+                .execute($pool)
+                .await
+                .unwrap();
+        }};
+    }
+    for db in databases("data/parapet.db").await {
+        let log = open(&db, opts()).await;
+        let store = log.store().clone();
+        let mut prev = audit::GENESIS.to_vec();
+        let mut texts = Vec::new();
+        for seq in 1..=3i64 {
+            let text = event(seq as u64).canonical(seq).unwrap();
+            let hash = audit::chain::link_hash(&prev, &text).to_vec();
+            let c = audit::event::IndexColumns::from_canonical(&text).unwrap();
+            match &store {
+                Store::Sqlite(pool) => {
+                    insert_legacy!(pool, seq, prev.clone(), hash.clone(), text.clone(), c)
+                }
+                Store::Postgres(pool) => {
+                    insert_legacy!(pool, seq, prev.clone(), hash.clone(), text.clone(), c)
+                }
+            };
+            prev = hash;
+            texts.push(text);
+        }
+        // The writer reads the head from the database, so its events chain on after these.
+        append_n(&log, 4..7).await;
+        let r = check(&store).await;
+        assert!(r.ok && r.events == 6, "{:?}: {r:?}", db.backend);
+        assert_eq!(store.by_seq(2).await.unwrap().unwrap().canonical, texts[1]);
+        let exported = ndjson(&store).await;
+        for text in &texts {
+            assert!(exported.contains(&serde_json::to_string(text).unwrap()));
+        }
+        let packed: i64 = match &store {
+            Store::Sqlite(pool) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit_events WHERE packed IS NOT NULL AND canonical = ''",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+            Store::Postgres(pool) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit_events WHERE packed IS NOT NULL AND canonical = ''",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap(),
+        };
+        assert_eq!(packed, 3, "the new rows are packed");
+        assert_eq!(
+            store.by_seq(5).await.unwrap().unwrap().canonical,
+            event(5).canonical(5).unwrap()
+        );
+        log.shutdown().await;
+        store.close().await;
+        db.drop_pg().await;
+    }
 }
