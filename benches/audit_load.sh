@@ -61,4 +61,9 @@ for run in $(seq 1 "$RUNS"); do
   awk -v a="$audited" -v h="$rate" 'BEGIN { printf "  audited / healthz = %.1f %%\n", a * 100 / h }'
 done
 curl -s "http://127.0.0.1:$PORT/metrics" | grep -E "^parapet_audit_(events_total|batches_total|batch_largest|commit_seconds_total)"
+if [ -z "${PARAPET_DATABASE_URL:-}" ] && command -v sqlite3 >/dev/null; then
+  # The log's size as SQLite counts it (table, indexes, and what the write-ahead log still
+  # holds), per event.
+  sqlite3 "$scratch/data/parapet.db" "SELECT 'stored: ' || (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()) || ' bytes for ' || (SELECT MAX(seq) FROM audit_events) || ' events = ' || ((SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()) / (SELECT MAX(seq) FROM audit_events)) || ' bytes/event'"
+fi
 ( cd "$scratch" && "$OLDPWD/target/release/parapet" audit verify )
