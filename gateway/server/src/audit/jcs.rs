@@ -74,37 +74,7 @@ impl Jcs {
 
     /// Any JSON value, objects with their keys sorted.
     pub(crate) fn value(&mut self, v: &Value) -> Result<(), JcsError> {
-        match v {
-            Value::Null => self.raw("null"),
-            Value::Bool(true) => self.raw("true"),
-            Value::Bool(false) => self.raw("false"),
-            Value::Number(n) => self.number(n)?,
-            Value::String(s) => self.string(s),
-            Value::Array(items) => {
-                self.buf.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.buf.push(b',');
-                    }
-                    self.value(item)?;
-                }
-                self.buf.push(b']');
-            }
-            Value::Object(map) => {
-                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-                entries.sort_unstable_by(|a, b| utf16_order(a.0, b.0));
-                self.buf.push(b'{');
-                for (i, (k, v)) in entries.into_iter().enumerate() {
-                    if i > 0 {
-                        self.buf.push(b',');
-                    }
-                    self.key(k);
-                    self.value(v)?;
-                }
-                self.buf.push(b'}');
-            }
-        }
-        Ok(())
+        self.tree(&Json::from_value(v))
     }
 
     fn number(&mut self, n: &Number) -> Result<(), JcsError> {
@@ -153,6 +123,22 @@ impl<'a> Json<'a> {
         match self {
             Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
+        }
+    }
+
+    /// A view of a `serde_json` value, borrowing its strings.
+    pub(crate) fn from_value(v: &'a Value) -> Json<'a> {
+        match v {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Number(n) => Json::Number(n.clone()),
+            Value::String(s) => Json::Str(Cow::Borrowed(s)),
+            Value::Array(items) => Json::Array(items.iter().map(Json::from_value).collect()),
+            Value::Object(map) => Json::Object(
+                map.iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Json::from_value(v)))
+                    .collect(),
+            ),
         }
     }
 
