@@ -203,15 +203,12 @@ fn wal_len(wal: &Path) -> u64 {
     std::fs::metadata(wal).map_or(0, |m| m.len())
 }
 
-/// A passive checkpoint on `conn` (it never waits for the writer); the log's length in frames,
-/// or `None` when it failed (logged: the next one tries again).
-fn checkpoint(conn: &Connection) -> Option<u64> {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-        Ok(frames) => Some(u64::try_from(frames).unwrap_or(0)),
-        Err(error) => {
-            tracing::warn!(%error, "checkpointing the SQLite write-ahead log failed");
-            None
-        }
+/// A passive checkpoint on `conn` (it never waits for the writer). A failure is logged; the next
+/// one tries again.
+fn checkpoint(conn: &Connection) {
+    if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+    {
+        tracing::warn!(%error, "checkpointing the SQLite write-ahead log failed");
     }
 }
 
