@@ -14,6 +14,10 @@ use parapet_gateway::request::AuthorizeRequest;
 use parapet_gateway::service::pipeline;
 use time::macros::datetime;
 
+/// The allocator `parapet` runs with (src/main.rs), so these figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// eth-account-built unsigned 1559 transfer of 250 USDC (tests/fixtures/good/erc20-transfer-usdc-small.json).
 fn request() -> AuthorizeRequest {
     let fixture = std::fs::read_to_string(concat!(

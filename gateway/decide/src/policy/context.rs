@@ -2,12 +2,16 @@
 //! three ways: as Cedar values for evaluation, as Cedar JSON for the audit record and replay, and
 //! as plain JSON (`facts`) for callers. One source for all three keeps them from drifting apart.
 
+#[cfg(test)]
 use cedar_policy::{Context, RestrictedExpression};
 use serde_json::{Map, Value};
 use time::{OffsetDateTime, UtcOffset};
 
 use super::DecisionInput;
-use super::names::{self, Names};
+use super::names;
+#[cfg(test)]
+use super::names::Names;
+#[cfg(test)]
 use crate::error::{Error, Result};
 use crate::facts::Amount;
 
@@ -39,6 +43,9 @@ pub(crate) enum Val {
 }
 
 impl Val {
+    /// The restricted expression `cedar-policy` takes: the route [`super::values`] replaces,
+    /// kept as the reference its tests compare with.
+    #[cfg(test)]
     pub(crate) fn to_expr(&self, names: &Names) -> Result<RestrictedExpression> {
         Ok(match self {
             Val::Bool(b) => RestrictedExpression::new_bool(*b),
@@ -64,7 +71,7 @@ impl Val {
                     .collect::<Result<Vec<_>>>()?,
             )
             .map_err(|e| Error::Internal(format!("context record: {e}")))?,
-            Val::Datetime(s) => datetime_expr(s),
+            Val::Datetime(s) => RestrictedExpression::new_datetime(s),
         })
     }
 
@@ -140,8 +147,8 @@ fn amount(a: &Amount) -> Val {
 
 /// `now` in Cedar's `datetime` syntax, UTC, truncated to the second (written with `.000`
 /// milliseconds, the form callers already see). Policies reason in minutes and hours; the
-/// second is also what lets consecutive requests share one built expression (see
-/// [`datetime_expr`]).
+/// second is also what lets consecutive requests share one built value (see
+/// [`super::values`]).
 pub(crate) fn cedar_datetime(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
     format!(
@@ -153,28 +160,6 @@ pub(crate) fn cedar_datetime(t: OffsetDateTime) -> String {
         t.minute(),
         t.second()
     )
-}
-
-thread_local! {
-    static LAST_DATETIME: std::cell::RefCell<Option<(String, RestrictedExpression)>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// `datetime("…")`, reusing this thread's previous expression when the text is the same:
-/// building one parses the function name with Cedar's parser, which costs more than
-/// evaluating it (about 3 µs of a decision otherwise).
-fn datetime_expr(s: &str) -> RestrictedExpression {
-    LAST_DATETIME.with(|cell| {
-        let mut last = cell.borrow_mut();
-        match last.as_ref() {
-            Some((text, expr)) if text == s => expr.clone(),
-            _ => {
-                let expr = RestrictedExpression::new_datetime(s);
-                *last = Some((s.to_owned(), expr.clone()));
-                expr
-            }
-        }
-    })
 }
 
 /// Every context attribute, in docs/architecture.md §4 order; the position is its [`presence`] bit.
@@ -321,6 +306,8 @@ pub(crate) fn build(input: &DecisionInput<'_>) -> Vec<(&'static str, Val)> {
     c
 }
 
+/// The context through restricted expressions (the reference for [`super::values::context`]).
+#[cfg(test)]
 pub(crate) fn to_context(fields: &[(&'static str, Val)], names: &Names) -> Result<Context> {
     let pairs = fields
         .iter()
@@ -380,10 +367,6 @@ mod tests {
         assert_eq!(cedar_datetime(t), "2023-11-14T22:13:20.000Z");
         let shifted = t.to_offset(UtcOffset::from_hms(2, 0, 0).unwrap());
         assert_eq!(cedar_datetime(shifted), "2023-11-14T22:13:20.000Z");
-        // The cached expression is the one for the same text only.
-        assert!(format!("{:?}", datetime_expr("2023-11-14T22:13:20Z")).contains("22:13:20Z"));
-        assert!(format!("{:?}", datetime_expr("2023-11-14T22:13:21Z")).contains("22:13:21Z"));
-        assert!(format!("{:?}", datetime_expr("2023-11-14T22:13:20Z")).contains("22:13:20Z"));
     }
 
     #[test]

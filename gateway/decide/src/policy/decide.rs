@@ -29,7 +29,7 @@ struct Built {
 fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
     let names = &set.names;
     let fields: Vec<(&'static str, Val)> = context::build(input);
-    let context = context::to_context(&fields, names)?;
+    let context = super::values::context(&fields, names)?;
     let wallet_id = address_id(&input.wallet.address);
     let action = input.facts.action.as_str();
     let request = Request::new(

@@ -16,12 +16,14 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use cedar_policy::{Entities, Entity, EntityUid, RestrictedExpression, Schema};
+use cedar_policy_core::ast;
 use serde_json::{Map, Value};
 
 use super::DecisionInput;
 use super::context::{Kind, Val};
 use super::diag::detailed;
 use super::names::{self, Names};
+use super::values;
 use crate::error::{Error, Result};
 use crate::records::{AppRecord, WalletRecord};
 
@@ -30,7 +32,7 @@ pub(crate) struct StaticEntities {
     /// The actions, the address lists and the addresses policies name literally.
     base: Entities,
     /// Every Address entity by its id (lower-case 0x), ancestors already closed.
-    addresses: HashMap<String, Entity>,
+    addresses: HashMap<String, Arc<ast::Entity>>,
     /// `base` plus every address: what a replay evaluates against.
     full: Entities,
     /// Lists the entity files declare, explicitly or as some entity's parent.
@@ -137,15 +139,19 @@ impl StaticEntities {
             Some(schema),
         )
         .map_err(|e| Error::Config(detailed(&e)))?;
-        let addresses: HashMap<String, Entity> = full
+        let addresses: HashMap<String, Arc<ast::Entity>> = full
             .iter()
             .filter(|e| e.uid().type_name() == &names.address)
-            .map(|e| (e.uid().id().unescaped().to_owned(), e.clone()))
+            .map(|e| {
+                let core: &ast::Entity = e.as_ref();
+                (e.uid().id().unescaped().to_owned(), Arc::new(core.clone()))
+            })
             .collect();
         let literal_addresses: Vec<Entity> = literals
             .iter()
             .filter(|l| l.type_name() == &names.address)
-            .filter_map(|l| addresses.get(l.id().unescaped()).cloned())
+            .filter_map(|l| addresses.get(l.id().unescaped()))
+            .map(|e| Entity::from(ast::Entity::clone(e)))
             .collect();
         let base = Entities::from_entities(
             list_entities.into_iter().chain(literal_addresses),
@@ -171,17 +177,13 @@ impl StaticEntities {
     ) -> Result<(Store, Value)> {
         let cached = cache.get_or_build(input, || {
             let (dynamic, json) = dynamic(names, input)?;
-            let store = self
-                .base
-                .clone()
-                .add_entities(dynamic, None)
-                .map_err(|e| Error::Internal(format!("entities: {e}")))?;
+            let store = values::add_closed(&self.base, dynamic)?;
             Ok((store, json))
         })?;
         let json = cached.json.clone();
         addresses.sort_unstable();
         addresses.dedup();
-        let listed: Vec<Entity> = addresses
+        let listed: Vec<Arc<ast::Entity>> = addresses
             .into_iter()
             .filter_map(|a| self.addresses.get(a))
             .cloned()
@@ -189,11 +191,7 @@ impl StaticEntities {
         if listed.is_empty() {
             return Ok((Store::Shared(cached), json));
         }
-        let store = cached
-            .store
-            .clone()
-            .add_entities(listed, None)
-            .map_err(|e| Error::Internal(format!("entities: {e}")))?;
+        let store = values::add_closed(&cached.store, listed)?;
         Ok((Store::Owned(store), json))
     }
 
@@ -304,17 +302,14 @@ fn entity(
     id: &str,
     attrs: Vec<(&'static str, Val)>,
     parents: (&cedar_policy::EntityTypeName, &str, &[String]),
-) -> Result<(Entity, Value)> {
+) -> Result<(Arc<ast::Entity>, Value)> {
     let (pty, pty_str, pids) = parents;
-    let mut expr_attrs = HashMap::with_capacity(attrs.len());
     let mut json_attrs = Map::with_capacity(attrs.len());
     for (k, v) in &attrs {
-        expr_attrs.insert((*k).to_owned(), v.to_expr(names)?);
         json_attrs.insert((*k).to_owned(), v.to_cedar_json());
     }
-    let parent_uids: HashSet<EntityUid> = pids.iter().map(|p| names.uid(pty, p)).collect();
-    let e = Entity::new(names.uid(ty, id), expr_attrs, parent_uids)
-        .map_err(|e| Error::Internal(format!("entity {ty_str}::{id:?}: {e}")))?;
+    let parent_uids: HashSet<ast::EntityUID> = pids.iter().map(|p| values::uid(pty, p)).collect();
+    let e = values::entity(values::uid(ty, id), &attrs, parent_uids, names)?;
     let mut j = Map::with_capacity(3);
     j.insert("uid".to_owned(), names::uid_json(ty_str, id));
     j.insert("attrs".to_owned(), Value::Object(json_attrs));
@@ -322,10 +317,10 @@ fn entity(
         "parents".to_owned(),
         Value::Array(pids.iter().map(|p| names::uid_json(pty_str, p)).collect()),
     );
-    Ok((e, Value::Object(j)))
+    Ok((Arc::new(e), Value::Object(j)))
 }
 
-fn app_entity(names: &Names, app: &AppRecord) -> Result<(Entity, Value)> {
+fn app_entity(names: &Names, app: &AppRecord) -> Result<(Arc<ast::Entity>, Value)> {
     entity(
         names,
         &names.app,
@@ -343,7 +338,7 @@ fn app_entity(names: &Names, app: &AppRecord) -> Result<(Entity, Value)> {
     )
 }
 
-fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Entity, Value)> {
+fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Arc<ast::Entity>, Value)> {
     let wallet_id = names::address_id(&wallet.address);
     let mut attrs = vec![("address", Val::Str(wallet_id.clone()))];
     if let Some(owner) = wallet.owner {
@@ -466,7 +461,7 @@ impl StoreCache {
 }
 
 /// App, wallet and users of one request, as Cedar entities and as their JSON records.
-fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Entity>, Value)> {
+fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Arc<ast::Entity>>, Value)> {
     let app = input.app;
     let wallet = input.wallet;
     let mut out = Vec::with_capacity(4);

@@ -23,6 +23,7 @@ mod scopes;
 mod slice;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod values;
 mod version;
 
 use std::collections::{BTreeMap, HashMap};
