@@ -11,7 +11,7 @@ use crate::decode;
 use crate::error::Result;
 use crate::facts::{Action, Facts};
 use crate::ledger::{Ledger, Velocity};
-use crate::policy::{DecisionInput, DeterminingPolicy, LoadedPolicies};
+use crate::policy::{DecisionInput, DeterminingPolicy, JsonText, LoadedPolicies};
 use crate::records::{AppRecord, LabelsSource, SessionFacts, WalletRecord};
 use crate::request::AuthorizeRequest;
 
@@ -63,11 +63,11 @@ pub struct Outcome {
     pub labels_source: LabelsSource,
     /// The Cedar context sent, addresses as 0x strings (see policies/README.md).
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-    pub facts: serde_json::Value,
+    pub facts: JsonText,
     #[serde(skip)]
-    pub cedar_request: serde_json::Value,
+    pub cedar_request: JsonText,
     #[serde(skip)]
-    pub entities: serde_json::Value,
+    pub entities: JsonText,
     #[serde(skip)]
     pub timings: StageTimings,
     /// A deny that only `@step_up` forbids caused, without errors (docs/architecture.md §6).

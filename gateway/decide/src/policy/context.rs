@@ -4,7 +4,9 @@
 
 #[cfg(test)]
 use cedar_policy::{Context, RestrictedExpression};
-use serde_json::{Map, Value};
+#[cfg(test)]
+use serde_json::Map;
+use serde_json::Value;
 use time::{OffsetDateTime, UtcOffset};
 
 use super::DecisionInput;
@@ -23,7 +25,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    fn type_str(self) -> &'static str {
+    pub(crate) fn type_str(self) -> &'static str {
         match self {
             Kind::Address => names::ADDRESS,
             Kind::User => names::USER,
@@ -75,8 +77,8 @@ impl Val {
         })
     }
 
-    /// Cedar's JSON value form (entity and extension escapes spelt out), which
-    /// `Context::from_json_value` and `Entity::from_json_value` read back.
+    /// Cedar's JSON value form as a tree: the reference [`super::json_text`] is held to.
+    #[cfg(test)]
     pub(crate) fn to_cedar_json(&self) -> Value {
         match self {
             Val::Bool(b) => Value::Bool(*b),
@@ -105,7 +107,9 @@ impl Val {
         }
     }
 
-    /// Plain JSON: entities as their id (addresses "0x…"), datetimes as their string.
+    /// Plain JSON as a tree: entities as their id (addresses "0x…"), datetimes as their
+    /// string; the reference [`super::json_text`] is held to.
+    #[cfg(test)]
     pub(crate) fn to_plain_json(&self) -> Value {
         match self {
             Val::Bool(b) => Value::Bool(*b),
@@ -316,6 +320,7 @@ pub(crate) fn to_context(fields: &[(&'static str, Val)], names: &Names) -> Resul
     Context::from_pairs(pairs).map_err(|e| Error::Internal(format!("context: {e}")))
 }
 
+#[cfg(test)]
 pub(crate) fn to_json(fields: &[(&'static str, Val)], cedar: bool) -> Value {
     Value::Object(
         fields

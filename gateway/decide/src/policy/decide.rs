@@ -2,11 +2,12 @@
 //! Cedar's answer into ours (deny by default, forbid wins, any error denies).
 
 use cedar_policy::{Context, Entities, Entity, EntityUid, PolicySet, Request};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::context::{self, Val};
 use super::entities::Store;
-use super::names::{self, address_id, uid_json};
+use super::json_text::{self, JsonText};
+use super::names::{self, address_id};
 use super::slice::Want;
 use super::{
     BASIC_SCOPE, DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, DeterminingPolicy,
@@ -21,9 +22,9 @@ struct Built {
     store: Store,
     /// Context attributes present, for slicing.
     present: u32,
-    facts: Value,
-    cedar_request: Value,
-    entities: Value,
+    facts: JsonText,
+    cedar_request: JsonText,
+    entities: JsonText,
 }
 
 fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
@@ -47,17 +48,12 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
     let (store, entities) = set
         .statics
         .for_request(names, &set.stores, input, addresses)?;
-    let mut cedar_request = Map::with_capacity(4);
-    cedar_request.insert("principal".to_owned(), uid_json(names::APP, &input.app.id));
-    cedar_request.insert("action".to_owned(), uid_json(names::ACTION, action));
-    cedar_request.insert("resource".to_owned(), uid_json(names::WALLET, &wallet_id));
-    cedar_request.insert("context".to_owned(), context::to_json(&fields, true));
     Ok(Built {
         request,
         present: context::presence(&fields),
         store,
-        facts: context::to_json(&fields, false),
-        cedar_request: Value::Object(cedar_request),
+        facts: json_text::facts(&fields),
+        cedar_request: json_text::cedar_request(&input.app.id, action, &wallet_id, &fields),
         entities,
     })
 }
@@ -394,8 +390,8 @@ pub(crate) fn replay(
         determining: v.determining,
         errors: v.errors,
         scope_not_approved: v.scope_not_approved,
-        facts: context::cedar_json_to_plain(context_json),
-        cedar_request: cedar_request.clone(),
-        entities: entities.clone(),
+        facts: JsonText::from_value(&context::cedar_json_to_plain(context_json)),
+        cedar_request: JsonText::from_value(cedar_request),
+        entities: JsonText::from_value(entities),
     })
 }

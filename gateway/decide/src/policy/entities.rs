@@ -22,6 +22,7 @@ use serde_json::{Map, Value};
 use super::DecisionInput;
 use super::context::{Kind, Val};
 use super::diag::detailed;
+use super::json_text::{self, JsonText};
 use super::names::{self, Names};
 use super::values;
 use crate::error::{Error, Result};
@@ -174,7 +175,7 @@ impl StaticEntities {
         cache: &StoreCache,
         input: &DecisionInput<'_>,
         mut addresses: Vec<&str>,
-    ) -> Result<(Store, Value)> {
+    ) -> Result<(Store, JsonText)> {
         let cached = cache.get_or_build(input, || {
             let (dynamic, json) = dynamic(names, input)?;
             let store = values::add_closed(&self.base, dynamic)?;
@@ -294,39 +295,45 @@ fn check_file(
     Some(out)
 }
 
-/// One dynamic entity in both forms.
-fn entity(
-    names: &Names,
-    ty: &cedar_policy::EntityTypeName,
-    ty_str: &str,
-    id: &str,
+/// One dynamic entity: its type (Cedar's and as text), id, attributes and parents.
+struct Dynamic<'a> {
+    ty: &'a cedar_policy::EntityTypeName,
+    ty_str: &'static str,
+    id: String,
     attrs: Vec<(&'static str, Val)>,
-    parents: (&cedar_policy::EntityTypeName, &str, &[String]),
-) -> Result<(Arc<ast::Entity>, Value)> {
-    let (pty, pty_str, pids) = parents;
-    let mut json_attrs = Map::with_capacity(attrs.len());
-    for (k, v) in &attrs {
-        json_attrs.insert((*k).to_owned(), v.to_cedar_json());
-    }
-    let parent_uids: HashSet<ast::EntityUID> = pids.iter().map(|p| values::uid(pty, p)).collect();
-    let e = values::entity(values::uid(ty, id), &attrs, parent_uids, names)?;
-    let mut j = Map::with_capacity(3);
-    j.insert("uid".to_owned(), names::uid_json(ty_str, id));
-    j.insert("attrs".to_owned(), Value::Object(json_attrs));
-    j.insert(
-        "parents".to_owned(),
-        Value::Array(pids.iter().map(|p| names::uid_json(pty_str, p)).collect()),
-    );
-    Ok((Arc::new(e), Value::Object(j)))
+    parent_ty: &'a cedar_policy::EntityTypeName,
+    parent_ty_str: &'static str,
+    parents: &'a [String],
 }
 
-fn app_entity(names: &Names, app: &AppRecord) -> Result<(Arc<ast::Entity>, Value)> {
-    entity(
-        names,
-        &names.app,
-        names::APP,
-        &app.id,
-        vec![
+impl Dynamic<'_> {
+    fn entity(&self, names: &Names) -> Result<Arc<ast::Entity>> {
+        let parents = self
+            .parents
+            .iter()
+            .map(|p| values::uid(self.parent_ty, p))
+            .collect();
+        let uid = values::uid(self.ty, &self.id);
+        Ok(Arc::new(values::entity(uid, &self.attrs, parents, names)?))
+    }
+
+    fn text(&self) -> json_text::EntityText<'_> {
+        json_text::EntityText {
+            ty: self.ty_str,
+            id: &self.id,
+            attrs: &self.attrs,
+            parent_ty: self.parent_ty_str,
+            parents: self.parents,
+        }
+    }
+}
+
+fn app_entity<'a>(names: &'a Names, app: &'a AppRecord) -> Dynamic<'a> {
+    Dynamic {
+        ty: &names.app,
+        ty_str: names::APP,
+        id: app.id.clone(),
+        attrs: vec![
             ("name", Val::Str(app.name.clone())),
             (
                 "grants",
@@ -334,11 +341,13 @@ fn app_entity(names: &Names, app: &AppRecord) -> Result<(Arc<ast::Entity>, Value
             ),
             ("frozen", Val::Bool(app.frozen)),
         ],
-        (&names.app_group, names::APP_GROUP, &app.groups),
-    )
+        parent_ty: &names.app_group,
+        parent_ty_str: names::APP_GROUP,
+        parents: &app.groups,
+    }
 }
 
-fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Arc<ast::Entity>, Value)> {
+fn wallet_entity<'a>(names: &'a Names, wallet: &'a WalletRecord) -> Dynamic<'a> {
     let wallet_id = names::address_id(&wallet.address);
     let mut attrs = vec![("address", Val::Str(wallet_id.clone()))];
     if let Some(owner) = wallet.owner {
@@ -349,14 +358,15 @@ fn wallet_entity(names: &Names, wallet: &WalletRecord) -> Result<(Arc<ast::Entit
         Val::Set(wallet.labels.iter().map(|l| Val::Str(l.clone())).collect()),
     ));
     attrs.push(("frozen", Val::Bool(wallet.frozen)));
-    entity(
-        names,
-        &names.wallet,
-        names::WALLET,
-        &wallet_id,
+    Dynamic {
+        ty: &names.wallet,
+        ty_str: names::WALLET,
+        id: wallet_id,
         attrs,
-        (&names.wallet_group, names::WALLET_GROUP, &wallet.groups),
-    )
+        parent_ty: &names.wallet_group,
+        parent_ty_str: names::WALLET_GROUP,
+        parents: &wallet.groups,
+    }
 }
 
 /// Most cached stores; past it, one entry leaves for each one that comes in.
@@ -384,7 +394,7 @@ pub(crate) struct CachedStore {
     app: AppRecord,
     wallet: WalletRecord,
     store: Entities,
-    json: Value,
+    json: JsonText,
 }
 
 type StoreKey = (String, alloy::primitives::Address, Option<uuid::Uuid>);
@@ -431,7 +441,7 @@ impl StoreCache {
     fn get_or_build(
         &self,
         input: &DecisionInput<'_>,
-        build: impl FnOnce() -> Result<(Entities, Value)>,
+        build: impl FnOnce() -> Result<(Entities, JsonText)>,
     ) -> Result<Arc<CachedStore>> {
         let key: StoreKey = (
             input.app.id.clone(),
@@ -461,19 +471,11 @@ impl StoreCache {
 }
 
 /// App, wallet and users of one request, as Cedar entities and as their JSON records.
-fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Arc<ast::Entity>>, Value)> {
-    let app = input.app;
+fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Arc<ast::Entity>>, JsonText)> {
     let wallet = input.wallet;
-    let mut out = Vec::with_capacity(4);
-    let mut json = Vec::with_capacity(4);
-
-    let (e, j) = app_entity(names, app)?;
-    out.push(e);
-    json.push(j);
-    let (e, j) = wallet_entity(names, wallet)?;
-    out.push(e);
-    json.push(j);
-
+    let mut all = Vec::with_capacity(4);
+    all.push(app_entity(names, input.app));
+    all.push(wallet_entity(names, wallet));
     let mut users: Vec<String> = Vec::with_capacity(2);
     if let Some(s) = input.session {
         users.push(s.user.to_string());
@@ -485,18 +487,22 @@ fn dynamic(names: &Names, input: &DecisionInput<'_>) -> Result<(Vec<Arc<ast::Ent
         }
     }
     for u in users {
-        let (e, j) = entity(
-            names,
-            &names.user,
-            names::USER,
-            &u,
-            Vec::new(),
-            (&names.app_group, names::APP_GROUP, &[]),
-        )?;
-        out.push(e);
-        json.push(j);
+        all.push(Dynamic {
+            ty: &names.user,
+            ty_str: names::USER,
+            id: u,
+            attrs: Vec::new(),
+            parent_ty: &names.app_group,
+            parent_ty_str: names::APP_GROUP,
+            parents: &[],
+        });
     }
-    Ok((out, Value::Array(json)))
+    let entities = all
+        .iter()
+        .map(|d| d.entity(names))
+        .collect::<Result<Vec<_>>>()?;
+    let text: Vec<_> = all.iter().map(Dynamic::text).collect();
+    Ok((entities, json_text::entities(&text)))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod decide;
 mod diag;
 mod entities;
 mod format;
+mod json_text;
 mod load;
 mod meta;
 mod names;
@@ -31,6 +32,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
+
+pub use json_text::JsonText;
 
 use crate::decode::Registry;
 use crate::error::Result;
@@ -132,12 +135,12 @@ pub struct Decision {
     /// them; empty unless the determining entry is [`SCOPE_NOT_APPROVED_ID`].
     pub scope_not_approved: Vec<String>,
     /// The Cedar context as sent, in plain JSON (addresses as "0x…" strings): the `facts`.
-    pub facts: serde_json::Value,
+    pub facts: JsonText,
     /// `{principal, action, resource, context}` in Cedar's JSON form, for audit and replay.
-    pub cedar_request: serde_json::Value,
+    pub cedar_request: JsonText,
     /// The dynamic entities (app, wallet, users) in Cedar's JSON entity form, for audit and
     /// replay.
-    pub entities: serde_json::Value,
+    pub entities: JsonText,
 }
 
 impl Decision {
@@ -148,9 +151,9 @@ impl Decision {
             determining: Vec::new(),
             errors,
             scope_not_approved: Vec::new(),
-            facts: serde_json::Value::Object(serde_json::Map::new()),
-            cedar_request: serde_json::Value::Null,
-            entities: serde_json::Value::Array(Vec::new()),
+            facts: JsonText::from_value(&serde_json::Value::Object(serde_json::Map::new())),
+            cedar_request: JsonText::from_value(&serde_json::Value::Null),
+            entities: JsonText::from_value(&serde_json::Value::Array(Vec::new())),
         }
     }
 }

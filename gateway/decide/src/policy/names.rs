@@ -76,7 +76,8 @@ pub(crate) fn address_id(a: &alloy::primitives::Address) -> String {
     s
 }
 
-/// The `{"type", "id"}` JSON form of an entity uid.
+/// The `{"type", "id"}` JSON form of an entity uid, as a tree (tests compare text with it).
+#[cfg(test)]
 pub(crate) fn uid_json(ty: &str, id: &str) -> serde_json::Value {
     let mut m = serde_json::Map::with_capacity(2);
     m.insert("type".to_owned(), serde_json::Value::String(ty.to_owned()));

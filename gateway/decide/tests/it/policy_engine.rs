@@ -114,13 +114,16 @@ fn small_usdc_transfer_is_allowed() {
     let d = Req::new(testing::usdc_transfer(ALICE, 25_000_000)).decide(&set);
     allowed(&d, &["permit-transfers"]);
     assert_eq!(
-        d.facts["token"]["counterparty"],
+        d.facts.to_value()["token"]["counterparty"],
         "0x1111111111111111111111111111111111111111"
     );
-    assert_eq!(d.facts["token"]["amount"]["scaled"], 25_000_000_000i64);
-    assert_eq!(d.facts["token"]["amount"]["raw"], "25000000");
-    assert_eq!(d.facts["now"], "2026-01-15T12:00:00.000Z");
-    assert!(d.facts.get("session").is_none());
+    assert_eq!(
+        d.facts.to_value()["token"]["amount"]["scaled"],
+        25_000_000_000i64
+    );
+    assert_eq!(d.facts.to_value()["token"]["amount"]["raw"], "25000000");
+    assert_eq!(d.facts.to_value()["now"], "2026-01-15T12:00:00.000Z");
+    assert!(d.facts.to_value().get("session").is_none());
 }
 
 const ETH: u64 = 1_000_000_000_000_000_000;
@@ -136,8 +139,8 @@ fn unlimited_approval_is_denied_by_a_forbid_with_its_reason() {
     denied(&d, &["forbid-unlimited-approval"]);
     assert_eq!(d.determining[0].effect, Effect::Forbid);
     assert!(d.determining[0].reason.contains("unlimited"));
-    assert_eq!(d.facts["token"]["unlimited"], true);
-    assert_eq!(d.facts["token"]["amount"]["saturated"], true);
+    assert_eq!(d.facts.to_value()["token"]["unlimited"], true);
+    assert_eq!(d.facts.to_value()["token"]["amount"]["saturated"], true);
 
     let bounded = Req::new(testing::usdc_approve(ALICE, U256::from(5_000_000u64))).decide(&set);
     allowed(&bounded, &["permit-contract-calls"]);
@@ -194,8 +197,8 @@ fn native_transfers_within_limits_are_allowed() {
     let set = shipped();
     let d = Req::new(testing::native_transfer(ALICE, wei(1))).decide(&set);
     allowed(&d, &["permit-transfers"]);
-    assert_eq!(d.facts["value"]["scaled"], 1_000_000);
-    assert_eq!(d.facts["value"]["raw"], "1000000000000000");
+    assert_eq!(d.facts.to_value()["value"]["scaled"], 1_000_000);
+    assert_eq!(d.facts.to_value()["value"]["raw"], "1000000000000000");
 }
 
 #[test]
@@ -315,7 +318,7 @@ fn messages_typed_data_and_deploys_are_allowed() {
     );
     let d = Req::new(testing::deploy()).decide(&set);
     allowed(&d, &["permit-contract-deploy"]);
-    assert!(d.facts.get("to").is_none());
+    assert!(d.facts.to_value().get("to").is_none());
 }
 
 #[test]
@@ -350,15 +353,20 @@ fn audit_forms_are_cedar_json_and_replay_to_the_same_decision() {
     ];
     for r in &reqs {
         let d = r.decide(&set);
-        let replayed = match set.replay(&d.cedar_request, &d.entities) {
+        let replayed = match set.replay(&d.cedar_request.to_value(), &d.entities.to_value()) {
             Ok(x) => x,
             Err(e) => panic!("replay of {:?} failed: {e}", d.cedar_request),
         };
-        assert_eq!(replayed, d, "replay differs for {}", d.cedar_request);
+        assert_eq!(
+            replayed,
+            d,
+            "replay differs for {}",
+            d.cedar_request.as_str()
+        );
     }
 
     let d = reqs[0].decide(&set);
-    let req = &d.cedar_request;
+    let req = &d.cedar_request.to_value();
     assert_eq!(
         req["principal"],
         serde_json::json!({"type": "Parapet::App", "id": "default"})
@@ -379,8 +387,9 @@ fn audit_forms_are_cedar_json_and_replay_to_the_same_decision() {
         req["context"]["now"],
         serde_json::json!({"__extn": {"fn": "datetime", "arg": "2026-01-15T12:00:00.000Z"}})
     );
-    assert_eq!(d.facts["session"]["user"], user.to_string());
-    let entities = d.entities.as_array().unwrap();
+    assert_eq!(d.facts.to_value()["session"]["user"], user.to_string());
+    let entities = d.entities.to_value();
+    let entities = entities.as_array().unwrap();
     let types: Vec<&str> = entities
         .iter()
         .map(|e| e["uid"]["type"].as_str().unwrap())
@@ -404,14 +413,16 @@ fn audit_forms_are_cedar_json_and_replay_to_the_same_decision() {
 fn replay_refuses_a_record_that_does_not_fit_the_schema() {
     let set = shipped();
     let d = Req::new(testing::personal_sign(1)).decide(&set);
-    let mut bad = d.cedar_request.clone();
+    let (request, entities) = (d.cedar_request.to_value(), d.entities.to_value());
+    assert!(set.replay(&request, &entities).is_ok());
+    let mut bad = request.clone();
     bad["context"]["invented"] = serde_json::json!(1);
-    assert!(set.replay(&bad, &d.entities).is_err());
-    let mut wrong_principal = d.cedar_request.clone();
+    assert!(set.replay(&bad, &entities).is_err());
+    let mut wrong_principal = request.clone();
     wrong_principal["principal"] = serde_json::json!({"type": "Parapet::User", "id": "x"});
-    assert!(set.replay(&wrong_principal, &d.entities).is_err());
+    assert!(set.replay(&wrong_principal, &entities).is_err());
     let extra = serde_json::json!([{"uid": {"type": "Parapet::AddressList", "id": "blocked"}, "attrs": {"members": []}, "parents": []}]);
-    assert!(set.replay(&d.cedar_request, &extra).is_err());
+    assert!(set.replay(&request, &extra).is_err());
 }
 
 #[test]

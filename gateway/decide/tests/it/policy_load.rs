@@ -388,7 +388,11 @@ fn evaluation_errors_deny_even_when_a_permit_holds() {
     assert_eq!(d.errors.len(), 1);
     assert!(d.errors[0].contains("overflowing"), "{:?}", d.errors);
     assert!(!set.step_up_may_help(&d));
-    assert_eq!(set.replay(&d.cedar_request, &d.entities).unwrap(), d);
+    assert_eq!(
+        set.replay(&d.cedar_request.to_value(), &d.entities.to_value())
+            .unwrap(),
+        d
+    );
 }
 
 #[test]
@@ -419,7 +423,11 @@ fn action_groups_apply_through_every_level() {
             now: time::OffsetDateTime::UNIX_EPOCH,
         });
         assert_eq!(d.allowed, allowed, "chain {chain}: {:?}", d.determining);
-        assert_eq!(set.replay(&d.cedar_request, &d.entities).unwrap(), d);
+        assert_eq!(
+            set.replay(&d.cedar_request.to_value(), &d.entities.to_value())
+                .unwrap(),
+            d
+        );
     }
 }
 
@@ -565,7 +573,8 @@ fn decide_with(
     let d = set.decide(&input);
     assert_eq!(d, set.decide_unsliced(&input), "slicing changed the answer");
     assert_eq!(
-        set.replay(&d.cedar_request, &d.entities).unwrap(),
+        set.replay(&d.cedar_request.to_value(), &d.entities.to_value())
+            .unwrap(),
         d,
         "replay changed the answer"
     );
@@ -591,14 +600,14 @@ fn only_approved_scopes_permit_and_the_rest_is_named() {
     assert_eq!(ids(&d), ["scope-not-approved"]);
     assert_eq!(d.determining[0].effect, Effect::ScopeNotApproved);
     assert_eq!(d.scope_not_approved, ["extra", "only"]);
-    assert_eq!(d.facts["scopes"], serde_json::json!(["basic"]));
+    assert_eq!(d.facts.to_value()["scopes"], serde_json::json!(["basic"]));
     // `only` is not offered to app_z: only `extra` is named.
     let d = decide_with(&set, &other, &msg, &["basic"]);
     assert_eq!(d.scope_not_approved, ["extra"]);
     // ... and approving it there changes nothing (and it is not in context.scopes).
     let d = decide_with(&set, &other, &msg, &["basic", "only"]);
     assert_eq!(d.scope_not_approved, ["extra"]);
-    assert_eq!(d.facts["scopes"], serde_json::json!(["basic"]));
+    assert_eq!(d.facts.to_value()["scopes"], serde_json::json!(["basic"]));
     // Through a group it is offered.
     let d = decide_with(&set, &app("app_z", &["partners"]), &msg, &["basic"]);
     assert_eq!(d.scope_not_approved, ["extra", "only"]);
@@ -607,10 +616,13 @@ fn only_approved_scopes_permit_and_the_rest_is_named() {
     assert!(d.allowed);
     assert_eq!(ids(&d), ["messages"]);
     assert!(d.scope_not_approved.is_empty());
-    assert_eq!(d.facts["scopes"], serde_json::json!(["basic", "extra"]));
+    assert_eq!(
+        d.facts.to_value()["scopes"],
+        serde_json::json!(["basic", "extra"])
+    );
     // Unknown scopes are ignored; basic is always there.
     let d = decide_with(&set, &a, &msg, &["nope"]);
-    assert_eq!(d.facts["scopes"], serde_json::json!(["basic"]));
+    assert_eq!(d.facts.to_value()["scopes"], serde_json::json!(["basic"]));
     // A permit only for another app does not make a scope worth naming.
     let d = decide_with(&set, &a, &testing::deploy(), &["basic"]);
     assert_eq!(ids(&d), ["default-deny"]);

@@ -37,8 +37,8 @@ pub fn decision(
     e.scope_not_approved = outcome.scope_not_approved.clone();
     e.digest = Some(outcome.digest.to_ascii_lowercase());
     e.policy_version = Some(outcome.policy_version.clone());
-    e.cedar_request = Some(outcome.cedar_request.to_string());
-    e.entities = Some(outcome.entities.to_string());
+    e.cedar_request = Some(outcome.cedar_request.as_str().to_owned());
+    e.entities = Some(outcome.entities.as_str().to_owned());
     e.request = Some(request_summary(req));
     e
 }

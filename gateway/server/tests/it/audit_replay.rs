@@ -114,8 +114,8 @@ async fn every_logged_decision_replays_to_the_same_answer_from_the_stored_versio
         e.determining_policies = policy_refs(&d.determining);
         e.errors = d.errors.clone();
         e.policy_version = Some(set.version().to_owned());
-        e.cedar_request = Some(d.cedar_request.to_string());
-        e.entities = Some(d.entities.to_string());
+        e.cedar_request = Some(d.cedar_request.as_str().to_owned());
+        e.entities = Some(d.entities.as_str().to_owned());
         log.append(e).await.unwrap();
         decisions.push(d.allowed);
     }
@@ -164,8 +164,8 @@ async fn every_logged_decision_replays_to_the_same_answer_from_the_stored_versio
     let mut e = AuditEvent::new(EventKind::Decision, now, "forged");
     e.decision = Some("allow".into());
     e.policy_version = Some(set.version().to_owned());
-    e.cedar_request = Some(d.cedar_request.to_string());
-    e.entities = Some(d.entities.to_string());
+    e.cedar_request = Some(d.cedar_request.as_str().to_owned());
+    e.entities = Some(d.entities.as_str().to_owned());
     let seq = log.append(e).await.unwrap().seq;
     assert!(!r.replay(&Target::Seq(seq)).await.unwrap().matches);
     log.shutdown().await;
