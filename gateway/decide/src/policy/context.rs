@@ -166,6 +166,14 @@ pub(crate) fn cedar_datetime(t: OffsetDateTime) -> String {
     )
 }
 
+/// The attribute holding the approved scopes.
+pub(crate) const SCOPES: &str = "scopes";
+
+/// `context.scopes` for `scopes`.
+pub(crate) fn scopes(scopes: &[String]) -> Val {
+    Val::Set(scopes.iter().map(|s| Val::Str(s.clone())).collect())
+}
+
 /// Every context attribute, in docs/architecture.md §4 order; the position is its [`presence`] bit.
 pub(crate) const ATTRIBUTES: [&str; 18] = [
     "chain_id",
@@ -302,10 +310,7 @@ pub(crate) fn build(input: &DecisionInput<'_>) -> Vec<(&'static str, Val)> {
             ("count_1h", Val::Long(input.velocity.count_1h)),
         ]),
     ));
-    c.push((
-        "scopes",
-        Val::Set(input.scopes.iter().map(|s| Val::Str(s.clone())).collect()),
-    ));
+    c.push((SCOPES, scopes(input.scopes)));
     c.push(("now", Val::Datetime(cedar_datetime(input.now))));
     c
 }

@@ -8,7 +8,7 @@ use super::context::{self, Val};
 use super::entities::Store;
 use super::json_text::{self, JsonText};
 use super::names::{self, address_id};
-use super::slice::Want;
+use super::slice::{Slice, Want};
 use super::{
     BASIC_SCOPE, DEFAULT_DENY_ID, DEFAULT_DENY_REASON, Decision, DecisionInput, DeterminingPolicy,
     Effect, LoadedPolicies, SCOPE_NOT_APPROVED_ID, SCOPE_NOT_APPROVED_REASON,
@@ -19,6 +19,11 @@ use crate::facts::Action;
 /// A request ready to evaluate, with its audit forms.
 struct Built {
     request: Request,
+    /// The context it was built from, kept to build the same request with other scopes.
+    fields: Vec<(&'static str, Val)>,
+    principal: EntityUid,
+    action: EntityUid,
+    resource: EntityUid,
     store: Store,
     /// Context attributes present, for slicing.
     present: u32,
@@ -33,10 +38,13 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
     let context = super::values::context(&fields, names)?;
     let wallet_id = address_id(&input.wallet.address);
     let action = input.facts.action.as_str();
+    let principal = names.uid(&names.app, &input.app.id);
+    let action_uid = names.action(input.facts.action)?;
+    let resource = names.uid(&names.wallet, &wallet_id);
     let request = Request::new(
-        names.uid(&names.app, &input.app.id),
-        names.action(input.facts.action)?,
-        names.uid(&names.wallet, &wallet_id),
+        principal.clone(),
+        action_uid.clone(),
+        resource.clone(),
         context,
         None,
     )
@@ -55,7 +63,34 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
         facts: json_text::facts(&fields),
         cedar_request: json_text::cedar_request(&input.app.id, action, &wallet_id, &fields),
         entities,
+        fields,
+        principal,
+        action: action_uid,
+        resource,
     })
+}
+
+/// `built`'s request with `context.scopes` replaced: what [`decide_in`] evaluates, for a
+/// default deny, with every offered scope approved. Only the context differs; the entities
+/// and the audit forms stay the first request's.
+fn with_scopes(set: &LoadedPolicies, built: &Built, scopes: &[String]) -> Result<Request> {
+    let fields: Vec<(&'static str, Val)> = built
+        .fields
+        .iter()
+        .map(|(k, v)| match *k {
+            context::SCOPES => (*k, context::scopes(scopes)),
+            _ => (*k, v.clone()),
+        })
+        .collect();
+    let context = super::values::context(&fields, &set.names)?;
+    Request::new(
+        built.principal.clone(),
+        built.action.clone(),
+        built.resource.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| Error::Internal(format!("request: {e}")))
 }
 
 struct Verdict {
@@ -180,7 +215,7 @@ fn offered(set: &LoadedPolicies, app: &str, groups: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn slice_for(set: &LoadedPolicies, want: &Want<'_>) -> Result<std::sync::Arc<PolicySet>> {
+fn slice_for(set: &LoadedPolicies, want: &Want<'_>) -> Result<std::sync::Arc<Slice>> {
     let key = set.index.key(want, &|s: &str| set.scopes.contains_key(s));
     set.slices.get_or_build(&set.index, &set.metas, key)
 }
@@ -202,18 +237,18 @@ fn failed(set: &LoadedPolicies, e: &Error) -> Decision {
     Decision::failed(vec![format!("request could not be evaluated: {e}")])
 }
 
-/// Builds and evaluates `input` against the app's slice (or the whole set).
-fn verdict(
+/// The policies `input` is evaluated against: the app's slice, or the whole set.
+fn policies_for(
     set: &LoadedPolicies,
     input: &DecisionInput<'_>,
+    present: u32,
     whole: bool,
-) -> Result<(Built, Verdict)> {
-    let built = build(set, input)?;
-    let policies = if whole {
+) -> Result<std::sync::Arc<Slice>> {
+    if whole {
         let key = set
             .index
             .whole_key(input.scopes, &|s: &str| set.scopes.contains_key(s));
-        set.slices.get_or_build(&set.index, &set.metas, key)?
+        set.slices.get_or_build(&set.index, &set.metas, key)
     } else {
         slice_for(
             set,
@@ -222,12 +257,23 @@ fn verdict(
                 app: &input.app.id,
                 groups: &input.app.groups,
                 scopes: input.scopes,
-                present: built.present,
+                present,
             },
-        )?
-    };
+        )
+    }
+}
+
+/// Builds and evaluates `input` against the app's slice (or the whole set); also gives the
+/// number of policies evaluated.
+fn verdict(
+    set: &LoadedPolicies,
+    input: &DecisionInput<'_>,
+    whole: bool,
+) -> Result<(Built, Verdict, usize)> {
+    let built = build(set, input)?;
+    let policies = policies_for(set, input, built.present, whole)?;
     let v = evaluate(set, &built.request, &policies, built.store.entities());
-    Ok((built, v))
+    Ok((built, v, policies.len()))
 }
 
 fn decide_in(set: &LoadedPolicies, input: &DecisionInput<'_>, whole: bool) -> Decision {
@@ -237,19 +283,22 @@ fn decide_in(set: &LoadedPolicies, input: &DecisionInput<'_>, whole: bool) -> De
             scopes: &approved,
             ..*input
         };
-        let (built, mut v) = verdict(set, &input, whole)?;
+        let (built, mut v, evaluated) = verdict(set, &input, whole)?;
         if v.is_default_deny() {
             let all = offered(set, &input.app.id, &input.app.groups);
             if all.len() > approved.len() {
-                let (_, with_all) = verdict(
-                    set,
-                    &DecisionInput {
-                        scopes: &all,
-                        ..input
-                    },
-                    whole,
-                )?;
-                v = v.with_unapproved(&with_all, set, &approved);
+                let input = DecisionInput {
+                    scopes: &all,
+                    ..input
+                };
+                let policies = policies_for(set, &input, built.present, whole)?;
+                // The same policies as the first evaluation (no permit of the other scopes
+                // applies to this request): the same default deny, so nothing to evaluate.
+                if policies.len() > evaluated {
+                    let request = with_scopes(set, &built, &all)?;
+                    let with_all = evaluate(set, &request, &policies, built.store.entities());
+                    v = v.with_unapproved(&with_all, set, &approved);
+                }
             }
         }
         Ok(finish(built, v))

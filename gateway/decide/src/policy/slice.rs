@@ -306,9 +306,32 @@ pub(crate) fn build_set(
     Ok(set)
 }
 
+/// A slice's policy set, and how many policies it kept: slices of one request that differ
+/// only in their scopes hold the same policies exactly when they kept as many (more scopes
+/// only ever keep more permits).
+#[derive(Debug)]
+pub(crate) struct Slice {
+    set: PolicySet,
+    len: usize,
+}
+
+impl Slice {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl std::ops::Deref for Slice {
+    type Target = PolicySet;
+
+    fn deref(&self) -> &PolicySet {
+        &self.set
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct SliceCache {
-    map: RwLock<HashMap<SliceKey, Arc<PolicySet>>>,
+    map: RwLock<HashMap<SliceKey, Arc<Slice>>>,
 }
 
 impl SliceCache {
@@ -317,11 +340,13 @@ impl SliceCache {
         index: &SliceIndex,
         policies: &[PolicyMeta],
         key: SliceKey,
-    ) -> Result<Arc<PolicySet>> {
+    ) -> Result<Arc<Slice>> {
         if let Some(s) = self.map.read().get(&key) {
             return Ok(Arc::clone(s));
         }
-        let set = Arc::new(build_set(policies, index.members(&key), key.scopes())?);
+        let set = build_set(policies, index.members(&key), key.scopes())?;
+        let len = set.policies().count();
+        let set = Arc::new(Slice { set, len });
         let mut map = self.map.write();
         if map.len() >= MAX_CACHED_SLICES {
             tracing::debug!(slices = map.len(), "policy slice cache full; starting over");
