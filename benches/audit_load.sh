@@ -6,7 +6,8 @@
 #   PARAPET_DATABASE_URL=postgres://… benches/audit_load.sh   # PostgreSQL (a fresh database)
 #
 # Knobs: DURATION (s, default 20), CONNECTIONS (default 32), THREADS (wrk threads, default 1),
-# RUNS (default 3). Needs `wrk` (apt-get install wrk). Loopback only; every run is bounded.
+# RUNS (default 3), PARAPET_BIN (a built binary to measure instead of building this tree's, e.g.
+# to alternate runs of two builds on a noisy machine). Needs `wrk` (apt-get install wrk). Loopback only; every run is bounded.
 # The load comes from one IP and one app (each request for another of 10,000 random wallets,
 # PARAPET_BENCH_WALLETS), so the rate limits are lifted for the run: this measures the audit
 # path, not the limiters (benches/flood.rs does that).
@@ -18,14 +19,18 @@ THREADS=${THREADS:-1}
 RUNS=${RUNS:-3}
 PORT=${PORT:-18181}
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
-cargo build --release -p parapet --quiet
+bin=${PARAPET_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -p parapet --quiet
+  bin="$PWD/target/release/parapet"
+fi
 scratch=$(mktemp -d)
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$scratch"' EXIT
 ln -s "$PWD/policies" "$scratch/policies"
 ln -s "$PWD/schemas" "$scratch/schemas"
 cp tests/fixtures/good/erc20-transfer-usdc-small.json "$scratch/body.json"
 ( cd "$scratch" && PARAPET_LISTEN="127.0.0.1:$PORT" PARAPET_LOG=warn \
-  PARAPET_IP_RATE=1000000/s PARAPET_APP_RATE=1000000/s PARAPET_WALLET_RATE=1000000/s exec "$OLDPWD/target/release/parapet" serve ) &
+  PARAPET_IP_RATE=1000000/s PARAPET_APP_RATE=1000000/s PARAPET_WALLET_RATE=1000000/s exec "$bin" serve ) &
 server=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
 export PARAPET_BENCH_TOKEN=$(cat "$scratch/data/dev-token")
