@@ -26,7 +26,8 @@ impl JsonText {
         &self.0
     }
 
-    /// The text as a tree, for the callers that do look inside (replay, tests).
+    /// The text as a tree, for callers that do look inside (tests, tools); `Null` if it
+    /// did not parse, which text from this module or `serde_json` always does.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::Null)
     }
@@ -103,16 +104,7 @@ impl Writer {
                 self.uid(kind.type_str(), id);
                 self.raw("}");
             }
-            Val::Set(items) => {
-                self.raw("[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.raw(",");
-                    }
-                    self.cedar(item);
-                }
-                self.raw("]");
-            }
+            Val::Set(items) => self.list(items, Writer::cedar),
             Val::Record(fields) => self.record(fields, Writer::cedar),
             Val::Datetime(s) => {
                 self.raw("{\"__extn\":{\"fn\":\"datetime\",\"arg\":");
@@ -128,18 +120,20 @@ impl Writer {
             Val::Bool(b) => self.raw(if *b { "true" } else { "false" }),
             Val::Long(n) => self.long(*n),
             Val::Str(s) | Val::Entity(_, s) | Val::Datetime(s) => self.string(s),
-            Val::Set(items) => {
-                self.raw("[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.raw(",");
-                    }
-                    self.plain(item);
-                }
-                self.raw("]");
-            }
+            Val::Set(items) => self.list(items, Writer::plain),
             Val::Record(fields) => self.record(fields, Writer::plain),
         }
+    }
+
+    fn list(&mut self, items: &[Val], value: fn(&mut Writer, &Val)) {
+        self.raw("[");
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                self.raw(",");
+            }
+            value(self, item);
+        }
+        self.raw("]");
     }
 
     fn record(&mut self, fields: &[(&'static str, Val)], value: fn(&mut Writer, &Val)) {
