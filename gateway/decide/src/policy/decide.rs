@@ -21,9 +21,6 @@ struct Built {
     request: Request,
     /// The context it was built from, kept to build the same request with other scopes.
     fields: Vec<(&'static str, Val)>,
-    principal: EntityUid,
-    action: EntityUid,
-    resource: EntityUid,
     store: Store,
     /// Context attributes present, for slicing.
     present: u32,
@@ -38,13 +35,10 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
     let context = super::values::context(&fields, names)?;
     let wallet_id = address_id(&input.wallet.address);
     let action = input.facts.action.as_str();
-    let principal = names.uid(&names.app, &input.app.id);
-    let action_uid = names.action(input.facts.action)?;
-    let resource = names.uid(&names.wallet, &wallet_id);
     let request = Request::new(
-        principal.clone(),
-        action_uid.clone(),
-        resource.clone(),
+        names.uid(&names.app, &input.app.id),
+        names.action(input.facts.action)?,
+        names.uid(&names.wallet, &wallet_id),
         context,
         None,
     )
@@ -64,9 +58,6 @@ fn build(set: &LoadedPolicies, input: &DecisionInput<'_>) -> Result<Built> {
         cedar_request: json_text::cedar_request(&input.app.id, action, &wallet_id, &fields),
         entities,
         fields,
-        principal,
-        action: action_uid,
-        resource,
     })
 }
 
@@ -83,10 +74,15 @@ fn with_scopes(set: &LoadedPolicies, built: &Built, scopes: &[String]) -> Result
         })
         .collect();
     let context = super::values::context(&fields, &set.names)?;
+    let known = |uid: Option<&EntityUid>| {
+        uid.cloned()
+            .ok_or_else(|| Error::Internal("request: an unknown entity".to_owned()))
+    };
+    let r = &built.request;
     Request::new(
-        built.principal.clone(),
-        built.action.clone(),
-        built.resource.clone(),
+        known(r.principal())?,
+        known(r.action())?,
+        known(r.resource())?,
         context,
         None,
     )
