@@ -38,7 +38,9 @@ impl JsonText {
     }
 
     fn from_buf(w: Writer) -> JsonText {
-        JsonText(Arc::from(w.0))
+        // Every piece written is UTF-8 (`str`s and `serde_json`'s output), so the lossy
+        // conversion never replaces anything; it only spares a fallible signature.
+        JsonText(Arc::from(String::from_utf8_lossy(&w.0)))
     }
 }
 
@@ -53,34 +55,33 @@ impl Serialize for JsonText {
     }
 }
 
-/// Compact JSON text being written.
-struct Writer(String);
+/// Compact JSON text being written (bytes, so that `serde_json` writes each escaped string
+/// straight into it instead of into a string of its own).
+struct Writer(Vec<u8>);
 
 impl Writer {
     fn with_capacity(n: usize) -> Writer {
-        Writer(String::with_capacity(n))
+        Writer(Vec::with_capacity(n))
     }
 
     fn raw(&mut self, s: &str) {
-        self.0.push_str(s);
+        self.0.extend_from_slice(s.as_bytes());
     }
 
     /// A JSON string, escaped by `serde_json` itself.
     fn string(&mut self, s: &str) {
-        // Writing a `str` to a `String` cannot fail; the fallback is never taken.
-        if let Ok(quoted) = serde_json::to_string(s) {
-            self.0.push_str(&quoted);
-        }
+        // Writing to a `Vec` cannot fail; there is no error to handle.
+        let _ = serde_json::to_writer(&mut self.0, s);
     }
 
     fn long(&mut self, n: i64) {
-        use std::fmt::Write;
+        use std::io::Write;
         let _ = write!(self.0, "{n}");
     }
 
     fn key(&mut self, k: &str) {
         self.string(k);
-        self.0.push(':');
+        self.0.push(b':');
     }
 
     /// `{"type":…,"id":…}`.
